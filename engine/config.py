@@ -1,0 +1,306 @@
+"""Herald's TOML config, decoded into strict msgspec Structs.
+
+Every table is decoded on its own so that one run of ``herald check-config`` reports every
+problem, each as ``FILE: key.path: message``. A driver's options (the keys of
+``[gateways.NAME]`` other than ``driver``) are decoded with that driver's own Struct.
+Cross-references (a sender's gateway, a virtual sender's senders, a resource's virtual
+sender) are checked after decoding.
+
+Where the file comes from: ``--config PATH``, else ``$HERALD_CONFIG``, else ``./herald.toml``.
+Relative paths inside the file (the database, a file driver's output) are relative to the
+directory of the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from engine.drivers import Driver, DriverConfig
+from engine.errors import ConfigError, ConfigProblem
+
+__all__ = [
+    "Config",
+    "EngineConfig",
+    "GatewayConfig",
+    "ResourceConfig",
+    "RouteTarget",
+    "RoutingRule",
+    "SenderConfig",
+    "VirtualSenderConfig",
+    "find_config_path",
+    "load_config",
+    "parse_config",
+]
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Percent = Annotated[float, Meta(gt=0, le=100)]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class EngineConfig(_Strict):
+    """``[engine]``: where data lives and how the pipeline is shaped."""
+
+    database: str = "herald.db"
+    #: Region for numbers written without a country code (ISO 3166 alpha-2, e.g. "RU").
+    #: Unset: digits without "+" are read as an international number.
+    default_region: Annotated[str, Meta(pattern="^[A-Z]{2}$")] | None = None
+    #: Profiles read from the store per chunk (keyset pagination).
+    chunk_size: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+    #: Messages handed to a driver per batch (capped by the driver's own max_batch).
+    batch_size: Annotated[int, Meta(ge=1, le=100_000)] = 500
+    #: Bloom filter false-positive rate of the per-run phone dedupe. Every positive is
+    #: confirmed exactly, so this trades memory for confirmation queries, never correctness.
+    dedupe_fp_rate: Annotated[float, Meta(gt=0, lt=0.5)] = 0.001
+    #: Seconds that batches already handed to a gateway get to finish after Ctrl-C/SIGTERM.
+    shutdown_grace: Annotated[float, Meta(ge=0)] = 10.0
+
+
+class GatewayConfig(msgspec.Struct, frozen=True):
+    """``[gateways.NAME]``: a driver name and that driver's own validated options."""
+
+    driver: str
+    options: DriverConfig
+
+
+class SenderConfig(_Strict):
+    """``[senders.NAME]``: a real sender (caller id) on a gateway."""
+
+    gateway: Name
+    caller_id: Name
+    #: Segments per second; 0 = unlimited.
+    rate: Annotated[float, Meta(ge=0)] = 0
+    #: Segments that may go out at once above the steady rate.
+    burst: Annotated[int, Meta(ge=0)] = 0
+    #: Batches in flight at once on this sender's gateway.
+    concurrency: Annotated[int, Meta(ge=1, le=1024)] = 4
+    #: Longest text in segments this sender takes; 0 = no cap. Longer texts are skipped.
+    max_segments: Annotated[int, Meta(ge=0)] = 0
+
+
+class RouteTarget(_Strict):
+    sender: Name
+    percent: Percent = 100
+
+
+class RoutingRule(_Strict):
+    senders: Annotated[list[RouteTarget], Meta(min_length=1)]
+
+
+class VirtualSenderConfig(_Strict):
+    """``[virtual_senders.NAME]``: ordered rules, the last one being the default."""
+
+    rules: Annotated[list[RoutingRule], Meta(min_length=1)]
+
+
+class ResourceConfig(_Strict):
+    """``[resources.NAME]``: a subscription resource (a newsletter, a service)."""
+
+    virtual_sender: Name
+    channel: Literal["sms"] = "sms"
+    databases: list[Name] = msgspec.field(default_factory=list)
+    unsubscribe_url: str | None = None
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True):
+    """A whole, checked config file."""
+
+    path: Path | None
+    engine: EngineConfig
+    gateways: dict[str, GatewayConfig]
+    senders: dict[str, SenderConfig]
+    virtual_senders: dict[str, VirtualSenderConfig]
+    resources: dict[str, ResourceConfig]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the config, relative to the config file's directory."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_path(self) -> Path:
+        return self.resolve(self.engine.database)
+
+
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]*)`$")
+
+S = TypeVar("S")
+
+
+def _join(prefix: str, rest: str) -> str:
+    if not rest:
+        return prefix
+    if rest.startswith("["):
+        return prefix + rest
+    return f"{prefix}.{rest}" if prefix else rest
+
+
+def _problem(file: str, prefix: str, err: msgspec.ValidationError) -> ConfigProblem:
+    m = _AT.match(str(err))
+    assert m is not None  # the pattern matches any string
+    msg, sub = m["msg"], (m["path"] or "").lstrip(".")
+    path = _join(prefix, sub)
+    if u := _UNKNOWN.match(msg):
+        return ConfigProblem(file, _join(path, u["key"]), "unknown key (misspelled?)")
+    if u := _MISSING.match(msg):
+        return ConfigProblem(file, _join(path, u["key"]), "required key is missing")
+    return ConfigProblem(file, path, msg[0].lower() + msg[1:] if msg else "invalid value")
+
+
+class _Decoder:
+    """Decodes tables one at a time, collecting problems instead of stopping at the first."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[ConfigProblem] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(ConfigProblem(self.file, path, message))
+
+    def convert(self, value: Any, typ: type[S], path: str) -> S | None:
+        try:
+            return msgspec.convert(value, typ, strict=True)
+        except msgspec.ValidationError as err:
+            self.problems.append(_problem(self.file, path, err))
+            return None
+
+    def table(self, raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a table, got {type(value).__name__}")
+            return {}
+        return value
+
+    def named(
+        self, raw: Mapping[str, Any], key: str, decode: Callable[[Any, str], S | None]
+    ) -> dict[str, S]:
+        out: dict[str, S] = {}
+        for name, value in self.table(raw, key).items():
+            path = f"{key}.{name}"
+            if not isinstance(value, dict):
+                self.fail(path, f"expected a table, got {type(value).__name__}")
+                continue
+            decoded = decode(value, path)
+            if decoded is not None:
+                out[name] = decoded
+        return out
+
+
+_TOP_LEVEL = ("engine", "gateways", "senders", "virtual_senders", "resources")
+
+
+def parse_config(
+    raw: Mapping[str, Any],
+    *,
+    drivers: Mapping[str, type[Driver]],
+    file: str = "<config>",
+    path: Path | None = None,
+) -> Config:
+    """Decode and cross-check an already parsed TOML document; raise ConfigError."""
+    d = _Decoder(file)
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            d.fail(key, f"unknown table (expected one of: {', '.join(_TOP_LEVEL)})")
+    engine = d.convert(d.table(raw, "engine"), EngineConfig, "engine") or EngineConfig()
+
+    def gateway(value: dict[str, Any], where: str) -> GatewayConfig | None:
+        options = dict(value)
+        name = options.pop("driver", None)
+        if not isinstance(name, str):
+            d.fail(f"{where}.driver", "required key is missing: the driver's name, e.g. 'file'")
+            return None
+        driver = drivers.get(name)
+        if driver is None:
+            known = ", ".join(sorted(drivers)) or "none installed"
+            d.fail(f"{where}.driver", f"unknown driver {name!r} (installed: {known})")
+            return None
+        decoded = d.convert(options, driver.Config, where)
+        return None if decoded is None else GatewayConfig(name, decoded)
+
+    gateways = d.named(raw, "gateways", gateway)
+    senders = d.named(raw, "senders", lambda v, p: d.convert(v, SenderConfig, p))
+    vsenders = d.named(
+        raw, "virtual_senders", lambda v, p: d.convert(v, VirtualSenderConfig, p)
+    )
+    resources = d.named(raw, "resources", lambda v, p: d.convert(v, ResourceConfig, p))
+
+    raw_gateways = d.table(raw, "gateways")
+    for name, sender in senders.items():
+        if sender.gateway not in raw_gateways:
+            d.fail(f"senders.{name}.gateway", f"no gateway named {sender.gateway!r}")
+    raw_senders = d.table(raw, "senders")
+    for name, vs in vsenders.items():
+        for i, rule in enumerate(vs.rules):
+            for j, target in enumerate(rule.senders):
+                if target.sender not in raw_senders:
+                    d.fail(
+                        f"virtual_senders.{name}.rules[{i}].senders[{j}].sender",
+                        f"no sender named {target.sender!r}",
+                    )
+    raw_vsenders = d.table(raw, "virtual_senders")
+    for name, res in resources.items():
+        if res.virtual_sender not in raw_vsenders:
+            d.fail(
+                f"resources.{name}.virtual_sender",
+                f"no virtual sender named {res.virtual_sender!r}",
+            )
+    if d.problems:
+        raise ConfigError(d.problems)
+    return Config(
+        path=path,
+        engine=engine,
+        gateways=gateways,
+        senders=senders,
+        virtual_senders=vsenders,
+        resources=resources,
+    )
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``explicit``, else ``$HERALD_CONFIG``, else ``./herald.toml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("HERALD_CONFIG")
+    return Path(env) if env else Path("herald.toml")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, *, drivers: Mapping[str, type[Driver]]
+) -> Config:
+    """Read, decode and check a config file; raise ConfigError naming the file."""
+    p = find_config_path(path)
+    file = str(p)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        hint = "" if path else " (give --config PATH or set HERALD_CONFIG)"
+        raise ConfigError([ConfigProblem(file, "", f"no such file{hint}")]) from None
+    except OSError as err:
+        raise ConfigError([ConfigProblem(file, "", err.strerror or str(err))]) from None
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError([ConfigProblem(file, "", f"not UTF-8 text ({err.reason})")]) from None
+    except tomllib.TOMLDecodeError as err:
+        m = _TOML_AT.search(str(err))
+        where = f"{file}:{m[1]}:{m[2]}" if m else file
+        msg = _TOML_AT.sub("", str(err)).strip()
+        raise ConfigError([ConfigProblem(where, "", f"not valid TOML: {msg}")]) from None
+    return parse_config(raw, drivers=drivers, file=file, path=p.resolve())

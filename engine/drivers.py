@@ -1,0 +1,101 @@
+"""The gateway driver interface.
+
+A driver is small: a config Struct, declared capabilities, one async method that submits a
+batch and returns one result per message, and ``aclose()``. Retry, throttling and routing
+policy live in the engine, never in a driver. Plugins hand driver classes to the engine
+through the ``herald_drivers`` hook (see ``engine.hookspecs``).
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+__all__ = [
+    "Capabilities",
+    "Driver",
+    "DriverConfig",
+    "OutboundMessage",
+    "SendResult",
+    "SendStatus",
+]
+
+SendStatus = Literal["accepted", "rejected", "retry"]
+
+
+class OutboundMessage(msgspec.Struct, frozen=True):
+    """One SMS handed to a driver. ``id`` is stable across retries, failover and resume."""
+
+    id: str
+    to: str
+    sender: str
+    text: str
+    segments: int = 1
+
+
+class SendResult(msgspec.Struct, frozen=True):
+    """What the gateway said about one message.
+
+    ``accepted``: the gateway took it (``provider_id`` correlates delivery receipts).
+    ``rejected``: refused for good (``error`` says why, in the provider's words or code).
+    ``retry``: not taken this time; worth another try (``retry_after`` seconds if known).
+    """
+
+    id: str
+    status: SendStatus
+    provider_id: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+class Capabilities(msgspec.Struct, frozen=True):
+    """What a driver can do; the engine shapes batches and recovery around it.
+
+    ``idempotent``: resubmitting a message under the same id never sends it twice (the
+    gateway dedupes by id), so a message in flight at a crash is safely re-sent on resume.
+    ``max_segments``: 0 means no cap.
+    """
+
+    max_batch: int = 500
+    max_segments: int = 0
+    supports_dlr: bool = False
+    idempotent: bool = False
+
+
+class DriverConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every driver's options Struct (the keys of ``[gateways.NAME]`` but ``driver``)."""
+
+
+class Driver(abc.ABC):
+    """Base class of gateway drivers.
+
+    Subclasses set ``name`` (the value of ``driver = "..."`` in config) and ``Config`` (a
+    ``DriverConfig`` subclass), and implement ``send_batch``.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[DriverConfig]] = DriverConfig
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self, config: Any, *, gateway: str = "", base_dir: Path | None = None) -> None:
+        #: The driver's own options, an instance of ``Config``.
+        self.config = config
+        #: The name of the ``[gateways.NAME]`` table this instance serves.
+        self.gateway = gateway
+        #: The config file's directory: relative paths in options are relative to it.
+        self.base_dir = base_dir or Path.cwd()
+
+    @abc.abstractmethod
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Submit ``messages`` (at most ``capabilities.max_batch``); one result per message.
+
+        Raise ``TransientGatewayError`` or ``PermanentGatewayError`` when the whole batch
+        failed; report per-message outcomes in the results otherwise.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Release connections and files. Called once when the engine is done."""

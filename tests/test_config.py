@@ -1,0 +1,130 @@
+"""Config decoding: every problem named by file and key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.errors import ConfigError
+from engine.plugins import load_plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVERS = load_plugins().drivers
+
+GOOD = """\
+[engine]
+database = "herald.db"
+[gateways.out]
+driver = "file"
+path = "sent.jsonl"
+[senders.s1]
+gateway = "out"
+caller_id = "ACME"
+[virtual_senders.v]
+rules = [{ senders = [{ sender = "s1", percent = 100 }] }]
+[resources.news]
+channel = "sms"
+databases = ["main"]
+virtual_sender = "v"
+"""
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "herald.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, drivers=DRIVERS)
+    return [f"{p.path}: {p.message}" for p in info.value.problems]
+
+
+def test_the_issue_example_loads_and_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "conf" / "herald.toml"
+    path.parent.mkdir()
+    path.write_text(GOOD, encoding="utf-8")
+    config = load_config(path, drivers=DRIVERS)
+    assert config.database_path == path.parent.resolve() / "herald.db"
+    assert config.gateways["out"].driver == "file"
+    assert config.senders["s1"].rate == 0  # unlimited unless set
+    assert config.resources["news"].virtual_sender == "v"
+
+
+def test_example_config_in_repo_is_valid() -> None:
+    config = load_config(ROOT / "config" / "herald.toml", drivers=DRIVERS)
+    assert set(config.gateways) == {"archive", "blackhole"}
+
+
+def test_misspelled_key_is_named_by_path(tmp_path: Path) -> None:
+    text = GOOD.replace('caller_id = "ACME"', 'caller_id = "ACME"\ngatway = "out"')
+    assert problems(tmp_path, text) == ["senders.s1.gatway: unknown key (misspelled?)"]
+
+
+def test_dangling_references_are_all_reported(tmp_path: Path) -> None:
+    text = GOOD.replace('gateway = "out"', 'gateway = "nowhere"').replace(
+        'virtual_sender = "v"', 'virtual_sender = "vv"'
+    )
+    assert problems(tmp_path, text) == [
+        "senders.s1.gateway: no gateway named 'nowhere'",
+        "resources.news.virtual_sender: no virtual sender named 'vv'",
+    ]
+
+
+def test_virtual_sender_naming_an_unknown_sender(tmp_path: Path) -> None:
+    text = GOOD.replace('sender = "s1", percent', 'sender = "s9", percent')
+    assert problems(tmp_path, text) == [
+        "virtual_senders.v.rules[0].senders[0].sender: no sender named 's9'"
+    ]
+
+
+def test_wrong_types_and_bounds(tmp_path: Path) -> None:
+    text = GOOD.replace('caller_id = "ACME"', 'caller_id = "ACME"\nrate = -5').replace(
+        "percent = 100", 'percent = "all"'
+    )
+    assert problems(tmp_path, text) == [
+        "senders.s1.rate: expected `float` >= 0.0",
+        "virtual_senders.v.rules[0].senders[0].percent: expected `float`, got `str`",
+    ]
+
+
+def test_driver_options_are_checked_by_the_driver(tmp_path: Path) -> None:
+    text = GOOD.replace('path = "sent.jsonl"', 'pth = "sent.jsonl"')
+    assert problems(tmp_path, text) == ["gateways.out.pth: unknown key (misspelled?)"]
+    text = GOOD.replace('path = "sent.jsonl"', "")
+    assert problems(tmp_path, text) == ["gateways.out.path: required key is missing"]
+    text = GOOD.replace('driver = "file"', 'driver = "smpp"')
+    (problem,) = problems(tmp_path, text)
+    assert problem.startswith("gateways.out.driver: unknown driver 'smpp' (installed: ")
+
+
+def test_unknown_table_and_bad_toml(tmp_path: Path) -> None:
+    assert problems(tmp_path, GOOD + "[sender.s2]\ngateway = 'out'\n") == [
+        "sender: unknown table (expected one of: engine, gateways, senders, virtual_senders,"
+        " resources)"
+    ]
+    path = tmp_path / "bad.toml"
+    path.write_text("[engine]\ndatabase = \n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, drivers=DRIVERS)
+    assert str(info.value).startswith(f"{path}:2:12: not valid TOML: Invalid value")
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    path = tmp_path / "herald.toml"
+    path.write_text(GOOD.replace("caller_id", "caler_id"), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "check-config", str(path)],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"{path}: senders.s1.caler_id: unknown key (misspelled?)",
+    ]
+    path.write_text(GOOD, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "check-config", str(path)],
+        capture_output=True, text=True, check=False,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "ok\n")
