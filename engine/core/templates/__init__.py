@@ -1,0 +1,265 @@
+"""The Herald template language: compile once per mailing, render per message.
+
+The language is specified in ``TEMPLATES.md``. :func:`compile_template` parses a template and
+generates one Python function for it (see ``codegen.py``); :meth:`Template.render` is that
+function, so rendering never re-parses and costs a few dict lookups and one f-string.
+
+Choices made where the spec is silent:
+
+Text and tags
+    A tag starts at ``{`` followed by an ASCII letter or ``_`` (so ``{Привет}`` is literal
+    text). Names are ASCII (``[A-Za-z_][A-Za-z0-9_]*``); other keys are reached with brackets:
+    ``json["order-id"]``, ``json["товар"]``. A tag may span lines; a string may not.
+    Outside tags only ``\\{`` and ``\\\\`` are escapes: any other backslash (and any ``}``)
+    is printed as written. Inside strings only ``\\"`` and ``\\\\`` are allowed.
+Paths
+    ``.0`` and ``[0]`` index a list (``[-1]`` counts from the end) or read key ``"0"`` of an
+    object. Keywords (``if in not and or equal ...``) cannot be roots but can be fields
+    (``lead.end``). A bare function name with no dot is a call: ``{unsubscribe}``.
+Values
+    Integral floats below 1e16 render without ``.0`` (``100.0`` -> ``100``), like integers;
+    other floats use ``repr`` (shortest round-trip). Lists and objects render as compact
+    JSON with non-ASCII kept. An output tag may hold a condition: ``{a equal b}`` renders
+    ``true`` or ``false``; ``and``/``or``/``not`` always give ``true``/``false``.
+Comparisons
+    Numeric strings are decimal literals (``-1``, ``2.50``, ``1e3``); no spaces, ``inf`` or
+    ``nan``. ``true``/``false`` are not numbers: they compare as the text ``true``/``false``.
+    A missing value compares as ``""``. ``contains`` on an object tests its keys; list
+    membership uses ``equal`` (so ``[1, 2] contains "2"``).
+Loops
+    ``{for x in obj}`` walks an object's keys; ``{for i, x in list}`` gives 0-based
+    positions. Strings, numbers and missing values are not iterable (render nothing).
+    ``loop`` refers to the innermost loop; ``loop.foo`` is a compile error; ``loop`` is
+    reserved and cannot be a loop variable.
+Errors
+    ``missing {end}`` points at the innermost block left open. Blocks nest at most 16 deep,
+    expressions 32; number literals and indexes have at most 100 characters. Extra functions
+    may override built-ins of the same name; plugins can mark functions that read the
+    context with :func:`context_function`.
+Metadata
+    ``Template.urls`` are the distinct URLs of each run of literal text, in order; a URL
+    continued by a tag (``https://x.ru/?id={lead._id}``) is found up to the tag.
+Functions
+    A function that raises at render time renders as ``""`` (its value is ``None``): data
+    problems never stop a mailing. Literal arguments are checked at compile time where a
+    built-in can (``jsonpath`` paths and modes, ``truncate`` lengths). Built-ins:
+    ``default(x fallback)`` replaces missing, null, ``""``, ``[]``, ``{}`` (not ``0`` or
+    ``false``); ``upper``, ``lower``; ``capitalize`` upper-cases the first character only;
+    ``truncate(x n [end])`` keeps at most ``n`` characters including ``end``;
+    ``date(x [format])`` defaults to ``"%d.%m.%Y"`` and also takes Unix timestamps (UTC);
+    ``jsonpath(doc path [mode])`` supports ``$ .a ['a'] [n] [*] .* ..a ..*`` (see
+    ``jsonpath.py``), mode ``"item"`` (default, first match) or ``"array"``, and decodes a
+    string ``doc`` as JSON; ``len(x)``; ``unsubscribe`` renders ``resource.unsubscribe_url``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import msgspec
+
+from engine.core.links import find_urls
+from engine.core.templates.codegen import RenderFunction, generate, load
+from engine.core.templates.functions import (
+    BUILTIN_FUNCTIONS,
+    FunctionSpec,
+    context_function,
+    function_spec,
+)
+from engine.core.templates.lexer import Source
+from engine.core.templates.nodes import For, If, Node, TextNode, Var
+from engine.core.templates.parser import Parser
+from engine.errors import TemplateError
+
+__all__ = [
+    "BUILTIN_FUNCTIONS",
+    "KNOWN_ROOTS",
+    "CheckReport",
+    "Template",
+    "check_template",
+    "compile_template",
+    "context_function",
+]
+
+KNOWN_ROOTS: Final = frozenset(
+    {"lead", "subscription", "apicontent", "json", "mailing", "resource"}
+)
+"""The context roots the engine provides when rendering."""
+
+_STANDARD_LEAD_FIELDS: Final = frozenset(
+    "_fname _lname _bdate _sex _city _country _region _tz _id".split()
+)
+_BUILTIN_SPECS: Final = {name: function_spec(name, fn) for name, fn in BUILTIN_FUNCTIONS.items()}
+
+
+class Template:
+    """A compiled template.
+
+    ``render(ctx)`` renders it for one message; ``ctx`` maps root names (``"lead"``,
+    ``"subscription"``, ``"apicontent"``, ``"json"``, ``"mailing"``, ``"resource"``) to
+    dicts, any of which may be missing. Rendering never raises: missing or odd data renders
+    as ``""``.
+
+    ``variables`` are the dotted context paths the template reads, ``roots`` their first
+    names (build only those), ``urls`` the http(s) URLs in its literal text.
+    """
+
+    __slots__ = ("name", "python_source", "render", "roots", "source", "urls", "variables")
+
+    render: RenderFunction
+    source: str
+    name: str
+    variables: frozenset[str]
+    roots: frozenset[str]
+    urls: tuple[str, ...]
+    python_source: str
+
+    def __init__(
+        self,
+        *,
+        render: RenderFunction,
+        source: str,
+        name: str,
+        variables: frozenset[str],
+        roots: frozenset[str],
+        urls: tuple[str, ...],
+        python_source: str,
+    ) -> None:
+        self.render = render
+        self.source = source
+        self.name = name
+        self.variables = variables
+        self.roots = roots
+        self.urls = urls
+        self.python_source = python_source
+
+    def __repr__(self) -> str:
+        return f"<Template {self.name} reads {sorted(self.variables)}>"
+
+
+class CheckReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``herald template check`` reports about a template.
+
+    ``errors`` holds the compile error, if any (a template stops at its first error);
+    ``warnings`` are problems that do not stop compilation, such as a variable that cannot
+    resolve, each starting with ``line:col``.
+    """
+
+    errors: list[TemplateError] = []
+    variables: list[str] = []
+    roots: list[str] = []
+    urls: list[str] = []
+    warnings: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        """True when the template compiles."""
+        return not self.errors
+
+
+def _specs(functions: Mapping[str, Callable[..., Any]] | None) -> Mapping[str, FunctionSpec]:
+    if not functions:
+        return _BUILTIN_SPECS
+    return _BUILTIN_SPECS | {name: function_spec(name, fn) for name, fn in functions.items()}
+
+
+def _texts(nodes: tuple[Node, ...]) -> list[str]:
+    found: list[str] = []
+    for node in nodes:
+        if isinstance(node, TextNode):
+            found.append(node.value)
+        elif isinstance(node, If):
+            for _, body in node.branches:
+                found += _texts(body)
+            found += _texts(node.otherwise)
+        elif isinstance(node, For):
+            found += _texts(node.body)
+    return found
+
+
+def _compile(
+    source: str, functions: Mapping[str, Callable[..., Any]] | None, name: str
+) -> tuple[Template, list[Var], Source]:
+    src = Source(source)
+    parser = Parser(src, _specs(functions))
+    try:
+        nodes = parser.parse()
+        python_source, constants = generate(nodes, parser.context_vars)
+        render = load(python_source, constants, f"<template {name}>")
+    except (SyntaxError, RecursionError, MemoryError, OverflowError) as exc:
+        # Only reachable by pathological input the nesting limits did not anticipate.
+        raise TemplateError(f"template too complex to compile ({type(exc).__name__})") from exc
+    urls: dict[str, None] = {}
+    for text in _texts(nodes):
+        for start, end in find_urls(text):
+            urls[text[start:end]] = None
+    template = Template(
+        render=render,
+        source=source,
+        name=name,
+        variables=frozenset(var.path for var in parser.context_vars),
+        roots=frozenset(var.root for var in parser.context_vars),
+        urls=tuple(urls),
+        python_source=python_source,
+    )
+    return template, parser.context_vars, src
+
+
+def compile_template(
+    source: str,
+    *,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+    name: str = "<template>",
+) -> Template:
+    """Compile template ``source``; raise :class:`~engine.errors.TemplateError` if it does
+    not parse.
+
+    ``functions`` adds template functions (from the ``herald_template_functions`` hook) to
+    :data:`BUILTIN_FUNCTIONS`, overriding built-ins of the same name. ``name`` appears in
+    tracebacks and ``repr``.
+    """
+    return _compile(source, functions, name)[0]
+
+
+def _warnings(variables: list[Var], src: Source) -> list[str]:
+    warnings: list[str] = []
+    seen: set[str] = set()
+    known = ", ".join(sorted(KNOWN_ROOTS))
+    for var in variables:
+        if var.path in seen:
+            continue
+        seen.add(var.path)
+        line, col, _ = src.location(var.pos)
+        where = f"{line}:{col}"
+        if var.root == "loop":
+            warnings.append(
+                f"{where}: cannot resolve {var.path!r}: loop.* exists only inside {{for}}"
+            )
+        elif var.root not in KNOWN_ROOTS:
+            warnings.append(
+                f"{where}: cannot resolve {var.path!r}: {var.root!r} is neither a loop "
+                f"variable nor a known root ({known})"
+            )
+        elif var.root == "lead" and var.segments and f"_{var.segments[0]}" in _STANDARD_LEAD_FIELDS:
+            standard = f"lead._{var.segments[0]}"
+            warnings.append(
+                f"{where}: {var.path!r} reads a custom field; the standard field is {standard!r}"
+            )
+    return warnings
+
+
+def check_template(
+    source: str, *, functions: Mapping[str, Callable[..., Any]] | None = None
+) -> CheckReport:
+    """Compile ``source`` and report its error (if any), variables and warnings."""
+    try:
+        template, variables, src = _compile(source, functions, "<check>")
+    except TemplateError as exc:
+        return CheckReport(errors=[exc])
+    return CheckReport(
+        variables=sorted(template.variables),
+        roots=sorted(template.roots),
+        urls=list(template.urls),
+        warnings=_warnings(variables, src),
+    )

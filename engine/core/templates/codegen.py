@@ -1,0 +1,324 @@
+"""Turn parsed nodes into the source of one Python function, and compile it.
+
+The generated ``render(ctx)``:
+
+- reads every context path once, at the top, into locals (``v0 = ctx.get('lead')``), with one
+  ``dict`` class check per parent object and a slow-path helper for anything else;
+- builds the text with f-strings whose fields are only generated local names, so no template
+  text or name is ever spliced into code: literal text lives in closure constants (``c0``),
+  dict keys are written with ``repr()``;
+- evaluates ``{if}`` into a local per block and ``{for}`` into a joined list;
+- has no builtins: every helper it calls is passed in as a closure variable, and those
+  helpers only look into dicts and lists (no attribute access on data).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from engine.core.templates import runtime
+from engine.core.templates.nodes import (
+    BoolOp,
+    Call,
+    Compare,
+    Const,
+    Expr,
+    For,
+    If,
+    Node,
+    Not,
+    Output,
+    Segment,
+    TextNode,
+    Var,
+)
+
+__all__ = ["RenderFunction", "generate", "load"]
+
+RenderFunction = Callable[[Mapping[str, Any]], str]
+
+# Name in generated code -> what it is bound to.
+_HELPERS: dict[str, Any] = {
+    "dict": dict,
+    "str": str,
+    "int": int,
+    "float": float,
+    "_len": len,
+    "_enumerate": enumerate,
+    "_s": runtime.render_value,
+    "_ctx": runtime.to_context,
+    "_get": runtime.get,
+    "_index": runtime.index,
+    "_path": runtime.path,
+    "_values": runtime.iter_values,
+    "_items": runtime.iter_items,
+    "_call": runtime.call,
+    "_equal": runtime.equal,
+    "_contains": runtime.contains,
+    "_gt": runtime.greater,
+    "_lt": runtime.less,
+    "_ge": runtime.greater_equal,
+    "_le": runtime.less_equal,
+}
+_ORDER_HELPERS = {">": "_gt", "<": "_lt", ">=": "_ge", "<=": "_le"}
+_FSTRING_PIECES = 64  # longer outputs are built from several f-strings
+_INLINE_SEGMENTS = 3  # longer loop-variable paths go through _path() to keep nesting shallow
+
+
+def _as_text(name: str) -> str:
+    """An expression rendering the local ``name``, free of quotes (usable in an f-string)."""
+    return f"({name} if {name}.__class__ is str else _s({name}))"
+
+
+class _Generator:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.constants: list[Any] = []
+        self._constant_names: dict[tuple[type, Any], str] = {}
+        self._temps = 0
+        self.hoisted: dict[tuple[Segment, ...], str] = {}
+
+    def constant(self, value: Any) -> str:
+        key = (type(value), value if isinstance(value, (str, int, float)) else id(value))
+        if key not in self._constant_names:
+            self._constant_names[key] = f"c{len(self.constants)}"
+            self.constants.append(value)
+        return self._constant_names[key]
+
+    def temp(self, prefix: str = "t") -> str:
+        self._temps += 1
+        return f"{prefix}{self._temps}"
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+    # --- context reads, hoisted to the top -------------------------------------------------
+
+    def hoist(self, variables: list[Var], indent: int) -> None:
+        children: dict[tuple[Segment, ...], list[tuple[Segment, ...]]] = {(): []}
+        for var in variables:
+            key: tuple[Segment, ...] = ()
+            for part in (var.root, *var.segments):
+                parent, key = key, (*key, part)
+                if key not in children:
+                    children[key] = []
+                    children[parent].append(key)
+                    self.hoisted[key] = f"v{len(self.hoisted)}"
+        if not self.hoisted:
+            return
+        self.emit(indent, "if ctx.__class__ is not dict:")
+        self.emit(indent + 1, "ctx = _ctx(ctx)")
+        for key in children[()]:
+            self.emit(indent, f"{self.hoisted[key]} = ctx.get({key[0]!r})")
+        pending = deque(children[()])
+        while pending:
+            parent = pending.popleft()
+            name = self.hoisted[parent]
+            keys = [k for k in children[parent] if isinstance(k[-1], str)]
+            if keys:
+                self.emit(indent, f"if {name}.__class__ is dict:")
+                for k in keys:
+                    self.emit(indent + 1, f"{self.hoisted[k]} = {name}.get({k[-1]!r})")
+                self.emit(indent, "else:")
+                for k in keys:
+                    self.emit(indent + 1, f"{self.hoisted[k]} = _get({name}, {k[-1]!r})")
+            for k in children[parent]:
+                if isinstance(k[-1], int):
+                    self.emit(indent, f"{self.hoisted[k]} = _index({name}, {k[-1]!r})")
+            pending.extend(children[parent])
+
+    # --- expressions -----------------------------------------------------------------------
+
+    def lookup(self, base: str, segments: tuple[Segment, ...]) -> str:
+        if len(segments) > _INLINE_SEGMENTS:
+            return f"_path({base}, {segments!r})"
+        expr = base
+        for segment in segments:
+            if isinstance(segment, int):
+                expr = f"_index({expr}, {segment!r})"
+            else:
+                t = expr if expr.isidentifier() else self.temp()
+                bind = t if t == expr else f"({t} := {expr})"
+                expr = (
+                    f"({t}.get({segment!r}) if {bind}.__class__ is dict "
+                    f"else _get({t}, {segment!r}))"
+                )
+        return expr
+
+    def value(self, expr: Expr) -> str:
+        """A Python expression for the value of ``expr``."""
+        if isinstance(expr, Const):
+            return repr(expr.value)
+        if isinstance(expr, Var):
+            if expr.scope == "context":
+                return self.hoisted[(expr.root, *expr.segments)]
+            loop_id, role = expr.binding
+            if expr.scope == "local":
+                return self.lookup(f"{'k' if role == 'key' else 'l'}{loop_id}", expr.segments)
+            attr, rest = expr.segments[0], expr.segments[1:]
+            base = {
+                "index": f"(i{loop_id} + 1)",
+                "index0": f"i{loop_id}",
+                "first": f"(i{loop_id} == 0)",
+                "last": f"(i{loop_id} == n{loop_id} - 1)",
+                "length": f"n{loop_id}",
+            }[str(attr)]
+            return self.lookup(base, rest)
+        if isinstance(expr, Call):
+            args = [self.value(v) for v in expr.context] + [self.value(a) for a in expr.args]
+            return f"_call({', '.join([self.constant(expr.function), *args])})"
+        if isinstance(expr, Compare):
+            return self.condition(expr)
+        return f"(True if {self.condition(expr)} else False)"
+
+    def text_of(self, expr: Expr) -> str:
+        """A Python expression for ``expr`` rendered as text."""
+        value = self.value(expr)
+        if value.isidentifier():
+            return _as_text(value)
+        t = self.temp()
+        return f"({t} if ({t} := {value}).__class__ is str else _s({t}))"
+
+    def condition(self, expr: Expr) -> str:
+        """A Python expression whose truthiness is that of ``expr``."""
+        if isinstance(expr, Not):
+            return f"(not {self.condition(expr.operand)})"
+        if isinstance(expr, BoolOp):
+            joined = f" {expr.op} ".join(self.condition(e) for e in expr.operands)
+            return f"({joined})"
+        if not isinstance(expr, Compare):
+            return self.value(expr)
+        left, right, op = expr.left, expr.right, expr.op
+        if op in ("==", "!="):
+            # Against a literal that is not numeric, equality is plain text equality.
+            for a, b in ((left, right), (right, left)):
+                if isinstance(b, Const) and runtime.numeric(b.value) is None:
+                    return f"({self.text_of(a)} {op} {runtime.render_value(b.value)!r})"
+            equal = f"_equal({self.value(left)}, {self.value(right)})"
+            return equal if op == "==" else f"(not {equal})"
+        if op in _ORDER_HELPERS:
+            helper = _ORDER_HELPERS[op]
+            if isinstance(right, Const) and type(right.value) in (int, float):
+                value, bound = self.value(left), repr(right.value)
+                t = value if value.isidentifier() else self.temp()
+                bind = t if t == value else f"({t} := {value})"
+                return (
+                    f"({t} {op} {bound} if {bind}.__class__ is int "
+                    f"or {t}.__class__ is float else {helper}({t}, {bound}))"
+                )
+            return f"{helper}({self.value(left)}, {self.value(right)})"
+        container, item = (left, right) if op.endswith("contains") else (right, left)
+        found = f"_contains({self.value(container)}, {self.value(item)})"
+        return f"(not {found})" if op.startswith("not") else found
+
+    # --- statements ------------------------------------------------------------------------
+
+    def block(self, nodes: tuple[Node, ...], indent: int) -> str:
+        """Emit the statements ``nodes`` need; return an expression for their text."""
+        pieces: list[str] = []
+        for node in nodes:
+            if isinstance(node, TextNode):
+                pieces.append(self.constant(node.value))
+            elif isinstance(node, Output):
+                pieces.append(self.output(node.expr, indent))
+            elif isinstance(node, If):
+                pieces.append(self.if_block(node, indent))
+            else:
+                pieces.append(self.for_block(node, indent))
+        return self.join(pieces, indent)
+
+    def join(self, pieces: list[str], indent: int) -> str:
+        """An expression concatenating ``pieces`` (quote-free expressions)."""
+        if not pieces:
+            return "''"
+        if len(pieces) == 1:
+            return pieces[0]
+        if len(pieces) > _FSTRING_PIECES:  # CPython compiles huge f-strings in quadratic time
+            chunks = []
+            for start in range(0, len(pieces), _FSTRING_PIECES):
+                chunk = self.temp("j")
+                self.emit(
+                    indent,
+                    f"{chunk} = {self.join(pieces[start : start + _FSTRING_PIECES], indent)}",
+                )
+                chunks.append(chunk)
+            return self.join(chunks, indent)
+        return 'f"' + "".join(f"{{{p}}}" for p in pieces) + '"'
+
+    def output(self, expr: Expr, indent: int) -> str:
+        if isinstance(expr, Const):
+            return self.constant(runtime.render_value(expr.value))
+        if isinstance(expr, Var) and expr.scope == "context":
+            return _as_text(self.hoisted[(expr.root, *expr.segments)])
+        t = self.temp()
+        if isinstance(expr, (Not, BoolOp, Compare)):
+            self.emit(indent, f"{t} = 'true' if {self.condition(expr)} else 'false'")
+            return t
+        value = self.value(expr)
+        if value.isidentifier():
+            return _as_text(value)
+        self.emit(indent, f"{t} = {value}")
+        return _as_text(t)
+
+    def if_block(self, node: If, indent: int) -> str:
+        result = self.temp("b")
+        for number, (condition, body) in enumerate(node.branches):
+            self.emit(indent, f"{'if' if number == 0 else 'elif'} {self.condition(condition)}:")
+            self.emit(indent + 1, f"{result} = {self.block(body, indent + 1)}")
+        self.emit(indent, "else:")
+        self.emit(indent + 1, f"{result} = {self.block(node.otherwise, indent + 1)}")
+        return result
+
+    def for_block(self, node: For, indent: int) -> str:
+        n = node.loop_id
+        result, items, parts = self.temp("b"), f"it{n}", f"a{n}"
+        helper = "_items" if node.key is not None else "_values"
+        self.emit(indent, f"{result} = ''")
+        self.emit(indent, f"{items} = {helper}({self.value(node.iterable)})")
+        self.emit(indent, f"if {items}:")
+        if node.loop_attrs & {"length", "last"}:
+            self.emit(indent + 1, f"n{n} = _len({items})")
+        self.emit(indent + 1, f"{parts} = []")
+        target = f"(k{n}, l{n})" if node.key is not None else f"l{n}"
+        if node.loop_attrs & {"index", "index0", "first", "last"}:
+            self.emit(indent + 1, f"for i{n}, {target} in _enumerate({items}):")
+        else:
+            self.emit(indent + 1, f"for {target} in {items}:")
+        text = self.block(node.body, indent + 2)
+        self.emit(indent + 2, f"{parts}.append({text})")
+        self.emit(indent + 1, f"{result} = ''.join({parts})")
+        return result
+
+
+def generate(nodes: tuple[Node, ...], context_vars: list[Var]) -> tuple[str, list[Any]]:
+    """The Python source of a factory returning ``render``, and the constants it takes."""
+    gen = _Generator()
+    gen.hoist(context_vars, 2)
+    result = gen.block(nodes, 2)
+    body = gen.lines
+    head = [
+        "def _factory(_helpers, _constants):",
+        f"    ({', '.join(_HELPERS)},) = _helpers",
+    ]
+    if gen.constants:
+        names = ", ".join(f"c{i}" for i in range(len(gen.constants)))
+        head.append(f"    ({names},) = _constants")
+    head.append("    def render(ctx):")
+    tail = [f"        return {result}", "    return render", ""]
+    return "\n".join([*head, *body, *tail]), gen.constants
+
+
+def load(source: str, constants: list[Any], filename: str) -> RenderFunction:
+    """Compile generated source and return its ``render`` function.
+
+    May raise SyntaxError, RecursionError or MemoryError for pathological input; the caller
+    turns those into a TemplateError.
+    """
+    code = compile(source, filename, "exec")
+    namespace: dict[str, Any] = {"__builtins__": {}}
+    exec(code, namespace)
+    factory = namespace["_factory"]
+    render: RenderFunction = factory(tuple(_HELPERS.values()), tuple(constants))
+    return render
