@@ -9,8 +9,8 @@ through the ``herald_drivers`` hook (see ``engine.hookspecs``).
 from __future__ import annotations
 
 import abc
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import msgspec
@@ -20,6 +20,7 @@ __all__ = [
     "Driver",
     "DriverConfig",
     "OutboundMessage",
+    "Receipt",
     "SendResult",
     "SendStatus",
 ]
@@ -50,6 +51,20 @@ class SendResult(msgspec.Struct, frozen=True):
     provider_id: str | None = None
     error: str | None = None
     retry_after: float | None = None
+
+
+class Receipt(msgspec.Struct, frozen=True):
+    """A delivery receipt, as a driver parsed it from its gateway's callback.
+
+    ``provider_id`` correlates it with the message (``id`` too, when the gateway echoes it).
+    """
+
+    provider_id: str
+    status: Literal["delivered", "undelivered"]
+    id: str | None = None
+    error: str | None = None
+    #: When the gateway says it happened (seconds since the epoch), if it says.
+    at: float | None = None
 
 
 class Capabilities(msgspec.Struct, frozen=True):
@@ -99,3 +114,11 @@ class Driver(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release connections and files. Called once when the engine is done."""
+
+    def parse_receipts(self, body: bytes, headers: dict[str, str]) -> list[Receipt]:
+        """Parse a delivery-receipt callback of this driver's gateway (sans-I/O).
+
+        Raise ``InputError`` naming the bad field for a malformed body. Drivers that
+        declare ``supports_dlr`` implement it.
+        """
+        raise NotImplementedError(f"the {self.name} driver does not take delivery receipts")

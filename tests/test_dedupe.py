@@ -8,25 +8,19 @@ from hypothesis import strategies as st
 from engine.core.dedupe import Dedupe
 
 
-def run_batches(dedupe: Dedupe, batches: list[list[str]], record_every: int) -> list[bool]:
-    """Drive Dedupe like the pipeline, with a dict standing in for the store."""
+def run_batches(dedupe: Dedupe, batches: list[list[str]]) -> list[bool]:
+    """Drive Dedupe like the pipeline, with a set standing in for the store's record."""
     stored: set[str] = set()
     flags: list[bool] = []
-    pending: list[str] = []
-    for n, phones in enumerate(batches):
+    for phones in batches:
         screen = dedupe.screen(phones)
         maybe = [phones[i] for i in screen.maybe]
-        seen = stored.intersection(maybe) | dedupe.seen_in_flight(maybe)
-        dup = dedupe.confirm(phones, screen, seen)
+        dup = dedupe.confirm(phones, screen, stored.intersection(maybe))
         for phone, d in zip(phones, dup, strict=True):
             if not d:
                 dedupe.accept(phone)
-                pending.append(phone)
+                stored.add(phone)
         flags += dup
-        if n % record_every == 0:  # some batches are recorded late, like in flight ones
-            stored.update(pending)
-            dedupe.recorded(pending)
-            pending = []
     return flags
 
 
@@ -34,12 +28,11 @@ def run_batches(dedupe: Dedupe, batches: list[list[str]], record_every: int) -> 
 @given(
     st.lists(st.lists(st.integers(0, 300).map(lambda i: f"+7916{i:07d}"), max_size=40),
              max_size=30),
-    st.integers(1, 4),
 )
-def test_exactly_the_repeats_are_duplicates(batches: list[list[str]], every: int) -> None:
+def test_exactly_the_repeats_are_duplicates(batches: list[list[str]]) -> None:
     # a filter far too small, so false positives are everywhere
     dedupe = Dedupe(expected_items=1, fp_rate=0.4)
-    flags = run_batches(dedupe, batches, every)
+    flags = run_batches(dedupe, batches)
     seen: set[str] = set()
     expected = []
     for phone in (p for b in batches for p in b):
@@ -51,7 +44,7 @@ def test_exactly_the_repeats_are_duplicates(batches: list[list[str]], every: int
 def test_false_positives_are_counted_not_dropped() -> None:
     dedupe = Dedupe(expected_items=1, fp_rate=0.45)
     phones = [f"+7916{i:07d}" for i in range(5000)]
-    flags = run_batches(dedupe, [phones[i:i + 500] for i in range(0, 5000, 500)], 1)
+    flags = run_batches(dedupe, [phones[i:i + 500] for i in range(0, 5000, 500)])
     assert not any(flags)
     stats = dedupe.statistics()
     assert stats.false_positives > 0

@@ -1,10 +1,9 @@
 """Per-run phone dedupe: a bloom filter whose every positive is confirmed exactly.
 
 The filter answers "certainly new" for almost every phone at a fraction of a microsecond and
-a few bits of memory. A positive only means "maybe seen": the caller confirms positives
-against the exact record of the run (the recipients already stored, plus the reservations
-still in flight, which this class tracks), so a false positive never drops a unique
-recipient and the duplicate count is exact.
+under two bytes of memory per phone. A positive only means "maybe seen": the caller
+confirms positives against the run's exact record of accepted phones (kept by the store, on
+disk), so a false positive never drops a unique recipient and the duplicate count is exact.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ class DedupeStats(msgspec.Struct, frozen=True):
     added: int
     positives: int
     false_positives: int
-    in_flight: int
     bits: int
 
 
@@ -42,8 +40,6 @@ class Dedupe:
 
     def __init__(self, expected_items: int, fp_rate: float = 0.001) -> None:
         self._bloom = Bloom(max(expected_items, 1024), fp_rate)
-        #: Phones reserved but not yet in the store's exact record.
-        self._in_flight: set[str] = set()
         self.added = 0
         self.positives = 0
         self.false_positives = 0
@@ -63,15 +59,11 @@ class Dedupe:
         self.positives += len(maybe)
         return Screen(new, maybe, repeat)
 
-    def seen_in_flight(self, phones: Iterable[str]) -> set[str]:
-        """The phones among ``phones`` reserved earlier and not yet recorded."""
-        return self._in_flight.intersection(phones)
-
     def confirm(self, phones: Sequence[str], screen: Screen, seen: Set[str]) -> list[bool]:
         """Settle the batch: ``seen`` holds the positives the exact record knows.
 
-        Returns one flag per phone (True: duplicate). The survivors are added to the filter
-        and held as in flight until ``recorded`` is called for them.
+        Returns one flag per phone (True: duplicate). Call ``accept`` for each phone that
+        is then messaged.
         """
         dup = [False] * len(phones)
         for i in screen.repeat:
@@ -88,24 +80,18 @@ class Dedupe:
     def accept(self, phone: str) -> None:
         """``phone`` will be messaged: remember it."""
         self._bloom.add(phone)
-        self._in_flight.add(phone)
         self.added += 1
 
     def remember(self, phones: Iterable[str]) -> None:
-        """Load phones already in the exact record (on resume)."""
+        """Load phones accepted earlier in the run (on resume)."""
         for phone in phones:
             self._bloom.add(phone)
             self.added += 1
-
-    def recorded(self, phones: Iterable[str]) -> None:
-        """These phones are now in the store's exact record."""
-        self._in_flight.difference_update(phones)
 
     def statistics(self) -> DedupeStats:
         return DedupeStats(
             added=self.added,
             positives=self.positives,
             false_positives=self.false_positives,
-            in_flight=len(self._in_flight),
             bits=self._bloom.size_in_bits,
         )

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["FINAL", "TRANSITIONS", "Skip", "State", "can_move"]
+import msgspec
+
+__all__ = ["FINAL", "TRANSITIONS", "Outcome", "Skip", "State", "can_move"]
 
 
 class State(StrEnum):
@@ -55,3 +57,14 @@ FINAL = frozenset(State) - {State.PENDING}
 
 def can_move(old: State, new: State) -> bool:
     return new in TRANSITIONS[old]
+
+
+class Outcome(msgspec.Struct, frozen=True, array_like=True):
+    """The final fate of one reserved message, as the dispatcher reports it."""
+
+    seq: int
+    state: str
+    reason: str | None = None
+    provider_id: str | None = None
+    error: str | None = None
+    attempts: int = 1

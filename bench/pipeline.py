@@ -1,0 +1,207 @@
+"""Engine end to end vs. a bare loop doing the irreducible work, in one process.
+
+    python bench/pipeline.py --profiles 1000000
+    python bench/pipeline.py --rss-scaling 1000000 5000000
+
+(a) the engine: ``Herald.send`` through the ``null`` driver, no rate limit;
+(b) a bare loop: sqlite3 keyset read of the same rows, a ``set`` for dedupe, ``str.format``
+    render, a batched insert of one result row per message.
+Prints messages/s and CPU µs/message for each, ``ratio=`` (engine throughput / bare
+throughput, by CPU time) and the process's peak RSS. ``--rss-scaling`` runs the engine alone
+in a fresh process per size and prints peak RSS per size and their ratio.
+
+The audience is built once per size under ``--dir`` (default: a temp dir kept for reuse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from engine.demo import generate
+from engine.plugins import load_plugins
+from engine.runner import Herald
+from engine.store.sqlite import SQLiteStore
+
+TEMPLATE = "Hi {lead._fname}! New arrivals in our {lead._city} store this week."
+CONFIG = """\
+[engine]
+database = "herald.db"
+default_region = "RU"
+[gateways.null]
+driver = "null"
+[senders.s]
+gateway = "null"
+caller_id = "BENCH"
+concurrency = 2
+[virtual_senders.v]
+rules = [{ senders = [{ sender = "s", percent = 100 }] }]
+[resources.news]
+virtual_sender = "v"
+"""
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def workspace(base: Path, profiles: int) -> Path:
+    ws = base / f"herald-bench-{profiles}"
+    ws.mkdir(parents=True, exist_ok=True)
+    (ws / "herald.toml").write_text(CONFIG, encoding="utf-8")
+    marker = ws / "built"
+    if not marker.exists():
+        for f in ws.glob("herald.db*"):
+            f.unlink()
+        t0 = time.perf_counter()
+        store = SQLiteStore.open(ws / "herald.db")
+        generate(store, profiles=profiles, database="customers", messy=False)
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.conn.close()
+        marker.write_text(str(profiles))
+        print(f"built {profiles:,} profiles in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return ws
+
+
+def bare_loop(db: Path) -> tuple[int, float, float]:
+    """The irreducible work; returns (messages, wall s, cpu s)."""
+    import sqlite3
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("DROP TABLE IF EXISTS bare_results")
+    conn.execute(
+        "CREATE TABLE bare_results (seq INTEGER PRIMARY KEY, profile_id INTEGER,"
+        " phone TEXT, state TEXT, text_len INTEGER)"
+    )
+    (rid,) = conn.execute("SELECT id FROM resources WHERE name = 'news'").fetchone()
+    (dbid,) = conn.execute("SELECT id FROM databases WHERE name = 'customers'").fetchone()
+    decode = msgspec.json.Decoder(dict).decode
+    fmt = "Hi {}! New arrivals in our {} store this week.".format
+    sql = (
+        "SELECT p.id, p.fields, s.phone FROM profiles p LEFT JOIN subscriptions s ON s.id ="
+        " (SELECT id FROM subscriptions WHERE profile_id = p.id AND resource_id = ? AND"
+        " channel = 'sms' AND status = 'subscribed' ORDER BY priority DESC, id LIMIT 1)"
+        " WHERE p.database_id = ? AND p.id > ? ORDER BY p.id LIMIT 1000"
+    )
+    seen: set[str] = set()
+    sent = 0
+    seq = 0
+    after = 0
+    w0, c0 = time.perf_counter(), time.process_time()
+    while True:
+        rows = conn.execute(sql, (rid, dbid, after)).fetchall()
+        if not rows:
+            break
+        after = rows[-1][0]
+        out = []
+        for pid, fields, phone in rows:
+            if phone is None or phone in seen:
+                continue
+            seen.add(phone)
+            f = decode(fields)
+            text = fmt(f.get("_fname", ""), f.get("_city", ""))
+            seq += 1
+            out.append((seq, pid, phone, "sent", len(text)))
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO bare_results VALUES (?, ?, ?, ?, ?)", out)
+        conn.execute("COMMIT")
+        sent += len(out)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    conn.execute("DROP TABLE bare_results")
+    conn.close()
+    return sent, wall, cpu
+
+
+async def engine_run(ws: Path) -> tuple[int, float, float, dict[str, float]]:
+    async with await Herald.open(ws / "herald.toml", plugins=load_plugins()) as herald:
+        w0, c0 = time.perf_counter(), time.process_time()
+        log = await herald.send(resource="news", database="customers", template=TEMPLATE)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return log.recipients, wall, cpu, log.stage_busy_s
+
+
+def run_engine(ws: Path, backend: str) -> tuple[int, float, float, dict[str, float]]:
+    options = {"use_uvloop": True} if backend == "asyncio" else {}
+    return anyio.run(engine_run, ws, backend=backend, backend_options=options)
+
+
+def line(name: str, n: int, wall: float, cpu: float) -> str:
+    return (
+        f"{name:<7} messages={n:,}  wall={wall:.2f}s  msg/s={n / wall:,.0f}  "
+        f"cpu_us_per_msg={cpu / n * 1e6:.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profiles", type=int, default=200_000)
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-scaling", type=int, nargs=2, metavar=("SMALL", "LARGE"))
+    args = parser.parse_args()
+
+    if args.rss_scaling:
+        rss = {}
+        for n in args.rss_scaling:
+            workspace(args.dir, n)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--profiles",
+                    str(n),
+                    "--dir",
+                    str(args.dir),
+                    "--engine-only",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            rss[n] = result["peak_rss_mb"]
+            print(
+                f"profiles={n:,}  peak_rss_mb={rss[n]:.1f}  cpu_us_per_msg={result['cpu_us']:.2f}"
+            )
+        small, large = args.rss_scaling
+        print(f"rss_ratio={rss[large] / rss[small]:.2f}  ({large:,} vs {small:,} profiles)")
+        return
+
+    ws = workspace(args.dir, args.profiles)
+    if args.engine_only:
+        n, wall, cpu, _ = run_engine(ws, args.backend)
+        print(
+            json.dumps(
+                {"messages": n, "wall": wall, "cpu_us": cpu / n * 1e6, "peak_rss_mb": peak_rss_mb()}
+            )
+        )
+        return
+    # warm the page cache for both contenders
+    bare_loop(ws / "herald.db")
+    bn, bwall, bcpu = bare_loop(ws / "herald.db")
+    en, ewall, ecpu, busy = run_engine(ws, args.backend)
+    print(f"profiles={args.profiles:,}  backend={args.backend}  pid={os.getpid()}")
+    print(line("bare", bn, bwall, bcpu))
+    print(line("engine", en, ewall, ecpu))
+    print("engine busy s per stage: " + ", ".join(f"{k}={v:.2f}" for k, v in busy.items()))
+    ratio = (en / ecpu) / (bn / bcpu)
+    print(f"ratio={ratio:.2f}  (engine msg per cpu-second / bare msg per cpu-second)")
+    print(f"peak_rss_mb={peak_rss_mb():.1f}")
+
+
+if __name__ == "__main__":
+    main()

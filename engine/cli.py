@@ -1,0 +1,373 @@
+"""The ``herald`` command line.
+
+Exit codes: 0 success; 1 a run or an operation failed; 2 bad usage, config or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from engine.config import load_config
+from engine.errors import ConfigError, HeraldError, InputError, TemplateError
+from engine.mailing_log import MailingLog, format_log
+from engine.pipeline import PipelineStats
+from engine.plugins import load_plugins
+
+__all__ = ["main"]
+
+_json = msgspec.json.Encoder()
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(msgspec.json.format(_json.encode(obj)).decode() + "\n")
+
+
+def _run_async(fn: Callable[[], Awaitable[int]]) -> int:
+    """Run on asyncio with uvloop when available (the default backend), else plain."""
+    backend = os.environ.get("HERALD_BACKEND", "asyncio")
+    options: dict[str, Any] = {}
+    if backend == "asyncio":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            options["use_uvloop"] = True
+    return anyio.run(fn, backend=backend, backend_options=options)
+
+
+class _ProgressBar:
+    """A rich progress bar fed with pipeline statistics; silent when not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _ProgressBar:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task("send", total=None, detail="")
+        return self
+
+    def __call__(self, stats: PipelineStats) -> None:
+        if self._progress is None:
+            return
+        self._progress.update(
+            self._task, total=stats.total or None, completed=stats.received,
+            detail=f"sent {stats.sent:,}  failed {stats.failed:,}  in flight {stats.in_flight:,}",
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+
+
+def _show_log(log: MailingLog, as_json: bool) -> None:
+    if as_json:
+        _print_json(log)
+        return
+    print(format_log(log))
+    if log.status == "interrupted":
+        print(f"\ninterrupted: finish it with  herald resume {log.run_id}", file=sys.stderr)
+
+
+async def _open(args: argparse.Namespace) -> Any:
+    from engine.runner import Herald
+
+    return await Herald.open(getattr(args, "config", None))
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.path or args.config
+    try:
+        load_config(path, drivers=load_plugins().drivers)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    print("ok")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    plugins = load_plugins()
+    infos = plugins.describe()
+    if args.json:
+        _print_json({
+            "plugins": [msgspec.structs.asdict(_PluginOut(i.name, i.distribution, i.version,
+                                                          list(i.drivers))) for i in infos],
+            "drivers": sorted(plugins.drivers),
+        })
+        return 0
+    for info in infos:
+        dist = f" ({info.distribution} {info.version})" if info.distribution else ""
+        drivers = f"  drivers: {', '.join(info.drivers)}" if info.drivers else ""
+        print(f"{info.name}{dist}{drivers}")
+    return 0
+
+
+class _PluginOut(msgspec.Struct):
+    name: str
+    distribution: str
+    version: str
+    drivers: list[str]
+
+
+def cmd_import_profiles(args: argparse.Namespace) -> int:
+    from engine.core.phones import PhoneNormaliser
+    from engine.importer import import_csv
+
+    async def go() -> int:
+        herald = await _open(args)
+        async with herald:
+            if args.resource and args.resource not in herald.config.resources:
+                raise InputError(f"no resource {args.resource!r} in the config")
+            report = await import_csv(
+                herald.store, args.file, database=args.database, resource=args.resource,
+                matching=args.matching,
+                normaliser=PhoneNormaliser(herald.config.engine.default_region),
+            )
+        for e in report.errors:
+            print(f"{report.file}:{e.line}: {e.reason}", file=sys.stderr)
+        if report.rejected > len(report.errors):
+            print(f"... and {report.rejected - len(report.errors)} more rejected rows",
+                  file=sys.stderr)
+        if args.json:
+            _print_json(report)
+        else:
+            print(report.summary())
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    try:
+        template = Path(args.template).read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"{args.template}: cannot read the template ({err.strerror})") from err
+
+    async def go() -> int:
+        herald = await _open(args)
+        async with herald:
+            with _ProgressBar(not args.json) as bar:
+                log = await herald.send(
+                    resource=args.resource, database=args.database, segment=args.segment,
+                    template=template, limit=args.limit, name=args.name, progress=bar,
+                    handle_signals=True,
+                )
+        _show_log(log, args.json)
+        return 0 if log.status == "finished" else 1
+
+    return _run_async(go)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        herald = await _open(args)
+        async with herald:
+            with _ProgressBar(not args.json) as bar:
+                log = await herald.resume(args.run_id, progress=bar, handle_signals=True)
+        _show_log(log, args.json)
+        return 0 if log.status == "finished" else 1
+
+    return _run_async(go)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        herald = await _open(args)
+        async with herald:
+            runs = await herald.runs(args.limit)
+        rows = [
+            {"run_id": r.id, "mailing_id": m.id, "mailing": m.name, "status": r.status,
+             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at)),
+             "recipients": r.counts.get("reserved", 0)}
+            for m, r in runs
+        ]
+        if args.json:
+            _print_json({"runs": rows})
+            return 0
+        if not rows:
+            print("no runs yet")
+            return 0
+        print(f"{'RUN':>5}  {'STATUS':<12} {'STARTED':<19}  {'RECIPIENTS':>10}  MAILING")
+        for r in rows:
+            print(f"{r['run_id']:>5}  {r['status']:<12} {r['started']:<19}  "
+                  f"{r['recipients']:>10,}  {r['mailing']}")
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        herald = await _open(args)
+        async with herald:
+            log = await herald.log(args.run_id)
+        _show_log(log, args.json)
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import generate, write_workspace
+    from engine.runner import Herald
+
+    workspace = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="herald-demo-"))
+    config_path = write_workspace(workspace)
+    template = (workspace / "template.txt").read_text(encoding="utf-8")
+
+    async def go() -> int:
+        herald = await Herald.open(config_path)
+        async with herald:
+            t0 = time.perf_counter()
+            plan = generate(herald.store, profiles=args.profiles)  # type: ignore[arg-type]
+            if not args.json:
+                print(f"workspace: {workspace}")
+                print(
+                    f"generated {plan.profiles:,} profiles in {time.perf_counter() - t0:.1f}s:"
+                    f" {plan.duplicates:,} duplicate phones in other formats,"
+                    f" {plan.unsubscribed:,} unsubscribed, {plan.no_subscription:,} without"
+                    f" a subscription, {plan.suppressed:,} suppressed,"
+                    f" {plan.invalid:,} malformed numbers\n"
+                )
+            with _ProgressBar(not args.json) as bar:
+                log = await herald.send(
+                    resource="news", database="customers", template=template,
+                    name="demo broadcast", progress=bar, handle_signals=True,
+                )
+        _show_log(log, args.json)
+        if not args.json:
+            print(f"\nmessages: {workspace / 'sent.jsonl'}\n"
+                  f"again:    herald --config {config_path} log {log.run_id}")
+        return 0 if log.status == "finished" else 1
+
+    return _run_async(go)
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="herald", description="High-throughput SMS mailings.",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH",
+        help="config file (default: $HERALD_CONFIG, else ./herald.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="generate an audience and send a mailing end to end")
+    p.add_argument("--profiles", type=_positive, default=100_000)
+    p.add_argument("--dir", help="workspace directory (default: a new temporary one)")
+    p.add_argument("--json", action="store_true", help="print the mailing log as JSON")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check-config", help="check a config file; print ok or its problems")
+    p.add_argument("path", nargs="?")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("plugins", help="list installed plugins and drivers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("import", help="import data")
+    isub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    pp = isub.add_parser("profiles", help="import profiles from a CSV file")
+    pp.add_argument("file")
+    pp.add_argument("--database", required=True)
+    pp.add_argument("--resource", help="subscribe each row's phone to this resource")
+    pp.add_argument("--matching", choices=["phone", "email", "id"], default="phone")
+    pp.add_argument("--json", action="store_true")
+    pp.set_defaults(func=cmd_import_profiles)
+
+    p = sub.add_parser("send", help="run a broadcast mailing now and print its log")
+    p.add_argument("--resource", required=True)
+    audience = p.add_mutually_exclusive_group(required=True)
+    audience.add_argument("--database")
+    audience.add_argument("--segment")
+    p.add_argument("--template", required=True, metavar="FILE")
+    p.add_argument("--limit", type=_positive)
+    p.add_argument("--name", help="the mailing's name")
+    p.add_argument("--json", action="store_true", help="print the mailing log as JSON")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("resume", help="finish an interrupted run")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("log", help="print a run's mailing log")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_log)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except (InputError, TemplateError) as err:
+        print(f"herald: {err}", file=sys.stderr)
+        return 2
+    except HeraldError as err:
+        print(f"herald: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("herald: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

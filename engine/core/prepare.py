@@ -1,0 +1,253 @@
+"""Turning a chunk of audience rows into messages and skips: the per-message core.
+
+A chunk goes through two synchronous calls with one batched lookup between them::
+
+    plan = preparer.screen(rows)                  # eligibility, E.164, bloom screening
+    suppressed, seen = store.lookup(plan)         # the shell's I/O, once per chunk
+    batch = preparer.finish(plan, suppressed, seen, now)
+
+``finish`` decides each row's fate in this order: no active subscription (not a recipient,
+only counted), invalid phone, suppressed, duplicate, then route, render and measure; a text
+over its sender's segment cap is skipped as ``too_long``. The rest become messages with a
+run-wide sequence number; their id is ``{run_uid}-{seq}`` and never changes afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence, Set
+from typing import Any, NamedTuple, Protocol
+
+import msgspec
+
+from engine.core.dedupe import Dedupe, Screen
+from engine.core.phones import PhoneNormaliser
+from engine.core.states import Skip
+
+__all__ = [
+    "AudienceRow",
+    "Message",
+    "Plan",
+    "PreparedBatch",
+    "Preparer",
+    "Renderer",
+    "Skipped",
+]
+
+_json_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class AudienceRow(NamedTuple):
+    """One profile as the audience cursor reads it, with its best active subscription."""
+
+    profile_id: int
+    fields: bytes | str | None
+    #: The chosen subscription's phone as stored (None: no active subscription).
+    phone: str | None
+    sub_fields: bytes | str | None = None
+
+
+class Message(NamedTuple):
+    seq: int
+    id: str
+    profile_id: int
+    phone: str
+    sender: str
+    text: str
+    segments: int
+
+
+class Skipped(NamedTuple):
+    seq: int
+    profile_id: int
+    phone: str
+    reason: str
+
+
+class Renderer(Protocol):
+    roots: frozenset[str]
+
+    def render(self, ctx: Mapping[str, Any]) -> str: ...
+
+
+class Plan(NamedTuple):
+    rows: Sequence[AudienceRow]
+    #: Index into rows of each row that has an active subscription.
+    subscribed: list[int]
+    #: E.164 phone per subscribed row, None when invalid.
+    phones: list[str | None]
+    #: Valid phones in subscribed order, and which subscribed position each came from.
+    valid: list[str]
+    valid_at: list[int]
+    screen: Screen
+
+    def maybe_seen(self) -> list[str]:
+        return [self.valid[i] for i in self.screen.maybe]
+
+
+class PreparedBatch(NamedTuple):
+    messages: list[Message]
+    skipped: list[Skipped]
+    #: The last profile id this call settled (the run's resume point).
+    checkpoint: int
+    #: True when the run's limit was reached inside this chunk.
+    limit_reached: bool
+    counts: dict[str, int]
+
+
+class Preparer:
+    """Per-run state of the prepare stage: sequence numbers, dedupe, counters, limit."""
+
+    def __init__(
+        self,
+        *,
+        run_uid: str,
+        normaliser: PhoneNormaliser,
+        dedupe: Dedupe,
+        template: Renderer,
+        measure: Callable[[str], Any],
+        route: Callable[[str, float], str],
+        max_segments: Mapping[str, int],
+        context: Mapping[str, Any],
+        next_seq: int = 1,
+        limit: int | None = None,
+        reserved: int = 0,
+    ) -> None:
+        self.run_uid = run_uid
+        self.normaliser = normaliser
+        self.dedupe = dedupe
+        self.template = template
+        self.measure = measure
+        self.route = route
+        self.max_segments = max_segments
+        self.context = dict(context)
+        self.next_seq = next_seq
+        self.limit = limit
+        #: Messages reserved so far in this run (counts against ``limit``).
+        self.reserved = reserved
+        self._needs_lead = "lead" in template.roots
+        self._needs_sub = "subscription" in template.roots
+        self._resource_id = self.context.get("resource", {}).get("id")
+
+    @property
+    def limit_reached(self) -> bool:
+        return self.limit is not None and self.reserved >= self.limit
+
+    def screen(self, rows: Sequence[AudienceRow]) -> Plan:
+        normalise = self.normaliser.normalise
+        subscribed: list[int] = []
+        phones: list[str | None] = []
+        valid: list[str] = []
+        valid_at: list[int] = []
+        for i, row in enumerate(rows):
+            phone = row[2]  # rows may be plain tuples in AudienceRow's column order
+            if phone is None:
+                continue
+            e164 = normalise(phone)
+            if e164 is not None:
+                valid.append(e164)
+                valid_at.append(len(subscribed))
+            subscribed.append(i)
+            phones.append(e164)
+        return Plan(rows, subscribed, phones, valid, valid_at, self.dedupe.screen(valid))
+
+    def finish(
+        self, plan: Plan, suppressed: Set[str], seen: Set[str], now: float
+    ) -> PreparedBatch:
+        dup_valid = self.dedupe.confirm(plan.valid, plan.screen, seen)
+        dup = [False] * len(plan.subscribed)
+        for k, at in enumerate(plan.valid_at):
+            dup[at] = dup_valid[k]
+
+        rows = plan.rows
+        phones = plan.phones
+        messages: list[Message] = []
+        skipped: list[Skipped] = []
+        counts = dict.fromkeys(("invalid", "suppressed", "duplicate", "too_long"), 0)
+        seq = self.next_seq
+        uid = self.run_uid
+        limit = self.limit if self.limit is not None else -1
+        reserved = self.reserved
+        render, route, accept = self.render, self.route, self.dedupe.accept
+        caps = self.max_segments
+        stop_at = len(rows)  # rows[:stop_at] are settled by this call
+        found = 0
+        for k, i in enumerate(plan.subscribed):
+            if reserved == limit:
+                stop_at = i  # resume (or nothing) starts at this row
+                break
+            found += 1
+            row = rows[i]
+            profile_id = row[0]
+            e164 = phones[k]
+            if e164 is None:
+                skipped.append(Skipped(seq, profile_id, row[2] or "", Skip.INVALID_PHONE))
+                counts["invalid"] += 1
+            elif e164 in suppressed:
+                skipped.append(Skipped(seq, profile_id, e164, Skip.SUPPRESSED))
+                counts["suppressed"] += 1
+            elif dup[k]:
+                skipped.append(Skipped(seq, profile_id, e164, Skip.DUPLICATE))
+                counts["duplicate"] += 1
+            else:
+                sender = route(e164, now)
+                text, segments = render(row)
+                cap = caps.get(sender, 0)
+                if cap and segments > cap:
+                    skipped.append(Skipped(seq, profile_id, e164, Skip.TOO_LONG))
+                    counts["too_long"] += 1
+                else:
+                    accept(e164)
+                    messages.append(
+                        Message(seq, f"{uid}-{seq}", profile_id, e164, sender, text, segments)
+                    )
+                    reserved += 1
+            seq += 1
+        self.reserved = reserved
+        counts["received"] = stop_at
+        counts["found"] = found
+        if stop_at:
+            checkpoint = rows[stop_at - 1][0]
+        else:
+            checkpoint = checkpoint_before(rows)
+        limit_reached = self.limit_reached
+        self.next_seq = seq
+        return PreparedBatch(messages, skipped, checkpoint, limit_reached, counts)
+
+
+    def render(self, row: AudienceRow) -> tuple[str, int]:
+        """The text for one audience row, and its length in SMS segments."""
+        ctx = self.context.copy()
+        if self._needs_lead:
+            lead = _json_decode(row[1]) if row[1] else {}
+            lead["_id"] = row[0]
+            ctx["lead"] = lead
+        if self._needs_sub:
+            sub = _json_decode(row[3]) if row[3] else {}
+            sub["phone"] = row[2]
+            sub.setdefault("resource_id", self._resource_id)
+            ctx["subscription"] = sub
+        text = self.template.render(ctx)
+        return text, self.measure(text).segments
+
+    def rerender(
+        self, entries: Sequence[tuple[int, int, str]], rows: Sequence[AudienceRow], sender: str
+    ) -> tuple[list[Message], list[tuple[int, int, str]]]:
+        """Messages again for journalled (seq, profile id, phone) entries, under their
+        original ids; also the entries whose profile no longer exists."""
+        by_id = {row[0]: row for row in rows}
+        messages: list[Message] = []
+        missing = []
+        for seq, profile_id, phone in entries:
+            row = by_id.get(profile_id)
+            if row is None:
+                missing.append((seq, profile_id, phone))
+                continue
+            text, segments = self.render(row)
+            messages.append(Message(seq, f"{self.run_uid}-{seq}", profile_id, phone, sender,
+                                    text, segments))
+        return messages, missing
+
+
+def checkpoint_before(rows: Sequence[AudienceRow]) -> int:
+    """The resume point when a chunk's first row is already past the limit."""
+    return rows[0][0] - 1 if rows else 0

@@ -1,0 +1,128 @@
+"""One batch's way through a gateway, across attempts: what each answer means.
+
+Sans-I/O: the async shell calls the driver and feeds the answer (results or an exception)
+in; this class decides each message's outcome, which messages go again, and how long the
+gateway asked us to wait. Retry timing (how long, how many times) is the caller's policy.
+
+::
+
+    sub = Submission(messages, caller_id)
+    while not sub.done:
+        try:
+            results = await driver.send_batch(sub.next_attempt())
+        except Exception as err:
+            sub.failed(err)
+        else:
+            sub.answered(results)
+        if not sub.done:
+            ...  # wait, or sub.give_up()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.core.prepare import Message
+from engine.core.states import Outcome, State
+from engine.drivers import OutboundMessage, SendResult
+from engine.errors import GatewayError, PermanentGatewayError, TransientGatewayError
+
+__all__ = ["Submission"]
+
+_NO_RESULT = "the driver returned no result for it"
+
+
+class Submission:
+    """The outcomes of one batch, settled over one or more attempts."""
+
+    __slots__ = ("_errors", "_outbound", "attempt", "outcomes", "pending", "retry_after",
+                 "seqs", "throttled")
+
+    def __init__(self, messages: Sequence[Message], caller_id: str) -> None:
+        self._outbound = [
+            OutboundMessage(m.id, m.phone, caller_id, m.text, m.segments) for m in messages
+        ]
+        self.seqs = [m.seq for m in messages]
+        self.outcomes: list[Outcome | None] = [None] * len(messages)
+        #: Positions (into ``messages``) still to be settled.
+        self.pending = list(range(len(messages)))
+        self.attempt = 0
+        #: Seconds the gateway asked us to wait before the next attempt, if it said.
+        self.retry_after: float | None = None
+        #: True when the last answer was a throttling one (slow the whole sender down).
+        self.throttled = False
+        self._errors: dict[int, str | None] = {}
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+    def next_attempt(self) -> list[OutboundMessage]:
+        """The messages to submit now."""
+        self.attempt += 1
+        self.retry_after = None
+        self.throttled = False
+        if len(self.pending) == len(self._outbound):
+            return self._outbound
+        return [self._outbound[i] for i in self.pending]
+
+    def _settle(self, i: int, state: str, reason: str | None = None,
+                provider_id: str | None = None, error: str | None = None) -> None:
+        self.outcomes[i] = Outcome(self.seqs[i], state, reason, provider_id, error, self.attempt)
+
+    def answered(self, results: Sequence[SendResult]) -> None:
+        """The driver answered the attempt with one result per message."""
+        pending = self.pending
+        retry: list[int] = []
+        if len(results) == len(pending) and all(
+            r.id == self._outbound[i].id for r, i in zip(results, pending, strict=True)
+        ):
+            pairs = zip(pending, results, strict=True)
+        else:  # out of order, missing or extra results: match by id
+            by_id = {r.id: r for r in results}
+            pairs = ((i, by_id.get(self._outbound[i].id)) for i in pending)  # type: ignore[assignment]
+        for i, r in pairs:
+            if r is None:
+                self._settle(i, State.UNKNOWN, "no_result", error=_NO_RESULT)
+            elif r.status == "accepted":
+                self.outcomes[i] = Outcome(self.seqs[i], "sent", None, r.provider_id, None,
+                                           self.attempt)
+            elif r.status == "rejected":
+                self._settle(i, State.FAILED, "rejected", error=r.error)
+            else:
+                retry.append(i)
+                self._errors[i] = r.error
+                if r.retry_after:
+                    self.retry_after = max(self.retry_after or 0.0, r.retry_after)
+        self.pending = retry
+
+    def failed(self, err: BaseException) -> None:
+        """The driver raised instead of answering."""
+        if isinstance(err, TransientGatewayError):
+            self.retry_after = err.retry_after
+            self.throttled = err.retry_after is not None
+            for i in self.pending:
+                self._errors[i] = str(err)
+            return
+        if isinstance(err, PermanentGatewayError):
+            state, reason, error = State.FAILED, "rejected", str(err)
+            if err.code:
+                reason = f"rejected: {err.code}"
+        elif isinstance(err, GatewayError):
+            state, reason, error = State.FAILED, "gateway_error", str(err)
+        else:  # a driver bug: the batch may or may not have gone out
+            state, reason, error = State.UNKNOWN, "driver_error", repr(err)
+        for i in self.pending:
+            self._settle(i, state, reason, error=error)
+        self.pending = []
+
+    def give_up(self, reason: str = "retries_exhausted") -> None:
+        """No more attempts: what is still pending failed with its last error."""
+        for i in self.pending:
+            self._settle(i, State.FAILED, reason, error=self._errors.get(i))
+        self.pending = []
+
+    def results(self) -> list[Outcome]:
+        """One outcome per message, in the batch's order (only once ``done``)."""
+        assert self.done, "results() before the submission is settled"
+        return self.outcomes  # type: ignore[return-value]

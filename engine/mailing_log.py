@@ -1,0 +1,166 @@
+"""The mailing log: what happened in a run, under the field names of Altcraft's SMS log.
+
+Altcraft's fields: ``mailing_started``, ``limit``, ``audience_source``, ``database_id`` /
+``segment_id``, ``cursor_ms``, ``subscribers_received``, ``subscribers_found``,
+``duplicate_phones``, ``recipients``, ``mailing_finished``, ``total_time_s``. Herald adds the
+fate of every recipient (``sent``, ``failed`` with reasons, ``unknown``, ``pending``), what
+was skipped and why (``suppressed``, ``invalid_phones``, ``too_long``) and busy time per stage.
+Counts come from the run's persisted counters and recipient rows, so they stay exact across
+interruptions and resumes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+from engine.store.models import Mailing, Run
+
+__all__ = ["MailingLog", "build_log", "format_log"]
+
+
+class MailingLog(msgspec.Struct, kw_only=True):
+    run_id: int
+    mailing_id: int
+    mailing_name: str
+    status: str
+    mailing_started: str
+    limit: int | None
+    audience_source: str
+    database_id: int | None
+    segment_id: int | None
+    cursor_ms: float | None
+    subscribers_received: int
+    subscribers_found: int
+    duplicate_phones: int
+    recipients: int
+    mailing_finished: str | None
+    total_time_s: float | None
+    suppressed: int
+    invalid_phones: int
+    too_long: int
+    sent: int
+    delivered: int
+    undelivered: int
+    failed: int
+    failed_reasons: dict[str, int]
+    unknown: int
+    pending: int
+    messages_per_s: float | None
+    stage_busy_s: dict[str, float]
+    error: str | None = None
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def build_log(
+    mailing: Mailing, run: Run, summary: dict[str, dict[str, int]]
+) -> MailingLog:
+    """``summary`` is ``Store.run_summary``: recipient counts by state and reason."""
+    c = run.counts
+    t = run.timings
+
+    def total(state: str) -> int:
+        return sum(summary.get(state, {}).values())
+
+    skipped = summary.get("skipped", {})
+    settled = sum(total(s) for s in ("sent", "delivered", "undelivered", "failed", "unknown"))
+    reserved = c.get("reserved", 0)
+    elapsed = t.get("total_time_s")
+    return MailingLog(
+        run_id=run.id,
+        mailing_id=mailing.id,
+        mailing_name=mailing.name,
+        status=run.status,
+        mailing_started=_iso(run.started_at) or "",
+        limit=mailing.limit,
+        audience_source=mailing.source.kind,
+        database_id=mailing.source.database_id if mailing.source.kind == "list" else None,
+        segment_id=mailing.source.segment_id,
+        cursor_ms=t.get("cursor_ms"),
+        subscribers_received=c.get("received", 0),
+        subscribers_found=c.get("found", 0),
+        duplicate_phones=skipped.get("duplicate", 0),
+        recipients=settled,
+        mailing_finished=_iso(run.finished_at),
+        total_time_s=elapsed,
+        suppressed=skipped.get("suppressed", 0),
+        invalid_phones=skipped.get("invalid_phone", 0),
+        too_long=skipped.get("too_long", 0),
+        sent=total("sent") + total("delivered") + total("undelivered"),
+        delivered=total("delivered"),
+        undelivered=total("undelivered"),
+        failed=total("failed"),
+        failed_reasons=dict(sorted(summary.get("failed", {}).items())),
+        unknown=total("unknown"),
+        pending=max(reserved - settled, 0),
+        messages_per_s=round(settled / elapsed, 1) if elapsed else None,
+        stage_busy_s={k[5:]: round(v, 3) for k, v in sorted(t.items())
+                      if k.startswith("busy_")},
+        error=run.error,
+    )
+
+
+_LABELS: list[tuple[str, str]] = [
+    ("mailing_started", "Mailing started"),
+    ("limit", "Limit"),
+    ("audience_source", "Audience source"),
+    ("database_id", "Database id"),
+    ("segment_id", "Segment id"),
+    ("cursor_ms", "Cursor, ms"),
+    ("subscribers_received", "Subscribers received"),
+    ("subscribers_found", "Subscribers found"),
+    ("duplicate_phones", "Duplicate phones"),
+    ("suppressed", "Suppressed"),
+    ("invalid_phones", "Invalid phones"),
+    ("too_long", "Too long"),
+    ("recipients", "Recipients"),
+    ("sent", "Sent"),
+    ("failed", "Failed"),
+    ("unknown", "Unknown"),
+    ("pending", "Pending"),
+    ("mailing_finished", "Mailing finished"),
+    ("total_time_s", "Total time, s"),
+    ("messages_per_s", "Messages per second"),
+]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_log(log: MailingLog) -> str:
+    """The log as a two-column table, like Altcraft's mailing log page."""
+    rows: list[tuple[str, str]] = []
+    for key, label in _LABELS:
+        value = getattr(log, key)
+        if key == "database_id" and log.audience_source != "list":
+            continue
+        if key == "segment_id" and log.audience_source != "segment":
+            continue
+        rows.append((f"{label} ({key})", _fmt(value)))
+        if key == "failed":
+            for reason, n in log.failed_reasons.items():
+                rows.append((f"  {reason}", _fmt(n)))
+    for stage, seconds in log.stage_busy_s.items():
+        rows.append((f"Busy: {stage}, s", _fmt(seconds)))
+    if log.error:
+        rows.append(("Error", log.error))
+    width = max(len(k) for k, _ in rows)
+    head = (f"Mailing log: run {log.run_id}, mailing {log.mailing_id}"
+            f" {log.mailing_name!r} ({log.status})")
+    lines = [head, "-" * max(len(head), width + 20)]
+    lines += [f"{k.ljust(width)}  {v}" for k, v in rows]
+    return "\n".join(lines)

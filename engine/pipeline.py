@@ -1,0 +1,401 @@
+"""The async shell of a mailing run: stages as tasks of one task group.
+
+::
+
+    cursor ──chunks──▶ prepare ──batches per sender──▶ dispatch workers (per sender)
+    (keyset pages)     (core: E.164, suppression,       (journal 'sending', driver call,
+                        dedupe, render, reserve)          retries, record outcomes)
+
+Stages exchange chunks and batches through bounded memory object streams, never single
+messages: per-message work is synchronous (``engine.core``). Durability follows a
+write-ahead journal: ``prepare`` reserves each batch (with the skips and the cursor
+checkpoint) in one transaction; a worker marks the batch ``sending`` before the driver sees
+it and writes the recipient rows, dropping the journal entry, in one transaction after.
+So after any crash, ``resume`` knows exactly which messages were never handed over (sent
+now), which were (``sending``: re-sent under the same id when the driver declares idempotent
+submission, otherwise recorded as ``unknown`` for the operator), and where the cursor was.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from engine.config import Config
+from engine.core.dedupe import Dedupe
+from engine.core.phones import PhoneNormaliser
+from engine.core.prepare import AudienceRow, Message, Preparer, Renderer
+from engine.core.states import Outcome, State
+from engine.core.submission import Submission
+from engine.drivers import Driver
+from engine.store.base import Store
+from engine.store.models import Mailing, Run
+
+__all__ = ["Pipeline", "PipelineStats", "SenderRuntime"]
+
+#: Attempts per message (first try included) and backoff, until the senders issue brings
+#: configurable retry policies.
+MAX_ATTEMPTS = 4
+BACKOFF_BASE = 0.2
+BACKOFF_MAX = 5.0
+
+
+class PipelineStats(msgspec.Struct, frozen=True):
+    """An immutable snapshot for progress bars, metrics and the mailing log."""
+
+    total: int
+    received: int
+    found: int
+    invalid: int
+    suppressed: int
+    duplicate: int
+    too_long: int
+    reserved: int
+    sent: int
+    failed: int
+    unknown: int
+    in_flight: int
+    busy_s: dict[str, float]
+
+
+class Batch(NamedTuple):
+    """Messages for one sender, journalled together; ``batch`` is the first seq."""
+
+    batch: int
+    sender: str
+    messages: list[Message]
+    #: Journalled messages already settled without sending (resume: profile deleted).
+    settled: tuple[tuple[Message, Outcome], ...] = ()
+
+
+class SenderRuntime:
+    """A sender's driver, caller id and stream of reserved batches."""
+
+    def __init__(self, name: str, caller_id: str, driver: Driver, concurrency: int) -> None:
+        self.name = name
+        self.caller_id = caller_id
+        self.driver = driver
+        self.concurrency = concurrency
+        self.max_batch = max(1, driver.capabilities.max_batch)
+        send, receive = anyio.create_memory_object_stream[Batch](concurrency * 2)
+        self.send: MemoryObjectSendStream[Batch] = send
+        self.receive: MemoryObjectReceiveStream[Batch] = receive
+
+
+class Pipeline:
+    """Runs (or resumes) one mailing run to its end, or until ``stop()``."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        config: Config,
+        drivers: Mapping[str, Driver],
+        mailing: Mailing,
+        run: Run,
+        template: Renderer,
+        measure: Callable[[str], Any],
+        resource_id: int,
+        total: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.mailing = mailing
+        self.run = run
+        self.resource_id = resource_id
+        self.total = total
+        self.clock = clock
+        eng = config.engine
+        self.senders = {
+            name: SenderRuntime(name, s.caller_id, drivers[s.gateway], s.concurrency)
+            for name, s in config.senders.items()
+        }
+        resource = config.resources[mailing.resource]
+        vs = config.virtual_senders[resource.virtual_sender]
+        self.route = _FirstSender(vs.rules[-1].senders[0].sender)
+        self.dedupe = Dedupe(total + run.next_seq, eng.dedupe_fp_rate)
+        counts = run.counts
+        self.preparer = Preparer(
+            run_uid=run.uid,
+            normaliser=PhoneNormaliser(eng.default_region),
+            dedupe=self.dedupe,
+            template=template,
+            measure=measure,
+            route=self.route.choose,
+            max_segments={n: s.max_segments for n, s in config.senders.items()},
+            context={
+                "mailing": {"id": mailing.id, "name": mailing.name},
+                "resource": {
+                    "id": resource_id,
+                    "name": mailing.resource,
+                    "unsubscribe_url": resource.unsubscribe_url or "",
+                },
+                "json": mailing.document,
+            },
+            next_seq=run.next_seq,
+            limit=mailing.limit,
+            reserved=counts.get("reserved", 0),
+        )
+        self._counts = {k: counts.get(k, 0) for k in (
+            "received", "found", "invalid", "suppressed", "duplicate", "too_long", "reserved")}
+        self._results = {"sent": 0, "failed": 0, "unknown": 0}
+        self._in_flight = 0
+        self.busy: dict[str, float] = {"cursor": 0.0, "prepare": 0.0, "dispatch": 0.0,
+                                       "record": 0.0}
+        self.cursor_ms: float | None = None
+        self._stop_scope = anyio.CancelScope()
+        self._stopping = False
+        self._deadline = math.inf
+        self._sending_scopes: set[anyio.CancelScope] = set()
+
+    # -- control -----------------------------------------------------------------------
+
+    def stop(self, *, grace: float | None = None) -> None:
+        """Stop reading the audience and start no new batch; batches already handed to a
+        gateway get ``grace`` seconds (default ``shutdown_grace``) to finish and be
+        recorded. Everything else stays reserved in the journal for ``resume``. Calling it
+        again with a shorter grace shortens the wait."""
+        if grace is None:
+            grace = self.config.engine.shutdown_grace
+        self._stopping = True
+        self._stop_scope.cancel()
+        self._deadline = min(self._deadline, anyio.current_time() + grace)
+        for scope in self._sending_scopes:
+            scope.deadline = min(scope.deadline, self._deadline)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping
+
+    async def complete(self) -> bool:
+        """True when the audience is read to its end and no batch is left unrecorded."""
+        _, run = await self.store.get_run(self.run.id)
+        return run.audience_done and not await self.store.journal(self.run.id)
+
+    def statistics(self) -> PipelineStats:
+        c = self._counts
+        return PipelineStats(
+            total=self.total, received=c["received"], found=c["found"], invalid=c["invalid"],
+            suppressed=c["suppressed"], duplicate=c["duplicate"], too_long=c["too_long"],
+            reserved=c["reserved"], sent=self._results["sent"],
+            failed=self._results["failed"], unknown=self._results["unknown"],
+            in_flight=self._in_flight, busy_s=dict(self.busy),
+        )
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def execute(self, *, resume: bool = False) -> None:
+        backlog: list[Batch] = []
+        if resume:
+            backlog = await self._recover()
+        chunks_send, chunks_receive = anyio.create_memory_object_stream[
+            list[AudienceRow]
+        ](4)
+        async with anyio.create_task_group() as tg:
+            for sender in self.senders.values():
+                for _ in range(sender.concurrency):
+                    tg.start_soon(self._dispatch_worker, sender, sender.receive.clone())
+                sender.receive.close()  # each worker holds its own clone
+            with self._stop_scope:
+                async with anyio.create_task_group() as feed:
+                    if self.run.audience_done or self.preparer.limit_reached:
+                        chunks_send.close()
+                    else:
+                        feed.start_soon(self._cursor, chunks_send)
+                    feed.start_soon(self._prepare, chunks_receive, backlog)
+            for sender in self.senders.values():
+                sender.send.close()
+
+    async def _recover(self) -> list[Batch]:
+        """Rebuild dedupe and settle the journal of an interrupted run."""
+        async for phones in self.store.recipient_phones(self.run.id):
+            self.dedupe.remember(phones)
+        backlog = []
+        for jb in await self.store.journal(self.run.id):
+            self.dedupe.remember(e.phone for e in jb.entries)
+            sender = jb.sender
+            if sender not in self.senders:
+                # The sender left the config: route its messages again (same ids).
+                sender = self.route.choose(jb.entries[0].phone, self.clock())
+            rows = await self.store.audience_rows(
+                self.mailing.source, self.resource_id, [e.profile_id for e in jb.entries]
+            )
+            messages, missing = self.preparer.rerender(jb.entries, rows, sender)
+            batch = Batch(jb.batch, sender, messages)
+            outcomes = [
+                Outcome(seq, State.FAILED, "profile_deleted", error="deleted before resume")
+                for seq, _, _ in missing
+            ]
+            gone = [Message(seq, f"{self.run.uid}-{seq}", pid, phone, sender, "", 0)
+                    for seq, pid, phone in missing]
+            if jb.state == "sending" and not self.senders[sender].driver.capabilities.idempotent:
+                outcomes = [
+                    Outcome(m.seq, State.UNKNOWN, "interrupted",
+                            error="in flight when the run was interrupted; the gateway may "
+                                  "or may not have it")
+                    for m in messages
+                ] + outcomes
+                await self._record(Batch(jb.batch, sender, messages + gone), outcomes)
+                continue
+            backlog.append(batch._replace(settled=tuple(zip(gone, outcomes, strict=True))))
+        return backlog
+
+    async def _cursor(self, out: MemoryObjectSendStream[list[AudienceRow]]) -> None:
+        store, source = self.store, self.mailing.source
+        chunk = self.config.engine.chunk_size
+        after = self.run.checkpoint
+        async with out:
+            while True:
+                t0 = time.perf_counter()
+                rows = await store.audience_chunk(source, self.resource_id, after, chunk)
+                elapsed = time.perf_counter() - t0
+                self.busy["cursor"] += elapsed
+                if self.cursor_ms is None:
+                    self.cursor_ms = elapsed * 1000
+                if not rows:
+                    return
+                after = rows[-1][0]
+                try:
+                    await out.send(rows)
+                except anyio.BrokenResourceError:
+                    return  # prepare is done early (the run's limit was reached)
+
+    async def _prepare(
+        self, chunks: MemoryObjectReceiveStream[list[AudienceRow]], backlog: list[Batch]
+    ) -> None:
+        for batch in backlog:
+            await self.senders[batch.sender].send.send(batch)
+        store, run_id, prep = self.store, self.run.id, self.preparer
+        batch_size = self.config.engine.batch_size
+        async with chunks:
+            async for rows in chunks:
+                t0 = time.perf_counter()
+                plan = prep.screen(rows)
+                suppressed, seen = await store.lookup(run_id, plan.valid, plan.maybe_seen())
+                result = prep.finish(plan, suppressed, seen, self.clock())
+                batches = _group(result.messages, self.senders, batch_size)
+                done = result.limit_reached
+                await store.reserve(
+                    run_id,
+                    batches=[(b.batch, b.sender, b.messages) for b in batches],
+                    skipped=result.skipped,
+                    checkpoint=result.checkpoint,
+                    next_seq=prep.next_seq,
+                    counts={**result.counts, "reserved": len(result.messages)},
+                    audience_done=done,
+                )
+                for k, v in result.counts.items():
+                    self._counts[k] += v
+                self._counts["reserved"] += len(result.messages)
+                self.busy["prepare"] += time.perf_counter() - t0
+                for b in batches:
+                    await self.senders[b.sender].send.send(b)
+                if done:
+                    return
+        # The audience is exhausted: say so, so that resume does not read it again.
+        await store.reserve(
+            run_id, batches=[], skipped=[], checkpoint=_MAX_ID, next_seq=prep.next_seq,
+            counts={}, audience_done=True,
+        )
+
+    async def _dispatch_worker(
+        self, sender: SenderRuntime, batches: MemoryObjectReceiveStream[Batch]
+    ) -> None:
+        async with batches:
+            async for batch in batches:
+                if self._stopping:
+                    return  # it stays reserved in the journal
+                await self._dispatch(sender, batch)
+
+    async def _dispatch(self, sender: SenderRuntime, batch: Batch) -> None:
+        messages = batch.messages
+        self._in_flight += len(messages)
+        try:
+            # Once a batch is marked 'sending' it must end recorded, even when the run is
+            # being stopped: shielded, with the grace deadline that stop() sets.
+            with anyio.CancelScope(shield=True, deadline=self._deadline) as scope:
+                self._sending_scopes.add(scope)
+                try:
+                    await self.store.mark_sending(self.run.id, batch.batch)
+                    outcomes = await self._send(sender, messages)
+                finally:
+                    self._sending_scopes.discard(scope)
+                if scope.cancelled_caught:
+                    return  # grace ran out: the journal says 'sending'; resume settles it
+                await self._record(batch, outcomes)
+        finally:
+            self._in_flight -= len(messages)
+
+    async def _send(self, sender: SenderRuntime, messages: Sequence[Message]) -> list[Outcome]:
+        """Submit with retries; one outcome per message."""
+        driver = sender.driver
+        sub = Submission(messages, sender.caller_id)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                results = await driver.send_batch(sub.next_attempt())
+            except Exception as err:
+                sub.failed(err)
+            else:
+                sub.answered(results)
+            self.busy["dispatch"] += time.perf_counter() - t0
+            if sub.done:
+                return sub.results()
+            if sub.attempt >= MAX_ATTEMPTS:
+                sub.give_up()
+                return sub.results()
+            delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (sub.attempt - 1))
+            await anyio.sleep(max(delay, sub.retry_after or 0.0))
+
+    async def _record(self, batch: Batch, outcomes: Sequence[Outcome]) -> None:
+        t0 = time.perf_counter()
+        messages = batch.messages
+        if batch.settled:
+            messages = messages + [m for m, _ in batch.settled]
+            outcomes = list(outcomes) + [o for _, o in batch.settled]
+        await self.store.record(self.run.id, batch.batch, batch.sender, messages, outcomes)
+        results = self._results
+        for o in outcomes:
+            if o.state == State.SENT:
+                results["sent"] += 1
+            elif o.state == State.FAILED:
+                results["failed"] += 1
+            else:
+                results["unknown"] += 1
+        self.busy["record"] += time.perf_counter() - t0
+
+
+_MAX_ID = 2**63 - 1
+
+
+class _FirstSender:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def choose(self, phone: str, now: float) -> str:
+        return self.name
+
+
+def _group(
+    messages: Sequence[Message], senders: Mapping[str, SenderRuntime], batch_size: int
+) -> list[Batch]:
+    """Split a chunk's messages into per-sender batches; a batch's id is its first seq."""
+    by_sender: dict[str, list[Message]] = {}
+    for m in messages:
+        by_sender.setdefault(m.sender, []).append(m)
+    out: list[Batch] = []
+    for name, msgs in by_sender.items():
+        size = min(batch_size, senders[name].max_batch)
+        for i in range(0, len(msgs), size):
+            part = msgs[i : i + size]
+            out.append(Batch(part[0].seq, name, part))
+    out.sort(key=lambda b: b.batch)
+    return out
+

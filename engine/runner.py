@@ -1,0 +1,227 @@
+"""Herald as a library: open a workspace, send a broadcast, resume a run, read its log.
+
+::
+
+    async with await Herald.open("herald.toml") as herald:
+        log = await herald.send(resource="news", database="main", template="Hi {lead._fname}")
+        print(format_log(log))
+
+The CLI is a thin layer over this class.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import msgspec
+
+from engine.config import Config, load_config
+from engine.core.sms import measure
+from engine.core.templates import compile_template
+from engine.drivers import Driver
+from engine.errors import InputError
+from engine.mailing_log import MailingLog, build_log
+from engine.pipeline import Pipeline, PipelineStats
+from engine.plugins import Plugins, load_plugins
+from engine.store.base import Store
+from engine.store.models import AudienceSource, Mailing, Run, run_is_live
+from engine.store.sqlite import SQLiteStore
+
+__all__ = ["Herald"]
+
+Progress = Callable[[PipelineStats], None]
+
+
+class Herald:
+    """One workspace: a config, its plugins and its store."""
+
+    def __init__(self, config: Config, plugins: Plugins, store: Store) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.store = store
+        #: The pipeline of the run in progress, if any (for progress and stop()).
+        self.pipeline: Pipeline | None = None
+
+    @classmethod
+    async def open(
+        cls, config: str | Path | Config | None = None, *, plugins: Plugins | None = None
+    ) -> Herald:
+        plugins = plugins or load_plugins()
+        if not isinstance(config, Config):
+            config = load_config(config, drivers=plugins.drivers)
+        store = SQLiteStore.open(config.database_path)
+        return cls(config, plugins, store)
+
+    async def __aenter__(self) -> Herald:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def send(
+        self,
+        *,
+        resource: str,
+        template: str,
+        database: str | None = None,
+        segment: str | None = None,
+        limit: int | None = None,
+        name: str | None = None,
+        document: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+        handle_signals: bool = False,
+    ) -> MailingLog:
+        """Run a broadcast mailing now, to its end; return its mailing log."""
+        if (database is None) == (segment is None):
+            raise InputError("give exactly one audience: a database or a segment")
+        res = self.config.resources.get(resource)
+        if res is None:
+            known = ", ".join(sorted(self.config.resources)) or "none"
+            raise InputError(f"no resource {resource!r} in the config (configured: {known})")
+        if limit is not None and limit < 0:
+            raise InputError("--limit must be 0 or more")
+        compiled = self._compile(template)
+        if segment is not None:
+            segment_id, database_id = await self.store.segment_id(segment)
+            source = AudienceSource("segment", database_id, segment_id)
+        else:
+            assert database is not None
+            if res.databases and database not in res.databases:
+                raise InputError(
+                    f"database {database!r} is not one of resource {resource!r}'s databases"
+                    f" ({', '.join(res.databases)})"
+                )
+            source = AudienceSource("list", await self.store.database_id(database))
+        mailing, run = await self.store.create_run(
+            name=name or f"{resource} {time.strftime('%Y-%m-%d %H:%M')}",
+            resource=resource,
+            source=source,
+            template=template,
+            limit=limit,
+            document=document,
+        )
+        return await self._execute(mailing, run, compiled, progress, handle_signals, False)
+
+    async def resume(
+        self, run_id: int, *, progress: Progress | None = None, handle_signals: bool = False
+    ) -> MailingLog:
+        """Finish an interrupted run: nobody lost, nobody sent twice."""
+        mailing, _ = await self.store.get_run(run_id)
+        if mailing.resource not in self.config.resources:
+            raise InputError(f"run {run_id}'s resource {mailing.resource!r} left the config")
+        compiled = self._compile(mailing.template)
+        run = await self.store.claim_run(run_id)
+        return await self._execute(mailing, run, compiled, progress, handle_signals, True)
+
+    def _compile(self, template: str) -> Any:
+        return compile_template(template, functions=self.plugins.template_functions())
+
+    def _drivers(self) -> dict[str, Driver]:
+        out: dict[str, Driver] = {}
+        used = {s.gateway for s in self.config.senders.values()}
+        for name, gw in self.config.gateways.items():
+            if name in used:
+                cls = self.plugins.drivers[gw.driver]
+                out[name] = cls(gw.options, gateway=name, base_dir=self.config.base_dir)
+        return out
+
+    async def _execute(
+        self,
+        mailing: Mailing,
+        run: Run,
+        template: Any,
+        progress: Progress | None,
+        handle_signals: bool,
+        resume: bool,
+    ) -> MailingLog:
+        store = self.store
+        drivers = self._drivers()
+        resource_id = await store.resource_id(mailing.resource)
+        total = await store.count_audience(mailing.source)
+        pipeline = Pipeline(
+            store=store, config=self.config, drivers=drivers, mailing=mailing, run=run,
+            template=template, measure=measure, resource_id=resource_id, total=total,
+        )
+        self.pipeline = pipeline
+        started = time.perf_counter()
+        status = "finished"
+        error: str | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                if handle_signals:
+                    tg.start_soon(_stop_on_signal, pipeline)
+                if progress is not None:
+                    tg.start_soon(_report, pipeline, progress)
+                await pipeline.execute(resume=resume)
+                tg.cancel_scope.cancel()
+            if pipeline.stopped and not await pipeline.complete():
+                status = "interrupted"
+        except BaseException as err:
+            status = "interrupted" if isinstance(err, anyio.get_cancelled_exc_class()) or \
+                isinstance(err, KeyboardInterrupt) else "failed"
+            error = None if status == "interrupted" else f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                for driver in drivers.values():
+                    await driver.aclose()
+                timings = dict(run.timings)
+                timings["total_time_s"] = round(
+                    timings.get("total_time_s", 0.0) + time.perf_counter() - started, 3
+                )
+                if pipeline.cursor_ms is not None and "cursor_ms" not in timings:
+                    timings["cursor_ms"] = round(pipeline.cursor_ms, 3)
+                for stage, seconds in pipeline.busy.items():
+                    key = f"busy_{stage}"
+                    timings[key] = round(timings.get(key, 0.0) + seconds, 3)
+                await store.set_run_status(run.id, status, timings=timings, error=error)  # type: ignore[arg-type]
+                self.pipeline = None
+            if progress is not None:
+                progress(pipeline.statistics())
+        return await self.log(run.id)
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def log(self, run_id: int) -> MailingLog:
+        mailing, run = await self.store.get_run(run_id)
+        if run.status == "running" and not run_is_live(run):
+            run = _with_status(run, "interrupted")
+        return build_log(mailing, run, await self.store.run_summary(run_id))
+
+    async def runs(self, limit: int = 100) -> list[tuple[Mailing, Run]]:
+        out = []
+        for mailing, run in await self.store.list_runs(limit):
+            if run.status == "running" and not run_is_live(run):
+                run = _with_status(run, "interrupted")
+            out.append((mailing, run))
+        return out
+
+
+def _with_status(run: Run, status: str) -> Run:
+    return msgspec.structs.replace(run, status=status)
+
+
+async def _stop_on_signal(pipeline: Pipeline) -> None:
+    """First Ctrl-C/SIGTERM: stop gracefully. Second: stop waiting for the gateways."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            pipeline.stop(grace=0 if pipeline.stopped else None)
+
+
+async def _report(pipeline: Pipeline, progress: Progress) -> None:
+    while True:
+        progress(pipeline.statistics())
+        await anyio.sleep(0.2)

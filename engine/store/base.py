@@ -1,0 +1,198 @@
+"""The storage interface the engine talks to.
+
+Methods are async and work on whole batches: the embedded SQLite store runs each one
+synchronously on the event loop thread (short statements, no await inside, so each call is
+atomic with respect to other tasks), and a networked store (PostgreSQL, Redis) awaits its
+driver instead. Nothing on this interface is called once per message.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, NamedTuple
+
+from engine.core.prepare import AudienceRow, Message, Skipped
+from engine.core.states import Outcome
+from engine.store.models import AudienceSource, Mailing, Run, RunStatus
+
+__all__ = ["ImportRecord", "ImportResult", "JournalBatch", "Reserved", "Store"]
+
+
+class ImportRecord(NamedTuple):
+    """One profile to add or update. ``key`` is the value matched on (phone, email or id)."""
+
+    key: str | int | None
+    phone: str | None
+    email: str | None
+    fields: dict[str, Any]
+
+
+class ImportResult(NamedTuple):
+    added: int
+    updated: int
+
+
+class Reserved(NamedTuple):
+    """A journalled message: enough to find its recipient again (the text is re-rendered)."""
+
+    seq: int
+    profile_id: int
+    phone: str
+
+
+class JournalBatch(NamedTuple):
+    """A reserved batch not yet recorded; ``state`` is 'reserved' or 'sending'."""
+
+    run_id: int
+    batch: int
+    sender: str
+    state: str
+    entries: list[Reserved]
+
+
+class Store(abc.ABC):
+    """Everything the engine persists. See ``engine.store.sqlite.SQLiteStore``."""
+
+    # -- profile data ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def database_id(self, name: str, *, create: bool = False) -> int:
+        """The id of profile database ``name``; NotFound unless ``create``."""
+
+    @abc.abstractmethod
+    async def resource_id(self, name: str) -> int:
+        """The id of resource ``name`` (resources are declared in config; rows follow)."""
+
+    @abc.abstractmethod
+    async def import_profiles(
+        self,
+        database_id: int,
+        records: Sequence[ImportRecord],
+        *,
+        matching: str,
+        resource_id: int | None,
+    ) -> ImportResult:
+        """Add or update profiles in one transaction; subscribe their phone to a resource."""
+
+    @abc.abstractmethod
+    async def set_subscription_status(
+        self, resource_id: int, profile_ids: Sequence[int], status: str
+    ) -> int:
+        """Set the status (subscribed, unsubscribed, suspended, invalid) of the profiles'
+        SMS subscriptions to the resource; returns how many changed."""
+
+    @abc.abstractmethod
+    async def add_suppressions(self, list_name: str, kind: str, values: Sequence[str]) -> int:
+        """Add values (E.164 phones, emails, domains) to a global suppression list."""
+
+    @abc.abstractmethod
+    async def segment_id(self, name: str) -> tuple[int, int]:
+        """(segment id, its database id) of segment ``name``; NotFound if absent."""
+
+    @abc.abstractmethod
+    async def count_audience(self, source: AudienceSource) -> int:
+        """How many profiles the source holds now."""
+
+    # -- runs --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_run(
+        self,
+        *,
+        name: str,
+        resource: str,
+        source: AudienceSource,
+        template: str,
+        limit: int | None,
+        document: dict[str, Any] | None = None,
+    ) -> tuple[Mailing, Run]:
+        """Create a broadcast mailing and its run, marked running by this process."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: int) -> tuple[Mailing, Run]:
+        """The run and its mailing; NotFound if absent."""
+
+    @abc.abstractmethod
+    async def list_runs(self, limit: int = 100) -> list[tuple[Mailing, Run]]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def claim_run(self, run_id: int) -> Run:
+        """Mark a run as running in this process (for resume); StoreError if it is live."""
+
+    @abc.abstractmethod
+    async def set_run_status(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        timings: dict[str, float] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Move a run to ``status``; ``finished`` and ``failed`` stamp the finish time."""
+
+    # -- the hot path (once per chunk or batch) ----------------------------------------
+
+    @abc.abstractmethod
+    async def audience_chunk(
+        self, source: AudienceSource, resource_id: int, after_id: int, limit: int
+    ) -> list[AudienceRow]:
+        """Up to ``limit`` profiles with id > ``after_id``, in id order, each with its
+        highest-priority active SMS subscription to the resource (phone None if none)."""
+
+    @abc.abstractmethod
+    async def audience_rows(
+        self, source: AudienceSource, resource_id: int, profile_ids: Sequence[int]
+    ) -> list[AudienceRow]:
+        """The rows of these profiles, as ``audience_chunk`` reads them (for resume)."""
+
+    @abc.abstractmethod
+    async def lookup(
+        self, run_id: int, phones: Sequence[str], maybe_seen: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        """(the suppressed among ``phones``, the ones among ``maybe_seen`` already recorded
+        as recipients of the run)."""
+
+    @abc.abstractmethod
+    async def reserve(
+        self,
+        run_id: int,
+        *,
+        batches: Sequence[tuple[int, str, Sequence[Message]]],
+        skipped: Sequence[Skipped],
+        checkpoint: int,
+        next_seq: int,
+        counts: dict[str, int],
+        audience_done: bool,
+    ) -> None:
+        """Atomically: journal the (batch id, sender, messages) batches, record the skips,
+        advance the checkpoint and add ``counts`` to the run's counters. The journal keeps
+        each message's seq, profile and phone, not its text."""
+
+    @abc.abstractmethod
+    async def mark_sending(self, run_id: int, batch: int) -> None:
+        """The batch is about to be handed to its gateway (durably, before it is)."""
+
+    @abc.abstractmethod
+    async def record(
+        self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
+        outcomes: Sequence[Outcome],
+    ) -> None:
+        """Atomically: write the batch's recipient rows and drop it from the journal."""
+
+    @abc.abstractmethod
+    async def journal(self, run_id: int) -> list[JournalBatch]:
+        """The run's reserved batches whose fate is not recorded, oldest first."""
+
+    @abc.abstractmethod
+    def recipient_phones(self, run_id: int, chunk: int = 5000) -> AsyncIterator[list[str]]:
+        """The phones of the run's non-skipped recipients, in chunks (to rebuild dedupe)."""
+
+    @abc.abstractmethod
+    async def run_summary(self, run_id: int) -> dict[str, dict[str, int]]:
+        """Recipient counts by state, and by reason within each state."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close connections."""

@@ -1,0 +1,133 @@
+"""The SQLite schema, as numbered migrations applied in order (``PRAGMA user_version``)."""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+MIGRATIONS: list[str] = [
+    # 1: profiles, subscriptions, suppression, segments, mailings, runs, recipients.
+    """
+    CREATE TABLE databases (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE profiles (
+        id INTEGER PRIMARY KEY,
+        database_id INTEGER NOT NULL REFERENCES databases(id),
+        phone TEXT,
+        email TEXT,
+        fields BLOB NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX profiles_database ON profiles(database_id, id);
+    CREATE INDEX profiles_phone ON profiles(database_id, phone);
+    CREATE INDEX profiles_email ON profiles(database_id, email);
+    CREATE TABLE resources (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE subscriptions (
+        id INTEGER PRIMARY KEY,
+        profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
+        resource_id INTEGER NOT NULL REFERENCES resources(id),
+        channel TEXT NOT NULL DEFAULT 'sms',
+        phone TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'subscribed',
+        priority INTEGER NOT NULL DEFAULT 0,
+        fields BLOB,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (profile_id, resource_id, channel, phone)
+    );
+    CREATE INDEX subscriptions_pick
+        ON subscriptions(profile_id, resource_id, channel, status, priority DESC);
+    CREATE TABLE suppression_lists (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        is_global INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE suppressions (
+        list_id INTEGER NOT NULL REFERENCES suppression_lists(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        added_at REAL NOT NULL,
+        PRIMARY KEY (value, kind, list_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE segments (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        database_id INTEGER NOT NULL REFERENCES databases(id),
+        kind TEXT NOT NULL DEFAULT 'static',
+        condition TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE segment_members (
+        segment_id INTEGER NOT NULL REFERENCES segments(id) ON DELETE CASCADE,
+        profile_id INTEGER NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
+        PRIMARY KEY (segment_id, profile_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE mailings (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        source_kind TEXT NOT NULL,
+        database_id INTEGER NOT NULL REFERENCES databases(id),
+        segment_id INTEGER REFERENCES segments(id),
+        template TEXT NOT NULL,
+        limit_n INTEGER,
+        document BLOB NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        uid TEXT NOT NULL UNIQUE,
+        mailing_id INTEGER NOT NULL REFERENCES mailings(id),
+        status TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        checkpoint INTEGER NOT NULL DEFAULT 0,
+        next_seq INTEGER NOT NULL DEFAULT 1,
+        audience_done INTEGER NOT NULL DEFAULT 0,
+        counts BLOB NOT NULL DEFAULT '{}',
+        timings BLOB NOT NULL DEFAULT '{}',
+        pid INTEGER,
+        host TEXT,
+        error TEXT
+    );
+    -- One row per recipient whose fate is known. Written once per message, when settled.
+    CREATE TABLE recipients (
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        seq INTEGER NOT NULL,
+        profile_id INTEGER NOT NULL,
+        phone TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        sender TEXT,
+        segments INTEGER,
+        provider_id TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    -- Reserved batches whose fate is not yet recorded: the run's write-ahead journal.
+    -- A batch with a row in journal_sending may have been handed to its gateway.
+    CREATE TABLE journal (
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        batch INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        messages BLOB NOT NULL,
+        PRIMARY KEY (run_id, batch)
+    );
+    CREATE TABLE journal_sending (
+        run_id INTEGER NOT NULL,
+        batch INTEGER NOT NULL,
+        PRIMARY KEY (run_id, batch)
+    ) WITHOUT ROWID;
+    """,
+]

@@ -1,0 +1,160 @@
+"""Fakes for testing code that sends through Herald: a gateway that behaves.
+
+``FakeGateway`` is a driver whose behaviour is set per instance: latency, a failure rate,
+throttling, rejections, or any ``handler`` of your own (like httpx's ``MockTransport``). It
+keeps a ledger of every submission, so a test can assert that nobody was sent twice.
+
+    gateway = FakeGateway(latency=0.001, fail_rate=0.05, seed=7)
+    herald = await Herald.open(config, plugins=load_plugins(gateway.plugin()))
+
+A config names it as ``driver = "fake"``; every ``[gateways.X]`` with that driver shares the
+one instance that registered it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from engine.drivers import Capabilities, Driver, DriverConfig, OutboundMessage, SendResult
+from engine.errors import TransientGatewayError
+from engine.hookspecs import hookimpl
+
+__all__ = ["FakeGateway", "write_config"]
+
+Handler = Callable[[Sequence[OutboundMessage]], list[SendResult]]
+
+
+class FakeConfig(DriverConfig):
+    pass
+
+
+class FakeGateway:
+    """A fake SMS gateway with a ledger. Behaviour knobs:
+
+    ``latency``: seconds per batch. ``fail_rate``: chance a whole batch raises a
+    transient error. ``retry_rate``: chance a message is answered ``retry``.
+    ``reject``: phones always rejected. ``handler``: replaces all of that.
+    ``idempotent``: the gateway drops resubmissions of an id it accepted (declared to the
+    engine as idempotent submission).
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        fail_rate: float = 0.0,
+        retry_rate: float = 0.0,
+        reject: Sequence[str] = (),
+        handler: Handler | None = None,
+        idempotent: bool = False,
+        max_batch: int = 500,
+        seed: int = 0,
+    ) -> None:
+        self.latency = latency
+        self.fail_rate = fail_rate
+        self.retry_rate = retry_rate
+        self.reject = frozenset(reject)
+        self.handler = handler
+        self.idempotent = idempotent
+        self.max_batch = max_batch
+        self.rng = random.Random(seed)
+        #: How many times each message id was submitted, and accepted.
+        self.submitted: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.texts: dict[str, OutboundMessage] = {}
+        self.batches = 0
+        self.closed = 0
+
+    async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        self.batches += 1
+        if self.latency:
+            await anyio.sleep(self.latency)
+        for m in messages:
+            self.submitted[m.id] += 1
+        if self.handler is not None:
+            results = self.handler(messages)
+        else:
+            if self.fail_rate and self.rng.random() < self.fail_rate:
+                raise TransientGatewayError("fake gateway: 503 Service Unavailable")
+            results = []
+            for m in messages:
+                if m.to in self.reject:
+                    results.append(SendResult(m.id, "rejected", error="E42 blocked number"))
+                elif self.retry_rate and self.rng.random() < self.retry_rate:
+                    results.append(SendResult(m.id, "retry", error="queue full"))
+                else:
+                    results.append(SendResult(m.id, "accepted", provider_id=f"p-{m.id}"))
+        for r in results:
+            if r.status == "accepted":
+                if self.idempotent and self.accepted[r.id]:
+                    continue
+                self.accepted[r.id] += 1
+                self.texts[r.id] = next(m for m in messages if m.id == r.id)
+        return results
+
+    def driver_class(self) -> type[Driver]:
+        gateway = self
+
+        class FakeDriver(Driver):
+            name = "fake"
+            Config = FakeConfig
+            capabilities = Capabilities(max_batch=gateway.max_batch,
+                                        idempotent=gateway.idempotent)
+
+            async def send_batch(
+                self, messages: Sequence[OutboundMessage]
+            ) -> list[SendResult]:
+                return await gateway.send(messages)
+
+            async def aclose(self) -> None:
+                gateway.closed += 1
+
+        return FakeDriver
+
+    def plugin(self) -> Any:
+        """A plugin object registering this gateway as driver ``fake``."""
+        cls = self.driver_class()
+
+        class _Plugin:
+            @hookimpl
+            def herald_drivers(self) -> list[type[Driver]]:
+                return [cls]
+
+        return _Plugin()
+
+
+def write_config(directory: Path, *, driver: str = "fake", extra: str = "", **engine: Any) -> Path:
+    """A minimal working config in ``directory`` (for tests and examples)."""
+    lines = ["[engine]", 'database = "herald.db"']
+    for key, value in engine.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {str(value).lower()}")
+        elif isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        else:
+            lines.append(f"{key} = {value}")
+    gateway = f'[gateways.gw]\ndriver = "{driver}"\n'
+    if driver == "file":
+        gateway += 'path = "sent.jsonl"\n'
+    text = "\n".join(lines) + "\n\n" + gateway + """
+[senders.s1]
+gateway = "gw"
+caller_id = "ACME"
+
+[virtual_senders.v]
+rules = [{ senders = [{ sender = "s1", percent = 100 }] }]
+
+[resources.news]
+channel = "sms"
+virtual_sender = "v"
+""" + extra
+    path = directory / "herald.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
