@@ -44,11 +44,18 @@ virtual_sender = "default"
 unsubscribe_url = "https://herald.example/u"
 """
 
-DEMO_TEMPLATE = "Hi {lead._fname}! New arrivals in our {lead._city} store this week."
+DEMO_TEMPLATE = (
+    "Hi {lead._fname}! "
+    '{if lead._city equal "Moscow"}Our Moscow flagship opens late on Saturday.'
+    "{else}New arrivals in {lead._city} this week.{end}"
+    "{if lead.interests} Picked for you: "
+    "{for item in lead.interests}{item}{if not loop.last}, {end}{end}.{end}"
+)
 
 _FIRST = ["Anna", "Boris", "Chloé", "Dmitri", "Elena", "Farid", "Galina", "Hugo", "Irina",
           "José", "Katya", "Lev", "Maria", "Nikolai", "Olga", "Pavel", "Zoë"]
 _CITIES = ["Moscow", "Saint Petersburg", "Kazan", "Novosibirsk", "Yekaterinburg", "Sochi"]
+_INTERESTS = ["sneakers", "jackets", "bags", "watches", "scarves", "sunglasses"]
 _MALFORMED = ["12345", "+7 912", "phone", "n/a", "0000", "+999 123 4567",
               "7916123456789012", "+7 916 123 45"]
 
@@ -149,6 +156,7 @@ def generate(store: SQLiteStore, *, profiles: int, resource: str = "news",
             fields: dict[str, Any] = {
                 "_fname": rng.choice(_FIRST), "_city": rng.choice(_CITIES),
                 "_sex": rng.choice("mf"), "loyalty": rng.randrange(0, 5000),
+                "interests": rng.sample(_INTERESTS, rng.randrange(0, 3)),
             }
             if phone is not None:
                 fields["phones"] = [phone]

@@ -233,7 +233,7 @@ class Pipeline:
                 Outcome(seq, State.FAILED, "profile_deleted", error="deleted before resume")
                 for seq, _, _ in missing
             ]
-            gone = [Message(seq, f"{self.run.uid}-{seq}", pid, phone, sender, "", 0)
+            gone = [Message(seq, f"{self.run.uid}-{seq}", pid, phone, sender, "", 0, "")
                     for seq, pid, phone in missing]
             if jb.state == "sending" and not self.senders[sender].driver.capabilities.idempotent:
                 outcomes = [

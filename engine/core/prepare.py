@@ -54,6 +54,7 @@ class Message(NamedTuple):
     sender: str
     text: str
     segments: int
+    encoding: str = "gsm7"
 
 
 class Skipped(NamedTuple):
@@ -190,7 +191,7 @@ class Preparer:
                 counts["duplicate"] += 1
             else:
                 sender = route(e164, now)
-                text, segments = render(row)
+                text, segments, encoding = render(row)
                 cap = caps.get(sender, 0)
                 if cap and segments > cap:
                     skipped.append(Skipped(seq, profile_id, e164, Skip.TOO_LONG))
@@ -198,7 +199,8 @@ class Preparer:
                 else:
                     accept(e164)
                     messages.append(
-                        Message(seq, f"{uid}-{seq}", profile_id, e164, sender, text, segments)
+                        Message(seq, f"{uid}-{seq}", profile_id, e164, sender, text, segments,
+                                encoding)
                     )
                     reserved += 1
             seq += 1
@@ -214,8 +216,8 @@ class Preparer:
         return PreparedBatch(messages, skipped, checkpoint, limit_reached, counts)
 
 
-    def render(self, row: AudienceRow) -> tuple[str, int]:
-        """The text for one audience row, and its length in SMS segments."""
+    def render(self, row: AudienceRow) -> tuple[str, int, str]:
+        """The text for one audience row, its length in SMS segments and its encoding."""
         ctx = self.context.copy()
         if self._needs_lead:
             lead = _json_decode(row[1]) if row[1] else {}
@@ -227,7 +229,8 @@ class Preparer:
             sub.setdefault("resource_id", self._resource_id)
             ctx["subscription"] = sub
         text = self.template.render(ctx)
-        return text, self.measure(text).segments
+        info = self.measure(text)
+        return text, info.segments, info.encoding
 
     def rerender(
         self, entries: Sequence[tuple[int, int, str]], rows: Sequence[AudienceRow], sender: str
@@ -242,9 +245,9 @@ class Preparer:
             if row is None:
                 missing.append((seq, profile_id, phone))
                 continue
-            text, segments = self.render(row)
+            text, segments, encoding = self.render(row)
             messages.append(Message(seq, f"{self.run_uid}-{seq}", profile_id, phone, sender,
-                                    text, segments))
+                                    text, segments, encoding))
         return messages, missing
 
 

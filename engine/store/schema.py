@@ -109,6 +109,7 @@ MIGRATIONS: list[str] = [
         reason TEXT,
         sender TEXT,
         segments INTEGER,
+        encoding TEXT,
         provider_id TEXT,
         error TEXT,
         attempts INTEGER NOT NULL DEFAULT 0,

@@ -524,7 +524,7 @@ class SQLiteStore(Store):
         # a quoted config name, never user text.
         head = (
             "INSERT INTO recipients (run_id, seq, profile_id, phone, state, reason, sender,"
-            " segments, provider_id, error, attempts, updated_at) VALUES"
+            " segments, encoding, provider_id, error, attempts, updated_at) VALUES"
             f" ({int(run_id)}, ?, ?, ?, "
         )
         sender_sql, now_sql = _sql_text(sender), repr(float(time.time()))
@@ -532,17 +532,18 @@ class SQLiteStore(Store):
         other: list[tuple[Any, ...]] = []
         for m, o in zip(messages, outcomes, strict=True):
             if o.state == "sent" and o.error is None:
-                sent.append((m.seq, m.profile_id, m.phone, m.segments, o.provider_id, o.attempts))
+                sent.append((m.seq, m.profile_id, m.phone, m.segments, m.encoding,
+                             o.provider_id, o.attempts))
             else:
                 other.append((m.seq, m.profile_id, m.phone, o.state, o.reason, m.segments,
-                              o.provider_id, o.error, o.attempts))
+                              m.encoding, o.provider_id, o.error, o.attempts))
         with self._tx() as c:
             if sent:
                 c.executemany(
-                    f"{head}'sent', NULL, {sender_sql}, ?, ?, NULL, ?, {now_sql})", sent
+                    f"{head}'sent', NULL, {sender_sql}, ?, ?, ?, NULL, ?, {now_sql})", sent
                 )
             if other:
-                c.executemany(f"{head}?, ?, {sender_sql}, ?, ?, ?, ?, {now_sql})", other)
+                c.executemany(f"{head}?, ?, {sender_sql}, ?, ?, ?, ?, ?, {now_sql})", other)
             c.execute("DELETE FROM journal WHERE run_id = ? AND batch = ?", (run_id, batch))
             c.execute(
                 "DELETE FROM journal_sending WHERE run_id = ? AND batch = ?", (run_id, batch)
