@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
+from engine.core.retry import RetryPolicy
+from engine.core.routing import HealthPolicy, Rule, VirtualSenderRouter
 from engine.drivers import Driver, DriverConfig
 from engine.errors import ConfigError, ConfigProblem
 
@@ -31,6 +33,7 @@ __all__ = [
     "EngineConfig",
     "GatewayConfig",
     "ResourceConfig",
+    "RetryRules",
     "RouteTarget",
     "RoutingRule",
     "SenderConfig",
@@ -41,7 +44,7 @@ __all__ = [
 ]
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Percent = Annotated[float, Meta(gt=0, le=100)]
+Percent = Annotated[float, Meta(ge=0, le=100)]
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -73,19 +76,41 @@ class GatewayConfig(msgspec.Struct, frozen=True):
     options: DriverConfig
 
 
+class RetryRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``[senders.NAME.retry]``: how to retry, per class of answer.
+
+    ``transient``: the gateway failed (5xx, timeout, connection refused).
+    ``throttled``: it asked us to slow down (429, SMPP THROTTLED); the whole sender waits.
+    ``message``: it answered ``retry`` for single messages of an otherwise fine batch.
+    """
+
+    transient: RetryPolicy = RetryPolicy(attempts=6, base=1.0, max_delay=60.0, max_age=3600.0)
+    throttled: RetryPolicy = RetryPolicy(attempts=20, base=1.0, max_delay=60.0,
+                                         max_age=3600.0)
+    message: RetryPolicy = RetryPolicy(attempts=4, base=2.0, max_delay=60.0, max_age=3600.0)
+
+    def for_answer(self, error: BaseException | None, sub: Any) -> RetryPolicy:
+        if sub.throttled:
+            return self.throttled
+        return self.transient if error is not None else self.message
+
+
 class SenderConfig(_Strict):
     """``[senders.NAME]``: a real sender (caller id) on a gateway."""
 
     gateway: Name
     caller_id: Name
-    #: Segments per second; 0 = unlimited.
+    #: Segments per second; 0 = unlimited (never a division by zero).
     rate: Annotated[float, Meta(ge=0)] = 0
     #: Segments that may go out at once above the steady rate.
     burst: Annotated[int, Meta(ge=0)] = 0
-    #: Batches in flight at once on this sender's gateway.
+    #: Messages in flight at once on this sender (submitted, not yet answered); 0 = no cap.
+    window: Annotated[int, Meta(ge=0)] = 0
+    #: Batches in flight at once on this sender's gateway (its workers).
     concurrency: Annotated[int, Meta(ge=1, le=1024)] = 4
     #: Longest text in segments this sender takes; 0 = no cap. Longer texts are skipped.
     max_segments: Annotated[int, Meta(ge=0)] = 0
+    retry: RetryRules = RetryRules()
 
 
 class RouteTarget(_Strict):
@@ -94,13 +119,25 @@ class RouteTarget(_Strict):
 
 
 class RoutingRule(_Strict):
+    """A rule for phones starting with one of ``prefixes`` (``"+7"``, ``"+44"``); the last
+    rule has none and takes everything else. A sender at 0 percent is a backup."""
+
     senders: Annotated[list[RouteTarget], Meta(min_length=1)]
+    prefixes: list[str] | None = None
 
 
 class VirtualSenderConfig(_Strict):
     """``[virtual_senders.NAME]``: ordered rules, the last one being the default."""
 
     rules: Annotated[list[RoutingRule], Meta(min_length=1)]
+    #: When a sender counts as failing and how its traffic comes back.
+    health: HealthPolicy = HealthPolicy()
+
+    def router(self) -> VirtualSenderRouter:
+        """A fresh router (with fresh health) for these rules."""
+        rules = [Rule(senders=[(t.sender, t.percent) for t in r.senders], prefixes=r.prefixes)
+                 for r in self.rules]
+        return VirtualSenderRouter(rules, policy=self.health)
 
 
 class ResourceConfig(_Strict):
@@ -254,6 +291,11 @@ def parse_config(
                         f"virtual_senders.{name}.rules[{i}].senders[{j}].sender",
                         f"no sender named {target.sender!r}",
                     )
+    for name, vs in vsenders.items():
+        try:
+            vs.router()
+        except (ValueError, msgspec.ValidationError) as err:
+            d.fail(f"virtual_senders.{name}.rules", str(err))
     raw_vsenders = d.table(raw, "virtual_senders")
     for name, res in resources.items():
         if res.virtual_sender not in raw_vsenders:

@@ -101,10 +101,19 @@ class GatewayError(HeraldError):
 
 
 class TransientGatewayError(GatewayError):
-    """Worth retrying later: timeouts, 5xx, throttling."""
+    """Worth retrying later: timeouts, 5xx, throttling.
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    ``retry_after``: seconds the gateway asked us to wait (a throttling answer).
+    ``unsent``: the gateway certainly did not take the batch (the connection was refused,
+    it answered 429 or 503): safe to send through another gateway. Leave it False when
+    it may have (a timeout, a connection lost mid-request).
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, unsent: bool = False
+    ) -> None:
         self.retry_after = retry_after
+        self.unsent = unsent
         super().__init__(message)
 
 

@@ -18,10 +18,9 @@ submission, otherwise recorded as ``unknown`` for the operator), and where the c
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import msgspec
@@ -32,18 +31,13 @@ from engine.core.dedupe import Dedupe
 from engine.core.phones import PhoneNormaliser
 from engine.core.prepare import AudienceRow, Message, Preparer, Renderer
 from engine.core.states import Outcome, State
-from engine.core.submission import Submission
+from engine.dispatch import Batch, Dispatcher, SenderRuntime, SenderStats
 from engine.drivers import Driver
 from engine.store.base import Store
 from engine.store.models import Mailing, Run
 
-__all__ = ["Pipeline", "PipelineStats", "SenderRuntime"]
+__all__ = ["Pipeline", "PipelineStats"]
 
-#: Attempts per message (first try included) and backoff, until the senders issue brings
-#: configurable retry policies.
-MAX_ATTEMPTS = 4
-BACKOFF_BASE = 0.2
-BACKOFF_MAX = 5.0
 
 
 class PipelineStats(msgspec.Struct, frozen=True):
@@ -62,30 +56,7 @@ class PipelineStats(msgspec.Struct, frozen=True):
     unknown: int
     in_flight: int
     busy_s: dict[str, float]
-
-
-class Batch(NamedTuple):
-    """Messages for one sender, journalled together; ``batch`` is the first seq."""
-
-    batch: int
-    sender: str
-    messages: list[Message]
-    #: Journalled messages already settled without sending (resume: profile deleted).
-    settled: tuple[tuple[Message, Outcome], ...] = ()
-
-
-class SenderRuntime:
-    """A sender's driver, caller id and stream of reserved batches."""
-
-    def __init__(self, name: str, caller_id: str, driver: Driver, concurrency: int) -> None:
-        self.name = name
-        self.caller_id = caller_id
-        self.driver = driver
-        self.concurrency = concurrency
-        self.max_batch = max(1, driver.capabilities.max_batch)
-        send, receive = anyio.create_memory_object_stream[Batch](concurrency * 2)
-        self.send: MemoryObjectSendStream[Batch] = send
-        self.receive: MemoryObjectReceiveStream[Batch] = receive
+    senders: list[SenderStats]
 
 
 class Pipeline:
@@ -113,13 +84,20 @@ class Pipeline:
         self.total = total
         self.clock = clock
         eng = config.engine
-        self.senders = {
-            name: SenderRuntime(name, s.caller_id, drivers[s.gateway], s.concurrency)
-            for name, s in config.senders.items()
-        }
         resource = config.resources[mailing.resource]
         vs = config.virtual_senders[resource.virtual_sender]
-        self.route = _FirstSender(vs.rules[-1].senders[0].sender)
+        self.router = vs.router()
+        # only the senders this mailing can route to: others stay idle
+        names = {t.sender for rule in vs.rules for t in rule.senders}
+        self.senders = {
+            name: SenderRuntime(name, s, drivers[s.gateway])
+            for name, s in config.senders.items() if name in names
+        }
+        self.dispatcher = Dispatcher(
+            store=store, run_id=run.id, senders=self.senders, router=self.router, clock=clock
+        )
+        single = [t.sender for t in vs.rules[0].senders] if len(vs.rules) == 1 else []
+        route = _constant(single[0]) if len(single) == 1 else self.router.choose
         self.dedupe = Dedupe(total + run.next_seq, eng.dedupe_fp_rate)
         counts = run.counts
         self.preparer = Preparer(
@@ -128,7 +106,7 @@ class Pipeline:
             dedupe=self.dedupe,
             template=template,
             measure=measure,
-            route=self.route.choose,
+            route=route,
             max_segments={n: s.max_segments for n, s in config.senders.items()},
             context={
                 "mailing": {"id": mailing.id, "name": mailing.name},
@@ -145,15 +123,9 @@ class Pipeline:
         )
         self._counts = {k: counts.get(k, 0) for k in (
             "received", "found", "invalid", "suppressed", "duplicate", "too_long", "reserved")}
-        self._results = {"sent": 0, "failed": 0, "unknown": 0}
-        self._in_flight = 0
-        self.busy: dict[str, float] = {"cursor": 0.0, "prepare": 0.0, "dispatch": 0.0,
-                                       "record": 0.0}
+        self._busy = {"cursor": 0.0, "prepare": 0.0}
         self.cursor_ms: float | None = None
         self._stop_scope = anyio.CancelScope()
-        self._stopping = False
-        self._deadline = math.inf
-        self._sending_scopes: set[anyio.CancelScope] = set()
 
     # -- control -----------------------------------------------------------------------
 
@@ -164,15 +136,17 @@ class Pipeline:
         again with a shorter grace shortens the wait."""
         if grace is None:
             grace = self.config.engine.shutdown_grace
-        self._stopping = True
         self._stop_scope.cancel()
-        self._deadline = min(self._deadline, anyio.current_time() + grace)
-        for scope in self._sending_scopes:
-            scope.deadline = min(scope.deadline, self._deadline)
+        self.dispatcher.stop(anyio.current_time() + grace)
 
     @property
     def stopped(self) -> bool:
-        return self._stopping
+        return self.dispatcher.stopping
+
+    @property
+    def busy(self) -> dict[str, float]:
+        """Seconds each stage spent working (not waiting)."""
+        return {**self._busy, **self.dispatcher.busy}
 
     async def complete(self) -> bool:
         """True when the audience is read to its end and no batch is left unrecorded."""
@@ -181,12 +155,15 @@ class Pipeline:
 
     def statistics(self) -> PipelineStats:
         c = self._counts
+        results = self.dispatcher.results
+        now = self.clock()
         return PipelineStats(
             total=self.total, received=c["received"], found=c["found"], invalid=c["invalid"],
             suppressed=c["suppressed"], duplicate=c["duplicate"], too_long=c["too_long"],
-            reserved=c["reserved"], sent=self._results["sent"],
-            failed=self._results["failed"], unknown=self._results["unknown"],
-            in_flight=self._in_flight, busy_s=dict(self.busy),
+            reserved=c["reserved"], sent=results["sent"], failed=results["failed"],
+            unknown=results["unknown"], in_flight=self.dispatcher.in_flight,
+            busy_s=self.busy,
+            senders=[s.statistics(now) for s in self.senders.values()],
         )
 
     # -- the run -----------------------------------------------------------------------
@@ -201,7 +178,7 @@ class Pipeline:
         async with anyio.create_task_group() as tg:
             for sender in self.senders.values():
                 for _ in range(sender.concurrency):
-                    tg.start_soon(self._dispatch_worker, sender, sender.receive.clone())
+                    tg.start_soon(self.dispatcher.worker, sender, sender.receive.clone())
                 sender.receive.close()  # each worker holds its own clone
             with self._stop_scope:
                 async with anyio.create_task_group() as feed:
@@ -223,7 +200,7 @@ class Pipeline:
             sender = jb.sender
             if sender not in self.senders:
                 # The sender left the config: route its messages again (same ids).
-                sender = self.route.choose(jb.entries[0].phone, self.clock())
+                sender = self.router.choose(jb.entries[0].phone, self.clock())
             rows = await self.store.audience_rows(
                 self.mailing.source, self.resource_id, [e.profile_id for e in jb.entries]
             )
@@ -242,7 +219,7 @@ class Pipeline:
                                   "or may not have it")
                     for m in messages
                 ] + outcomes
-                await self._record(Batch(jb.batch, sender, messages + gone), outcomes)
+                await self.dispatcher.record(Batch(jb.batch, sender, messages + gone), outcomes)
                 continue
             backlog.append(batch._replace(settled=tuple(zip(gone, outcomes, strict=True))))
         return backlog
@@ -256,7 +233,7 @@ class Pipeline:
                 t0 = time.perf_counter()
                 rows = await store.audience_chunk(source, self.resource_id, after, chunk)
                 elapsed = time.perf_counter() - t0
-                self.busy["cursor"] += elapsed
+                self._busy["cursor"] += elapsed
                 if self.cursor_ms is None:
                     self.cursor_ms = elapsed * 1000
                 if not rows:
@@ -294,7 +271,7 @@ class Pipeline:
                 for k, v in result.counts.items():
                     self._counts[k] += v
                 self._counts["reserved"] += len(result.messages)
-                self.busy["prepare"] += time.perf_counter() - t0
+                self._busy["prepare"] += time.perf_counter() - t0
                 for b in batches:
                     await self.senders[b.sender].send.send(b)
                 if done:
@@ -305,82 +282,16 @@ class Pipeline:
             counts={}, audience_done=True,
         )
 
-    async def _dispatch_worker(
-        self, sender: SenderRuntime, batches: MemoryObjectReceiveStream[Batch]
-    ) -> None:
-        async with batches:
-            async for batch in batches:
-                if self._stopping:
-                    return  # it stays reserved in the journal
-                await self._dispatch(sender, batch)
-
-    async def _dispatch(self, sender: SenderRuntime, batch: Batch) -> None:
-        messages = batch.messages
-        self._in_flight += len(messages)
-        try:
-            # Once a batch is marked 'sending' it must end recorded, even when the run is
-            # being stopped: shielded, with the grace deadline that stop() sets.
-            with anyio.CancelScope(shield=True, deadline=self._deadline) as scope:
-                self._sending_scopes.add(scope)
-                try:
-                    await self.store.mark_sending(self.run.id, batch.batch)
-                    outcomes = await self._send(sender, messages)
-                finally:
-                    self._sending_scopes.discard(scope)
-                if scope.cancelled_caught:
-                    return  # grace ran out: the journal says 'sending'; resume settles it
-                await self._record(batch, outcomes)
-        finally:
-            self._in_flight -= len(messages)
-
-    async def _send(self, sender: SenderRuntime, messages: Sequence[Message]) -> list[Outcome]:
-        """Submit with retries; one outcome per message."""
-        driver = sender.driver
-        sub = Submission(messages, sender.caller_id)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                results = await driver.send_batch(sub.next_attempt())
-            except Exception as err:
-                sub.failed(err)
-            else:
-                sub.answered(results)
-            self.busy["dispatch"] += time.perf_counter() - t0
-            if sub.done:
-                return sub.results()
-            if sub.attempt >= MAX_ATTEMPTS:
-                sub.give_up()
-                return sub.results()
-            delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (sub.attempt - 1))
-            await anyio.sleep(max(delay, sub.retry_after or 0.0))
-
-    async def _record(self, batch: Batch, outcomes: Sequence[Outcome]) -> None:
-        t0 = time.perf_counter()
-        messages = batch.messages
-        if batch.settled:
-            messages = messages + [m for m, _ in batch.settled]
-            outcomes = list(outcomes) + [o for _, o in batch.settled]
-        await self.store.record(self.run.id, batch.batch, batch.sender, messages, outcomes)
-        results = self._results
-        for o in outcomes:
-            if o.state == State.SENT:
-                results["sent"] += 1
-            elif o.state == State.FAILED:
-                results["failed"] += 1
-            else:
-                results["unknown"] += 1
-        self.busy["record"] += time.perf_counter() - t0
-
-
 _MAX_ID = 2**63 - 1
 
 
-class _FirstSender:
-    def __init__(self, name: str) -> None:
-        self.name = name
+def _constant(name: str) -> Callable[[str, float], str]:
+    """The route of a virtual sender with one sender: no choice to make per message."""
 
-    def choose(self, phone: str, now: float) -> str:
-        return self.name
+    def route(phone: str, now: float) -> str:
+        return name
+
+    return route
 
 
 def _group(

@@ -41,7 +41,9 @@ class FakeGateway:
     transient error. ``retry_rate``: chance a message is answered ``retry``.
     ``reject``: phones always rejected. ``handler``: replaces all of that.
     ``idempotent``: the gateway drops resubmissions of an id it accepted (declared to the
-    engine as idempotent submission).
+    engine as idempotent submission). ``down``: every connection is refused.
+    ``throttle``: every request is answered 429 with that Retry-After. ``name``: the driver
+    name (two fakes with two names behave as two gateways).
     """
 
     def __init__(
@@ -55,6 +57,9 @@ class FakeGateway:
         idempotent: bool = False,
         max_batch: int = 500,
         seed: int = 0,
+        name: str = "fake",
+        down: bool = False,
+        throttle: float | None = None,
     ) -> None:
         self.latency = latency
         self.fail_rate = fail_rate
@@ -64,6 +69,14 @@ class FakeGateway:
         self.idempotent = idempotent
         self.max_batch = max_batch
         self.rng = random.Random(seed)
+        #: The driver name a config uses for this gateway.
+        self.name = name
+        #: Refuse every connection (the gateway is down): nothing is taken.
+        self.down = down
+        #: Answer 429 with this Retry-After (seconds) until set back to None.
+        self.throttle = throttle
+        #: (time, segments) of each accepted batch, by anyio's clock.
+        self.timeline: list[tuple[float, int]] = []
         #: How many times each message id was submitted, and accepted.
         self.submitted: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
@@ -73,6 +86,12 @@ class FakeGateway:
 
     async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         self.batches += 1
+        if self.down:
+            raise TransientGatewayError("fake gateway: connection refused", unsent=True)
+        if self.throttle is not None:
+            raise TransientGatewayError("fake gateway: 429 Too Many Requests",
+                                        retry_after=self.throttle, unsent=True)
+        self.timeline.append((anyio.current_time(), sum(m.segments for m in messages)))
         if self.latency:
             await anyio.sleep(self.latency)
         for m in messages:
@@ -102,7 +121,7 @@ class FakeGateway:
         gateway = self
 
         class FakeDriver(Driver):
-            name = "fake"
+            name = gateway.name
             Config = FakeConfig
             capabilities = Capabilities(max_batch=gateway.max_batch,
                                         idempotent=gateway.idempotent)

@@ -102,13 +102,21 @@ async def test_template_renders_profile_fields(open_herald: Callable[..., Any]) 
     assert message.sender == "ACME"
 
 
+FAST_RETRIES = """
+[senders.s1.retry.transient]
+attempts = 4
+base = 0.001
+[senders.s1.retry.message]
+attempts = 4
+base = 0.001
+"""
+
+
 async def test_transient_failures_are_retried_and_nothing_is_lost(
     open_herald: Callable[..., Any],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("engine.pipeline.BACKOFF_BASE", 0.001)
     gateway = FakeGateway(fail_rate=0.3, retry_rate=0.1, seed=3)
-    async with await open_herald(gateway, batch_size=10) as herald:
+    async with await open_herald(gateway, batch_size=10, extra=FAST_RETRIES) as herald:
         await add_profiles(herald, phones(200))
         log = await herald.send(resource="news", database="main", template="x")
     assert log.recipients == 200

@@ -35,8 +35,8 @@ _NO_RESULT = "the driver returned no result for it"
 class Submission:
     """The outcomes of one batch, settled over one or more attempts."""
 
-    __slots__ = ("_errors", "_outbound", "attempt", "outcomes", "pending", "retry_after",
-                 "seqs", "throttled")
+    __slots__ = ("_caller_id", "_errors", "_outbound", "attempt", "outcomes", "pending",
+                 "retry_after", "seqs", "throttled")
 
     def __init__(self, messages: Sequence[Message], caller_id: str) -> None:
         self._outbound = [
@@ -51,6 +51,7 @@ class Submission:
         self.retry_after: float | None = None
         #: True when the last answer was a throttling one (slow the whole sender down).
         self.throttled = False
+        self._caller_id = caller_id
         self._errors: dict[int, str | None] = {}
 
     @property
@@ -94,6 +95,7 @@ class Submission:
                 self._errors[i] = r.error
                 if r.retry_after:
                     self.retry_after = max(self.retry_after or 0.0, r.retry_after)
+                    self.throttled = True
         self.pending = retry
 
     def failed(self, err: BaseException) -> None:
@@ -115,6 +117,15 @@ class Submission:
         for i in self.pending:
             self._settle(i, state, reason, error=error)
         self.pending = []
+
+    def switch(self, caller_id: str) -> None:
+        """Fail over to another sender: same message ids, its caller id."""
+        if caller_id != self._caller_id:
+            self._caller_id = caller_id
+            self._outbound = [
+                OutboundMessage(o.id, o.to, caller_id, o.text, o.segments)
+                for o in self._outbound
+            ]
 
     def give_up(self, reason: str = "retries_exhausted") -> None:
         """No more attempts: what is still pending failed with its last error."""

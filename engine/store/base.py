@@ -175,6 +175,10 @@ class Store(abc.ABC):
         """The batch is about to be handed to its gateway (durably, before it is)."""
 
     @abc.abstractmethod
+    async def move_batch(self, run_id: int, batch: int, sender: str) -> None:
+        """A journalled batch fails over to another sender (its messages keep their ids)."""
+
+    @abc.abstractmethod
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
         outcomes: Sequence[Outcome],

@@ -515,6 +515,11 @@ class SQLiteStore(Store):
             "INSERT OR IGNORE INTO journal_sending (run_id, batch) VALUES (?, ?)", (run_id, batch)
         )
 
+    async def move_batch(self, run_id: int, batch: int, sender: str) -> None:
+        self.conn.execute(
+            "UPDATE journal SET sender = ? WHERE run_id = ? AND batch = ?", (sender, run_id, batch)
+        )
+
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
         outcomes: Sequence[Outcome],
