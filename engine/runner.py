@@ -29,7 +29,7 @@ from engine.errors import InputError
 from engine.mailing_log import MailingLog, build_log
 from engine.pipeline import Pipeline, PipelineStats
 from engine.plugins import Plugins, load_plugins
-from engine.store.base import Store
+from engine.store.base import ReceiptReport, Store
 from engine.store.models import AudienceSource, Mailing, Run, run_is_live
 from engine.store.sqlite import SQLiteStore
 
@@ -47,6 +47,7 @@ class Herald:
         self.store = store
         #: The pipeline of the run in progress, if any (for progress and stop()).
         self.pipeline: Pipeline | None = None
+        self._receipt_parsers: dict[str, Driver] = {}
 
     @classmethod
     async def open(
@@ -192,6 +193,26 @@ class Herald:
             if progress is not None:
                 progress(pipeline.statistics())
         return await self.log(run.id)
+
+    # -- delivery receipts ---------------------------------------------------------------
+
+    async def receipts(
+        self, gateway: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> ReceiptReport:
+        """Take a delivery-receipt callback of ``gateway``: its driver parses it, and each
+        receipt moves its recipient (found by provider id) to delivered or undelivered. A
+        receipt for a message not recorded yet is kept and applied when it is."""
+        gw = self.config.gateways.get(gateway)
+        if gw is None:
+            raise InputError(f"no gateway named {gateway!r} in the config")
+        driver = self._receipt_parsers.get(gateway)
+        if driver is None:
+            cls = self.plugins.drivers[gw.driver]
+            driver = cls(gw.options, gateway=gateway, base_dir=self.config.base_dir)
+            if not driver.capabilities.supports_dlr:
+                raise InputError(f"gateway {gateway!r} (driver {gw.driver}) has no receipts")
+            self._receipt_parsers[gateway] = driver
+        return await self.store.apply_receipts(driver.parse_receipts(body, headers or {}))
 
     # -- reading -----------------------------------------------------------------------
 

@@ -20,12 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 
-from engine.drivers import Capabilities, Driver, DriverConfig, OutboundMessage, SendResult
-from engine.errors import TransientGatewayError
+from engine.drivers import (
+    Capabilities,
+    Driver,
+    DriverConfig,
+    OutboundMessage,
+    Receipt,
+    SendResult,
+)
+from engine.errors import InputError, TransientGatewayError
 from engine.hookspecs import hookimpl
 
 __all__ = ["FakeGateway", "write_config"]
+
+
+class _Receipts(msgspec.Struct):
+    receipts: list[Receipt]
+
+
+_decode_receipts = msgspec.json.Decoder(_Receipts).decode
 
 Handler = Callable[[Sequence[OutboundMessage]], list[SendResult]]
 
@@ -123,8 +138,16 @@ class FakeGateway:
         class FakeDriver(Driver):
             name = gateway.name
             Config = FakeConfig
-            capabilities = Capabilities(max_batch=gateway.max_batch,
+            capabilities = Capabilities(max_batch=gateway.max_batch, supports_dlr=True,
                                         idempotent=gateway.idempotent)
+
+            def parse_receipts(self, body: bytes, headers: dict[str, str]) -> list[Receipt]:
+                try:
+                    return _decode_receipts(body).receipts
+                except msgspec.ValidationError as err:
+                    raise InputError(f"receipt body: {err}") from None
+                except msgspec.DecodeError as err:
+                    raise InputError(f"receipt body is not JSON: {err}") from None
 
             async def send_batch(
                 self, messages: Sequence[OutboundMessage]

@@ -176,3 +176,59 @@ async def test_retries_exhausted_keep_the_last_error(tmp_path: Path) -> None:
     assert log.failed == 10 and log.failed_reasons == {"retries_exhausted": 10}
     assert error == "fake gateway: 503 Service Unavailable"
     assert a.batches == 3  # attempts = 3
+
+
+async def test_delivery_receipts_are_correlated_by_provider_id(tmp_path: Path) -> None:
+    import json
+
+    a, b = FakeGateway(name="fake_a"), FakeGateway(name="fake_b")
+    async with await open_two(tmp_path, a, b, pa=100, pb=0) as herald:
+        await audience(herald, 3)
+        early = json.dumps({"receipts": [
+            {"provider_id": "p-later", "status": "delivered"},
+        ]}).encode()
+        report = await herald.receipts("a", early)
+        assert report.pending == 1
+        log = await herald.send(resource="news", database="main", template="x")
+        ids = sorted(a.accepted)
+        body = json.dumps({"receipts": [
+            {"provider_id": f"p-{ids[0]}", "status": "delivered"},
+            {"provider_id": f"p-{ids[1]}", "status": "undelivered", "error": "absent"},
+        ]}).encode()
+        report = await herald.receipts("a", body)
+        assert (report.matched, report.pending, report.ignored) == (2, 0, 0)
+        again = await herald.receipts("a", body)  # a receipt can come twice
+        assert (again.matched, again.ignored) == (0, 2)  # nothing moves twice
+        log = await herald.log(log.run_id)
+        rows = herald.store.recipients(log.run_id)  # type: ignore[attr-defined]
+    assert (log.delivered, log.undelivered, log.sent) == (1, 1, 3)
+    assert sorted(r[3] for r in rows) == ["delivered", "sent", "undelivered"]
+
+
+async def test_an_early_receipt_is_applied_when_its_message_is_recorded(tmp_path: Path) -> None:
+    from engine.core.prepare import Message
+    from engine.core.states import Outcome
+    from engine.drivers import Receipt
+    from engine.store.models import AudienceSource
+    from engine.store.sqlite import SQLiteStore
+
+    store = SQLiteStore.open(tmp_path / "h.db")
+    source = AudienceSource("list", store.database_id_sync("main", create=True))
+    _, run = await store.create_run(name="t", resource="news", source=source, template="x",
+                                    limit=None)
+    report = await store.apply_receipts([Receipt("gw-1", "undelivered", error="absent")])
+    assert report.pending == 1
+    message = Message(1, "r-1", 7, "+447900000001", "s", "x", 1)
+    # the gateway's answer is recorded after its receipt came in
+    await store.record(run.id, 1, "s", [message], [Outcome(1, "sent", provider_id="gw-1")])
+    assert store.recipients(run.id) == [(1, 7, "+447900000001", "undelivered", None)]
+    assert store.conn.execute("SELECT count(*) FROM receipts_pending").fetchone() == (0,)
+
+
+async def test_malformed_receipts_name_the_field(tmp_path: Path) -> None:
+    from engine.errors import InputError
+
+    a, b = FakeGateway(name="fake_a"), FakeGateway(name="fake_b")
+    async with await open_two(tmp_path, a, b) as herald:
+        with pytest.raises(InputError, match=r"\$\.receipts\[0\]\.status"):
+            await herald.receipts("a", b'{"receipts":[{"provider_id":"x","status":"lost"}]}')

@@ -14,9 +14,17 @@ from typing import Any, NamedTuple
 
 from engine.core.prepare import AudienceRow, Message, Skipped
 from engine.core.states import Outcome
+from engine.drivers import Receipt
 from engine.store.models import AudienceSource, Mailing, Run, RunStatus
 
-__all__ = ["ImportRecord", "ImportResult", "JournalBatch", "Reserved", "Store"]
+__all__ = [
+    "ImportRecord",
+    "ImportResult",
+    "JournalBatch",
+    "ReceiptReport",
+    "Reserved",
+    "Store",
+]
 
 
 class ImportRecord(NamedTuple):
@@ -49,6 +57,17 @@ class JournalBatch(NamedTuple):
     sender: str
     state: str
     entries: list[Reserved]
+
+
+class ReceiptReport(NamedTuple):
+    """What became of a bunch of delivery receipts."""
+
+    #: Applied to their recipient.
+    matched: int
+    #: No recipient has that provider id yet: kept, applied when it is recorded.
+    pending: int
+    #: The recipient is already in a state the receipt cannot move it from.
+    ignored: int
 
 
 class Store(abc.ABC):
@@ -184,6 +203,11 @@ class Store(abc.ABC):
         outcomes: Sequence[Outcome],
     ) -> None:
         """Atomically: write the batch's recipient rows and drop it from the journal."""
+
+    @abc.abstractmethod
+    async def apply_receipts(self, receipts: Sequence[Receipt]) -> ReceiptReport:
+        """Move recipients to delivered / undelivered by provider id; keep the receipts
+        whose message is not recorded yet and apply them when it is."""
 
     @abc.abstractmethod
     async def journal(self, run_id: int) -> list[JournalBatch]:

@@ -131,4 +131,16 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, batch)
     ) WITHOUT ROWID;
     """,
+    # 2: delivery receipts: find recipients by provider id; keep receipts that arrive early.
+    """
+    CREATE INDEX recipients_provider ON recipients(provider_id)
+        WHERE provider_id IS NOT NULL;
+    CREATE TABLE receipts_pending (
+        provider_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        error TEXT,
+        at REAL,
+        received_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]

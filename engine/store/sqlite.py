@@ -29,9 +29,17 @@ from typing import Any
 import msgspec
 
 from engine.core.prepare import AudienceRow, Message, Skipped
-from engine.core.states import Outcome
+from engine.core.states import Outcome, State, can_move
+from engine.drivers import Receipt
 from engine.errors import InputError, NotFound, StoreError
-from engine.store.base import ImportRecord, ImportResult, JournalBatch, Reserved, Store
+from engine.store.base import (
+    ImportRecord,
+    ImportResult,
+    JournalBatch,
+    ReceiptReport,
+    Reserved,
+    Store,
+)
 from engine.store.models import AudienceSource, Mailing, Run, RunStatus, run_is_live
 from engine.store.schema import MIGRATIONS
 
@@ -553,6 +561,54 @@ class SQLiteStore(Store):
             c.execute(
                 "DELETE FROM journal_sending WHERE run_id = ? AND batch = ?", (run_id, batch)
             )
+            if c.execute("SELECT EXISTS (SELECT 1 FROM receipts_pending)").fetchone()[0]:
+                ids = [o.provider_id for o in outcomes if o.provider_id]
+                if ids:
+                    self._apply_pending(c, ids)
+
+    async def apply_receipts(self, receipts: Sequence[Receipt]) -> ReceiptReport:
+        matched = pending = ignored = 0
+        now = time.time()
+        with self._tx() as c:
+            for r in receipts:
+                rows = c.execute(
+                    "SELECT run_id, seq, state FROM recipients WHERE provider_id = ?",
+                    (r.provider_id,),
+                ).fetchall()
+                if not rows:
+                    c.execute(
+                        "INSERT OR REPLACE INTO receipts_pending (provider_id, status, error, at,"
+                        " received_at) VALUES (?, ?, ?, ?, ?)",
+                        (r.provider_id, r.status, r.error, r.at, now),
+                    )
+                    pending += 1
+                    continue
+                for run_id, seq, state in rows:
+                    if can_move(State(state), State(r.status)):
+                        c.execute(
+                            "UPDATE recipients SET state = ?, error = coalesce(?, error),"
+                            " updated_at = ? WHERE run_id = ? AND seq = ?",
+                            (r.status, r.error, r.at or now, run_id, seq),
+                        )
+                        matched += 1
+                    else:
+                        ignored += 1
+        return ReceiptReport(matched, pending, ignored)
+
+    def _apply_pending(self, c: sqlite3.Connection, provider_ids: Sequence[str]) -> None:
+        """Receipts that arrived before their message was recorded: apply them now."""
+        found = c.execute(
+            "SELECT provider_id, status, error, at, received_at FROM receipts_pending"
+            " WHERE provider_id IN (SELECT value FROM json_each(?))",
+            (_json.encode(list(provider_ids)),),
+        ).fetchall()
+        for provider_id, status, error, at, received in found:
+            c.execute(
+                "UPDATE recipients SET state = ?, error = coalesce(?, error), updated_at = ?"
+                " WHERE provider_id = ? AND state IN ('sent', 'unknown')",
+                (status, error, at or received, provider_id),
+            )
+            c.execute("DELETE FROM receipts_pending WHERE provider_id = ?", (provider_id,))
 
     async def journal(self, run_id: int) -> list[JournalBatch]:
         rows = self.conn.execute(

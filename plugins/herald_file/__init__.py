@@ -68,7 +68,7 @@ class FileDriver(Driver):
                 os.fsync(self._file.fileno())
         except OSError as err:
             raise PermanentGatewayError(f"cannot write {self.path}: {err.strerror}") from err
-        return [SendResult(m.id, "accepted", provider_id=m.id) for m in messages]
+        return [SendResult(m.id, "accepted") for m in messages]
 
     async def aclose(self) -> None:
         if self._file is not None:
