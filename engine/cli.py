@@ -22,6 +22,7 @@ from engine.errors import ConfigError, HeraldError, InputError, TemplateError
 from engine.mailing_log import MailingLog, format_log
 from engine.pipeline import PipelineStats
 from engine.plugins import load_plugins
+from engine.simulator.cli import add_simulate_parser
 
 __all__ = ["main"]
 
@@ -418,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help='{"lead":{...},"subscription":{...},"apicontent":{...},"json":{...}}')
     pp.add_argument("--json", action="store_true")
     pp.set_defaults(func=cmd_template_render)
+
+    add_simulate_parser(sub)
 
     p = sub.add_parser("resume", help="finish an interrupted run")
     p.add_argument("run_id", type=int)

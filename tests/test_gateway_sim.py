@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +19,8 @@ import httpx
 import msgspec
 import pytest
 
-from bench.gateway_sim import GatewaySimulator, ReceiptSink, SimOptions
+from engine.simulator import GatewaySimulator, ReceiptSink, SimOptions
+from engine.simulator.cli import add_simulate_parser, options_from_args
 
 pytestmark = pytest.mark.anyio
 
@@ -256,3 +262,112 @@ def test_runs_from_the_command_line(cli_server: str) -> None:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
     assert response.json()["results"][0]["status"] == "rejected"
+
+
+def test_the_bench_script_still_exports_the_simulator() -> None:
+    import bench.gateway_sim
+    import engine.simulator
+
+    assert bench.gateway_sim.GatewaySimulator is engine.simulator.GatewaySimulator
+    assert bench.gateway_sim.ReceiptSink is engine.simulator.ReceiptSink
+
+
+def simulate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herald")
+    add_simulate_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_simulate_flags_map_to_sim_options() -> None:
+    parser = simulate_parser()
+    args = parser.parse_args(["simulate"])
+    assert (args.port, args.host, args.backend) == (8025, "127.0.0.1", "asyncio")
+    assert options_from_args(args) == SimOptions()
+    expected = SimOptions(
+        latency=0.01, jitter=0.005, max_throughput=2000, burst=100, error_rate=0.1,
+        timeout_rate=0.1, hang=2.5, hang_accepts=True, throttle_rate=0.1, retry_after=2,
+        reject_rate=0.2, reject_code="bad_number", retry_rate=0.1, idempotent=True,
+        receipt_url="http://127.0.0.1:9/dlr", receipt_delay=0.5, undelivered_rate=0.3,
+        undelivered_code="gone", track_ids=False, seed=7,
+    )
+    # Every field is set: a new SimOptions field needs a flag here too.
+    assert all(getattr(expected, f.name) != f.default for f in msgspec.structs.fields(SimOptions))
+    args = parser.parse_args([
+        "simulate", "--port", "0", "--host", "localhost", "--backend", "trio",
+        "--latency", "0.01", "--jitter", "0.005", "--max-throughput", "2000", "--burst", "100",
+        "--error-rate", "0.1", "--timeout-rate", "0.1", "--hang", "2.5", "--hang-accepts",
+        "--throttle-rate", "0.1", "--retry-after", "2", "--reject-rate", "0.2",
+        "--reject-code", "bad_number", "--retry-rate", "0.1", "--idempotent",
+        "--receipt-url", "http://127.0.0.1:9/dlr", "--receipt-delay", "0.5",
+        "--undelivered-rate", "0.3", "--undelivered-code", "gone", "--no-track-ids",
+        "--seed", "7",
+    ])
+    assert (args.port, args.host, args.backend) == (0, "127.0.0.1", "trio")
+    assert options_from_args(args) == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--host", "0.0.0.0"],
+        ["--host", "example.com"],
+        ["--port", "70000"],
+        ["--backend", "uvloop"],
+        ["--latency", "soon"],
+    ],
+)
+def test_simulate_refuses_bad_flags(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        simulate_parser().parse_args(["simulate", *argv])
+    assert exit_.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_simulate_refuses_options_that_do_not_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    args = simulate_parser().parse_args(["simulate", "--port", "0", "--error-rate", "1.5"])
+    assert args.func(args) == 2
+    assert "error_rate must be between 0 and 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("backend", "stop"), [("asyncio", signal.SIGINT), ("trio", signal.SIGTERM)]
+)
+def test_simulate_serves_until_signalled_then_prints_its_statistics(
+    backend: str, stop: signal.Signals
+) -> None:
+    code = "import sys; from engine.simulator.cli import main; sys.exit(main())"
+    cmd = [sys.executable, "-c", code, "--port", "0", "--backend", backend, "--reject-rate", "1"]
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            assert child.stdout is not None
+            url = child.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:"), url
+            with httpx.Client(trust_env=False, timeout=5) as client:
+                response = client.post(f"{url}/send", json=batch("a", "b"))
+            assert [r["status"] for r in response.json()["results"]] == ["rejected"] * 2
+            child.send_signal(stop)
+            out, err = child.communicate(timeout=10)
+        finally:
+            child.kill()
+    assert child.returncode == 0, err
+    stats = msgspec.json.decode(out.strip().splitlines()[-1])
+    assert (stats["requests"], stats["messages"], stats["rejected"]) == (1, 2, 2)
+    assert f"POST {url}/send" in err
+
+
+def test_simulate_says_when_the_port_is_taken(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = simulate_parser().parse_args(["simulate", "--port", str(port)])
+        # Should it listen after all, stop it rather than hang the suite.
+        stop = threading.Timer(5, os.kill, (os.getpid(), signal.SIGINT))
+        stop.start()
+        try:
+            assert args.func(args) == 1
+        finally:
+            stop.cancel()
+    assert f"cannot listen on 127.0.0.1 port {port}" in capsys.readouterr().err
