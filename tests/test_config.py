@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.config import load_config
 from engine.errors import ConfigError
@@ -128,3 +131,40 @@ def test_check_config_cli(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )
     assert (proc.returncode, proc.stdout) == (0, "ok\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text_is_a_config_or_a_config_error(tmp_path_factory: Any, text: str) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "herald.toml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path, drivers=DRIVERS)
+    except ConfigError as err:
+        assert err.problems and all(p.file.startswith(str(path)) for p in err.problems)
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from(["engine", "gateways", "senders", "virtual_senders", "resources", "x"]),
+    st.dictionaries(st.sampled_from(["out", "s1", "v", "news", "rate", "database", "driver"]),
+                    _values, max_size=3),
+    max_size=5,
+))
+def test_any_document_is_a_config_or_a_config_error(raw: dict[str, Any]) -> None:
+    """Structurally valid TOML with wrong shapes and values never escapes as a crash."""
+    from engine.config import parse_config
+
+    try:
+        parse_config(raw, drivers=DRIVERS, file="f.toml")
+    except ConfigError as err:
+        assert err.problems and all(p.file == "f.toml" for p in err.problems)
