@@ -316,34 +316,44 @@ def cmd_template_render(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo import generate, write_workspace
     from engine.runner import Herald
+    from engine.simulator import GatewaySimulator
 
     workspace = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="herald-demo-"))
-    config_path = write_workspace(workspace)
-    template = (workspace / "template.txt").read_text(encoding="utf-8")
 
     async def go() -> int:
-        herald = await Herald.open(config_path)
-        async with herald:
-            t0 = time.perf_counter()
-            plan = generate(herald.store, profiles=args.profiles)  # type: ignore[arg-type]
-            if not args.json:
-                print(f"workspace: {workspace}")
-                print(
-                    f"generated {plan.profiles:,} profiles in {time.perf_counter() - t0:.1f}s:"
-                    f" {plan.duplicates:,} duplicate phones in other formats,"
-                    f" {plan.unsubscribed:,} unsubscribed, {plan.no_subscription:,} without"
-                    f" a subscription, {plan.suppressed:,} suppressed,"
-                    f" {plan.invalid:,} malformed numbers\n"
-                )
-            with _ProgressBar(not args.json) as bar:
-                log = await herald.send(
-                    resource="news", database="customers", template=template,
-                    name="demo broadcast", progress=bar, handle_signals=True,
-                )
+        main_gw = GatewaySimulator(latency=0.01, error_rate=0.01, reject_rate=0.002, seed=1)
+        backup_gw = GatewaySimulator(latency=0.02, seed=2)
+        async with main_gw, backup_gw:
+            config_path = write_workspace(workspace, main_url=main_gw.send_url,
+                                          backup_url=backup_gw.send_url)
+            template = (workspace / "template.txt").read_text(encoding="utf-8")
+            herald = await Herald.open(config_path)
+            async with herald:
+                t0 = time.perf_counter()
+                plan = generate(herald.store, profiles=args.profiles)  # type: ignore[arg-type]
+                if not args.json:
+                    print(f"workspace: {workspace}")
+                    print(
+                        f"generated {plan.profiles:,} profiles in"
+                        f" {time.perf_counter() - t0:.1f}s: {plan.duplicates:,} duplicate"
+                        f" phones in other formats, {plan.unsubscribed:,} unsubscribed,"
+                        f" {plan.no_subscription:,} without a subscription,"
+                        f" {plan.suppressed:,} suppressed, {plan.invalid:,} malformed numbers"
+                    )
+                    print(f"gateways: simulators at {main_gw.url} (70%, a little faulty)"
+                          f" and {backup_gw.url} (30%)\n")
+                with _ProgressBar(not args.json) as bar:
+                    log = await herald.send(
+                        resource="news", database="customers", template=template,
+                        name="demo broadcast", progress=bar, handle_signals=True,
+                    )
+            stats = {"main": main_gw.statistics(), "backup": backup_gw.statistics()}
         _show_log(log, args.json)
         if not args.json:
-            print(f"\nmessages: {workspace / 'sent.jsonl'}\n"
-                  f"again:    herald --config {config_path} log {log.run_id}")
+            for name, st in stats.items():
+                print(f"gateway {name}: {st.requests:,} requests, {st.accepted:,} accepted,"
+                      f" {st.rejected:,} rejected, {st.errors:,} answered 500")
+            print(f"\nagain:    herald --config {config_path} log {log.run_id}")
         return 0 if log.status == "finished" else 1
 
     return _run_async(go)

@@ -1,5 +1,8 @@
 """``herald demo``: a throw-away workspace, a generated audience, one mailing end to end.
 
+It sends through two gateway simulators on loopback (one a little faulty: latency, 1% of
+requests answered 500, a few numbers rejected), via two senders of one virtual sender.
+
 The audience is built to exercise every rule a real one breaks: the same phone written in
 different formats on different profiles, unsubscribed profiles, profiles with no
 subscription at all, suppressed phones and malformed numbers. ``generate`` returns the plan
@@ -22,20 +25,41 @@ __all__ = ["DEMO_CONFIG", "DEMO_TEMPLATE", "AudiencePlan", "generate", "write_wo
 
 DEMO_CONFIG = """\
 # A Herald workspace made by `herald demo`. See config/herald.toml for every key.
+# The two gateways are simulators that `herald demo` ran on loopback while it sent;
+# start your own with `herald simulate --port 8025` and point `url` at it to send again.
 [engine]
 database = "herald.db"
 default_region = "RU"          # numbers written without a country code are Russian
 
-[gateways.out]
-driver = "file"                # appends one JSON line per message
-path = "sent.jsonl"
+[gateways.main]
+driver = "http"                # herald-json over HTTP/1.1 (docs/wire-format.md)
+url = "{main_url}"
+batch_size = 100
+
+[gateways.backup]
+driver = "http"
+url = "{backup_url}"
+batch_size = 100
 
 [senders.main]
-gateway = "out"
+gateway = "main"
 caller_id = "HERALD"
+rate = 0                       # segments per second; 0 = as fast as the gateway answers
+[senders.main.retry.transient]
+base = 0.05
+[senders.main.retry.message]
+base = 0.05
+
+[senders.backup]
+gateway = "backup"
+caller_id = "HERALD"
+[senders.backup.retry.transient]
+base = 0.05
 
 [virtual_senders.default]
-rules = [{ senders = [{ sender = "main", percent = 100 }] }]
+rules = [
+    {{ senders = [{{ sender = "main", percent = 70 }}, {{ sender = "backup", percent = 30 }}] }},
+]
 
 [resources.news]
 channel = "sms"
@@ -181,10 +205,11 @@ def generate(store: SQLiteStore, *, profiles: int, resource: str = "news",
     return AudiencePlan(profiles=profiles, **counts)
 
 
-def write_workspace(directory: Path) -> Path:
+def write_workspace(directory: Path, *, main_url: str, backup_url: str) -> Path:
     """Write the demo config and template into ``directory``; return the config path."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "herald.toml"
-    config.write_text(DEMO_CONFIG, encoding="utf-8")
+    config.write_text(DEMO_CONFIG.format(main_url=main_url, backup_url=backup_url),
+                      encoding="utf-8")
     (directory / "template.txt").write_text(DEMO_TEMPLATE, encoding="utf-8")
     return config

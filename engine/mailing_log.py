@@ -155,7 +155,10 @@ def format_log(log: MailingLog) -> str:
             for reason, n in log.failed_reasons.items():
                 rows.append((f"  {reason}", _fmt(n)))
     for stage, seconds in log.stage_busy_s.items():
-        rows.append((f"Busy: {stage}, s", _fmt(seconds)))
+        if stage == "dispatch":  # wall time in driver calls, summed over concurrent workers
+            rows.append(("Waiting on gateways, s (all workers)", _fmt(seconds)))
+        else:
+            rows.append((f"Busy: {stage}, s", _fmt(seconds)))
     if log.error:
         rows.append(("Error", log.error))
     width = max(len(k) for k, _ in rows)

@@ -39,9 +39,7 @@ def test_demo_log_matches_the_planted_audience(tmp_path: Path) -> None:
     assert log["duplicate_phones"] == plan.duplicates > 0
     assert log["suppressed"] == plan.suppressed > 0
     assert log["invalid_phones"] == plan.invalid > 0
-    assert log["recipients"] == log["sent"] == plan.unique
-    lines = (tmp_path / "sent.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == plan.unique
-    first = json.loads(lines[0])
-    assert set(first) >= {"id", "to", "from", "text"}
-    assert first["from"] == "HERALD" and first["to"].startswith("+7")
+    assert log["recipients"] == plan.unique
+    # the simulated gateway rejects a few numbers: they fail with its code, none is lost
+    assert log["sent"] + log["failed"] == plan.unique and log["unknown"] == 0
+    assert set(log["failed_reasons"]) <= {"rejected"}

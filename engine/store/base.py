@@ -28,7 +28,8 @@ __all__ = [
 
 
 class ImportRecord(NamedTuple):
-    """One profile to add or update. ``key`` is the value matched on (phone, email or id)."""
+    """One profile to add or update. ``key`` is the value matched on: the E.164 phone, the
+    lower-cased email, the profile id, or the custom field's value; None never matches."""
 
     key: str | int | None
     phone: str | None
@@ -37,8 +38,14 @@ class ImportRecord(NamedTuple):
 
 
 class ImportResult(NamedTuple):
+    """What ``Store.import_profiles`` did with a batch of records."""
+
     added: int
     updated: int
+    #: Records that matched a profile in ``add`` mode: left alone, not an error.
+    skipped: int = 0
+    #: (index in the batch, reason) of each record refused, e.g. no match in ``update`` mode.
+    rejected: tuple[tuple[int, str], ...] = ()
 
 
 class Reserved(NamedTuple):
@@ -91,8 +98,17 @@ class Store(abc.ABC):
         *,
         matching: str,
         resource_id: int | None,
+        mode: str = "add+update",
     ) -> ImportResult:
-        """Add or update profiles in one transaction; subscribe their phone to a resource."""
+        """Apply a batch in one transaction (all of it or, on error, none), in order.
+
+        ``matching`` is ``phone``, ``email``, ``id`` or ``field:NAME``: a record whose key
+        equals that of a profile in the database (the oldest, if several) matches it.
+        ``mode``: ``add+update`` adds records that match nothing and merges the others into
+        their profile (their fields over the old ones; phone and email when given);
+        ``add`` skips the ones that match; ``update`` rejects the ones that do not. A
+        record's phone is subscribed to ``resource_id`` when given.
+        """
 
     @abc.abstractmethod
     async def set_subscription_status(

@@ -165,70 +165,126 @@ class SQLiteStore(Store):
         *,
         matching: str,
         resource_id: int | None,
+        mode: str = "add+update",
     ) -> ImportResult:
-        if matching not in ("phone", "email", "id"):
-            raise InputError(f"matching must be phone, email or id, not {matching!r}")
+        if mode not in ("add+update", "add", "update"):
+            raise InputError(f"mode must be add+update, add or update, not {mode!r}")
         now = time.time()
-        added = updated = 0
+        added = updated = skipped = 0
+        rejected: list[tuple[int, str]] = []
         with self._tx() as c:
-            for rec in records:
-                pid = self._match(c, database_id, matching, rec.key)
-                if pid is None:
-                    if matching == "id":
-                        cur = c.execute(
-                            "INSERT INTO profiles (id, database_id, phone, email, fields,"
-                            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (rec.key, database_id, rec.phone, rec.email,
-                             _json.encode(rec.fields).decode(), now, now),
-                        )
-                    else:
-                        cur = c.execute(
-                            "INSERT INTO profiles (database_id, phone, email, fields,"
-                            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                            (database_id, rec.phone, rec.email,
-                             _json.encode(rec.fields).decode(), now, now),
-                        )
-                    pid = int(cur.lastrowid or 0)
-                    added += 1
-                else:
-                    (old,) = c.execute(
-                        "SELECT fields FROM profiles WHERE id = ?", (pid,)
-                    ).fetchone()
-                    merged = _decode_dict(old)
-                    merged.update(rec.fields)
-                    c.execute(
-                        "UPDATE profiles SET phone = coalesce(?, phone),"
-                        " email = coalesce(?, email), fields = ?, updated_at = ? WHERE id = ?",
-                        (rec.phone, rec.email, _json.encode(merged).decode(), now, pid),
+            keys = list({rec.key for rec in records if rec.key is not None})
+            found = self._match(c, database_id, matching, keys)
+            taken: set[Any] = set()  # ids held by profiles of other databases
+            if matching == "id" and mode != "update" and len(found) < len(keys):
+                taken = {
+                    row[0] for row in c.execute(
+                        "SELECT id FROM profiles WHERE id IN (SELECT value FROM json_each(?))"
+                        " AND database_id != ?",
+                        (_json.encode([k for k in keys if k not in found]), database_id),
                     )
+                }
+            next_id = 0
+            # profile id -> [phone, email, fields]: new rows, and changes to existing ones.
+            # A later record for the same profile merges into its entry, as if applied in turn.
+            inserts: dict[int, list[Any]] = {}
+            changes: dict[int, list[Any]] = {}
+            subscribe: list[tuple[int, int, str, float, float]] = []
+            for index, rec in enumerate(records):
+                pid = found.get(rec.key) if rec.key is not None else None
+                if pid is None:
+                    if mode == "update":
+                        rejected.append((index, "no profile matches"))
+                        continue
+                    if matching == "id":
+                        if rec.key in taken:
+                            rejected.append(
+                                (index, f"id {rec.key} belongs to a profile of another database")
+                            )
+                            continue
+                        pid = int(rec.key or 0)
+                    else:
+                        if not next_id:  # under the write lock: nobody else inserts
+                            (top,) = c.execute("SELECT max(id) FROM profiles").fetchone()
+                            next_id = (top or 0) + 1
+                        pid = next_id
+                        next_id += 1
+                    inserts[pid] = [rec.phone, rec.email, dict(rec.fields)]
+                    if rec.key is not None:
+                        found[rec.key] = pid
+                    added += 1
+                elif mode == "add":
+                    skipped += 1
+                    continue
+                else:
+                    entry = inserts.get(pid) or changes.setdefault(pid, [None, None, {}])
+                    if rec.phone is not None:
+                        entry[0] = rec.phone
+                    if rec.email is not None:
+                        entry[1] = rec.email
+                    entry[2].update(rec.fields)
                     updated += 1
                 if resource_id is not None and rec.phone:
-                    c.execute(
-                        "INSERT INTO subscriptions (profile_id, resource_id, channel, phone,"
-                        " status, created_at, updated_at) VALUES (?, ?, 'sms', ?, 'subscribed',"
-                        " ?, ?) ON CONFLICT (profile_id, resource_id, channel, phone)"
-                        " DO UPDATE SET updated_at = excluded.updated_at",
-                        (pid, resource_id, rec.phone, now, now),
-                    )
-        return ImportResult(added, updated)
+                    subscribe.append((pid, resource_id, rec.phone, now, now))
+            c.executemany(
+                "INSERT INTO profiles (id, database_id, phone, email, fields, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (pid, database_id, phone, email, _json.encode(fields).decode(), now, now)
+                    for pid, (phone, email, fields) in inserts.items()
+                ],
+            )
+            if changes:
+                old = dict(c.execute(
+                    "SELECT id, fields FROM profiles WHERE id IN (SELECT value FROM json_each(?))",
+                    (_json.encode(list(changes)),),
+                ))
+                rows = []
+                for pid, (phone, email, fields) in changes.items():
+                    merged = _decode_dict(old[pid])
+                    merged.update(fields)
+                    rows.append((phone, email, _json.encode(merged).decode(), now, pid))
+                c.executemany(
+                    "UPDATE profiles SET phone = coalesce(?, phone), email = coalesce(?, email),"
+                    " fields = ?, updated_at = ? WHERE id = ?",
+                    rows,
+                )
+            c.executemany(
+                "INSERT INTO subscriptions (profile_id, resource_id, channel, phone, status,"
+                " created_at, updated_at) VALUES (?, ?, 'sms', ?, 'subscribed', ?, ?)"
+                " ON CONFLICT (profile_id, resource_id, channel, phone)"
+                " DO UPDATE SET updated_at = excluded.updated_at",
+                subscribe,
+            )
+        return ImportResult(added, updated, skipped, tuple(rejected))
 
     @staticmethod
     def _match(
-        c: sqlite3.Connection, database_id: int, matching: str, key: str | int | None
-    ) -> int | None:
-        if key is None:
-            return None
-        if matching == "id":
-            row = c.execute(
-                "SELECT id FROM profiles WHERE id = ? AND database_id = ?", (key, database_id)
-            ).fetchone()
+        c: sqlite3.Connection, database_id: int, matching: str, keys: Sequence[str | int]
+    ) -> dict[str | int, int]:
+        """The profile each key matches (the oldest, if several): one query per batch."""
+        if matching in ("phone", "email"):
+            column = matching
+        elif matching == "id":
+            column = "id"
+        elif matching.startswith("field:") and len(matching) > 6 and '"' not in matching:
+            # A custom field's value, as text (a number stored by the API matches too).
+            path = _sql_text(f'$."{matching[6:]}"')
+            column = f"CAST(json_extract(fields, {path}) AS TEXT)"
         else:
-            row = c.execute(
-                f"SELECT id FROM profiles WHERE database_id = ? AND {matching} = ?"
-                " ORDER BY id LIMIT 1",
-                (database_id, key),
-            ).fetchone()
-        return int(row[0]) if row else None
+            raise InputError(
+                f"matching must be phone, email, id or field:NAME, not {matching!r}"
+            )
+        if not keys:
+            return {}
+        return {
+            key: int(pid)
+            for key, pid in c.execute(
+                f"SELECT {column} AS k, min(id) FROM profiles WHERE database_id = ?"
+                " AND k IN (SELECT value FROM json_each(?)) GROUP BY k",
+                (database_id, _json.encode(keys)),
+            )
+        }
 
     async def set_subscription_status(
         self, resource_id: int, profile_ids: Sequence[int], status: str
