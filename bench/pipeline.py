@@ -33,11 +33,14 @@ from engine.plugins import load_plugins
 from engine.runner import Herald
 from engine.store.sqlite import SQLiteStore
 
+CHUNK, BATCH = 1000, 500
 TEMPLATE = "Hi {lead._fname}! New arrivals in our {lead._city} store this week."
 CONFIG = """\
 [engine]
 database = "herald.db"
 default_region = "RU"
+chunk_size = {chunk}
+batch_size = {batch}
 [gateways.null]
 driver = "null"
 [senders.s]
@@ -45,7 +48,7 @@ gateway = "null"
 caller_id = "BENCH"
 concurrency = 2
 [virtual_senders.v]
-rules = [{ senders = [{ sender = "s", percent = 100 }] }]
+rules = [{{ senders = [{{ sender = "s", percent = 100 }}] }}]
 [resources.news]
 virtual_sender = "v"
 """
@@ -55,10 +58,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def workspace(base: Path, profiles: int) -> Path:
+def workspace(base: Path, profiles: int, chunk: int = CHUNK, batch: int = BATCH) -> Path:
     ws = base / f"herald-bench-{profiles}"
     ws.mkdir(parents=True, exist_ok=True)
-    (ws / "herald.toml").write_text(CONFIG, encoding="utf-8")
+    (ws / "herald.toml").write_text(CONFIG.format(chunk=chunk, batch=batch), encoding="utf-8")
     marker = ws / "built"
     if not marker.exists():
         for f in ws.glob("herald.db*"):
@@ -150,6 +153,8 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=200_000)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="engine.chunk_size")
+    parser.add_argument("--batch", type=int, default=BATCH, help="engine.batch_size")
     parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-scaling", type=int, nargs=2, metavar=("SMALL", "LARGE"))
     args = parser.parse_args()
@@ -181,7 +186,7 @@ def main() -> None:
         print(f"rss_ratio={rss[large] / rss[small]:.2f}  ({large:,} vs {small:,} profiles)")
         return
 
-    ws = workspace(args.dir, args.profiles)
+    ws = workspace(args.dir, args.profiles, args.chunk, args.batch)
     if args.engine_only:
         n, wall, cpu, _ = run_engine(ws, args.backend)
         print(

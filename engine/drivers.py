@@ -28,7 +28,7 @@ __all__ = [
 SendStatus = Literal["accepted", "rejected", "retry"]
 
 
-class OutboundMessage(msgspec.Struct, frozen=True):
+class OutboundMessage(msgspec.Struct, frozen=True, gc=False):
     """One SMS handed to a driver. ``id`` is stable across retries, failover and resume."""
 
     id: str
@@ -38,7 +38,7 @@ class OutboundMessage(msgspec.Struct, frozen=True):
     segments: int = 1
 
 
-class SendResult(msgspec.Struct, frozen=True):
+class SendResult(msgspec.Struct, frozen=True, gc=False):
     """What the gateway said about one message.
 
     ``accepted``: the gateway took it (``provider_id`` correlates delivery receipts).

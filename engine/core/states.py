@@ -59,7 +59,7 @@ def can_move(old: State, new: State) -> bool:
     return new in TRANSITIONS[old]
 
 
-class Outcome(msgspec.Struct, frozen=True, array_like=True):
+class Outcome(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """The final fate of one reserved message, as the dispatcher reports it."""
 
     seq: int
