@@ -143,4 +143,29 @@ MIGRATIONS: list[str] = [
         received_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3: the HTTP API's bearer tokens (hashes only), and trigger mailings' queue.
+    """
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT,
+        role TEXT NOT NULL,
+        group_name TEXT,
+        hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    -- One row per trigger call's message; drained in id order by the mailing's pipeline.
+    CREATE TABLE trigger_queue (
+        id INTEGER PRIMARY KEY,
+        mailing_id INTEGER NOT NULL REFERENCES mailings(id),
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        seq INTEGER NOT NULL,
+        profile_id INTEGER NOT NULL,
+        content BLOB NOT NULL DEFAULT '{}',
+        idempotency_key TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX trigger_idempotency ON trigger_queue(mailing_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    """,
 ]
