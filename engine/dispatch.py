@@ -31,6 +31,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from engine.config import RetryRules, SenderConfig
+from engine.core.histogram import Histogram
 from engine.core.prepare import Message
 from engine.core.ratelimit import Gcra, InFlightWindow
 from engine.core.routing import VirtualSenderRouter
@@ -82,6 +83,8 @@ class SenderRuntime:
         self.send: MemoryObjectSendStream[Batch] = send
         self.receive: MemoryObjectReceiveStream[Batch] = receive
         self.sent = self.failed = self.throttled = 0
+        #: Seconds per gateway call.
+        self.latency = Histogram()
 
     async def take_window(self, n: int) -> None:
         while not self.window.can_take(n):
@@ -194,7 +197,9 @@ class Dispatcher:
                     sub.failed(err)
                 else:
                     sub.answered(results)
-                self.busy["dispatch"] += time.perf_counter() - t0
+                elapsed = time.perf_counter() - t0
+                self.busy["dispatch"] += elapsed
+                sender.latency.observe(elapsed)
             finally:
                 sender.release_window(taken)
             now = self.clock()

@@ -47,6 +47,8 @@ class MailingLog(msgspec.Struct, kw_only=True):
     failed: int
     failed_reasons: dict[str, int]
     unknown: int
+    #: Reserved, then never handed to a gateway because the mailing was cancelled.
+    cancelled: int
     pending: int
     messages_per_s: float | None
     stage_busy_s: dict[str, float]
@@ -99,7 +101,8 @@ def build_log(
         failed=total("failed"),
         failed_reasons=dict(sorted(summary.get("failed", {}).items())),
         unknown=total("unknown"),
-        pending=max(reserved - settled, 0),
+        cancelled=skipped.get("cancelled", 0),
+        pending=max(reserved - settled - skipped.get("cancelled", 0), 0),
         messages_per_s=round(settled / elapsed, 1) if elapsed else None,
         stage_busy_s={k[5:]: round(v, 3) for k, v in sorted(t.items())
                       if k.startswith("busy_")},
@@ -124,6 +127,7 @@ _LABELS: list[tuple[str, str]] = [
     ("sent", "Sent"),
     ("failed", "Failed"),
     ("unknown", "Unknown"),
+    ("cancelled", "Cancelled"),
     ("pending", "Pending"),
     ("mailing_finished", "Mailing finished"),
     ("total_time_s", "Total time, s"),

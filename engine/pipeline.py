@@ -126,6 +126,7 @@ class Pipeline:
         self._busy = {"cursor": 0.0, "prepare": 0.0}
         self.cursor_ms: float | None = None
         self._stop_scope = anyio.CancelScope()
+        self._wake = anyio.Event()
 
     # -- control -----------------------------------------------------------------------
 
@@ -182,11 +183,15 @@ class Pipeline:
                 sender.receive.close()  # each worker holds its own clone
             with self._stop_scope:
                 async with anyio.create_task_group() as feed:
-                    if self.run.audience_done or self.preparer.limit_reached:
+                    if self.mailing.kind == "trigger":
+                        feed.start_soon(self._trigger_cursor, chunks_send)
+                        feed.start_soon(self._prepare_triggers, chunks_receive, backlog)
+                    elif self.run.audience_done or self.preparer.limit_reached:
                         chunks_send.close()
+                        feed.start_soon(self._prepare, chunks_receive, backlog)
                     else:
                         feed.start_soon(self._cursor, chunks_send)
-                    feed.start_soon(self._prepare, chunks_receive, backlog)
+                        feed.start_soon(self._prepare, chunks_receive, backlog)
             for sender in self.senders.values():
                 sender.send.close()
 
@@ -244,6 +249,60 @@ class Pipeline:
                 except anyio.BrokenResourceError:
                     return  # prepare is done early (the run's limit was reached)
 
+    def wake(self) -> None:
+        """New triggers are queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def _trigger_cursor(self, out: MemoryObjectSendStream[list[Any]]) -> None:
+        """A trigger mailing's queue, in order, for as long as the run goes on."""
+        store = self.store
+        chunk = self.config.engine.chunk_size
+        after = self.run.checkpoint
+        async with out:
+            while True:
+                t0 = time.perf_counter()
+                rows = await store.trigger_chunk(self.run.id, self.resource_id, after, chunk)
+                self._busy["cursor"] += time.perf_counter() - t0
+                if rows:
+                    after = rows[-1][0]
+                    await out.send(rows)
+                    continue
+                with anyio.move_on_after(TRIGGER_POLL):  # another process may queue too
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+
+    async def _prepare_triggers(
+        self, chunks: MemoryObjectReceiveStream[list[Any]], backlog: list[Batch]
+    ) -> None:
+        for batch in backlog:
+            await self.senders[batch.sender].send.send(batch)
+        store, run_id, prep = self.store, self.run.id, self.preparer
+        normalise = prep.normaliser.normalise
+        batch_size = self.config.engine.batch_size
+        async with chunks:
+            async for rows in chunks:
+                t0 = time.perf_counter()
+                phones = [None if r[4] is None else normalise(r[4]) for r in rows]
+                valid = [p for p in phones if p is not None]
+                suppressed, _ = await store.lookup(run_id, valid, [])
+                result = prep.finish_triggers(rows, phones, suppressed, self.clock())
+                batches = _group(result.messages, self.senders, batch_size)
+                await store.reserve(
+                    run_id,
+                    batches=[(b.batch, b.sender, b.messages) for b in batches],
+                    skipped=result.skipped,
+                    checkpoint=result.checkpoint,
+                    next_seq=None,  # trigger calls hand out seqs as they queue
+                    counts={**result.counts, "reserved": len(result.messages)},
+                    audience_done=False,
+                )
+                for k in self._counts:
+                    self._counts[k] += result.counts.get(k, 0)
+                self._counts["reserved"] += len(result.messages)
+                self._busy["prepare"] += time.perf_counter() - t0
+                for b in batches:
+                    await self.senders[b.sender].send.send(b)
+
     async def _prepare(
         self, chunks: MemoryObjectReceiveStream[list[AudienceRow]], backlog: list[Batch]
     ) -> None:
@@ -283,6 +342,8 @@ class Pipeline:
         )
 
 _MAX_ID = 2**63 - 1
+#: Seconds between looks at a trigger queue when nobody wakes the pipeline.
+TRIGGER_POLL = 0.5
 
 
 def _constant(name: str) -> Callable[[str, float], str]:

@@ -114,7 +114,8 @@ class Herald:
             limit=limit,
             document=document,
         )
-        return await self._execute(mailing, run, compiled, progress, handle_signals, False)
+        return await self.execute(mailing, run, template=compiled, progress=progress,
+                                  handle_signals=handle_signals)
 
     async def resume(
         self, run_id: int, *, progress: Progress | None = None, handle_signals: bool = False
@@ -125,7 +126,12 @@ class Herald:
             raise InputError(f"run {run_id}'s resource {mailing.resource!r} left the config")
         compiled = self._compile(mailing.template)
         run = await self.store.claim_run(run_id)
-        return await self._execute(mailing, run, compiled, progress, handle_signals, True)
+        return await self.execute(mailing, run, template=compiled, resume=True,
+                                  progress=progress, handle_signals=handle_signals)
+
+    def compile(self, template: str) -> Any:
+        """Compile a template with the plugins' functions; TemplateError if it is wrong."""
+        return self._compile(template)
 
     def _compile(self, template: str) -> Any:
         return compile_template(template, functions=self.plugins.template_functions())
@@ -139,25 +145,33 @@ class Herald:
                 out[name] = cls(gw.options, gateway=name, base_dir=self.config.base_dir)
         return out
 
-    async def _execute(
+    async def execute(
         self,
         mailing: Mailing,
         run: Run,
-        template: Any,
-        progress: Progress | None,
-        handle_signals: bool,
-        resume: bool,
+        *,
+        template: Any = None,
+        resume: bool = False,
+        progress: Progress | None = None,
+        handle_signals: bool = False,
+        started: Callable[[Pipeline], None] | None = None,
     ) -> MailingLog:
+        """Run (or, with ``resume``, finish) ``run`` of ``mailing`` until it ends or is
+        stopped; ``started`` is handed the pipeline (for progress, stop() and wake())."""
         store = self.store
+        if template is None:
+            template = self._compile(mailing.template)
         drivers = self._drivers()
         resource_id = await store.resource_id(mailing.resource)
-        total = await store.count_audience(mailing.source)
+        total = 0 if mailing.kind == "trigger" else await store.count_audience(mailing.source)
         pipeline = Pipeline(
             store=store, config=self.config, drivers=drivers, mailing=mailing, run=run,
             template=template, measure=measure, resource_id=resource_id, total=total,
         )
         self.pipeline = pipeline
-        started = time.perf_counter()
+        if started is not None:
+            started(pipeline)
+        t_start = time.perf_counter()
         status = "finished"
         error: str | None = None
         try:
@@ -181,7 +195,7 @@ class Herald:
                     await driver.aclose()
                 timings = dict(run.timings)
                 timings["total_time_s"] = round(
-                    timings.get("total_time_s", 0.0) + time.perf_counter() - started, 3
+                    timings.get("total_time_s", 0.0) + time.perf_counter() - t_start, 3
                 )
                 if pipeline.cursor_ms is not None and "cursor_ms" not in timings:
                     timings["cursor_ms"] = round(pipeline.cursor_ms, 3)
@@ -189,7 +203,8 @@ class Herald:
                     key = f"busy_{stage}"
                     timings[key] = round(timings.get(key, 0.0) + seconds, 3)
                 await store.set_run_status(run.id, status, timings=timings, error=error)  # type: ignore[arg-type]
-                self.pipeline = None
+                if self.pipeline is pipeline:
+                    self.pipeline = None
             if progress is not None:
                 progress(pipeline.statistics())
         return await self.log(run.id)

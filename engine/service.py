@@ -14,11 +14,35 @@ pipeline drains, so a trigger call answers with message ids at once.
 
 from __future__ import annotations
 
+import builtins
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import anyio
 import msgspec
+from anyio.abc import TaskGroup
 
-__all__ = ["MailingSpec", "MailingStatus", "TriggerAccepted", "TriggerRequest"]
+from engine.core.phones import PhoneNormaliser
+from engine.dispatch import SenderRuntime
+from engine.errors import InputError, StoreError
+from engine.mailing_log import MailingLog
+from engine.pipeline import Pipeline
+from engine.runner import Herald
+from engine.store.models import AudienceSource, Mailing, Run, run_is_live
+
+__all__ = [
+    "MailingService",
+    "MailingSpec",
+    "MailingStatus",
+    "SenderMetrics",
+    "ServiceStats",
+    "TriggerAccepted",
+    "TriggerRequest",
+]
+
+logger = logging.getLogger(__name__)
 
 
 class MailingSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -72,3 +96,341 @@ class TriggerAccepted(msgspec.Struct, kw_only=True):
     message_id: str | None = None
     duplicate: bool = False
     error: str | None = None
+
+
+class SenderMetrics(msgspec.Struct, kw_only=True):
+    """Totals of one sender since the service started (all its mailings)."""
+
+    name: str
+    sent: int = 0
+    failed: int = 0
+    throttled: int = 0
+    in_flight: int = 0
+    #: Seconds per gateway call: upper bounds of the buckets, and cumulative counts.
+    latency_buckets: list[float] = msgspec.field(default_factory=list)
+    latency_counts: list[int] = msgspec.field(default_factory=list)
+    latency_sum: float = 0.0
+    latency_count: int = 0
+
+
+class ServiceStats(msgspec.Struct, kw_only=True):
+    senders: list[SenderMetrics]
+    #: Seconds each stage spent working, summed over the service's runs.
+    busy_s: dict[str, float]
+    running: int
+
+
+class _Active:
+    """A mailing whose run is going on in the background."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.pipeline: Pipeline | None = None
+        self.ready = anyio.Event()
+        self.done = anyio.Event()
+
+    def started(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.ready.set()
+
+
+class MailingService:
+    """Runs mailings in the background of one process; see the module docstring."""
+
+    def __init__(self, herald: Herald, tg: TaskGroup) -> None:
+        self.herald = herald
+        self._tg = tg
+        self._active: dict[int, _Active] = {}
+        self._finished_busy: dict[str, float] = {}
+        self._finished_senders: dict[str, SenderMetrics] = {}
+        self._normaliser = PhoneNormaliser(herald.config.engine.default_region)
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, herald: Herald) -> AsyncIterator[MailingService]:
+        """The service, for as long as the block runs; then every run is stopped
+        gracefully (what is left stays in its journal) and waited for."""
+        async with anyio.create_task_group() as tg:
+            service = cls(herald, tg)
+            await service._restore()
+            try:
+                yield service
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await service._stop_all()
+
+    async def _restore(self) -> None:
+        """Trigger mailings keep taking calls across restarts: resume their runs."""
+        for mailing in await self.herald.store.list_mailings(limit=10_000):
+            if mailing.kind != "trigger" or mailing.resource not in self.herald.config.resources:
+                continue
+            run = await self.herald.store.latest_run(mailing.id)
+            if run is not None and run.status in ("running", "interrupted") \
+                    and not run_is_live(run):
+                run = await self.herald.store.claim_run(run.id)
+                await self._launch(mailing, run, resume=True)
+
+    async def _stop_all(self) -> None:
+        for active in list(self._active.values()):
+            await active.ready.wait()
+            assert active.pipeline is not None
+            active.pipeline.stop()
+        for active in list(self._active.values()):
+            await active.done.wait()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def create(self, spec: MailingSpec) -> MailingStatus:
+        """A new mailing: a broadcast waits for ``start``; a trigger mailing takes calls
+        at once."""
+        herald = self.herald
+        if spec.resource not in herald.config.resources:
+            raise InputError(f"resource: no resource {spec.resource!r} in the config")
+        if spec.limit is not None and spec.limit < 0:
+            raise InputError("limit: must be 0 or more")
+        herald.compile(spec.template)  # a TemplateError now, not mid-mailing
+        if spec.segment is not None and spec.kind == "broadcast":
+            segment_id, database_id = await herald.store.segment_id(spec.segment)
+            source = AudienceSource("segment", database_id, segment_id)
+        elif spec.database is not None:
+            databases = herald.config.resources[spec.resource].databases
+            if databases and spec.database not in databases:
+                raise InputError(f"database: {spec.database!r} is not one of resource"
+                                 f" {spec.resource!r}'s databases")
+            source = AudienceSource("list", await herald.store.database_id(spec.database))
+        else:
+            raise InputError("database: a mailing needs a database (or, for a broadcast,"
+                             " a segment)")
+        mailing = await herald.store.create_mailing(
+            name=spec.name, kind=spec.kind, resource=spec.resource, source=source,
+            template=spec.template, limit=spec.limit, document=spec.document,
+        )
+        if spec.kind == "trigger":
+            run = await herald.store.start_run(mailing.id)
+            await self._launch(mailing, run, resume=False)
+        return await self.status(mailing.id)
+
+    async def start(self, mailing_id: int) -> MailingStatus:
+        mailing = await self.herald.store.get_mailing(mailing_id)
+        if mailing_id in self._active:
+            raise StoreError(f"mailing {mailing_id} is already running")
+        if mailing.kind == "trigger":
+            return await self.resume(mailing_id)
+        run = await self.herald.store.latest_run(mailing_id)
+        if run is not None and run.status != "finished" and run.status != "cancelled":
+            raise StoreError(f"mailing {mailing_id} has a {run.status} run {run.id};"
+                             " resume or cancel it")
+        run = await self.herald.store.start_run(mailing_id)
+        await self._launch(mailing, run, resume=False)
+        return await self.status(mailing_id)
+
+    async def pause(self, mailing_id: int) -> MailingStatus:
+        """Stop gracefully; ``resume`` carries on without losing or repeating anyone."""
+        active = self._active.get(mailing_id)
+        if active is None:
+            await self.herald.store.get_mailing(mailing_id)  # NotFound first
+            raise StoreError(f"mailing {mailing_id} is not running")
+        await active.ready.wait()
+        assert active.pipeline is not None
+        active.pipeline.stop()
+        await active.done.wait()
+        return await self.status(mailing_id)
+
+    async def resume(self, mailing_id: int) -> MailingStatus:
+        mailing = await self.herald.store.get_mailing(mailing_id)
+        if mailing_id in self._active:
+            raise StoreError(f"mailing {mailing_id} is already running")
+        run = await self.herald.store.latest_run(mailing_id)
+        if run is None or run.status not in ("interrupted", "running", "failed"):
+            state = "never started" if run is None else run.status
+            raise StoreError(f"mailing {mailing_id} has nothing to resume ({state})")
+        run = await self.herald.store.claim_run(run.id)
+        await self._launch(mailing, run, resume=True)
+        return await self.status(mailing_id)
+
+    async def cancel(self, mailing_id: int) -> MailingStatus:
+        """Stop for good: what was never handed to a gateway is skipped as cancelled."""
+        if mailing_id in self._active:
+            await self.pause(mailing_id)
+        run = await self.herald.store.latest_run(mailing_id)
+        if run is None:
+            await self.herald.store.get_mailing(mailing_id)
+            raise StoreError(f"mailing {mailing_id} was never started")
+        if run.status in ("finished", "cancelled"):
+            raise StoreError(f"mailing {mailing_id}'s run is {run.status}")
+        await self.herald.store.cancel_run(run.id)
+        return await self.status(mailing_id)
+
+    async def _launch(self, mailing: Mailing, run: Run, *, resume: bool) -> None:
+        active = _Active(run)
+        self._active[mailing.id] = active
+        template = self.herald.compile(mailing.template)
+
+        async def go() -> None:
+            try:
+                await self.herald.execute(mailing, run, template=template, resume=resume,
+                                          started=active.started)
+            except Exception:
+                logger.exception("mailing %s run %s failed", mailing.id, run.id)
+            finally:
+                if active.pipeline is not None:
+                    self._retire(active.pipeline)
+                active.ready.set()
+                active.done.set()
+                self._active.pop(mailing.id, None)
+
+        self._tg.start_soon(go)
+        await active.ready.wait()
+
+    def _retire(self, pipeline: Pipeline) -> None:
+        """Keep a finished run's figures in the service totals."""
+        for stage, seconds in pipeline.busy.items():
+            self._finished_busy[stage] = self._finished_busy.get(stage, 0.0) + seconds
+        for name, sender in pipeline.senders.items():
+            total = self._finished_senders.setdefault(name, SenderMetrics(name=name))
+            _add_sender(total, sender)
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def status(self, mailing_id: int) -> MailingStatus:
+        store = self.herald.store
+        mailing = await store.get_mailing(mailing_id)
+        run = await store.latest_run(mailing_id)
+        out = MailingStatus(id=mailing.id, name=mailing.name, kind=mailing.kind,
+                            resource=mailing.resource, status="draft")
+        if run is None:
+            return out
+        out.run_id = run.id
+        active = self._active.get(mailing_id)
+        if active is not None and active.pipeline is not None:
+            stats = active.pipeline.statistics()
+            out.status = "running"
+            out.total, out.received, out.reserved = stats.total, stats.received, stats.reserved
+            out.in_flight = stats.in_flight
+        else:
+            out.status = _STATUS.get(run.status, "paused")  # type: ignore[assignment]
+            out.received, out.reserved = run.counts.get("received", 0), run.counts.get(
+                "reserved", 0)
+        summary = await store.run_summary(run.id)
+        out.sent = sum(n for state in ("sent", "delivered", "undelivered")
+                       for n in summary.get(state, {}).values())
+        out.failed = sum(summary.get("failed", {}).values())
+        out.unknown = sum(summary.get("unknown", {}).values())
+        return out
+
+    async def list(self) -> builtins.list[MailingStatus]:
+        return [await self.status(m.id) for m in await self.herald.store.list_mailings()]
+
+    async def log(self, mailing_id: int) -> MailingLog:
+        run = await self.herald.store.latest_run(mailing_id)
+        if run is None:
+            await self.herald.store.get_mailing(mailing_id)
+            raise StoreError(f"mailing {mailing_id} was never started")
+        return await self.herald.log(run.id)
+
+    # -- triggers ----------------------------------------------------------------------
+
+    async def trigger(
+        self, mailing_id: int, requests: Sequence[TriggerRequest]
+    ) -> builtins.list[TriggerAccepted]:
+        """Queue one message per request and answer with their ids at once; the sending
+        happens in the background. A repeated idempotency key answers with the first id."""
+        active = self._active.get(mailing_id)
+        if active is None:
+            mailing = await self.herald.store.get_mailing(mailing_id)
+            if mailing.kind != "trigger":
+                raise InputError(f"mailing {mailing_id} is a {mailing.kind}, not a trigger")
+            raise StoreError(f"trigger mailing {mailing_id} is paused or cancelled")
+        await active.ready.wait()
+        pipeline = active.pipeline
+        assert pipeline is not None
+        mailing, run = pipeline.mailing, active.run
+        database_id = mailing.source.database_id
+        answers: list[TriggerAccepted | None] = [None] * len(requests)
+        profile_of: list[int | None] = [None] * len(requests)
+        by_phone: dict[str, list[int]] = {}
+        by_email: dict[str, list[int]] = {}
+        by_id: dict[int, list[int]] = {}
+        for i, r in enumerate(requests):
+            given = [k for k in ("profile_id", "phone", "email") if getattr(r, k) is not None]
+            if len(given) != 1:
+                answers[i] = TriggerAccepted(error="give exactly one of profile_id, phone,"
+                                             " email")
+            elif r.profile_id is not None:
+                by_id.setdefault(r.profile_id, []).append(i)
+            elif r.phone is not None:
+                e164 = self._normaliser.normalise(r.phone)
+                if e164 is None:
+                    answers[i] = TriggerAccepted(error=f"phone: not a phone number: {r.phone!r}")
+                else:
+                    by_phone.setdefault(e164, []).append(i)
+            elif r.email is not None:
+                by_email.setdefault(r.email.strip().lower(), []).append(i)
+        store = self.herald.store
+        found_ids = await store.profile_ids_in(database_id, list(by_id)) if by_id else set()
+        for pid, idx in by_id.items():
+            for i in idx:
+                profile_of[i] = pid if pid in found_ids else None
+        for key, table in (("phone", by_phone), ("email", by_email)):
+            if table:
+                found = await store.find_profiles(database_id, key, list(table))
+                for value, idx in table.items():
+                    for i in idx:
+                        profile_of[i] = found.get(value)
+        items: list[tuple[int, bytes, str | None]] = []
+        positions: list[int] = []
+        for i, r in enumerate(requests):
+            if answers[i] is not None:
+                continue
+            profile_id = profile_of[i]
+            if profile_id is None:
+                field = next(k for k in ("profile_id", "phone", "email")
+                             if getattr(r, k) is not None)
+                answers[i] = TriggerAccepted(error=f"{field}: no such profile in the"
+                                             " mailing's database")
+                continue
+            items.append((profile_id, _encode(r.content), r.idempotency_key))
+            positions.append(i)
+        if items:
+            for i, (seq, duplicate) in zip(
+                positions, await store.enqueue_triggers(mailing.id, run.id, items), strict=True
+            ):
+                answers[i] = TriggerAccepted(message_id=f"{run.uid}-{seq}", duplicate=duplicate)
+            pipeline.wake()
+        return [a if a is not None else TriggerAccepted(error="not processed") for a in answers]
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def statistics(self) -> ServiceStats:
+        busy = dict(self._finished_busy)
+        senders = {n: msgspec.structs.replace(m) for n, m in self._finished_senders.items()}
+        for active in self._active.values():
+            if active.pipeline is None:
+                continue
+            for stage, seconds in active.pipeline.busy.items():
+                busy[stage] = busy.get(stage, 0.0) + seconds
+            for name, sender in active.pipeline.senders.items():
+                total = senders.setdefault(name, SenderMetrics(name=name))
+                _add_sender(total, sender)
+                total.in_flight += sender.window.in_flight
+        return ServiceStats(senders=sorted(senders.values(), key=lambda s: s.name),
+                            busy_s=busy, running=len(self._active))
+
+
+_STATUS = {"running": "paused", "interrupted": "paused", "finished": "finished",
+           "cancelled": "cancelled", "failed": "failed"}
+_encode = msgspec.json.Encoder().encode
+
+
+def _add_sender(total: SenderMetrics, sender: SenderRuntime) -> None:
+    total.sent += sender.sent
+    total.failed += sender.failed
+    total.throttled += sender.throttled
+    h = sender.latency
+    if not total.latency_buckets:
+        total.latency_buckets = list(h.bounds)
+        total.latency_counts = [0] * len(h.bounds)
+    for i, n in enumerate(h.cumulative()):
+        total.latency_counts[i] += n
+    total.latency_sum += h.total
+    total.latency_count += h.count

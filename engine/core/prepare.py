@@ -216,9 +216,13 @@ class Preparer:
         return PreparedBatch(messages, skipped, checkpoint, limit_reached, counts)
 
 
-    def render(self, row: AudienceRow) -> tuple[str, int, str]:
+    def render(
+        self, row: AudienceRow, apicontent: dict[str, Any] | None = None
+    ) -> tuple[str, int, str]:
         """The text for one audience row, its length in SMS segments and its encoding."""
         ctx = self.context.copy()
+        if apicontent is not None:
+            ctx["apicontent"] = apicontent
         if self._needs_lead:
             lead = _json_decode(row[1]) if row[1] else {}
             lead["_id"] = row[0]
@@ -249,6 +253,50 @@ class Preparer:
             messages.append(Message(seq, f"{self.run_uid}-{seq}", profile_id, phone, sender,
                                     text, segments, encoding))
         return messages, missing
+
+
+    def finish_triggers(
+        self, rows: Sequence[tuple[Any, ...]], phones: Sequence[str | None],
+        suppressed: Set[str], now: float,
+    ) -> PreparedBatch:
+        """Settle queued triggers (``Store.trigger_chunk`` rows, their E.164 phones from
+        ``normalise``). Each already has its seq (its message id was answered at once), so
+        each ends as a message or a recorded skip; there is no dedupe and no limit."""
+        messages: list[Message] = []
+        skipped: list[Skipped] = []
+        counts = dict.fromkeys(("received", "found", "invalid", "suppressed", "too_long",
+                                "not_subscribed"), 0)
+        uid, route, caps = self.run_uid, self.route, self.max_segments
+        for (_, seq, profile_id, fields, phone, sub_fields, content), e164 in zip(
+            rows, phones, strict=True
+        ):
+            counts["received"] += 1
+            if phone is None:
+                skipped.append(Skipped(seq, profile_id, "", Skip.NOT_SUBSCRIBED))
+                counts["not_subscribed"] += 1
+                continue
+            counts["found"] += 1
+            if e164 is None:
+                skipped.append(Skipped(seq, profile_id, phone, Skip.INVALID_PHONE))
+                counts["invalid"] += 1
+            elif e164 in suppressed:
+                skipped.append(Skipped(seq, profile_id, e164, Skip.SUPPRESSED))
+                counts["suppressed"] += 1
+            else:
+                sender = route(e164, now)
+                text, segments, encoding = self.render(
+                    AudienceRow(profile_id, fields, phone, sub_fields),
+                    _json_decode(content or b"{}"),
+                )
+                cap = caps.get(sender, 0)
+                if cap and segments > cap:
+                    skipped.append(Skipped(seq, profile_id, e164, Skip.TOO_LONG))
+                    counts["too_long"] += 1
+                else:
+                    messages.append(Message(seq, f"{uid}-{seq}", profile_id, e164, sender,
+                                            text, segments, encoding))
+        checkpoint = rows[-1][0] if rows else 0
+        return PreparedBatch(messages, skipped, checkpoint, False, counts)
 
 
 def checkpoint_before(rows: Sequence[AudienceRow]) -> int:

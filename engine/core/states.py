@@ -39,6 +39,8 @@ class Skip(StrEnum):
     DUPLICATE = "duplicate"
     TOO_LONG = "too_long"
     POLICY = "policy"
+    NOT_SUBSCRIBED = "not_subscribed"
+    CANCELLED = "cancelled"
 
 
 TRANSITIONS: dict[State, frozenset[State]] = {

@@ -197,13 +197,14 @@ class Store(abc.ABC):
         batches: Sequence[tuple[int, str, Sequence[Message]]],
         skipped: Sequence[Skipped],
         checkpoint: int,
-        next_seq: int,
+        next_seq: int | None,
         counts: dict[str, int],
         audience_done: bool,
     ) -> None:
         """Atomically: journal the (batch id, sender, messages) batches, record the skips,
-        advance the checkpoint and add ``counts`` to the run's counters. The journal keeps
-        each message's seq, profile and phone, not its text."""
+        advance the checkpoint (and ``next_seq``, unless None) and add ``counts`` to the
+        run's counters. The journal keeps each message's seq, profile and phone, not its
+        text."""
 
     @abc.abstractmethod
     async def mark_sending(self, run_id: int, batch: int) -> None:
@@ -236,6 +237,68 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def run_summary(self, run_id: int) -> dict[str, dict[str, int]]:
         """Recipient counts by state, and by reason within each state."""
+
+    # -- mailings run by the service -------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_mailing(
+        self,
+        *,
+        name: str,
+        kind: str,
+        resource: str,
+        source: AudienceSource,
+        template: str,
+        limit: int | None,
+        document: dict[str, Any] | None = None,
+    ) -> Mailing:
+        """A mailing with no run yet."""
+
+    @abc.abstractmethod
+    async def get_mailing(self, mailing_id: int) -> Mailing:
+        """NotFound if absent."""
+
+    @abc.abstractmethod
+    async def list_mailings(self, limit: int = 100) -> list[Mailing]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def start_run(self, mailing_id: int) -> Run:
+        """A new run of the mailing, marked running by this process."""
+
+    @abc.abstractmethod
+    async def latest_run(self, mailing_id: int) -> Run | None:
+        """The mailing's newest run, if any."""
+
+    @abc.abstractmethod
+    async def cancel_run(self, run_id: int) -> None:
+        """Settle a stopped run for good: what was reserved and never handed over is
+        skipped (reason ``cancelled``), what may have been is ``unknown``."""
+
+    @abc.abstractmethod
+    async def find_profiles(
+        self, database_id: int, key: str, values: Sequence[str]
+    ) -> dict[str, int]:
+        """Profile ids by ``phone`` (E.164) or ``email``; the oldest profile wins."""
+
+    @abc.abstractmethod
+    async def profile_ids_in(self, database_id: int, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` are profiles of the database."""
+
+    @abc.abstractmethod
+    async def enqueue_triggers(
+        self, mailing_id: int, run_id: int, items: Sequence[tuple[int, bytes, str | None]]
+    ) -> list[tuple[int, bool]]:
+        """Queue (profile id, JSON content, idempotency key) items of a trigger mailing in
+        one transaction; for each, its message's seq and whether the key was seen before
+        (then nothing is queued and the first seq is returned)."""
+
+    @abc.abstractmethod
+    async def trigger_chunk(
+        self, run_id: int, resource_id: int, after_id: int, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Queued triggers after queue id ``after_id``: (queue id, seq, profile id,
+        profile fields, subscription phone, subscription fields, content)."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -10,7 +10,7 @@ import msgspec
 
 __all__ = ["AudienceSource", "Mailing", "Run", "RunStatus", "run_is_live"]
 
-RunStatus = Literal["running", "finished", "interrupted", "failed"]
+RunStatus = Literal["running", "finished", "interrupted", "failed", "cancelled"]
 
 
 class AudienceSource(msgspec.Struct, frozen=True):

@@ -68,6 +68,20 @@ _PICK_SUBSCRIPTION = (
 )
 
 
+_MAILING_COLUMNS = (
+    "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
+    " m.template, m.limit_n, m.document, m.created_at"
+)
+
+
+def _mailing_from_row(row: Sequence[Any]) -> Mailing:
+    return Mailing(
+        id=row[0], name=row[1], kind=row[2], resource=row[3],
+        source=AudienceSource(row[4], row[5], row[6]), template=row[7], limit=row[8],
+        document=_decode_dict(row[9]), created_at=row[10],
+    )
+
+
 def _run_from_row(row: Sequence[Any]) -> tuple[Mailing, Run]:
     run = Run(
         id=row[0], uid=row[1], mailing_id=row[2], status=row[3], started_at=row[4],
@@ -75,12 +89,7 @@ def _run_from_row(row: Sequence[Any]) -> tuple[Mailing, Run]:
         counts=_decode_counts(row[9]), timings=_decode_timings(row[10]), pid=row[11],
         host=row[12], error=row[13],
     )
-    mailing = Mailing(
-        id=row[14], name=row[15], kind=row[16], resource=row[17],
-        source=AudienceSource(row[18], row[19], row[20]), template=row[21], limit=row[22],
-        document=_decode_dict(row[23]), created_at=row[24],
-    )
-    return mailing, run
+    return _mailing_from_row(row[14:]), run
 
 
 class SQLiteStore(Store):
@@ -197,12 +206,11 @@ class SQLiteStore(Store):
                         rejected.append((index, "no profile matches"))
                         continue
                     if matching == "id":
-                        if rec.key in taken:
-                            rejected.append(
-                                (index, f"id {rec.key} belongs to a profile of another database")
-                            )
+                        if not isinstance(rec.key, int) or rec.key in taken:
+                            why = f"id {rec.key} belongs to a profile of another database"
+                            rejected.append((index, why if rec.key else "no id to match on"))
                             continue
-                        pid = int(rec.key or 0)
+                        pid = rec.key
                     else:
                         if not next_id:  # under the write lock: nobody else inserts
                             (top,) = c.execute("SELECT max(id) FROM profiles").fetchone()
@@ -362,23 +370,155 @@ class SQLiteStore(Store):
         limit: int | None,
         document: dict[str, Any] | None = None,
     ) -> tuple[Mailing, Run]:
-        now = time.time()
+        mailing = await self.create_mailing(
+            name=name, kind="broadcast", resource=resource, source=source, template=template,
+            limit=limit, document=document,
+        )
+        run = await self.start_run(mailing.id)
+        return mailing, run
+
+    async def create_mailing(
+        self,
+        *,
+        name: str,
+        kind: str,
+        resource: str,
+        source: AudienceSource,
+        template: str,
+        limit: int | None,
+        document: dict[str, Any] | None = None,
+    ) -> Mailing:
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO mailings (name, kind, resource, source_kind, database_id,"
                 " segment_id, template, limit_n, document, created_at)"
-                " VALUES (?, 'broadcast', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, resource, source.kind, source.database_id, source.segment_id,
-                 template, limit, _json.encode(document or {}).decode(), now),
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, kind, resource, source.kind, source.database_id, source.segment_id,
+                 template, limit, _json.encode(document or {}).decode(), time.time()),
             )
-            mailing_id = cur.lastrowid
+            mailing_id = int(cur.lastrowid or 0)
+        return await self.get_mailing(mailing_id)
+
+    async def get_mailing(self, mailing_id: int) -> Mailing:
+        row = self.conn.execute(
+            f"SELECT {_MAILING_COLUMNS} FROM mailings m WHERE m.id = ?", (mailing_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no mailing {mailing_id}")
+        return _mailing_from_row(row)
+
+    async def list_mailings(self, limit: int = 100) -> list[Mailing]:
+        rows = self.conn.execute(
+            f"SELECT {_MAILING_COLUMNS} FROM mailings m ORDER BY m.id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_mailing_from_row(r) for r in rows]
+
+    async def start_run(self, mailing_id: int) -> Run:
+        with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO runs (uid, mailing_id, status, started_at, pid, host)"
                 " VALUES (?, ?, 'running', ?, ?, ?)",
-                (secrets.token_hex(5), mailing_id, now, os.getpid(), socket.gethostname()),
+                (secrets.token_hex(5), mailing_id, time.time(), os.getpid(),
+                 socket.gethostname()),
             )
             run_id = int(cur.lastrowid or 0)
-        return self._get_run(run_id)
+        return self._get_run(run_id)[1]
+
+    async def latest_run(self, mailing_id: int) -> Run | None:
+        row = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
+            " WHERE r.mailing_id = ? ORDER BY r.id DESC LIMIT 1",
+            (mailing_id,),
+        ).fetchone()
+        return None if row is None else _run_from_row(row)[1]
+
+    async def cancel_run(self, run_id: int) -> None:
+        now = time.time()
+        with self._tx() as c:
+            sending = {b for (b,) in c.execute(
+                "SELECT batch FROM journal_sending WHERE run_id = ?", (run_id,))}
+            rows = []
+            for batch, sender, blob in c.execute(
+                "SELECT batch, sender, messages FROM journal WHERE run_id = ?", (run_id,)
+            ).fetchall():
+                maybe = batch in sending
+                for e in _decode_entries(blob):
+                    rows.append((run_id, e.seq, e.profile_id, e.phone,
+                                 "unknown" if maybe else "skipped",
+                                 "interrupted" if maybe else "cancelled", sender, now))
+            c.executemany(
+                "INSERT INTO recipients (run_id, seq, profile_id, phone, state, reason, sender,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            c.execute("DELETE FROM journal WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM journal_sending WHERE run_id = ?", (run_id,))
+            c.execute(
+                "UPDATE runs SET status = 'cancelled', finished_at = ?, audience_done = 1"
+                " WHERE id = ?",
+                (now, run_id),
+            )
+
+    # -- trigger mailings --------------------------------------------------------------
+
+    async def find_profiles(
+        self, database_id: int, key: str, values: Sequence[str]
+    ) -> dict[str, int]:
+        if key not in ("phone", "email"):
+            raise InputError(f"profiles are found by phone or email, not {key!r}")
+        found: dict[str, int] = {}
+        for value, pid in self.conn.execute(
+            f"SELECT {key}, min(id) FROM profiles WHERE database_id = ? AND {key} IN"
+            " (SELECT value FROM json_each(?)) GROUP BY 1",
+            (database_id, _json.encode(list(values))),
+        ):
+            found[value] = int(pid)
+        return found
+
+    async def profile_ids_in(self, database_id: int, ids: Sequence[int]) -> set[int]:
+        return {int(r[0]) for r in self.conn.execute(
+            "SELECT id FROM profiles WHERE database_id = ? AND id IN"
+            " (SELECT value FROM json_each(?))",
+            (database_id, _json.encode(list(ids))),
+        )}
+
+    async def enqueue_triggers(
+        self, mailing_id: int, run_id: int, items: Sequence[tuple[int, bytes, str | None]]
+    ) -> list[tuple[int, bool]]:
+        now = time.time()
+        out: list[tuple[int, bool]] = []
+        with self._tx() as c:
+            for profile_id, content, key in items:
+                if key is not None:
+                    row = c.execute(
+                        "SELECT seq FROM trigger_queue WHERE mailing_id = ?"
+                        " AND idempotency_key = ?",
+                        (mailing_id, key),
+                    ).fetchone()
+                    if row is not None:
+                        out.append((int(row[0]), True))
+                        continue
+                (seq,) = c.execute(
+                    "UPDATE runs SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq - 1",
+                    (run_id,),
+                ).fetchone()
+                c.execute(
+                    "INSERT INTO trigger_queue (mailing_id, run_id, seq, profile_id, content,"
+                    " idempotency_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (mailing_id, run_id, seq, profile_id, content, key, now),
+                )
+                out.append((int(seq), False))
+        return out
+
+    async def trigger_chunk(
+        self, run_id: int, resource_id: int, after_id: int, limit: int
+    ) -> list[tuple[Any, ...]]:
+        return self.conn.execute(
+            "SELECT q.id, q.seq, p.id, p.fields, s.phone, s.fields, q.content"
+            f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {_PICK_SUBSCRIPTION}"
+            " WHERE q.run_id = ? AND q.id > ? ORDER BY q.id LIMIT ?",
+            (resource_id, run_id, after_id, limit),
+        ).fetchall()
 
     def _get_run(self, run_id: int) -> tuple[Mailing, Run]:
         row = self.conn.execute(
@@ -539,7 +679,7 @@ class SQLiteStore(Store):
         batches: Sequence[tuple[int, str, Sequence[Message]]],
         skipped: Sequence[Skipped],
         checkpoint: int,
-        next_seq: int,
+        next_seq: int | None,
         counts: dict[str, int],
         audience_done: bool,
     ) -> None:
@@ -568,7 +708,7 @@ class SQLiteStore(Store):
             for k, v in counts.items():
                 total[k] = total.get(k, 0) + v
             c.execute(
-                "UPDATE runs SET checkpoint = ?, next_seq = ?, counts = ?,"
+                "UPDATE runs SET checkpoint = ?, next_seq = coalesce(?, next_seq), counts = ?,"
                 " audience_done = ? WHERE id = ?",
                 (checkpoint, next_seq, _json.encode(total).decode(), int(audience_done),
                  run_id),
