@@ -139,6 +139,7 @@ class Dispatcher:
         self.stopping = False
         self._deadline = math.inf
         self._sending_scopes: set[anyio.CancelScope] = set()
+        self._room = anyio.Event()
 
     def stop(self, deadline: float) -> None:
         """Start no new batch; attempts under way must end by ``deadline``."""
@@ -152,9 +153,19 @@ class Dispatcher:
     ) -> None:
         async with batches:
             async for batch in batches:
+                self._took_one()
                 if self.stopping:
                     return  # it stays reserved in the journal
                 await self.dispatch(batch)
+
+    @property
+    def room(self) -> anyio.Event:
+        """Set the next time a worker takes a batch off a queue (there is room again)."""
+        return self._room
+
+    def _took_one(self) -> None:
+        self._room.set()
+        self._room = anyio.Event()
 
     async def dispatch(self, batch: Batch) -> None:
         n = len(batch.messages)

@@ -97,6 +97,7 @@ class Pipeline:
             store=store, run_id=run.id, senders=self.senders, router=self.router, clock=clock
         )
         single = [t.sender for t in vs.rules[0].senders] if len(vs.rules) == 1 else []
+        self._multi = len(single) != 1
         route = _constant(single[0]) if len(single) == 1 else self.router.choose
         self.dedupe = Dedupe(total + run.next_seq, eng.dedupe_fp_rate)
         counts = run.counts
@@ -249,6 +250,44 @@ class Pipeline:
                 except anyio.BrokenResourceError:
                     return  # prepare is done early (the run's limit was reached)
 
+    async def _enqueue(self, batch: Batch) -> None:
+        """Hand a reserved batch to its sender's workers. When that sender's queue is full
+        and another sender of the batch's rule has room, the batch moves there (same ids):
+        a slow sender never holds the others up. When all are full, wait for room."""
+        while True:
+            target = self.senders[batch.sender]
+            try:
+                target.send.send_nowait(batch)
+                return
+            except anyio.WouldBlock:
+                pass
+            if not self._multi:
+                await target.send.send(batch)
+                return
+            moved = await self._move_to_room(batch)
+            if moved is not None:
+                batch = moved
+                continue
+            room = self.dispatcher.room
+            await room.wait()
+
+    async def _move_to_room(self, batch: Batch) -> Batch | None:
+        allowed: set[str] | None = None
+        for m in batch.messages:
+            names = set(self.router.rule_senders(m.phone))
+            allowed = names if allowed is None else allowed & names
+        full = {name for name, s in self.senders.items() if _full(s)}
+        candidates = (allowed or set()) & set(self.senders) - full
+        if not candidates:
+            return None
+        other = self.router.choose(batch.messages[0].phone, self.clock(),
+                                   exclude=set(self.senders) - candidates)
+        if other not in candidates:
+            return None
+        await self.store.move_batch(self.run.id, batch.batch, other)
+        return Batch(batch.batch, other, [m._replace(sender=other) for m in batch.messages],
+                     batch.settled)
+
     def wake(self) -> None:
         """New triggers are queued: look now rather than at the next poll."""
         self._wake.set()
@@ -301,7 +340,7 @@ class Pipeline:
                 self._counts["reserved"] += len(result.messages)
                 self._busy["prepare"] += time.perf_counter() - t0
                 for b in batches:
-                    await self.senders[b.sender].send.send(b)
+                    await self._enqueue(b)
 
     async def _prepare(
         self, chunks: MemoryObjectReceiveStream[list[AudienceRow]], backlog: list[Batch]
@@ -332,7 +371,7 @@ class Pipeline:
                 self._counts["reserved"] += len(result.messages)
                 self._busy["prepare"] += time.perf_counter() - t0
                 for b in batches:
-                    await self.senders[b.sender].send.send(b)
+                    await self._enqueue(b)
                 if done:
                     return
         # The audience is exhausted: say so, so that resume does not read it again.
@@ -344,6 +383,11 @@ class Pipeline:
 _MAX_ID = 2**63 - 1
 #: Seconds between looks at a trigger queue when nobody wakes the pipeline.
 TRIGGER_POLL = 0.5
+
+
+def _full(sender: SenderRuntime) -> bool:
+    st = sender.send.statistics()
+    return st.current_buffer_used >= st.max_buffer_size
 
 
 def _constant(name: str) -> Callable[[str, float], str]:

@@ -232,3 +232,17 @@ async def test_malformed_receipts_name_the_field(tmp_path: Path) -> None:
     async with await open_two(tmp_path, a, b) as herald:
         with pytest.raises(InputError, match=r"\$\.receipts\[0\]\.status"):
             await herald.receipts("a", b'{"receipts":[{"provider_id":"x","status":"lost"}]}')
+
+
+async def test_a_slow_sender_does_not_hold_the_other_up(tmp_path: Path) -> None:
+    slow = FakeGateway(name="fake_a", latency=0.3)
+    fast = FakeGateway(name="fake_b", latency=0.001)
+    async with await open_two(tmp_path, slow, fast, pa=50, pb=50, batch_size=10) as herald:
+        await audience(herald, 1000)
+        t0 = anyio.current_time()
+        log = await herald.send(resource="news", database="main", template="x")
+        elapsed = anyio.current_time() - t0
+    assert log.sent == 1000
+    # at 50/50 the slow gateway alone would need 50 batches x 0.3 s / 4 workers = 3.75 s
+    assert elapsed < 2.0
+    assert len(fast.accepted) > 800

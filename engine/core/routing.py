@@ -367,6 +367,13 @@ class VirtualSenderRouter:
         """The index of the rule ``phone`` falls under."""
         return self._rules.index(self._match(phone))
 
+    def rule_senders(self, phone: str, *, backups: bool = False) -> tuple[str, ...]:
+        """The senders of the rule ``phone`` falls under: those with a share of the
+        traffic, and with ``backups`` the ones at 0 percent too."""
+        rule = self._match(phone)
+        return tuple(name for name, percent in zip(rule.names, rule.percents, strict=True)
+                     if backups or percent > 0)
+
     def choose(self, phone: str, now: float, exclude: Collection[str] = ()) -> str:
         """The sender for a message to ``phone``.
 
