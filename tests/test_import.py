@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from openpyxl import Workbook
 
 from engine.store.sqlite import SQLiteStore
 from engine.testing import write_config
@@ -90,3 +91,17 @@ def test_header_problems_are_fatal_and_name_the_file(ws: Path) -> None:
     path.write_bytes(b"phone\n\xff\xfe\n")
     proc = run(ws, "import", "profiles", str(path), "--database", "main")
     assert proc.returncode == 2 and "not UTF-8" in proc.stderr
+
+
+def test_xlsx_import_from_the_command_line(ws: Path) -> None:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in [["phone", "_fname"], [79161234567, "Anna"], ["junk", "Bad"]]:
+        sheet.append(row)
+    path = ws / "people.xlsx"
+    book.save(path)
+    proc = run(ws, "import", "profiles", str(path), "--database", "main")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "added 1, updated 0, rejected 1"
+    assert proc.stderr.splitlines() == [f"{path}:3: invalid phone 'junk'"]

@@ -1,0 +1,84 @@
+"""ZIP and TAR(.GZ) archives: which members to import, and refusing unsafe archives.
+
+The members are listed and checked before any row is imported, so a refused archive imports
+nothing. Refused: a member whose path is absolute or climbs out with ``..`` (zip-slip), a
+link or device member, an encrypted member, more than ``MAX_MEMBERS`` members, a member or a
+total that unpacks past the limit (a zip bomb guard; the sizes the archive declares are the
+most its reader will ever unpack). Directories and the litter of archivers (``__MACOSX/``,
+hidden files such as ``.DS_Store``) are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import zipfile
+from collections.abc import Sequence
+
+from engine.errors import InputError
+
+__all__ = ["MAX_MEMBERS", "MAX_UNPACKED", "tar_members", "zip_members"]
+
+#: What an archive (and an XLSX workbook) may unpack to, all members together.
+MAX_UNPACKED = 2 * 1024**3
+MAX_MEMBERS = 10_000
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def zip_members(archive: zipfile.ZipFile, name: str, max_unpacked: int) -> list[zipfile.ZipInfo]:
+    """The files of a zip worth importing, in name order; InputError if it is unsafe."""
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise InputError(f"{name}: more than {MAX_MEMBERS} members; refusing it")
+    members = [info for info in infos if not info.is_dir() and not _litter(info.filename)]
+    _check(name, [(m.filename, m.file_size) for m in members], max_unpacked)
+    for info in members:
+        if info.flag_bits & 0x1:
+            raise InputError(f"{name}:{info.filename}: the member is encrypted; unpack it first")
+    return sorted(members, key=lambda info: info.filename)
+
+
+def tar_members(archive: tarfile.TarFile, name: str, max_unpacked: int) -> list[tarfile.TarInfo]:
+    """The files of a tar worth importing, in name order; InputError if it is unsafe."""
+    members: list[tarfile.TarInfo] = []
+    try:
+        for count, info in enumerate(archive, start=1):
+            if count > MAX_MEMBERS:
+                raise InputError(f"{name}: more than {MAX_MEMBERS} members; refusing it")
+            if info.isdir() or _litter(info.name):
+                continue
+            if not info.isfile():
+                raise InputError(
+                    f"{name}:{info.name}: a link or special file; only plain files are imported"
+                )
+            members.append(info)
+    except (tarfile.TarError, EOFError, OSError) as err:  # zlib and gzip errors included
+        raise InputError(f"{name}: not a readable tar archive ({err})") from err
+    _check(name, [(m.name, m.size) for m in members], max_unpacked)
+    return sorted(members, key=lambda info: info.name)
+
+
+def _check(name: str, members: Sequence[tuple[str, int]], max_unpacked: int) -> None:
+    total = 0
+    for member, size in members:
+        parts = re.split(r"[/\\]", member)
+        if member.startswith(("/", "\\")) or _DRIVE.match(member) or ".." in parts:
+            raise InputError(
+                f"{name}:{member}: the member's path is absolute or contains '..';"
+                " refusing the archive"
+            )
+        total += size
+        if total > max_unpacked:
+            raise InputError(
+                f"{name}: unpacks to more than the {max_unpacked} byte limit on unpacked data"
+                f" (at {member}, {size} bytes; a guard against zip bombs)"
+            )
+
+
+def _litter(member: str) -> bool:
+    """Files archivers add that nobody meant to import."""
+    parts = [p for p in re.split(r"[/\\]", member) if p not in ("", ".")]
+    if ".." in parts:
+        return False  # not litter: refused
+    return any(p == "__MACOSX" or p.startswith(".") for p in parts)

@@ -1,0 +1,223 @@
+"""CSV and TXT files: the encoding and the delimiter come from a sample, rows are streamed.
+
+Encoding, unless given: a byte order mark decides (UTF-8 or UTF-16); otherwise the first
+256 KiB are read as UTF-8 and, when they are not UTF-8, as cp1251 (the usual encoding of
+Russian Excel exports). cp1251 decodes almost any bytes, so it is taken only when the sample
+reads as Cyrillic words: a Latin-1 file read as cp1251 mixes the scripts within words
+("Mьller") and stray bytes seldom spell a word, and both are refused with the line of the
+first byte that is not UTF-8. A byte that does not decode further on rejects its record,
+not the file.
+
+Delimiter: ``,`` ``;`` tab or ``|``, whichever splits the header into columns that the most
+rows of the sample agree with; ``csv.Sniffer``'s guess breaks ties. A header that no
+candidate splits is a single-column file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Generator
+from typing import IO, TYPE_CHECKING
+
+from engine.errors import InputError
+from engine.importing.rows import Row
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+__all__ = ["DELIMITERS", "detect_encoding", "read_text", "sniff_delimiter"]
+
+DELIMITERS = ",;\t|"
+#: Bytes read to choose the encoding.
+SAMPLE = 256 * 1024
+#: Lines (and at most this many characters) looked at to choose the delimiter.
+SNIFF_LINES = 50
+SNIFF_CHARS = 16 * 1024
+#: Bytes without a line break that are not CSV: stop before they are held in memory.
+MAX_LINE = 1024 * 1024
+
+_WORD = re.compile(r"[^\W\d_]+")
+_VOWELS = frozenset("аеёиоуыэюяіїєАЕЁИОУЫЭЮЯІЇЄ")
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def read_text(
+    raw: IO[bytes], name: str, encoding: str | None = None
+) -> Generator[Row, None, None]:
+    """The records of a delimited text file, each with the line it starts on.
+
+    ``name`` is how errors refer to the file; ``encoding`` (a Python codec name) skips the
+    detection. ``raw`` is read once, front to back, and left open.
+    """
+    sample = _read_up_to(raw, SAMPLE)
+    complete = len(sample) < SAMPLE
+    if encoding is None:
+        encoding = detect_encoding(sample, complete=complete, name=name)
+    else:
+        encoding = _codec(encoding)
+    label = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16"}.get(encoding, encoding)
+    head = sample[: SNIFF_CHARS * 4]
+    final = complete and len(head) == len(sample)
+    text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head, final=final)
+    delimiter = sniff_delimiter(text[:SNIFF_CHARS], complete=final and len(text) <= SNIFF_CHARS)
+    source = _Rejoined(sample, raw)
+    stream = io.TextIOWrapper(
+        io.BufferedReader(source, 1 << 16),
+        encoding=encoding,
+        errors="surrogateescape",  # undecodable bytes reject their record, found below
+        newline="",
+    )
+    reader = csv.reader(stream, delimiter=delimiter)
+    last = 0  # the line the previous record ended on
+    while True:
+        try:
+            for cells in reader:
+                start, last = last + 1, reader.line_num
+                if not "".join(cells).isascii():
+                    byte = _undecodable(cells)
+                    if byte is not None:
+                        why = f"not {label} text (byte 0x{byte:02X}); give the file's encoding"
+                        yield start, why
+                        continue
+                yield start, cells
+            return
+        except csv.Error as err:  # a NUL byte, a field over the size limit: that record
+            if reader.line_num == last:
+                raise InputError(f"{name}:{last + 1}: {err}") from err
+            yield last + 1, f"unreadable record ({err})"
+            last = reader.line_num
+        except UnicodeDecodeError as err:  # a codec surrogateescape cannot cover (UTF-16)
+            raise InputError(
+                f"{name}:{reader.line_num + 1}: not {label} text ({err.reason})"
+            ) from err
+        except _LineTooLong as err:
+            raise InputError(
+                f"{name}:{reader.line_num + 1}: a line longer than {MAX_LINE} bytes;"
+                " is this a CSV file?"
+            ) from err
+
+
+def detect_encoding(sample: bytes, *, complete: bool, name: str) -> str:
+    """The codec to read a file starting with ``sample`` with (the whole file if
+    ``complete``); InputError when it is neither UTF-8 nor plausible cp1251."""
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"  # Excel's "Unicode text"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=complete)
+    except UnicodeDecodeError as err:
+        if _looks_cp1251(sample):
+            return "cp1251"
+        line = sample.count(b"\n", 0, err.start) + 1
+        raise InputError(
+            f"{name}:{line}: not UTF-8 text (byte 0x{sample[err.start]:02X}) nor Cyrillic"
+            " cp1251; save it as UTF-8 or give its encoding"
+        ) from err
+    return "utf-8-sig"  # strips a BOM if there is one
+
+
+def sniff_delimiter(sample: str, *, complete: bool = True) -> str:
+    """The delimiter of the text starting with ``sample`` (all of it if ``complete``)."""
+    lines = _NEWLINE.split(sample)
+    if not complete:
+        lines.pop()  # cut short
+    lines = lines[:SNIFF_LINES]
+    try:
+        favourite = csv.Sniffer().sniff("\n".join(lines), delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        favourite = ","
+    best, best_score = ",", (0, 0, False)
+    for delimiter in DELIMITERS:
+        try:
+            rows = [r for r in csv.reader(lines, delimiter=delimiter) if r]
+        except csv.Error:
+            continue
+        if not rows or len(rows[0]) < 2:
+            continue
+        width = len(rows[0])
+        score = (sum(len(r) == width for r in rows), width, delimiter == favourite)
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _looks_cp1251(sample: bytes) -> bool:
+    try:
+        text = sample.decode("cp1251")
+    except UnicodeDecodeError:  # 0x98 is not cp1251
+        return False
+    words = False
+    for word in _WORD.findall(text):
+        if word.isascii():
+            continue
+        if not all("\u0400" <= ch <= "\u04ff" for ch in word):
+            return False  # Latin and Cyrillic in one word: another 8-bit encoding
+        vowels = sum(ch in _VOWELS for ch in word)
+        words = words or 0 < vowels < len(word)
+    return words
+
+
+def _codec(encoding: str) -> str:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError as err:
+        raise InputError(f"unknown encoding {encoding!r}") from err
+    return "utf-8-sig" if name == "utf-8" else name
+
+
+def _undecodable(cells: list[str]) -> int | None:
+    """The first byte surrogateescape kept in ``cells``, if any."""
+    for cell in cells:
+        if not cell.isascii():
+            try:
+                cell.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return ord(cell[err.start]) - 0xDC00
+    return None
+
+
+def _read_up_to(raw: IO[bytes], size: int) -> bytes:
+    parts: list[bytes] = []
+    while size > 0 and (part := raw.read(size)):
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+class _LineTooLong(Exception):
+    pass
+
+
+class _Rejoined(io.RawIOBase):
+    """The sample, then the rest of the stream: the sample put back without seeking.
+
+    Raises _LineTooLong past ``MAX_LINE`` bytes without a line break, before a reader
+    holds such a line in memory.
+    """
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+        self._run = 0  # bytes since the last line break
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        out = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(out), len(self._head))
+            out[:n] = self._head[:n]
+            self._head = self._head[n:]
+        else:
+            data = self._rest.read(len(out))
+            n = len(data)
+            out[:n] = data
+        chunk = out[:n].tobytes()
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+        self._run = n - end - 1 if end >= 0 else self._run + n
+        if self._run > MAX_LINE:
+            raise _LineTooLong
+        return n
