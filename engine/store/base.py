@@ -118,8 +118,21 @@ class Store(abc.ABC):
         SMS subscriptions to the resource; returns how many changed."""
 
     @abc.abstractmethod
-    async def add_suppressions(self, list_name: str, kind: str, values: Sequence[str]) -> int:
-        """Add values (E.164 phones, emails, domains) to a global suppression list."""
+    async def add_suppressions(
+        self, list_name: str, kind: str, values: Sequence[str], *, is_global: bool = True
+    ) -> int:
+        """Add values (E.164 phones, emails, domains) to a suppression list, created global
+        or not as ``is_global`` says; returns how many were new."""
+
+    @abc.abstractmethod
+    async def attach_suppression_list(
+        self, list_name: str, *, database_id: int | None = None, mailing_id: int | None = None
+    ) -> None:
+        """A non-global list applies to the mailings of a database, or to one mailing."""
+
+    @abc.abstractmethod
+    async def suppression_lists(self) -> list[dict[str, Any]]:
+        """Each list: name, global, counts by kind, attached databases and mailings."""
 
     @abc.abstractmethod
     async def segment_id(self, name: str) -> tuple[int, int]:

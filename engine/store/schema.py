@@ -168,4 +168,15 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX trigger_idempotency ON trigger_queue(mailing_id, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     """,
+    # 4: suppression lists attached to databases or mailings (global lists apply everywhere).
+    """
+    CREATE TABLE suppression_attachments (
+        list_id INTEGER NOT NULL REFERENCES suppression_lists(id) ON DELETE CASCADE,
+        database_id INTEGER REFERENCES databases(id),
+        mailing_id INTEGER REFERENCES mailings(id),
+        CHECK ((database_id IS NULL) != (mailing_id IS NULL))
+    );
+    CREATE UNIQUE INDEX suppression_attachment_once
+        ON suppression_attachments(list_id, coalesce(database_id, 0), coalesce(mailing_id, 0));
+    """,
 ]

@@ -101,6 +101,7 @@ class SQLiteStore(Store):
         self._resources: dict[str, int] = {}
         self._scratch: sqlite3.Connection | None = None
         self._seen_tables: set[int] = set()
+        self._run_lists: dict[int, list[int]] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> SQLiteStore:
@@ -306,13 +307,17 @@ class SQLiteStore(Store):
             )
             return c.total_changes - before
 
-    async def add_suppressions(self, list_name: str, kind: str, values: Sequence[str]) -> int:
+    async def add_suppressions(
+        self, list_name: str, kind: str, values: Sequence[str], *, is_global: bool = True
+    ) -> int:
+        if kind not in ("phone", "email", "domain"):
+            raise InputError(f"a suppression is a phone, an email or a domain, not {kind!r}")
         now = time.time()
         with self._tx() as c:
             c.execute(
                 "INSERT OR IGNORE INTO suppression_lists (name, is_global, created_at)"
-                " VALUES (?, 1, ?)",
-                (list_name, now),
+                " VALUES (?, ?, ?)",
+                (list_name, int(is_global), now),
             )
             (list_id,) = c.execute(
                 "SELECT id FROM suppression_lists WHERE name = ?", (list_name,)
@@ -324,6 +329,58 @@ class SQLiteStore(Store):
                 [(list_id, kind, v, now) for v in values],
             )
             return c.total_changes - before
+
+    async def attach_suppression_list(
+        self, list_name: str, *, database_id: int | None = None, mailing_id: int | None = None
+    ) -> None:
+        if (database_id is None) == (mailing_id is None):
+            raise InputError("attach a suppression list to a database or to a mailing")
+        row = self.conn.execute(
+            "SELECT id FROM suppression_lists WHERE name = ?", (list_name,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no suppression list named {list_name!r}")
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO suppression_attachments (list_id, database_id, mailing_id)"
+                " VALUES (?, ?, ?)",
+                (row[0], database_id, mailing_id),
+            )
+        self._run_lists.clear()
+
+    async def suppression_lists(self) -> list[dict[str, Any]]:
+        out = []
+        for lid, name, is_global in self.conn.execute(
+            "SELECT id, name, is_global FROM suppression_lists ORDER BY name"
+        ).fetchall():
+            counts = dict(self.conn.execute(
+                "SELECT kind, count(*) FROM suppressions WHERE list_id = ? GROUP BY kind", (lid,)
+            ).fetchall())
+            attached = self.conn.execute(
+                "SELECT d.name, a.mailing_id FROM suppression_attachments a"
+                " LEFT JOIN databases d ON d.id = a.database_id WHERE a.list_id = ?", (lid,)
+            ).fetchall()
+            out.append({
+                "name": name, "global": bool(is_global), "counts": counts,
+                "databases": sorted(d for d, _ in attached if d),
+                "mailings": sorted(m for _, m in attached if m),
+            })
+        return out
+
+    def _lists_for_run(self, run_id: int) -> list[int]:
+        """The suppression lists that apply to a run: global ones, and those attached to
+        its mailing or its mailing's database."""
+        lists = self._run_lists.get(run_id)
+        if lists is None:
+            lists = [r[0] for r in self.conn.execute(
+                "SELECT l.id FROM suppression_lists l WHERE l.is_global OR l.id IN"
+                " (SELECT a.list_id FROM suppression_attachments a JOIN runs r ON r.id = ?"
+                "  JOIN mailings m ON m.id = r.mailing_id"
+                "  WHERE a.mailing_id = m.id OR a.database_id = m.database_id)",
+                (run_id,),
+            )]
+            self._run_lists[run_id] = lists
+        return lists
 
     async def segment_id(self, name: str) -> tuple[int, int]:
         row = self.conn.execute(
@@ -614,17 +671,20 @@ class SQLiteStore(Store):
         c = self.conn
         suppressed: set[str] = set()
         seen: set[str] = set()
-        for i in range(0, len(phones), 500):
-            part = phones[i : i + 500]
-            marks = ",".join("?" * len(part))
-            suppressed.update(
-                r[0]
-                for r in c.execute(
-                    f"SELECT value FROM suppressions WHERE value IN ({marks})"
-                    " AND kind = 'phone'",
-                    part,
+        lists = self._lists_for_run(run_id)
+        if lists:
+            in_lists = ",".join(str(int(i)) for i in lists)
+            for i in range(0, len(phones), 500):
+                part = phones[i : i + 500]
+                marks = ",".join("?" * len(part))
+                suppressed.update(
+                    r[0]
+                    for r in c.execute(
+                        f"SELECT value FROM suppressions WHERE value IN ({marks})"
+                        f" AND kind = 'phone' AND list_id IN ({in_lists})",
+                        part,
+                    )
                 )
-            )
         if maybe_seen:
             scratch, table = self._seen_table(run_id)
             found = scratch.execute(
