@@ -126,17 +126,21 @@ def bare_loop(db: Path) -> tuple[int, float, float]:
     return sent, wall, cpu
 
 
-async def engine_run(ws: Path) -> tuple[int, float, float, dict[str, float]]:
-    async with await Herald.open(ws / "herald.toml", plugins=load_plugins()) as herald:
+async def engine_run(
+    ws: Path, config: str = "herald.toml"
+) -> tuple[int, float, float, dict[str, float]]:
+    async with await Herald.open(ws / config, plugins=load_plugins()) as herald:
         w0, c0 = time.perf_counter(), time.process_time()
         log = await herald.send(resource="news", database="customers", template=TEMPLATE)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     return log.recipients, wall, cpu, log.stage_busy_s
 
 
-def run_engine(ws: Path, backend: str) -> tuple[int, float, float, dict[str, float]]:
+def run_engine(
+    ws: Path, backend: str, config: str = "herald.toml"
+) -> tuple[int, float, float, dict[str, float]]:
     options = {"use_uvloop": True} if backend == "asyncio" else {}
-    return anyio.run(engine_run, ws, backend=backend, backend_options=options)
+    return anyio.run(engine_run, ws, config, backend=backend, backend_options=options)
 
 
 def line(name: str, n: int, wall: float, cpu: float) -> str:
@@ -155,6 +159,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("--chunk", type=int, default=CHUNK, help="engine.chunk_size")
     parser.add_argument("--batch", type=int, default=BATCH, help="engine.batch_size")
+    parser.add_argument("--policy", action="store_true",
+                        help="measure what a sending-policy check adds per message")
     parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-scaling", type=int, nargs=2, metavar=("SMALL", "LARGE"))
     args = parser.parse_args()
@@ -194,6 +200,24 @@ def main() -> None:
                 {"messages": n, "wall": wall, "cpu_us": cpu / n * 1e6, "peak_rss_mb": peak_rss_mb()}
             )
         )
+        return
+    if args.policy:
+        text = (ws / "herald.toml").read_text(encoding="utf-8")
+        (ws / "policy.toml").write_text(text.replace(
+            "[gateways.null]",
+            "policy = { max_messages = 15, period_days = 16 }\n[gateways.null]"),
+            encoding="utf-8")
+        run_engine(ws, args.backend)  # warm up, and leave a history to look up
+        results = []
+        for config in ("herald.toml", "policy.toml", "herald.toml", "policy.toml"):
+            n, _, cpu, busy = run_engine(ws, args.backend, config)
+            results.append((config, cpu / n * 1e6, busy["prepare"] / n * 1e6))
+            print(f"{config:<12} cpu_us_per_msg={results[-1][1]:.2f}"
+                  f"  prepare_us_per_msg={results[-1][2]:.2f}")
+        without = [r for r in results if r[0] == "herald.toml"]
+        with_ = [r for r in results if r[0] == "policy.toml"]
+        extra = (sum(r[2] for r in with_) - sum(r[2] for r in without)) / 2
+        print(f"policy_check_us_per_msg={extra:.2f}  (prepare stage, mean of two runs each)")
         return
     # warm the page cache for both contenders
     bare_loop(ws / "herald.db")

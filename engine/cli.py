@@ -179,7 +179,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                 log = await herald.send(
                     resource=args.resource, database=args.database, segment=args.segment,
                     template=template, limit=args.limit, name=args.name, progress=bar,
-                    handle_signals=True,
+                    handle_signals=True, policy=args.policy,
                 )
         _show_log(log, args.json)
         return 0 if log.status == "finished" else 1
@@ -430,6 +430,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _policy(text: str) -> Any:
+    from engine.core.policy import Policy
+
+    parts = text.split("/")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        fields: dict[str, Any] = {"max_messages": int(parts[0]), "period_days": int(parts[1])}
+        if len(parts) == 3:
+            fields["scope"] = parts[2]
+        return msgspec.convert(fields, Policy)
+    except (ValueError, msgspec.ValidationError) as err:
+        why = f": {err}" if isinstance(err, msgspec.ValidationError) else ""
+        raise argparse.ArgumentTypeError(
+            f"expected MAX/DAYS[/SCOPE] (MAX 1-15, DAYS 1-16, SCOPE profile, profile_resource,"
+            f" profile_channel or contact), not {text!r}{why}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herald", description="High-throughput SMS mailings.",
@@ -496,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", required=True, metavar="FILE")
     p.add_argument("--limit", type=_positive)
     p.add_argument("--name", help="the mailing's name")
+    p.add_argument("--policy", type=_policy, metavar="MAX/DAYS[/SCOPE]",
+                   help="this mailing's sending policy, e.g. 3/7 or 1/1/contact")
     p.add_argument("--json", action="store_true", help="print the mailing log as JSON")
     p.set_defaults(func=cmd_send)
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
+from engine.core.policy import Policy
 from engine.core.retry import RetryPolicy
 from engine.core.routing import HealthPolicy, Rule, VirtualSenderRouter
 from engine.drivers import Driver, DriverConfig
@@ -32,6 +33,7 @@ __all__ = [
     "Config",
     "EngineConfig",
     "GatewayConfig",
+    "Policy",
     "ResourceConfig",
     "RetryRules",
     "RouteTarget",
@@ -67,6 +69,8 @@ class EngineConfig(_Strict):
     dedupe_fp_rate: Annotated[float, Meta(gt=0, lt=0.5)] = 0.001
     #: Seconds that batches already handed to a gateway get to finish after Ctrl-C/SIGTERM.
     shutdown_grace: Annotated[float, Meta(ge=0)] = 10.0
+    #: The account's sending policy (None: no limit).
+    policy: Policy | None = None
 
 
 class GatewayConfig(msgspec.Struct, frozen=True):
@@ -147,6 +151,8 @@ class ResourceConfig(_Strict):
     channel: Literal["sms"] = "sms"
     databases: list[Name] = msgspec.field(default_factory=list)
     unsubscribe_url: str | None = None
+    #: This resource's sending policy (over the account's).
+    policy: Policy | None = None
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):

@@ -41,6 +41,8 @@ class MailingLog(msgspec.Struct, kw_only=True):
     suppressed: int
     invalid_phones: int
     too_long: int
+    #: Skipped: over the sending policy's limit.
+    policy: int
     sent: int
     delivered: int
     undelivered: int
@@ -95,6 +97,7 @@ def build_log(
         suppressed=skipped.get("suppressed", 0),
         invalid_phones=skipped.get("invalid_phone", 0),
         too_long=skipped.get("too_long", 0),
+        policy=skipped.get("policy", 0),
         sent=total("sent") + total("delivered") + total("undelivered"),
         delivered=total("delivered"),
         undelivered=total("undelivered"),
@@ -123,6 +126,7 @@ _LABELS: list[tuple[str, str]] = [
     ("suppressed", "Suppressed"),
     ("invalid_phones", "Invalid phones"),
     ("too_long", "Too long"),
+    ("policy", "Over the sending policy"),
     ("recipients", "Recipients"),
     ("sent", "Sent"),
     ("failed", "Failed"),

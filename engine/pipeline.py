@@ -121,9 +121,13 @@ class Pipeline:
             next_seq=run.next_seq,
             limit=mailing.limit,
             reserved=counts.get("reserved", 0),
+            # triggers are transactional: only their mailing's own policy holds them back
+            policy=mailing.policy if mailing.kind == "trigger"
+            else mailing.policy or resource.policy or eng.policy,
         )
         self._counts = {k: counts.get(k, 0) for k in (
-            "received", "found", "invalid", "suppressed", "duplicate", "too_long", "reserved")}
+            "received", "found", "invalid", "suppressed", "duplicate", "too_long", "policy",
+            "reserved")}
         self._busy = {"cursor": 0.0, "prepare": 0.0}
         self.cursor_ms: float | None = None
         self._stop_scope = anyio.CancelScope()
@@ -324,7 +328,14 @@ class Pipeline:
                 phones = [None if r[4] is None else normalise(r[4]) for r in rows]
                 valid = [p for p in phones if p is not None]
                 suppressed, _ = await store.lookup(run_id, valid, [])
-                result = prep.finish_triggers(rows, phones, suppressed, self.clock())
+                policy_counts = None
+                if prep.policy is not None:
+                    keys: list[int | str] = (list(valid) if prep.policy.key == "phone"
+                                             else [r[2] for r in rows])
+                    policy_counts = await store.policy_counts(
+                        prep.policy, self.resource_id, keys, time.time())
+                result = prep.finish_triggers(rows, phones, suppressed, self.clock(),
+                                              policy_counts)
                 batches = _group(result.messages, self.senders, batch_size)
                 await store.reserve(
                     run_id,
@@ -354,7 +365,11 @@ class Pipeline:
                 t0 = time.perf_counter()
                 plan = prep.screen(rows)
                 suppressed, seen = await store.lookup(run_id, plan.valid, plan.maybe_seen())
-                result = prep.finish(plan, suppressed, seen, self.clock())
+                policy_counts = None
+                if prep.policy is not None:
+                    policy_counts = await store.policy_counts(
+                        prep.policy, self.resource_id, prep.policy_keys(plan), time.time())
+                result = prep.finish(plan, suppressed, seen, self.clock(), policy_counts)
                 batches = _group(result.messages, self.senders, batch_size)
                 done = result.limit_reached
                 await store.reserve(

@@ -22,6 +22,7 @@ import anyio
 import msgspec
 
 from engine.config import Config, load_config
+from engine.core.policy import Policy
 from engine.core.sms import measure
 from engine.core.templates import compile_template
 from engine.drivers import Driver
@@ -82,10 +83,12 @@ class Herald:
         limit: int | None = None,
         name: str | None = None,
         document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
         progress: Progress | None = None,
         handle_signals: bool = False,
     ) -> MailingLog:
-        """Run a broadcast mailing now, to its end; return its mailing log."""
+        """Run a broadcast mailing now, to its end; return its mailing log. ``policy``
+        overrides the resource's and the account's sending policy for this mailing."""
         if (database is None) == (segment is None):
             raise InputError("give exactly one audience: a database or a segment")
         res = self.config.resources.get(resource)
@@ -113,6 +116,7 @@ class Herald:
             template=template,
             limit=limit,
             document=document,
+            policy=policy,
         )
         return await self.execute(mailing, run, template=compiled, progress=progress,
                                   handle_signals=handle_signals)

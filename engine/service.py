@@ -25,6 +25,7 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from engine.core.phones import PhoneNormaliser
+from engine.core.policy import Policy
 from engine.dispatch import SenderRuntime
 from engine.errors import InputError, StoreError
 from engine.mailing_log import MailingLog
@@ -58,6 +59,8 @@ class MailingSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limit: int | None = None
     #: The JSON document templates reach as ``{json.*}``.
     document: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: This mailing's sending policy (over its resource's and the account's).
+    policy: Policy | None = None
 
 
 class MailingStatus(msgspec.Struct, kw_only=True):
@@ -204,6 +207,7 @@ class MailingService:
         mailing = await herald.store.create_mailing(
             name=spec.name, kind=spec.kind, resource=spec.resource, source=source,
             template=spec.template, limit=spec.limit, document=spec.document,
+            policy=spec.policy,
         )
         if spec.kind == "trigger":
             run = await herald.store.start_run(mailing.id)

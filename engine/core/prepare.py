@@ -21,6 +21,7 @@ import msgspec
 
 from engine.core.dedupe import Dedupe, Screen
 from engine.core.phones import PhoneNormaliser
+from engine.core.policy import Policy, over_limit
 from engine.core.states import Skip
 
 __all__ = [
@@ -112,6 +113,7 @@ class Preparer:
         next_seq: int = 1,
         limit: int | None = None,
         reserved: int = 0,
+        policy: Policy | None = None,
     ) -> None:
         self.run_uid = run_uid
         self.normaliser = normaliser
@@ -125,6 +127,8 @@ class Preparer:
         self.limit = limit
         #: Messages reserved so far in this run (counts against ``limit``).
         self.reserved = reserved
+        #: The sending policy in force for this mailing, if any.
+        self.policy = policy
         self._needs_lead = "lead" in template.roots
         self._needs_sub = "subscription" in template.roots
         self._resource_id = self.context.get("resource", {}).get("id")
@@ -151,8 +155,18 @@ class Preparer:
             phones.append(e164)
         return Plan(rows, subscribed, phones, valid, valid_at, self.dedupe.screen(valid))
 
+    def policy_keys(self, plan: Plan) -> list[int | str]:
+        """What the chunk's policy counts are looked up by (profile ids or phones)."""
+        if self.policy is None:
+            return []
+        if self.policy.key == "phone":
+            return list(dict.fromkeys(plan.valid))
+        return [plan.rows[i][0] for k, i in enumerate(plan.subscribed)
+                if plan.phones[k] is not None]
+
     def finish(
-        self, plan: Plan, suppressed: Set[str], seen: Set[str], now: float
+        self, plan: Plan, suppressed: Set[str], seen: Set[str], now: float,
+        policy_counts: Mapping[int | str, int] | None = None,
     ) -> PreparedBatch:
         dup_valid = self.dedupe.confirm(plan.valid, plan.screen, seen)
         dup = [False] * len(plan.subscribed)
@@ -163,8 +177,12 @@ class Preparer:
         phones = plan.phones
         messages: list[Message] = []
         skipped: list[Skipped] = []
-        counts = dict.fromkeys(("invalid", "suppressed", "duplicate", "too_long"), 0)
+        counts = dict.fromkeys(("invalid", "suppressed", "duplicate", "too_long", "policy"), 0)
         seq = self.next_seq
+        policy = self.policy if policy_counts is not None else None
+        limited = policy.max_messages if policy is not None else 0
+        by_phone = policy is not None and policy.key == "phone"
+        policy_counts = policy_counts or {}
         uid = self.run_uid
         limit = self.limit if self.limit is not None else -1
         reserved = self.reserved
@@ -189,6 +207,9 @@ class Preparer:
             elif dup[k]:
                 skipped.append(Skipped(seq, profile_id, e164, Skip.DUPLICATE))
                 counts["duplicate"] += 1
+            elif limited and policy_counts.get(e164 if by_phone else profile_id, 0) >= limited:
+                skipped.append(Skipped(seq, profile_id, e164, Skip.POLICY))
+                counts["policy"] += 1
             else:
                 sender = route(e164, now)
                 text, segments, encoding = render(row)
@@ -258,6 +279,7 @@ class Preparer:
     def finish_triggers(
         self, rows: Sequence[tuple[Any, ...]], phones: Sequence[str | None],
         suppressed: Set[str], now: float,
+        policy_counts: Mapping[int | str, int] | None = None,
     ) -> PreparedBatch:
         """Settle queued triggers (``Store.trigger_chunk`` rows, their E.164 phones from
         ``normalise``). Each already has its seq (its message id was answered at once), so
@@ -265,8 +287,10 @@ class Preparer:
         messages: list[Message] = []
         skipped: list[Skipped] = []
         counts = dict.fromkeys(("received", "found", "invalid", "suppressed", "too_long",
-                                "not_subscribed"), 0)
+                                "not_subscribed", "policy"), 0)
         uid, route, caps = self.run_uid, self.route, self.max_segments
+        policy = self.policy if policy_counts is not None else None
+        policy_counts = dict(policy_counts or {})
         for (_, seq, profile_id, fields, phone, sub_fields, content), e164 in zip(
             rows, phones, strict=True
         ):
@@ -282,7 +306,15 @@ class Preparer:
             elif e164 in suppressed:
                 skipped.append(Skipped(seq, profile_id, e164, Skip.SUPPRESSED))
                 counts["suppressed"] += 1
+            elif policy is not None and over_limit(
+                policy, policy_counts, e164 if policy.key == "phone" else profile_id
+            ):
+                skipped.append(Skipped(seq, profile_id, e164, Skip.POLICY))
+                counts["policy"] += 1
             else:
+                if policy is not None:  # several triggers in one chunk count against it too
+                    key = e164 if policy.key == "phone" else profile_id
+                    policy_counts[key] = policy_counts.get(key, 0) + 1
                 sender = route(e164, now)
                 text, segments, encoding = self.render(
                     AudienceRow(profile_id, fields, phone, sub_fields),

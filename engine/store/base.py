@@ -12,6 +12,7 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, NamedTuple
 
+from engine.core.policy import Policy
 from engine.core.prepare import AudienceRow, Message, Skipped
 from engine.core.states import Outcome
 from engine.drivers import Receipt
@@ -154,6 +155,7 @@ class Store(abc.ABC):
         template: str,
         limit: int | None,
         document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
     ) -> tuple[Mailing, Run]:
         """Create a broadcast mailing and its run, marked running by this process."""
 
@@ -240,6 +242,14 @@ class Store(abc.ABC):
         whose message is not recorded yet and apply them when it is."""
 
     @abc.abstractmethod
+    async def policy_counts(
+        self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float
+    ) -> dict[int | str, int]:
+        """Messages counted under ``policy`` in its window ending today, per profile id
+        (or per E.164 phone for ``contact`` scope); keys with none are left out. Sent
+        messages are counted when they are recorded."""
+
+    @abc.abstractmethod
     async def journal(self, run_id: int) -> list[JournalBatch]:
         """The run's reserved batches whose fate is not recorded, oldest first."""
 
@@ -264,6 +274,7 @@ class Store(abc.ABC):
         template: str,
         limit: int | None,
         document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
     ) -> Mailing:
         """A mailing with no run yet."""
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from engine.core.policy import Policy
+
 __all__ = ["AudienceSource", "Mailing", "Run", "RunStatus", "run_is_live"]
 
 RunStatus = Literal["running", "finished", "interrupted", "failed", "cancelled"]
@@ -31,6 +33,8 @@ class Mailing(msgspec.Struct, frozen=True, kw_only=True):
     limit: int | None = None
     document: dict[str, Any] = msgspec.field(default_factory=dict)
     created_at: float
+    #: This mailing's own sending policy (over its resource's and the account's).
+    policy: Policy | None = None
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):

@@ -179,4 +179,21 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX suppression_attachment_once
         ON suppression_attachments(list_id, coalesce(database_id, 0), coalesce(mailing_id, 0));
     """,
+    # 5: sending policies: messages per profile / phone per UTC day; a mailing's policy.
+    """
+    ALTER TABLE mailings ADD COLUMN policy BLOB;
+    CREATE TABLE history_profile (
+        profile_id INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        resource_id INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (profile_id, day, resource_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE history_contact (
+        phone INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (phone, day)
+    ) WITHOUT ROWID;
+    """,
 ]

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from engine.core.policy import Policy, first_day, utc_day
 from engine.core.prepare import AudienceRow, Message, Skipped
 from engine.core.states import Outcome, State, can_move
 from engine.drivers import Receipt
@@ -56,7 +57,7 @@ _RUN_COLUMNS = (
     "r.id, r.uid, r.mailing_id, r.status, r.started_at, r.finished_at, r.checkpoint,"
     " r.next_seq, r.audience_done, r.counts, r.timings, r.pid, r.host, r.error,"
     " m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
-    " m.template, m.limit_n, m.document, m.created_at"
+    " m.template, m.limit_n, m.document, m.created_at, m.policy"
 )
 
 
@@ -70,8 +71,9 @@ _PICK_SUBSCRIPTION = (
 
 _MAILING_COLUMNS = (
     "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
-    " m.template, m.limit_n, m.document, m.created_at"
+    " m.template, m.limit_n, m.document, m.created_at, m.policy"
 )
+_decode_policy = msgspec.json.Decoder(Policy).decode
 
 
 def _mailing_from_row(row: Sequence[Any]) -> Mailing:
@@ -79,6 +81,7 @@ def _mailing_from_row(row: Sequence[Any]) -> Mailing:
         id=row[0], name=row[1], kind=row[2], resource=row[3],
         source=AudienceSource(row[4], row[5], row[6]), template=row[7], limit=row[8],
         document=_decode_dict(row[9]), created_at=row[10],
+        policy=_decode_policy(row[11]) if row[11] else None,
     )
 
 
@@ -102,6 +105,7 @@ class SQLiteStore(Store):
         self._scratch: sqlite3.Connection | None = None
         self._seen_tables: set[int] = set()
         self._run_lists: dict[int, list[int]] = {}
+        self._run_resource: dict[int, int] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> SQLiteStore:
@@ -426,10 +430,11 @@ class SQLiteStore(Store):
         template: str,
         limit: int | None,
         document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
     ) -> tuple[Mailing, Run]:
         mailing = await self.create_mailing(
             name=name, kind="broadcast", resource=resource, source=source, template=template,
-            limit=limit, document=document,
+            limit=limit, document=document, policy=policy,
         )
         run = await self.start_run(mailing.id)
         return mailing, run
@@ -444,14 +449,16 @@ class SQLiteStore(Store):
         template: str,
         limit: int | None,
         document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
     ) -> Mailing:
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO mailings (name, kind, resource, source_kind, database_id,"
-                " segment_id, template, limit_n, document, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " segment_id, template, limit_n, document, created_at, policy)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, kind, resource, source.kind, source.database_id, source.segment_id,
-                 template, limit, _json.encode(document or {}).decode(), time.time()),
+                 template, limit, _json.encode(document or {}).decode(), time.time(),
+                 _json.encode(policy) if policy else None),
             )
             mailing_id = int(cur.lastrowid or 0)
         return await self.get_mailing(mailing_id)
@@ -811,6 +818,7 @@ class SQLiteStore(Store):
                 c.executemany(
                     f"{head}'sent', NULL, {sender_sql}, ?, ?, ?, NULL, ?, {now_sql})", sent
                 )
+                self._count_sent(c, run_id, [(r[1], r[2]) for r in sent])
             if other:
                 c.executemany(f"{head}?, ?, {sender_sql}, ?, ?, ?, ?, ?, {now_sql})", other)
             c.execute("DELETE FROM journal WHERE run_id = ? AND batch = ?", (run_id, batch))
@@ -865,6 +873,53 @@ class SQLiteStore(Store):
                 (status, error, at or received, provider_id),
             )
             c.execute("DELETE FROM receipts_pending WHERE provider_id = ?", (provider_id,))
+
+    def _count_sent(
+        self, c: sqlite3.Connection, run_id: int, sent: Sequence[tuple[int, str]]
+    ) -> None:
+        """Count (profile id, phone) messages in today's history, for sending policies."""
+        resource_id = self._run_resource.get(run_id)
+        if resource_id is None:
+            (name,) = c.execute(
+                "SELECT m.resource FROM runs r JOIN mailings m ON m.id = r.mailing_id"
+                " WHERE r.id = ?", (run_id,)).fetchone()
+            resource_id = self._run_resource[run_id] = self.resource_id_sync(name)
+        day = utc_day(time.time())
+        c.executemany(
+            f"INSERT INTO history_profile (profile_id, day, resource_id, n)"
+            f" VALUES (?, {day}, {int(resource_id)}, 1)"
+            " ON CONFLICT DO UPDATE SET n = n + 1",
+            [(p,) for p, _ in sent],
+        )
+        c.executemany(
+            f"INSERT INTO history_contact (phone, day, n) VALUES (?, {day}, 1)"
+            " ON CONFLICT DO UPDATE SET n = n + 1",
+            [(int(phone[1:]),) for _, phone in sent],
+        )
+
+    async def policy_counts(
+        self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float
+    ) -> dict[int | str, int]:
+        """Messages counted under ``policy`` in its window ending today, per profile id
+        (or per E.164 phone for ``contact`` scope), for the keys that have any."""
+        day = first_day(policy, now)
+        if policy.key == "phone":
+            rows = self.conn.execute(
+                "SELECT phone, sum(n) FROM history_contact WHERE day >= ? AND phone IN"
+                " (SELECT value FROM json_each(?)) GROUP BY phone",
+                (day, _json.encode([int(str(k)[1:]) for k in keys])),
+            )
+            return {f"+{p}": int(n) for p, n in rows}
+        resource = " AND resource_id = ?" if policy.scope == "profile_resource" else ""
+        args: tuple[Any, ...] = (day, _json.encode(list(keys)))
+        if resource:
+            args += (resource_id,)
+        rows = self.conn.execute(
+            "SELECT profile_id, sum(n) FROM history_profile WHERE day >= ? AND profile_id IN"
+            f" (SELECT value FROM json_each(?)){resource} GROUP BY profile_id",
+            args,
+        )
+        return {int(p): int(n) for p, n in rows}
 
     async def journal(self, run_id: int) -> list[JournalBatch]:
         rows = self.conn.execute(
