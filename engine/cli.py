@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from engine.api.cli import add_api_parsers
 from engine.config import load_config
 from engine.errors import ConfigError, HeraldError, InputError, TemplateError
 from engine.mailing_log import MailingLog, format_log
@@ -533,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(func=cmd_template_render)
 
     add_simulate_parser(sub)
+    add_api_parsers(sub)
 
     p = sub.add_parser("resume", help="finish an interrupted run")
     p.add_argument("run_id", type=int)

@@ -74,10 +74,15 @@ class EngineConfig(_Strict):
 
 
 class GatewayConfig(msgspec.Struct, frozen=True):
-    """``[gateways.NAME]``: a driver name and that driver's own validated options."""
+    """``[gateways.NAME]``: a driver name and that driver's own validated options.
+
+    ``receipt_secret``: the shared secret its delivery-receipt callbacks carry (header
+    ``X-Herald-Secret`` or ``?secret=``) on ``POST /api/v1/dlr/NAME``.
+    """
 
     driver: str
     options: DriverConfig
+    receipt_secret: str | None = None
 
 
 class RetryRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -266,6 +271,10 @@ def parse_config(
     def gateway(value: dict[str, Any], where: str) -> GatewayConfig | None:
         options = dict(value)
         name = options.pop("driver", None)
+        secret = options.pop("receipt_secret", None)
+        if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
+            d.fail(f"{where}.receipt_secret", "expected a string of at least 16 characters")
+            secret = None
         if not isinstance(name, str):
             d.fail(f"{where}.driver", "required key is missing: the driver's name, e.g. 'file'")
             return None
@@ -275,7 +284,7 @@ def parse_config(
             d.fail(f"{where}.driver", f"unknown driver {name!r} (installed: {known})")
             return None
         decoded = d.convert(options, driver.Config, where)
-        return None if decoded is None else GatewayConfig(name, decoded)
+        return None if decoded is None else GatewayConfig(name, decoded, secret)
 
     gateways = d.named(raw, "gateways", gateway)
     senders = d.named(raw, "senders", lambda v, p: d.convert(v, SenderConfig, p))

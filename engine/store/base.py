@@ -246,8 +246,8 @@ class Store(abc.ABC):
         self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float
     ) -> dict[int | str, int]:
         """Messages counted under ``policy`` in its window ending today, per profile id
-        (or per E.164 phone for ``contact`` scope); keys with none are left out. Sent
-        messages are counted when they are recorded."""
+        (or per E.164 phone for ``contact`` scope); keys with none are left out. Messages
+        count from the moment they are reserved."""
 
     @abc.abstractmethod
     async def journal(self, run_id: int) -> list[JournalBatch]:

@@ -756,6 +756,9 @@ class SQLiteStore(Store):
             self._add_seen(scratch, table, [m.phone for _, _, msgs in batches for m in msgs])
         with self._tx() as c:
             if batches:
+                self._count_sent(
+                    c, run_id, [(m.profile_id, m.phone) for _, _, msgs in batches for m in msgs]
+                )
                 c.executemany(
                     "INSERT INTO journal (run_id, batch, sender, messages) VALUES (?, ?, ?, ?)",
                     [
@@ -818,7 +821,6 @@ class SQLiteStore(Store):
                 c.executemany(
                     f"{head}'sent', NULL, {sender_sql}, ?, ?, ?, NULL, ?, {now_sql})", sent
                 )
-                self._count_sent(c, run_id, [(r[1], r[2]) for r in sent])
             if other:
                 c.executemany(f"{head}?, ?, {sender_sql}, ?, ?, ?, ?, ?, {now_sql})", other)
             c.execute("DELETE FROM journal WHERE run_id = ? AND batch = ?", (run_id, batch))
@@ -877,7 +879,11 @@ class SQLiteStore(Store):
     def _count_sent(
         self, c: sqlite3.Connection, run_id: int, sent: Sequence[tuple[int, str]]
     ) -> None:
-        """Count (profile id, phone) messages in today's history, for sending policies."""
+        """Count (profile id, phone) messages in today's history, for sending policies.
+
+        Counted when reserved, in the transaction that reserves them, so that a message
+        still at its gateway counts too: a policy never lets one through twice. A message
+        that then fails still counts (erring on the side of sending less)."""
         resource_id = self._run_resource.get(run_id)
         if resource_id is None:
             (name,) = c.execute(

@@ -1,0 +1,42 @@
+"""Herald's HTTP API (``herald serve``): Litestar on Hypercorn, msgspec bodies, OpenAPI.
+
+Routes (JSON in and out; the roles are ``viewer`` < ``sender`` < ``admin``)::
+
+    GET  /healthz                                   no token
+    GET  /openapi.json                              viewer
+    GET  /metrics                                   viewer   Prometheus text
+    POST /api/v1/profiles/import                    sender
+    GET  /api/v1/resources                          viewer
+    GET  /api/v1/resources/{name}/subscriptions     viewer   ?profile_id= or ?phone=
+    POST /api/v1/resources/{name}/subscribe         sender
+    POST /api/v1/resources/{name}/unsubscribe       sender
+    POST /api/v1/mailings                           sender   create (broadcast or trigger)
+    GET  /api/v1/mailings                           viewer
+    GET  /api/v1/mailings/{id}                      viewer   status with live progress
+    POST /api/v1/mailings/{id}/start|pause|resume|cancel   sender
+    GET  /api/v1/mailings/{id}/log                  viewer   the latest run's mailing log
+    POST /api/v1/mailings/{id}/trigger              sender   one message, its id at once
+    POST /api/v1/mailings/{id}/trigger/batch        sender
+    POST /api/v1/dlr/{gateway}                      the gateway's shared secret
+
+``/healthz`` and ``/metrics`` are also under ``/api/v1``. Tokens come from ``herald token
+create --role R``; errors are described in ``engine.api.errors``.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from engine.api.tokens import Token, TokenStore
+
+if TYPE_CHECKING:
+    from engine.api.app import create_app
+
+__all__ = ["Token", "TokenStore", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Litestar takes 0.2 s to import: only `herald serve` and embedders should pay it.
+    if name == "create_app":
+        from engine.api.app import create_app
+
+        return create_app
+    raise AttributeError(name)

@@ -1,0 +1,98 @@
+"""The ASGI app: Litestar routes over a ``Herald`` workspace and its ``MailingService``.
+
+``create_app(herald)`` starts the mailing service in the app's lifespan (what ``herald
+serve`` does); ``create_app(herald, service)`` uses a running one (tests, embedding). The
+app runs on any ASGI server, on asyncio (with uvloop) or trio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import msgspec
+from litestar import Litestar, Router, get
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, Reference, SecurityScheme
+
+from engine import __version__
+from engine.api import mailings, metrics, profiles, receipts, resources, triggers
+from engine.api.auth import require
+from engine.api.errors import exception_handlers
+from engine.api.state import ApiState
+from engine.api.tokens import TokenStore
+from engine.runner import Herald
+from engine.service import MailingService
+from engine.store.sqlite import SQLiteStore
+
+__all__ = ["MAX_BODY", "create_app"]
+
+#: Bytes a request body may have (a profile import of 10 MB); larger ones get a 413.
+MAX_BODY = 10_000_000
+
+
+class Health(msgspec.Struct):
+    status: str
+    mailings_running: int
+
+
+@get(["/healthz", "/api/v1/healthz"], tags=["service"], summary="Liveness")
+async def healthz(state: State) -> Health:
+    """Answers 200 while the process serves; needs no token."""
+    api: ApiState = state.api
+    running = api.service.statistics().running if api.service is not None else 0
+    return Health("ok", running)
+
+
+def _service_lifespan(api: ApiState) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async with MailingService.running(api.herald) as service:
+            api.service = service
+            try:
+                yield
+            finally:
+                api.service = None
+
+    return lifespan
+
+
+def create_app(herald: Herald, service: MailingService | None = None, *,
+               token_ttl: float = 30.0) -> Litestar:
+    """The HTTP API of ``herald``; see the package docstring for the routes."""
+    if not isinstance(herald.store, SQLiteStore):
+        raise TypeError("the HTTP API keeps its tokens in Herald's SQLite store")
+    state = ApiState(herald, TokenStore(herald.store.conn, ttl=token_ttl), service)
+    api = Router("/api/v1", route_handlers=[
+        *profiles.ROUTES, *resources.ROUTES, *mailings.ROUTES, *triggers.ROUTES,
+        *receipts.ROUTES,
+    ])
+    schemes: dict[str, SecurityScheme | Reference] = {
+        "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="hrld_..."),
+        "receiptSecretHeader": SecurityScheme(type="apiKey", name="X-Herald-Secret",
+                                              security_scheme_in="header"),
+        "receiptSecretQuery": SecurityScheme(type="apiKey", name="secret",
+                                             security_scheme_in="query"),
+    }
+    openapi = OpenAPIConfig(
+        title="Herald", version=__version__,
+        description="SMS mailings: profiles, subscriptions, mailings, triggers, receipts.",
+        components=Components(security_schemes=schemes),
+        # Served at /openapi.json itself: a router at "/" would answer unknown paths.
+        render_plugins=[JsonRenderPlugin(path="/")],
+        openapi_router=Router("/openapi.json", guards=[require("viewer")], route_handlers=[],
+                              include_in_schema=False),
+        use_handler_docstrings=True,
+    )
+    return Litestar(
+        route_handlers=[api, healthz, *metrics.ROUTES],
+        exception_handlers=exception_handlers(),
+        openapi_config=openapi,
+        request_max_body_size=MAX_BODY,
+        state=State({"api": state}),
+        lifespan=[] if service is not None else [_service_lifespan(state)],
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,165 @@
+"""``POST /api/v1/profiles/import``: add or update profiles, each checked on its own.
+
+A profile is a flat JSON object, like a row of a CSV import: ``phone``, ``email`` and ``id``
+are matching keys (``phone`` also subscribes the profile to ``resource``), ``_fname``,
+``_city``, ... standard fields, anything else a custom field; a null value is no value (an
+update never erases one). A bad profile is reported as ``{"index", "field", "error"}`` and
+the others still land, a thousand per transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import anyio.lowlevel
+import msgspec
+from litestar import post
+from litestar.params import JSONBody
+from msgspec import Meta
+
+from engine.api.auth import guarded
+from engine.api.errors import ApiError
+from engine.api.state import MAX_ID, Req, api_state
+from engine.errors import NotFound
+from engine.store.base import ImportRecord
+
+__all__ = ["ROUTES", "ImportAnswer", "ImportBody", "ItemError"]
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_MODES = {"add": "add", "update": "update", "upsert": "add+update"}
+#: Profiles written per transaction; other requests are served between chunks.
+CHUNK = 1000
+
+
+class ImportBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Profiles to import into ``database`` (created unless ``mode`` is ``update``)."""
+
+    database: Name
+    #: The key that finds a profile's existing record.
+    matching: Literal["phone", "email", "id"]
+    profiles: list[dict[str, Any]]
+    #: Subscribe each profile's phone to this resource.
+    resource: Name | None = None
+    #: ``add``: profiles that match are skipped; ``update``: profiles that match nothing
+    #: are rejected; ``upsert``: both.
+    mode: Literal["add", "update", "upsert"] = "upsert"
+
+
+class ItemError(msgspec.Struct):
+    """A profile that was not imported: its index in ``profiles``, the field, why."""
+
+    index: int
+    field: str
+    error: str
+
+
+class ImportAnswer(msgspec.Struct):
+    """Every profile is added, updated, skipped (it matched, in ``add`` mode) or rejected."""
+
+    added: int
+    updated: int
+    skipped: int
+    rejected: int
+    errors: list[ItemError]
+
+
+class _Bad(Exception):
+    def __init__(self, field: str, error: str) -> None:
+        self.field = field
+        self.error = error
+
+
+def profile_record(
+    item: dict[str, Any], matching: str, normalise: Callable[[str], str | None]
+) -> ImportRecord:
+    """The record a profile object stands for; ``_Bad`` names the faulty field."""
+    fields: dict[str, Any] = {}
+    phone = email = None
+    pid: int | None = None
+    for name, value in item.items():
+        if value is None:
+            continue
+        if name == "phone":
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str):
+                raise _Bad(name, "expected a string")
+            phone = normalise(value.strip()) if value.strip() else None
+            if phone is None:
+                raise _Bad(name, f"not a phone number: {value!r}")
+            fields["phones"] = [phone]
+        elif name == "email":
+            if not isinstance(value, str) or not _EMAIL.match(value.strip()):
+                raise _Bad(name, f"not an email address: {value!r}")
+            email = value.strip().lower()
+            fields["email"] = email
+        elif name == "id":
+            if isinstance(value, str) and value.isascii() and value.isdigit() \
+                    and len(value) < 20:
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    not 0 < value <= MAX_ID:
+                raise _Bad(name, f"expected a positive integer id, not {value!r}")
+            pid = value
+        elif not name or not name.isprintable() or len(name) > 200:
+            raise _Bad(name, "a field name is 1 to 200 printable characters")
+        else:
+            fields[name] = value
+    key = {"phone": phone, "email": email, "id": pid}[matching]
+    if key is None:
+        raise _Bad(matching, f"missing: profiles are matched by {matching}")
+    return ImportRecord(key, phone, email, fields)
+
+
+@post("/profiles/import", **guarded("sender", 400, 404, 413), status_code=200,
+      summary="Import profiles", tags=["profiles"])
+async def import_profiles(request: Req, data: JSONBody[ImportBody]) -> ImportAnswer:
+    """Add, update or upsert profiles; answers counts and each rejected profile."""
+    state = api_state(request)
+    store = state.herald.store
+    if data.resource is not None and data.resource not in state.herald.config.resources:
+        raise ApiError(400, f"no resource {data.resource!r} in the config", "resource")
+    try:
+        database_id = await store.database_id(data.database, create=data.mode != "update")
+    except NotFound as err:
+        raise ApiError(404, str(err), "database") from None
+    resource_id = await store.resource_id(data.resource) if data.resource else None
+    normalise = state.normaliser.normalise
+    answer = ImportAnswer(0, 0, 0, 0, [])
+    records: list[ImportRecord] = []
+    indexes: list[int] = []
+
+    async def flush() -> None:
+        result = await store.import_profiles(
+            database_id, records, matching=data.matching, resource_id=resource_id,
+            mode=_MODES[data.mode],
+        )
+        answer.added += result.added
+        answer.updated += result.updated
+        answer.skipped += result.skipped
+        for i, reason in result.rejected:
+            answer.errors.append(ItemError(indexes[i], data.matching, reason))
+        records.clear()
+        indexes.clear()
+        await anyio.lowlevel.checkpoint()
+
+    for index, item in enumerate(data.profiles):
+        try:
+            records.append(profile_record(item, data.matching, normalise))
+        except _Bad as bad:
+            answer.errors.append(ItemError(index, bad.field, bad.error))
+            continue
+        indexes.append(index)
+        if len(records) >= CHUNK:
+            await flush()
+    if records:
+        await flush()
+    answer.errors.sort(key=lambda e: e.index)
+    answer.rejected = len(answer.errors)
+    return answer
+
+
+ROUTES = [import_profiles]

@@ -1,0 +1,97 @@
+"""``POST /api/v1/dlr/{gateway}``: a gateway's delivery-receipt callback.
+
+Gateways do not hold bearer tokens; each one is authenticated by a shared secret instead.
+The secret of gateway ``NAME`` is the environment variable ``HERALD_DLR_SECRET_<NAME>``
+(upper-cased, anything but letters and digits as ``_``), else the gateway's config key
+``receipt_secret`` when the config has one. The gateway presents it as the header
+``X-Herald-Secret``, or as ``?secret=`` in the callback URL for gateways that cannot set
+headers. A gateway with no secret takes no receipts (403). The gateway's driver parses the
+body; a body it cannot parse is a 400 naming ``body``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+from typing import Annotated
+
+import msgspec
+from litestar import post
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+
+from engine.api.errors import ApiError, error_responses, field_of
+from engine.api.state import Req, api_state
+from engine.config import Config
+from engine.errors import InputError
+
+__all__ = ["ROUTES", "ReceiptAnswer", "receipt_secret", "secret_variable"]
+
+
+class ReceiptAnswer(msgspec.Struct):
+    #: Receipts applied to their recipient.
+    matched: int
+    #: Receipts whose message is not recorded yet: kept, applied when it is.
+    pending: int
+    #: Receipts that could not move their recipient (already in a final state).
+    ignored: int
+
+
+def secret_variable(gateway: str) -> str:
+    """The environment variable holding ``gateway``'s receipt secret."""
+    return "HERALD_DLR_SECRET_" + re.sub(r"[^A-Z0-9]", "_", gateway.upper())
+
+
+def receipt_secret(config: Config, gateway: str) -> str | None:
+    """``gateway``'s receipt secret, or None when it has none."""
+    secret = os.environ.get(secret_variable(gateway))
+    if secret:
+        return secret
+    gw = config.gateways.get(gateway)
+    configured = getattr(gw, "receipt_secret", None)
+    return configured if isinstance(configured, str) and configured else None
+
+
+@post("/dlr/{gateway:str}", responses=error_responses(400, 401, 403, 404, 413),
+      status_code=200, tags=["receipts"],
+      summary="Delivery receipts of a gateway",
+      security=[{"receiptSecretHeader": []}, {"receiptSecretQuery": []}])
+async def receive_receipts(
+    request: Req,
+    gateway: FromPath[str],
+    header_secret: Annotated[
+        str | None, HeaderParameter(name="X-Herald-Secret", required=False, max_length=1000)
+    ] = None,
+    query_secret: Annotated[
+        str | None, QueryParameter(name="secret", required=False, max_length=1000)
+    ] = None,
+) -> ReceiptAnswer:
+    """Apply a gateway's receipts; the body is in the gateway's own format."""
+    herald = api_state(request).herald
+    gw = herald.config.gateways.get(gateway)
+    if gw is None:
+        raise ApiError(404, f"no gateway named {gateway!r} in the config", "gateway")
+    expected = receipt_secret(herald.config, gateway)
+    if expected is None:
+        raise ApiError(403, f"gateway {gateway!r} takes no receipts: give it a secret"
+                       f" ({secret_variable(gateway)})", "gateway")
+    given = header_secret or query_secret
+    if not given:
+        raise ApiError(401, "receipts need the gateway's secret (X-Herald-Secret header"
+                       " or ?secret=)")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "wrong secret for this gateway")
+    if not herald.plugins.drivers[gw.driver].capabilities.supports_dlr:
+        raise ApiError(400, f"gateway {gateway!r} (driver {gw.driver}) has no receipts",
+                       "gateway")
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        report = await herald.receipts(gateway, body, headers)
+    except InputError as err:
+        field, message = field_of(str(err))
+        raise ApiError(400, message, field or "body") from None
+    return ReceiptAnswer(report.matched, report.pending, report.ignored)
+
+
+ROUTES = [receive_receipts]

@@ -1,0 +1,81 @@
+"""``herald serve``: the API on Hypercorn, on asyncio (with uvloop) or trio, until SIGINT or
+SIGTERM; then connections finish, the mailing service stops its runs gracefully (what is
+left stays in the journal) and the workspace closes."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+
+import anyio
+import sniffio
+from hypercorn.config import Config as HypercornConfig
+
+from engine.api.app import create_app
+from engine.errors import InputError
+from engine.runner import Herald
+
+__all__ = ["bind_address", "listen", "serve"]
+
+
+def bind_address(host: str, port: int) -> str:
+    """Hypercorn's ``host:port`` (an IPv6 host in brackets)."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+async def _until_signal() -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+def listen(host: str, port: int) -> tuple[int, int]:
+    """A bound TCP socket's file descriptor (for Hypercorn's ``fd://``) and its port.
+
+    Bound here, before the app starts, so that a port already taken is an OSError at once
+    rather than after the lifespan started the mailing service; port 0 picks a free one.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host.strip("[]"), port))
+        bound = int(sock.getsockname()[1])
+    except BaseException:
+        sock.close()
+        raise
+    return sock.detach(), bound
+
+
+async def serve(herald: Herald, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve ``herald``'s API on ``host:port`` until SIGINT or SIGTERM; InputError if the
+    address cannot be listened on."""
+    try:
+        fd, port = listen(host, port)
+    except OSError as err:
+        raise InputError(f"cannot listen on {bind_address(host, port)}:"
+                         f" {err.strerror or err}") from None
+    config = HypercornConfig()
+    config.bind = [f"fd://{fd}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = max(herald.config.engine.shutdown_grace, 1.0)
+    # Load tests and API clients hold connections open: reconnecting every 1000 requests
+    # (Hypercorn's default) and a backlog of 100 cost throughput under load.
+    config.keep_alive_max_requests = 100_000
+    config.backlog = 1024
+    config.include_server_header = False
+    app = create_app(herald)
+    library = sniffio.current_async_library()
+    print(f"herald: serving http://{bind_address(host, port)} on {library}", file=sys.stderr,
+          flush=True)
+    if library == "trio":
+        from hypercorn.trio import serve as trio_serve
+
+        await trio_serve(app, config, shutdown_trigger=_until_signal, mode="asgi")  # type: ignore[arg-type]
+    else:
+        from hypercorn.asyncio import serve as asyncio_serve
+
+        await asyncio_serve(app, config, shutdown_trigger=_until_signal, mode="asgi")  # type: ignore[arg-type]

@@ -1,0 +1,56 @@
+"""What the routes share: the workspace, the mailing service, tokens, a phone normaliser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+
+from engine.api.errors import ApiError
+from engine.api.tokens import TokenStore
+from engine.core.phones import PhoneNormaliser
+from engine.runner import Herald
+from engine.service import MailingService
+from engine.store.sqlite import SQLiteStore
+
+__all__ = ["MAX_ID", "ApiState", "Req", "api_state", "service_of"]
+
+#: A request, as route handlers take it.
+Req = Request[Any, Any, Any]
+
+#: Every id in a path or body is a SQLite integer.
+MAX_ID = 2**63 - 1
+
+
+@dataclass
+class ApiState:
+    herald: Herald
+    tokens: TokenStore
+    #: Set for the app's lifetime (by the lifespan when ``create_app`` was given none).
+    service: MailingService | None = None
+    normaliser: PhoneNormaliser = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.normaliser = PhoneNormaliser(self.herald.config.engine.default_region)
+
+    @property
+    def store(self) -> SQLiteStore:
+        """The SQLite store (the only one Herald opens); the API reads it directly here
+        and there until the ``Store`` interface grows the methods."""
+        store = self.herald.store
+        assert isinstance(store, SQLiteStore)
+        return store
+
+
+def api_state(connection: ASGIConnection[Any, Any, Any, Any]) -> ApiState:
+    state: ApiState = connection.app.state.api
+    return state
+
+
+def service_of(connection: ASGIConnection[Any, Any, Any, Any]) -> MailingService:
+    service = api_state(connection).service
+    if service is None:
+        raise ApiError(503, "the mailing service is not running")
+    return service

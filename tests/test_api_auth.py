@@ -1,0 +1,192 @@
+"""Bearer tokens and roles: every route but /healthz and receipts needs a token (none: 401),
+a viewer reads, a sender also writes, an admin does everything; tokens are stored as
+hashes; ``herald token create|list|revoke``."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.api import TokenStore, create_app
+from engine.api.cli import add_api_parsers
+from engine.api.tokens import PREFIX, allows
+from engine.runner import Herald
+from engine.service import MailingService
+from engine.testing import FakeGateway, write_config
+
+pytestmark = pytest.mark.anyio
+
+#: Routes a gateway or a load balancer calls without a token.
+OPEN = {"/healthz", "/api/v1/healthz", "/api/v1/dlr/{gateway}"}
+PATH_VALUES = {"{mailing_id}": "1", "{name}": "news", "{gateway}": "gw"}
+
+
+@pytest.fixture
+async def herald(open_herald: Callable[..., Any]) -> AsyncIterator[Herald]:
+    async with await open_herald(FakeGateway(), default_region="RU") as herald:
+        yield herald
+
+
+@pytest.fixture
+async def client(herald: Herald) -> AsyncIterator[httpx.AsyncClient]:
+    async with MailingService.running(herald) as service:
+        transport = httpx.ASGITransport(create_app(herald, service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald") as client:
+            yield client
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def routes(client: httpx.AsyncClient, secret: str) -> list[tuple[str, str]]:
+    """(method, url) of every route in the OpenAPI document, path parameters filled in."""
+    doc = (await client.get("/openapi.json", headers=bearer(secret))).json()
+    out = []
+    for path, item in doc["paths"].items():
+        url = path
+        for name, value in PATH_VALUES.items():
+            url = url.replace(name, value)
+        out += [(method.upper(), url) for method in item if path not in OPEN]
+    return out
+
+
+async def test_every_route_needs_a_token(herald: Herald, client: httpx.AsyncClient) -> None:
+    _, admin = TokenStore(herald.store.conn).create("admin")  # type: ignore[attr-defined]
+    found = await routes(client, admin)
+    assert len(found) >= 15
+    for method, url in [*found, ("GET", "/openapi.json")]:
+        r = await client.request(method, url)
+        assert r.status_code == 401, (method, url)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert "error" in r.json()
+        r = await client.request(method, url, headers=bearer(PREFIX + "x" * 43))
+        assert r.status_code == 401, (method, url)
+    assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_roles(herald: Herald, client: httpx.AsyncClient) -> None:
+    tokens = TokenStore(herald.store.conn)  # type: ignore[attr-defined]
+    secrets = {role: tokens.create(role)[1] for role in ("viewer", "sender", "admin")}
+    found = await routes(client, secrets["viewer"])
+    for method, url in found:
+        needed = "viewer" if method == "GET" else "sender"
+        for role, secret in secrets.items():
+            r = await client.request(method, url, headers=bearer(secret))
+            if allows(role, needed):
+                assert r.status_code not in (401, 403), (role, method, url, r.text)
+            else:
+                assert r.status_code == 403, (role, method, url)
+                assert f"needs {needed}" in r.json()["error"]
+
+
+async def test_authorization_header_forms(herald: Herald, client: httpx.AsyncClient) -> None:
+    _, secret = TokenStore(herald.store.conn).create("viewer")  # type: ignore[attr-defined]
+    url = "/api/v1/resources"
+    assert (await client.get(url, headers={"Authorization": f"bearer {secret}"})).is_success
+    for value in (secret, f"Basic {secret}", "Bearer", "Bearer ", f"Bearer {secret}x",
+                  "Bearer hrld_", "Bearer é".encode()):
+        r = await client.get(url, headers={"Authorization": value})
+        assert r.status_code == 401, value
+
+
+async def test_revoked_token_stops_working(herald: Herald) -> None:
+    conn = herald.store.conn  # type: ignore[attr-defined]
+    async with MailingService.running(herald) as service:
+        app = create_app(herald, service)
+        tokens: TokenStore = app.state.api.tokens
+        token, secret = tokens.create("viewer")
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://h") as client:
+            url = "/api/v1/resources"
+            assert (await client.get(url, headers=bearer(secret))).status_code == 200
+            tokens.revoke(token.id)
+            assert (await client.get(url, headers=bearer(secret))).status_code == 401
+
+            # Revoked from another process (herald token revoke): cached for the ttl.
+            other, other_secret = tokens.create("viewer")
+            assert (await client.get(url, headers=bearer(other_secret))).status_code == 200
+            TokenStore(conn).revoke(other.id)
+            assert (await client.get(url, headers=bearer(other_secret))).status_code == 200
+            tokens.clock = lambda: time.monotonic() + tokens.ttl
+            assert (await client.get(url, headers=bearer(other_secret))).status_code == 401
+
+
+def test_tokens_are_stored_as_hashes(tmp_path: Path) -> None:
+    conn = _store_conn(tmp_path)
+    tokens = TokenStore(conn)
+    token, secret = tokens.create("sender", name="crm", group="marketing")
+    assert secret.startswith("hrld_") and len(secret) == len("hrld_") + 43
+    assert (token.role, token.name, token.group) == ("sender", "crm", "marketing")
+    rows = conn.execute("SELECT * FROM api_tokens").fetchall()
+    assert not any(secret in str(v) for row in rows for v in row)
+    [(stored,)] = conn.execute("SELECT hash FROM api_tokens").fetchall()
+    assert stored == hashlib.sha256(secret.encode()).hexdigest()
+    assert tokens.verify(secret) == token
+    assert tokens.verify(secret[:-1]) is None
+    assert tokens.create("viewer")[1] != secret
+
+
+def test_verified_tokens_are_not_read_again(tmp_path: Path) -> None:
+    conn = _store_conn(tmp_path)
+    tokens = TokenStore(conn)
+    _, secret = tokens.create("viewer")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    assert tokens.verify(secret) is not None
+    reads = len(statements)
+    for _ in range(100):
+        assert tokens.verify(secret) is not None
+    assert len(statements) == reads == 1
+
+
+def test_bad_roles_and_names(tmp_path: Path) -> None:
+    tokens = TokenStore(_store_conn(tmp_path))
+    from engine.errors import InputError, NotFound
+
+    with pytest.raises(InputError, match="role must be one of viewer, sender, admin"):
+        tokens.create("root")
+    with pytest.raises(InputError, match="group"):
+        tokens.create("viewer", group="")
+    with pytest.raises(NotFound):
+        tokens.revoke(42)
+
+
+def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(write_config(tmp_path, driver="null"))
+
+    def herald(*argv: str) -> tuple[int, str]:
+        parser = argparse.ArgumentParser(prog="herald")
+        parser.add_argument("--config")
+        add_api_parsers(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["--config", config, *argv])
+        code = args.func(args)
+        return code, capsys.readouterr().out
+
+    code, out = herald("token", "create", "--role", "sender", "--name", "crm", "--group", "ads")
+    assert code == 0
+    secret = out.split()[-1]
+    assert secret.startswith("hrld_")
+    code, out = herald("token", "list")
+    assert "sender" in out and "ads" in out and "crm" in out and secret not in out
+    code, out = herald("token", "list", "--json")
+    assert '"group": "ads"' in out
+    assert herald("token", "revoke", "1")[0] == 0
+    conn = sqlite3.connect(tmp_path / "herald.db")
+    assert TokenStore(conn).verify(secret) is None
+    with pytest.raises(SystemExit):
+        herald("token", "create", "--role", "root")
+
+
+def _store_conn(tmp_path: Path) -> sqlite3.Connection:
+    from engine.store.sqlite import SQLiteStore
+
+    return SQLiteStore.open(tmp_path / "herald.db").conn
