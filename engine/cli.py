@@ -155,6 +155,7 @@ def cmd_import_profiles(args: argparse.Namespace) -> int:
                 herald.store, args.file, database=args.database, resource=args.resource,
                 matching=args.matching, mode=args.mode, encoding=args.encoding,
                 normaliser=PhoneNormaliser(herald.config.engine.default_region),
+                field_types=herald.config.field_specs(args.database),
             )
         for e in report.errors:
             print(e, file=sys.stderr)

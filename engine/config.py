@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
+from engine.core.fields import FieldSpec
 from engine.core.policy import Policy
 from engine.core.retry import RetryPolicy
 from engine.core.routing import HealthPolicy, Rule, VirtualSenderRouter
@@ -31,6 +32,7 @@ from engine.errors import ConfigError, ConfigProblem
 
 __all__ = [
     "Config",
+    "DatabaseConfig",
     "EngineConfig",
     "GatewayConfig",
     "Policy",
@@ -160,6 +162,16 @@ class ResourceConfig(_Strict):
     policy: Policy | None = None
 
 
+class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """``[databases.NAME]``: a profile database's custom field types (see
+    ``engine.core.fields``): ``fields = { age = "int", plan = { type = "enum", ... } }``."""
+
+    fields: dict[str, FieldSpec] = msgspec.field(default_factory=dict)
+
+    def field_specs(self) -> dict[str, FieldSpec]:
+        return dict(self.fields)
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True):
     """A whole, checked config file."""
 
@@ -169,6 +181,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     senders: dict[str, SenderConfig]
     virtual_senders: dict[str, VirtualSenderConfig]
     resources: dict[str, ResourceConfig]
+    databases: dict[str, DatabaseConfig] = msgspec.field(default_factory=dict)
+
+    def field_specs(self, database: str) -> dict[str, FieldSpec]:
+        """The custom field types declared for ``database`` (none: all text)."""
+        db = self.databases.get(database)
+        return db.field_specs() if db else {}
 
     @property
     def base_dir(self) -> Path:
@@ -251,7 +269,7 @@ class _Decoder:
         return out
 
 
-_TOP_LEVEL = ("engine", "gateways", "senders", "virtual_senders", "resources")
+_TOP_LEVEL = ("engine", "gateways", "senders", "virtual_senders", "resources", "databases")
 
 
 def parse_config(
@@ -292,6 +310,32 @@ def parse_config(
         raw, "virtual_senders", lambda v, p: d.convert(v, VirtualSenderConfig, p)
     )
     resources = d.named(raw, "resources", lambda v, p: d.convert(v, ResourceConfig, p))
+    def database(value: dict[str, Any], where: str) -> DatabaseConfig | None:
+        for key in value:
+            if key != "fields":
+                d.fail(f"{where}.{key}", "unknown key (misspelled?)")
+        raw_fields = value.get("fields", {})
+        if not isinstance(raw_fields, dict):
+            d.fail(f"{where}.fields", "expected a table of field types")
+            return None
+        fields: dict[str, FieldSpec] = {}
+        for field_name, raw_spec in raw_fields.items():
+            path = f"{where}.fields.{field_name}"
+            spec = d.convert({"type": raw_spec} if isinstance(raw_spec, str) else raw_spec,
+                             FieldSpec, path)
+            if spec is None:
+                continue
+            if field_name in ("phone", "email", "id", "phones"):
+                d.fail(path, "a built-in field; its type is fixed")
+            elif spec.type == "enum" and not spec.values:
+                d.fail(f"{path}.values", "an enum needs its values")
+            elif spec.type != "enum" and spec.values is not None:
+                d.fail(f"{path}.values", 'values only go with type = "enum"')
+            else:
+                fields[field_name] = spec
+        return DatabaseConfig(fields=fields)
+
+    databases = d.named(raw, "databases", database)
 
     raw_gateways = d.table(raw, "gateways")
     for name, sender in senders.items():
@@ -327,6 +371,7 @@ def parse_config(
         senders=senders,
         virtual_senders=vsenders,
         resources=resources,
+        databases=databases,
     )
 
 

@@ -10,7 +10,7 @@ the others still land, a thousand per transaction.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import anyio.lowlevel
@@ -22,6 +22,7 @@ from msgspec import Meta
 from engine.api.auth import guarded
 from engine.api.errors import ApiError
 from engine.api.state import MAX_ID, Req, api_state
+from engine.core.fields import FieldSpec, convert_value
 from engine.errors import NotFound
 from engine.store.base import ImportRecord
 
@@ -73,7 +74,8 @@ class _Bad(Exception):
 
 
 def profile_record(
-    item: dict[str, Any], matching: str, normalise: Callable[[str], str | None]
+    item: dict[str, Any], matching: str, normalise: Callable[[str], str | None],
+    field_types: Mapping[str, FieldSpec] | None = None,
 ) -> ImportRecord:
     """The record a profile object stands for; ``_Bad`` names the faulty field."""
     fields: dict[str, Any] = {}
@@ -106,6 +108,11 @@ def profile_record(
             pid = value
         elif not name or not name.isprintable() or len(name) > 200:
             raise _Bad(name, "a field name is 1 to 200 printable characters")
+        elif field_types and name in field_types:
+            try:
+                fields[name] = convert_value(field_types[name], value)
+            except ValueError as err:
+                raise _Bad(name, str(err)) from None
         else:
             fields[name] = value
     key = {"phone": phone, "email": email, "id": pid}[matching]
@@ -128,6 +135,7 @@ async def import_profiles(request: Req, data: JSONBody[ImportBody]) -> ImportAns
         raise ApiError(404, str(err), "database") from None
     resource_id = await store.resource_id(data.resource) if data.resource else None
     normalise = state.normaliser.normalise
+    field_types = state.herald.config.field_specs(data.database)
     answer = ImportAnswer(0, 0, 0, 0, [])
     records: list[ImportRecord] = []
     indexes: list[int] = []
@@ -148,7 +156,7 @@ async def import_profiles(request: Req, data: JSONBody[ImportBody]) -> ImportAns
 
     for index, item in enumerate(data.profiles):
         try:
-            records.append(profile_record(item, data.matching, normalise))
+            records.append(profile_record(item, data.matching, normalise, field_types))
         except _Bad as bad:
             answer.errors.append(ItemError(index, bad.field, bad.error))
             continue

@@ -9,9 +9,10 @@ fields: an update never erases a value.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from engine.core.fields import FieldSpec, convert_fields
 from engine.errors import InputError
 from engine.store.base import ImportRecord
 
@@ -79,8 +80,10 @@ def parse_row(
     values: Sequence[str],
     matching: Matching,
     normalise: Callable[[str], str | None],
+    field_types: Mapping[str, FieldSpec] | None = None,
 ) -> ImportRecord:
-    """The record a data row stands for; ValueError says what is wrong with the row."""
+    """The record a data row stands for; ValueError says what is wrong with the row.
+    ``field_types``: the database's custom field types; their values are converted."""
     if len(values) != len(header):
         raise ValueError(f"expected {len(header)} columns, got {len(values)}")
     fields: dict[str, Any] = {}
@@ -107,6 +110,8 @@ def parse_row(
             pid = int(value)
         else:
             fields[name] = value
+    if field_types:
+        convert_fields(field_types, fields)
     key: str | int | None
     if matching.kind == "field":
         key = fields.get(matching.column)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import anyio
 import msgspec
 
+from engine.core.fields import FieldSpec
 from engine.core.phones import PhoneNormaliser
 from engine.errors import InputError
 from engine.importing.archives import MAX_UNPACKED
@@ -75,6 +76,7 @@ async def import_file(
     encoding: str | None = None,
     chunk: int = 1000,
     max_unpacked: int = MAX_UNPACKED,
+    field_types: Mapping[str, FieldSpec] | None = None,
 ) -> ImportReport:
     """Import the profiles in a CSV, TXT or XLSX file, or a ZIP or TAR.GZ of them.
 
@@ -83,7 +85,9 @@ async def import_file(
     ``add`` (rows that match are skipped) or ``update`` (rows that match nothing are
     rejected). ``resource``: subscribe each row's phone to it. ``encoding`` (a Python codec
     name) overrides detection for text files. Each ``chunk`` of rows is one transaction.
-    ``max_unpacked``: bytes an archive or workbook may unpack to.
+    ``max_unpacked``: bytes an archive or workbook may unpack to. ``field_types``: the
+    database's custom field types (``Config.field_specs``); a value that is not of its
+    field's type rejects its row.
 
     A row that cannot be imported is counted and reported with its file and line, and the
     others still land. A file that cannot be read as a whole (a bad header, an unsafe
@@ -120,7 +124,7 @@ async def import_file(
                         continue  # blank lines are not rows
                     report.rows += 1
                     try:
-                        batch.append(parse_row(header, cells, match, normalise))
+                        batch.append(parse_row(header, cells, match, normalise, field_types))
                     except ValueError as err:
                         report.reject(source.name, line, str(err))
                         continue
