@@ -23,6 +23,7 @@ from engine.errors import ConfigError, HeraldError, InputError, TemplateError
 from engine.mailing_log import MailingLog, format_log
 from engine.pipeline import PipelineStats
 from engine.plugins import load_plugins
+from engine.segments import add_segment_parsers
 from engine.simulator.cli import add_simulate_parser
 
 __all__ = ["main"]
@@ -536,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate_parser(sub)
     add_api_parsers(sub)
+    add_segment_parsers(sub)
 
     p = sub.add_parser("resume", help="finish an interrupted run")
     p.add_argument("run_id", type=int)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -238,21 +239,27 @@ class Pipeline:
         store, source = self.store, self.mailing.source
         chunk = self.config.engine.chunk_size
         after = self.run.checkpoint
+        # a dynamic segment is judged as of the run's start, resumed or not
+        as_of = self.run.started_at
         async with out:
             while True:
                 t0 = time.perf_counter()
-                rows = await store.audience_chunk(source, self.resource_id, after, chunk)
+                rows, next_after = await store.audience_page(
+                    source, self.resource_id, after, chunk, as_of)
                 elapsed = time.perf_counter() - t0
                 self._busy["cursor"] += elapsed
                 if self.cursor_ms is None:
                     self.cursor_ms = elapsed * 1000
-                if not rows:
+                if rows:
+                    try:
+                        await out.send(rows)
+                    except anyio.BrokenResourceError:
+                        return  # prepare is done early (the run's limit was reached)
+                else:
+                    await anyio.lowlevel.checkpoint()  # a page the segment kept none of
+                if next_after is None:
                     return
-                after = rows[-1][0]
-                try:
-                    await out.send(rows)
-                except anyio.BrokenResourceError:
-                    return  # prepare is done early (the run's limit was reached)
+                after = next_after
 
     async def _enqueue(self, batch: Batch) -> None:
         """Hand a reserved batch to its sender's workers. When that sender's queue is full

@@ -185,3 +185,19 @@ async def test_unknown_resource_and_database_are_input_errors(
             await herald.send(resource="nope", database="main", template="x")
         with pytest.raises(Exception, match="no profile database named 'ghost'"):
             await herald.send(resource="news", database="ghost", template="x")
+
+
+async def test_dynamic_segment_audience(open_herald: Callable[..., Any]) -> None:
+    from engine.segments import create_segment
+
+    gateway = FakeGateway()
+    async with await open_herald(gateway, chunk_size=3) as herald:
+        await add_profiles(herald, phones(10), fields={"_city": "Paris"})
+        await add_profiles(herald, phones(10, start=10), fields={"_city": "Lyon"})
+        create_segment(herald.store, "lyon", "main",  # type: ignore[arg-type]
+                       'lead._city equal "Lyon" and lead._fname not equal "P3"')
+        log = await herald.send(resource="news", segment="lyon", template="x")
+    assert log.audience_source == "segment"
+    assert log.subscribers_received == 9  # the segment's members only, recounted now
+    assert sorted(m.to for m in gateway.texts.values()) == sorted(
+        p for i, p in enumerate(phones(10, start=10)) if i != 3)

@@ -192,6 +192,15 @@ class Store(abc.ABC):
         highest-priority active SMS subscription to the resource (phone None if none)."""
 
     @abc.abstractmethod
+    async def audience_page(
+        self, source: AudienceSource, resource_id: int, after_id: int, limit: int, now: float
+    ) -> tuple[list[AudienceRow], int | None]:
+        """The audience cursor's next page: up to ``limit`` rows as ``audience_chunk``
+        reads them, and the id to continue after (None: the audience is read to its end).
+        A dynamic segment is evaluated as of ``now``; its page may hold fewer rows than
+        ``limit``, or none, while more remain."""
+
+    @abc.abstractmethod
     async def audience_rows(
         self, source: AudienceSource, resource_id: int, profile_ids: Sequence[int]
     ) -> list[AudienceRow]:

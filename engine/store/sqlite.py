@@ -410,6 +410,13 @@ class SQLiteStore(Store):
 
     async def count_audience(self, source: AudienceSource) -> int:
         if source.kind == "segment":
+            from engine.segments import count_segment
+
+            row = self.conn.execute(
+                "SELECT name, kind FROM segments WHERE id = ?", (source.segment_id,)
+            ).fetchone()
+            if row is not None and row[1] == "dynamic":
+                return count_segment(self, row[0], time.time())
             row = self.conn.execute(
                 "SELECT count(*) FROM segment_members WHERE segment_id = ?", (source.segment_id,)
             ).fetchone()
@@ -658,6 +665,17 @@ class SQLiteStore(Store):
             )
             args = (resource_id, source.database_id, after_id, limit)
         return self.conn.execute(sql, args).fetchall()
+
+    async def audience_page(
+        self, source: AudienceSource, resource_id: int, after_id: int, limit: int, now: float
+    ) -> tuple[list[AudienceRow], int | None]:
+        if source.kind == "segment":
+            from engine.segments import segment_chunk  # segments build on this store
+
+            assert source.segment_id is not None
+            return segment_chunk(self, source.segment_id, resource_id, after_id, limit, now)
+        rows = await self.audience_chunk(source, resource_id, after_id, limit)
+        return rows, (rows[-1][0] if rows else None)
 
     async def audience_rows(
         self, source: AudienceSource, resource_id: int, profile_ids: Sequence[int]

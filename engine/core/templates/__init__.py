@@ -68,7 +68,7 @@ from engine.core.templates.functions import (
     function_spec,
 )
 from engine.core.templates.lexer import Source
-from engine.core.templates.nodes import For, If, Node, TextNode, Var
+from engine.core.templates.nodes import Expr, For, If, Node, TextNode, Var
 from engine.core.templates.parser import Parser
 from engine.errors import TemplateError
 
@@ -80,6 +80,7 @@ __all__ = [
     "check_template",
     "compile_template",
     "context_function",
+    "parse_expression",
 ]
 
 KNOWN_ROOTS: Final = frozenset(
@@ -263,3 +264,16 @@ def check_template(
         urls=list(template.urls),
         warnings=_warnings(variables, src),
     )
+
+
+def parse_expression(
+    source: str, *, functions: Mapping[str, Callable[..., Any]] | None = None
+) -> Expr:
+    """Parse ``source`` as one expression in the syntax of ``{if ...}``, without braces
+    (``lead._city equal "Paris" and lead.age greater 18``); raise
+    :class:`~engine.errors.TemplateError` with ``line:col`` if it does not parse.
+
+    ``functions`` are added to the built-ins as for :func:`compile_template`. Paths are not
+    checked against :data:`KNOWN_ROOTS`: the caller decides which roots it accepts.
+    """
+    return Parser(Source(source), _specs(functions)).parse_expression()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from engine.core.templates.functions import NOT_LITERAL, FunctionSpec
-from engine.core.templates.lexer import KEYWORDS, Source, Tag, Text, Token, scan
+from engine.core.templates.lexer import KEYWORDS, Source, Tag, Text, Token, _tokenize, scan
 from engine.core.templates.nodes import (
     BoolOp,
     Call,
@@ -101,6 +101,27 @@ class Parser:
         self._tokens: list[Token] = []
         self._i = 0
         self._depth = 0
+
+    def parse_expression(self) -> Expr:
+        """The whole source as one standalone expression, written as inside ``{if ...}``
+        but without braces (a segment condition, say); raise TemplateError if it is wrong."""
+        self._i = self._depth = 0
+        try:
+            self._tokens = _tokenize(self.source, 0, len(self.source.text))
+            if self._peek().kind == "end":
+                raise self.source.error("expected an expression", self._peek().pos)
+            expr = self._expression()
+            if self._peek().kind != "end":
+                raise self._unexpected(self._peek(), "expected 'and', 'or' or the end")
+        except TemplateError as err:
+            # The messages are worded for tags; here the text ends where '}' would be.
+            message = (err.message.replace("before '}'", "at the end")
+                       .replace("end of tag", "end of the expression"))
+            if message.endswith(" in tag"):
+                message = message[: -len(" in tag")]
+            raise TemplateError(message, line=err.line, col=err.col,
+                                source_line=err.source_line) from None
+        return expr
 
     # --- blocks --------------------------------------------------------------------------
 
