@@ -6,18 +6,20 @@ Exit codes: 0 success; 1 a run or an operation failed; 2 bad usage, config or in
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import msgspec
 
 from engine.api.cli import add_api_parsers
+from engine.backends import run as run_backend
+from engine.cli_support import open_herald, print_json, using
+from engine.commands.suppression import add_suppression_parsers
+from engine.commands.templates import add_template_parsers, read_template
 from engine.config import load_config
 from engine.errors import ConfigError, HeraldError, InputError, TemplateError
 from engine.mailing_log import MailingLog, format_log
@@ -28,25 +30,7 @@ from engine.simulator.cli import add_simulate_parser
 
 __all__ = ["main"]
 
-_json = msgspec.json.Encoder()
 
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(msgspec.json.format(_json.encode(obj)).decode() + "\n")
-
-
-def _run_async(fn: Callable[[], Awaitable[int]]) -> int:
-    """Run on asyncio with uvloop when available (the default backend), else plain."""
-    backend = os.environ.get("HERALD_BACKEND", "asyncio")
-    options: dict[str, Any] = {}
-    if backend == "asyncio":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            options["use_uvloop"] = True
-    return anyio.run(fn, backend=backend, backend_options=options)
 
 
 class _ProgressBar:
@@ -91,17 +75,13 @@ class _ProgressBar:
 
 def _show_log(log: MailingLog, as_json: bool) -> None:
     if as_json:
-        _print_json(log)
+        print_json(log)
         return
     print(format_log(log))
     if log.status == "interrupted":
         print(f"\ninterrupted: finish it with  herald resume {log.run_id}", file=sys.stderr)
 
 
-async def _open(args: argparse.Namespace) -> Any:
-    from engine.runner import Herald
-
-    return await Herald.open(getattr(args, "config", None))
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -123,7 +103,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     plugins = load_plugins()
     infos = plugins.describe()
     if args.json:
-        _print_json({
+        print_json({
             "plugins": [msgspec.structs.asdict(_PluginOut(i.name, i.distribution, i.version,
                                                           list(i.drivers))) for i in infos],
             "drivers": sorted(plugins.drivers),
@@ -148,7 +128,7 @@ def cmd_import_profiles(args: argparse.Namespace) -> int:
     from engine.importing import import_file
 
     async def go() -> int:
-        herald = await _open(args)
+        herald = await open_herald(args)
         async with herald:
             if args.resource and args.resource not in herald.config.resources:
                 raise InputError(f"no resource {args.resource!r} in the config")
@@ -164,19 +144,19 @@ def cmd_import_profiles(args: argparse.Namespace) -> int:
             print(f"... and {report.rejected - len(report.errors)} more rejected rows",
                   file=sys.stderr)
         if args.json:
-            _print_json(report)
+            print_json(report)
         else:
             print(report.summary())
         return 0
 
-    return _run_async(go)
+    return run_backend(go)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    template = _read_template(args.template)
+    template = read_template(args.template)
 
     async def go() -> int:
-        herald = await _open(args)
+        herald = await open_herald(args)
         async with herald:
             with _ProgressBar(not args.json) as bar:
                 log = await herald.send(
@@ -187,190 +167,44 @@ def cmd_send(args: argparse.Namespace) -> int:
         _show_log(log, args.json)
         return 0 if log.status == "finished" else 1
 
-    return _run_async(go)
+    return run_backend(go)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     async def go() -> int:
-        herald = await _open(args)
+        herald = await open_herald(args)
         async with herald:
             with _ProgressBar(not args.json) as bar:
                 log = await herald.resume(args.run_id, progress=bar, handle_signals=True)
         _show_log(log, args.json)
         return 0 if log.status == "finished" else 1
 
-    return _run_async(go)
+    return run_backend(go)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    async def go() -> int:
-        herald = await _open(args)
-        async with herald:
-            runs = await herald.runs(args.limit)
-        rows = [
-            {"run_id": r.id, "mailing_id": m.id, "mailing": m.name, "status": r.status,
-             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at)),
-             "recipients": r.counts.get("reserved", 0)}
-            for m, r in runs
-        ]
-        if args.json:
-            _print_json({"runs": rows})
-            return 0
-        if not rows:
-            print("no runs yet")
-            return 0
-        print(f"{'RUN':>5}  {'STATUS':<12} {'STARTED':<19}  {'RECIPIENTS':>10}  MAILING")
-        for r in rows:
-            print(f"{r['run_id']:>5}  {r['status']:<12} {r['started']:<19}  "
-                  f"{r['recipients']:>10,}  {r['mailing']}")
+    runs = using(args, lambda herald: herald.runs(args.limit))
+    rows = [
+        {"run_id": r.id, "mailing_id": m.id, "mailing": m.name, "status": r.status,
+         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at)),
+         "recipients": r.counts.get("reserved", 0)}
+        for m, r in runs
+    ]
+    if args.json:
+        print_json({"runs": rows})
         return 0
-
-    return _run_async(go)
+    if not rows:
+        print("no runs yet")
+        return 0
+    print(f"{'RUN':>5}  {'STATUS':<12} {'STARTED':<19}  {'RECIPIENTS':>10}  MAILING")
+    for r in rows:
+        print(f"{r['run_id']:>5}  {r['status']:<12} {r['started']:<19}  "
+              f"{r['recipients']:>10,}  {r['mailing']}")
+    return 0
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    async def go() -> int:
-        herald = await _open(args)
-        async with herald:
-            log = await herald.log(args.run_id)
-        _show_log(log, args.json)
-        return 0
-
-    return _run_async(go)
-
-
-def cmd_suppression_import(args: argparse.Namespace) -> int:
-    from engine.core.phones import PhoneNormaliser
-    from engine.suppression import import_suppressions
-
-    async def go() -> int:
-        herald = await _open(args)
-        async with herald:
-            report = await import_suppressions(
-                herald.store, args.file, list_name=args.list,
-                is_global=True if args.is_global else None,
-                normaliser=PhoneNormaliser(herald.config.engine.default_region),
-            )
-        for e in report.errors:
-            print(f"{report.file}:{e.line}: {e.reason}", file=sys.stderr)
-        if args.json:
-            _print_json(report)
-        else:
-            print(report.summary())
-        return 0
-
-    return _run_async(go)
-
-
-def cmd_suppression_attach(args: argparse.Namespace) -> int:
-    async def go() -> int:
-        herald = await _open(args)
-        async with herald:
-            if args.database:
-                db = await herald.store.database_id(args.database)
-                await herald.store.attach_suppression_list(args.list, database_id=db)
-            else:
-                await herald.store.get_mailing(args.mailing)
-                await herald.store.attach_suppression_list(args.list, mailing_id=args.mailing)
-        print("ok")
-        return 0
-
-    return _run_async(go)
-
-
-def cmd_suppression_list(args: argparse.Namespace) -> int:
-    async def go() -> int:
-        herald = await _open(args)
-        async with herald:
-            lists = await herald.store.suppression_lists()
-        if args.json:
-            _print_json({"lists": lists})
-            return 0
-        for item in lists:
-            counts = ", ".join(f"{n} {k}s" for k, n in sorted(item["counts"].items())) or "empty"
-            where = "everywhere" if item["global"] else ", ".join(
-                [f"database {d}" for d in item["databases"]]
-                + [f"mailing {m}" for m in item["mailings"]]) or "nowhere yet"
-            print(f"{item['name']}: {counts}; applies {where}")
-        return 0
-
-    return _run_async(go)
-
-
-def _read_template(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"{path}: cannot read the template ({err.strerror})") from err
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 text ({err.reason})") from err
-
-
-def _functions(args: argparse.Namespace) -> dict[str, Any]:
-    return load_plugins().template_functions()
-
-
-def cmd_template_check(args: argparse.Namespace) -> int:
-    from engine.core.templates import check_template
-
-    report = check_template(_read_template(args.file), functions=_functions(args))
-    if args.json:
-        _print_json({
-            "ok": not report.errors,
-            "errors": [{"line": e.line, "col": e.col, "message": e.message}
-                       for e in report.errors],
-            "warnings": report.warnings,
-            "variables": report.variables,
-            "urls": report.urls,
-        })
-        return 2 if report.errors else 0
-    for err in report.errors:
-        print(f"{args.file}:{err}", file=sys.stderr)
-    for warning in report.warnings:
-        print(f"{args.file}: warning: {warning}", file=sys.stderr)
-    if not report.errors:
-        print("ok")
-    if report.variables:
-        print("variables: " + ", ".join(report.variables))
-    if report.urls:
-        print("urls: " + ", ".join(report.urls))
-    return 2 if report.errors else 0
-
-
-def _load_data(spec: str) -> dict[str, Any]:
-    if spec.startswith("@"):
-        try:
-            raw = Path(spec[1:]).read_bytes()
-        except OSError as err:
-            raise InputError(f"{spec[1:]}: cannot read --data ({err.strerror})") from err
-        where = spec[1:]
-    else:
-        raw, where = spec.encode(), "--data"
-    try:
-        data = msgspec.json.decode(raw)
-    except msgspec.DecodeError as err:
-        raise InputError(f"{where}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a JSON object like "
-                         '{"lead": {...}, "subscription": {...}, "json": {...}}')
-    return data
-
-
-def cmd_template_render(args: argparse.Namespace) -> int:
-    from engine.core.sms import measure
-    from engine.core.templates import compile_template
-
-    template = compile_template(_read_template(args.file), functions=_functions(args),
-                                name=args.file)
-    text = template.render(_load_data(args.data) if args.data else {})
-    info = measure(text)
-    if args.json:
-        _print_json({"text": text, "encoding": info.encoding, "length": info.length,
-                     "segments": info.segments})
-    else:
-        print(text)
-        print(f"-- {info.encoding}, {info.length} characters, {info.segments} segment"
-              f"{'s' if info.segments != 1 else ''}", file=sys.stderr)
+    _show_log(using(args, lambda herald: herald.log(args.run_id)), args.json)
     return 0
 
 
@@ -417,7 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"\nagain:    herald --config {config_path} log {log.run_id}")
         return 0 if log.status == "finished" else 1
 
-    return _run_async(go)
+    return run_backend(go)
 
 
 # -- parser ------------------------------------------------------------------------------
@@ -490,24 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--json", action="store_true")
     pp.set_defaults(func=cmd_import_profiles)
 
-    p = sub.add_parser("suppression", help="suppression lists: phones, emails, domains")
-    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    pp = ssub.add_parser("import", help="add a file's values (one per line) to a list")
-    pp.add_argument("file")
-    pp.add_argument("--list", default="global", help="list name (default: global)")
-    pp.add_argument("--global", dest="is_global", action="store_true",
-                    help="a new list applies to every mailing (the list 'global' always does)")
-    pp.add_argument("--json", action="store_true")
-    pp.set_defaults(func=cmd_suppression_import)
-    pp = ssub.add_parser("attach", help="apply a list to a database's mailings or a mailing")
-    pp.add_argument("list")
-    target = pp.add_mutually_exclusive_group(required=True)
-    target.add_argument("--database")
-    target.add_argument("--mailing", type=int)
-    pp.set_defaults(func=cmd_suppression_attach)
-    pp = ssub.add_parser("list", help="the lists, their sizes and where they apply")
-    pp.add_argument("--json", action="store_true")
-    pp.set_defaults(func=cmd_suppression_list)
+    add_suppression_parsers(sub)
 
     p = sub.add_parser("send", help="run a broadcast mailing now and print its log")
     p.add_argument("--resource", required=True)
@@ -522,19 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the mailing log as JSON")
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("template", help="check or render a message template")
-    tsub = p.add_subparsers(dest="what", required=True, metavar="ACTION")
-    pp = tsub.add_parser("check", help="list a template's problems and the variables it uses")
-    pp.add_argument("file")
-    pp.add_argument("--json", action="store_true")
-    pp.set_defaults(func=cmd_template_check)
-    pp = tsub.add_parser("render", help="render a template with sample data")
-    pp.add_argument("file")
-    pp.add_argument("--data", metavar="JSON|@FILE",
-                    help='{"lead":{...},"subscription":{...},"apicontent":{...},"json":{...}}')
-    pp.add_argument("--json", action="store_true")
-    pp.set_defaults(func=cmd_template_render)
-
+    add_template_parsers(sub)
     add_simulate_parser(sub)
     add_api_parsers(sub)
     add_segment_parsers(sub)

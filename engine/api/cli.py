@@ -6,27 +6,15 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import anyio
 import msgspec
 
 from engine.api.tokens import ROLES, Token, TokenStore
+from engine.backends import run as run_backend
 
 __all__ = ["add_api_parsers"]
-
-
-def _run(fn: Callable[[], Awaitable[int]], backend: str = "asyncio") -> int:
-    options: dict[str, Any] = {}
-    if backend == "asyncio":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            options["use_uvloop"] = True
-    return anyio.run(fn, backend=backend, backend_options=options)
 
 
 def _with_tokens(args: argparse.Namespace, action: Callable[[TokenStore], int]) -> int:
@@ -36,7 +24,7 @@ def _with_tokens(args: argparse.Namespace, action: Callable[[TokenStore], int]) 
         async with await Herald.open(args.config) as herald:
             return action(TokenStore(herald.store.conn))  # type: ignore[attr-defined]
 
-    return _run(go)
+    return run_backend(go)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -48,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await serve(herald, host=args.host, port=args.port)
         return 0
 
-    return _run(go, args.backend)
+    return run_backend(go, args.backend)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:

@@ -11,13 +11,14 @@ import argparse
 import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, TypeVar
 
 import anyio
 import msgspec
 
+from engine.backends import run as run_backend
 from engine.errors import HeraldError
 from engine.simulator.http import DEFAULT_HOST, loopback_host
 from engine.simulator.options import SimOptions, SimStats
@@ -136,7 +137,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"herald simulate: {err}", file=sys.stderr)
         return 2
     try:
-        stats = _run(partial(serve, options, host=args.host, port=args.port), args.backend)
+        stats = run_backend(partial(serve, options, host=args.host, port=args.port), args.backend)
     except HeraldError as err:
         print(f"herald simulate: {err}", file=sys.stderr)
         return 1
@@ -179,18 +180,6 @@ def _host(text: str) -> str:
         return loopback_host(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _run(fn: Callable[[], Awaitable[T]], backend: str) -> T:
-    options: dict[str, Any] = {}
-    if backend == "asyncio":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            options["use_uvloop"] = True
-    return anyio.run(fn, backend=backend, backend_options=options)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Sub-commands of ``herald`` that live apart from ``engine/cli.py``."""
