@@ -7,7 +7,8 @@ Headless, against a server wired to the gateway simulator (see README, "Load tes
 
 At start one trigger mailing is created (``LOCUST_MAILING`` reuses an existing one). Most
 users call ``POST /api/v1/mailings/{id}/trigger`` for a random profile of the generated
-audience (``LOCUST_PROFILES``, default 100000); one in twenty imports ten profiles.
+audience (``LOCUST_PROFILES``, default 100000); one in twenty imports ten profiles. Users
+call again as soon as they are answered (``LOCUST_WAIT`` seconds at most in between).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from locust import FastHttpUser, between, events, task
 
 TOKEN = os.environ.get("HERALD_TOKEN", "")
 PROFILES = int(os.environ.get("LOCUST_PROFILES", "100000"))
+#: Seconds each user waits between calls, at most (0: as fast as answers come).
+WAIT = float(os.environ.get("LOCUST_WAIT", "0"))
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 STATE: dict[str, Any] = {"mailing": os.environ.get("LOCUST_MAILING")}
 
@@ -45,7 +48,7 @@ def create_mailing(environment: Any, **_: Any) -> None:
 class Platform(FastHttpUser):
     """A platform backend calling Herald: mostly triggers, sometimes an import."""
 
-    wait_time = between(0, 0.01)
+    wait_time = between(0, WAIT)
 
     @task(20)
     def trigger(self) -> None:

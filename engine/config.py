@@ -71,6 +71,9 @@ class EngineConfig(_Strict):
     dedupe_fp_rate: Annotated[float, Meta(gt=0, lt=0.5)] = 0.001
     #: Seconds that batches already handed to a gateway get to finish after Ctrl-C/SIGTERM.
     shutdown_grace: Annotated[float, Meta(ge=0)] = 10.0
+    #: Seconds a trigger mailing waits after a call before it reads its queue, so that the
+    #: calls arriving meanwhile go out together (throughput at the cost of that latency).
+    trigger_linger: Annotated[float, Meta(ge=0, le=5)] = 0.01
     #: The account's sending policy (None: no limit).
     policy: Policy | None = None
 

@@ -319,6 +319,9 @@ class Pipeline:
                     continue
                 with anyio.move_on_after(TRIGGER_POLL):  # another process may queue too
                     await self._wake.wait()
+                    # let the calls arriving meanwhile join this chunk: per-chunk and
+                    # per-batch costs are then shared by many messages
+                    await anyio.sleep(self.config.engine.trigger_linger)
                 self._wake = anyio.Event()
 
     async def _prepare_triggers(

@@ -175,3 +175,30 @@ async def test_bad_mailings_are_refused(open_herald: Callable[..., Any]) -> None
             with pytest.raises(Exception, match="unclosed"):
                 await service.create(MailingSpec(name="x", kind="broadcast", resource="news",
                                                  template="{lead.x", database="main"))
+
+
+async def test_concurrent_trigger_calls_are_committed_together_and_answered_apart(
+    open_herald: Callable[..., Any],
+) -> None:
+    gateway = FakeGateway()
+    async with await open_herald(gateway) as herald:
+        pid = await add(herald, "+447911000001", None, {})
+        async with MailingService.running(herald) as service:
+            m = await service.create(MailingSpec(name="t", kind="trigger", resource="news",
+                                                 database="main", template="{apicontent.n}"))
+            answers: dict[int, Any] = {}
+
+            async def call(n: int) -> None:
+                key = "same" if n % 10 == 0 else None  # ten calls share one key
+                (answers[n],) = await service.trigger(m.id, [TriggerRequest(
+                    profile_id=pid, content={"n": n}, idempotency_key=key)])
+
+            async with anyio.create_task_group() as tg:
+                for n in range(100):
+                    tg.start_soon(call, n)
+            await wait_for(service, m.id, lambda s: s.sent == 91)
+    keyed = {answers[n].message_id for n in range(0, 100, 10)}
+    assert len(keyed) == 1 and sum(answers[n].duplicate for n in range(0, 100, 10)) == 9
+    unkeyed = [answers[n].message_id for n in range(100) if n % 10]
+    assert len(set(unkeyed)) == 90 and keyed.isdisjoint(unkeyed)
+    assert len(gateway.accepted) == 91 and set(gateway.accepted.values()) == {1}
