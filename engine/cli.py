@@ -235,8 +235,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                         f" {plan.no_subscription:,} without a subscription,"
                         f" {plan.suppressed:,} suppressed, {plan.invalid:,} malformed numbers"
                     )
-                    print(f"gateways: simulators at {main_gw.url} (70%, a little faulty)"
-                          f" and {backup_gw.url} (30%)\n")
+                    print(f"gateways: simulators at {main_gw.url} (weight 70, a little faulty)"
+                          f" and {backup_gw.url} (weight 30); a sender whose queue is full"
+                          " passes its overflow to the other\n")
                 with _ProgressBar(not args.json) as bar:
                     log = await herald.send(
                         resource="news", database="customers", template=template,
