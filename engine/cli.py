@@ -22,6 +22,7 @@ from engine.commands.suppression import add_suppression_parsers
 from engine.commands.templates import add_template_parsers, read_template
 from engine.config import load_config
 from engine.errors import ConfigError, HeraldError, InputError, TemplateError
+from engine.gallery.cli import add_gallery_parsers
 from engine.mailing_log import MailingLog, format_log
 from engine.pipeline import PipelineStats
 from engine.plugins import load_plugins
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_parser(sub)
     add_api_parsers(sub)
     add_segment_parsers(sub)
+    add_gallery_parsers(sub)
 
     p = sub.add_parser("resume", help="finish an interrupted run")
     p.add_argument("run_id", type=int)

@@ -34,6 +34,7 @@ __all__ = [
     "Config",
     "DatabaseConfig",
     "EngineConfig",
+    "GalleryConfig",
     "GatewayConfig",
     "Policy",
     "ResourceConfig",
@@ -41,6 +42,7 @@ __all__ = [
     "RouteTarget",
     "RoutingRule",
     "SenderConfig",
+    "TrackingConfig",
     "VirtualSenderConfig",
     "find_config_path",
     "load_config",
@@ -76,6 +78,27 @@ class EngineConfig(_Strict):
     trigger_linger: Annotated[float, Meta(ge=0, le=5)] = 0.01
     #: The account's sending policy (None: no limit).
     policy: Policy | None = None
+
+
+class TrackingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``[tracking]``: the public domain gallery images (and later, links) are served on."""
+
+    domain: Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")] = "localhost"
+    scheme: Literal["http", "https"] = "https"
+    #: The account segment of public URLs: ``{scheme}://{domain}/{account}/{n}/{hash}/{name}``.
+    account: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$")] = "1"
+
+
+class GalleryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``[gallery]``: where image blobs live and which private hosts localising may fetch."""
+
+    #: The blob directory (relative to the config file's directory).
+    storage: str = "gallery/"
+    #: Hosts (names or addresses) fetched even though they resolve to loopback, private or
+    #: link-local addresses; everything else must resolve to global addresses only.
+    allow_fetch_from: list[str] = msgspec.field(default_factory=list)
+    #: Seconds one external image may take to download when localising a template.
+    fetch_timeout: Annotated[float, Meta(gt=0, le=300)] = 10.0
 
 
 class GatewayConfig(msgspec.Struct, frozen=True):
@@ -185,6 +208,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     virtual_senders: dict[str, VirtualSenderConfig]
     resources: dict[str, ResourceConfig]
     databases: dict[str, DatabaseConfig] = msgspec.field(default_factory=dict)
+    tracking: TrackingConfig = TrackingConfig()
+    gallery: GalleryConfig = GalleryConfig()
 
     def field_specs(self, database: str) -> dict[str, FieldSpec]:
         """The custom field types declared for ``database`` (none: all text)."""
@@ -272,7 +297,8 @@ class _Decoder:
         return out
 
 
-_TOP_LEVEL = ("engine", "gateways", "senders", "virtual_senders", "resources", "databases")
+_TOP_LEVEL = ("engine", "gateways", "senders", "virtual_senders", "resources", "databases",
+              "tracking", "gallery")
 
 
 def parse_config(
@@ -288,6 +314,9 @@ def parse_config(
         if key not in _TOP_LEVEL:
             d.fail(key, f"unknown table (expected one of: {', '.join(_TOP_LEVEL)})")
     engine = d.convert(d.table(raw, "engine"), EngineConfig, "engine") or EngineConfig()
+    tracking = (d.convert(d.table(raw, "tracking"), TrackingConfig, "tracking")
+                or TrackingConfig())
+    gallery = d.convert(d.table(raw, "gallery"), GalleryConfig, "gallery") or GalleryConfig()
 
     def gateway(value: dict[str, Any], where: str) -> GatewayConfig | None:
         options = dict(value)
@@ -375,6 +404,8 @@ def parse_config(
         virtual_senders=vsenders,
         resources=resources,
         databases=databases,
+        tracking=tracking,
+        gallery=gallery,
     )
 
 

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.anyio
 
 #: Routes a gateway or a load balancer calls without a token.
 OPEN = {"/healthz", "/api/v1/healthz", "/api/v1/dlr/{gateway}"}
-PATH_VALUES = {"{mailing_id}": "1", "{name}": "news", "{gateway}": "gw"}
+PATH_VALUES = {"{mailing_id}": "1", "{name}": "news", "{gateway}": "gw", "{image_id}": "1",
+               "{directory_id}": "1"}
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, Reference, SecurityScheme
 
 from engine import __version__
-from engine.api import mailings, metrics, profiles, receipts, resources, triggers
+from engine.api import gallery, mailings, metrics, profiles, receipts, resources, triggers
 from engine.api.auth import require
 from engine.api.errors import exception_handlers
 from engine.api.state import ApiState
@@ -67,7 +67,7 @@ def create_app(herald: Herald, service: MailingService | None = None, *,
     state = ApiState(herald, TokenStore(herald.store.conn, ttl=token_ttl), service)
     api = Router("/api/v1", route_handlers=[
         *profiles.ROUTES, *resources.ROUTES, *mailings.ROUTES, *triggers.ROUTES,
-        *receipts.ROUTES,
+        *receipts.ROUTES, *gallery.ROUTES,
     ])
     schemes: dict[str, SecurityScheme | Reference] = {
         "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="hrld_..."),
@@ -87,7 +87,7 @@ def create_app(herald: Herald, service: MailingService | None = None, *,
         use_handler_docstrings=True,
     )
     return Litestar(
-        route_handlers=[api, healthz, *metrics.ROUTES],
+        route_handlers=[api, healthz, *metrics.ROUTES, *gallery.PUBLIC_ROUTES],
         exception_handlers=exception_handlers(),
         openapi_config=openapi,
         request_max_body_size=MAX_BODY,

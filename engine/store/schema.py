@@ -196,4 +196,37 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (phone, day)
     ) WITHOUT ROWID;
     """,
+    # 6: the image gallery: directories (a tree), images (blobs named by sha256), tags.
+    """
+    CREATE TABLE gallery_directories (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        parent_id INTEGER REFERENCES gallery_directories(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX gallery_directory_name
+        ON gallery_directories(coalesce(parent_id, 0), name);
+    CREATE TABLE gallery_images (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        directory_id INTEGER REFERENCES gallery_directories(id) ON DELETE CASCADE,
+        sha256 TEXT NOT NULL,
+        thumb_sha256 TEXT NOT NULL,
+        -- The URL's last segment, fixed at upload: a rename keeps the URL.
+        url_name TEXT NOT NULL,
+        format TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX gallery_image_directory ON gallery_images(directory_id);
+    CREATE INDEX gallery_image_sha256 ON gallery_images(sha256);
+    CREATE TABLE gallery_tags (
+        image_id INTEGER NOT NULL REFERENCES gallery_images(id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (image_id, tag)
+    ) WITHOUT ROWID;
+    CREATE INDEX gallery_tag ON gallery_tags(tag);
+    """,
 ]
