@@ -229,4 +229,8 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX gallery_tag ON gallery_tags(tag);
     """,
+    # 7: find subscriptions by phone (a STOP reply unsubscribes a phone everywhere).
+    """
+    CREATE INDEX subscriptions_phone ON subscriptions(phone, resource_id);
+    """,
 ]
