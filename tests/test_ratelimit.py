@@ -219,7 +219,9 @@ def test_a_busy_sender_achieves_the_rate(rate: float, burst: int, costs: list[in
     seconds = max(10.0, 50 * max(costs) / rate)
     sent = run_sender(Gcra(rate=rate, burst=burst), seconds=seconds, costs=costs)
     total = sum(c for _, c in sent)
-    assert rate * seconds - max(costs) - 1 <= total <= rate * seconds + max(burst, max(costs))
+    slack = 1e-6 * rate * seconds  # float rounding of the schedule, not extra units
+    assert rate * seconds - max(costs) - 1 <= total <= (
+        rate * seconds + max(burst, max(costs)) + slack)
 
 
 def test_window_limits_messages_in_flight() -> None:

@@ -21,6 +21,7 @@ from engine import __version__
 from engine.api import gallery, mailings, metrics, profiles, receipts, resources, triggers
 from engine.api.auth import require
 from engine.api.errors import exception_handlers
+from engine.api.gallery_page import ROUTES as GALLERY_PAGE
 from engine.api.state import ApiState
 from engine.api.tokens import TokenStore
 from engine.runner import Herald
@@ -87,7 +88,8 @@ def create_app(herald: Herald, service: MailingService | None = None, *,
         use_handler_docstrings=True,
     )
     return Litestar(
-        route_handlers=[api, healthz, *metrics.ROUTES, *gallery.PUBLIC_ROUTES],
+        route_handlers=[api, healthz, *metrics.ROUTES, *gallery.PUBLIC_ROUTES,
+                        *GALLERY_PAGE],
         exception_handlers=exception_handlers(),
         openapi_config=openapi,
         request_max_body_size=MAX_BODY,
