@@ -141,7 +141,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def count_audience(self, source: AudienceSource) -> int:
-        """How many profiles the source holds now."""
+        """How many profiles the source holds now (for a dynamic segment, its database's
+        count: an upper bound, cheap to get). For progress and sizing, not for the log."""
 
     # -- runs --------------------------------------------------------------------------
 

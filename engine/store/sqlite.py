@@ -410,13 +410,17 @@ class SQLiteStore(Store):
 
     async def count_audience(self, source: AudienceSource) -> int:
         if source.kind == "segment":
-            from engine.segments import count_segment
-
             row = self.conn.execute(
-                "SELECT name, kind FROM segments WHERE id = ?", (source.segment_id,)
+                "SELECT kind FROM segments WHERE id = ?", (source.segment_id,)
             ).fetchone()
-            if row is not None and row[1] == "dynamic":
-                return count_segment(self, row[0], time.time())
+            if row is not None and row[0] == "dynamic":
+                # An upper bound: judging every profile now would hold the event loop for
+                # seconds on a big database; the run judges them as it reads them anyway.
+                row = self.conn.execute(
+                    "SELECT count(*) FROM profiles WHERE database_id = ?",
+                    (source.database_id,),
+                ).fetchone()
+                return int(row[0])
             row = self.conn.execute(
                 "SELECT count(*) FROM segment_members WHERE segment_id = ?", (source.segment_id,)
             ).fetchone()
