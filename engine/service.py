@@ -142,6 +142,8 @@ class _Active:
         self.pipeline: Pipeline | None = None
         self.ready = anyio.Event()
         self.done = anyio.Event()
+        #: (sent, failed, unknown) recorded before this session of the run.
+        self.settled_before = (0, 0, 0)
         #: Trigger calls not yet queued, and the signal that there are some.
         self.calls: list[_Call] = []
         self.calls_waiting = anyio.Event()
@@ -161,6 +163,7 @@ class MailingService:
         self._finished_busy: dict[str, float] = {}
         self._finished_senders: dict[str, SenderMetrics] = {}
         self._normaliser = PhoneNormaliser(herald.config.engine.default_region)
+        self._settled_cache: dict[int, tuple[float, tuple[int, int, int]]] = {}
 
     @classmethod
     @asynccontextmanager
@@ -281,6 +284,9 @@ class MailingService:
 
     async def _launch(self, mailing: Mailing, run: Run, *, resume: bool) -> None:
         active = _Active(run)
+        if resume:  # what earlier sessions of the run settled; the pipeline counts the rest
+            self._settled_cache.pop(run.id, None)
+            active.settled_before = await self._settled(run.id)
         self._active[mailing.id] = active
         template = self.herald.compile(mailing.template)
 
@@ -295,6 +301,7 @@ class MailingService:
             except Exception:
                 logger.exception("mailing %s run %s failed", mailing.id, run.id)
             finally:
+                self._settled_cache.pop(run.id, None)
                 for call in active.calls:  # calls that came in as the run stopped
                     call.error = StoreError(f"trigger mailing {mailing.id} stopped")
                     call.done.set()
@@ -328,20 +335,36 @@ class MailingService:
         out.run_id = run.id
         active = self._active.get(mailing_id)
         if active is not None and active.pipeline is not None:
+            # live figures from memory: counting rows on every poll would stall the loop
             stats = active.pipeline.statistics()
             out.status = "running"
             out.total, out.received, out.reserved = stats.total, stats.received, stats.reserved
             out.in_flight = stats.in_flight
-        else:
-            out.status = _STATUS.get(run.status, "paused")  # type: ignore[assignment]
-            out.received, out.reserved = run.counts.get("received", 0), run.counts.get(
-                "reserved", 0)
-        summary = await store.run_summary(run.id)
-        out.sent = sum(n for state in ("sent", "delivered", "undelivered")
-                       for n in summary.get(state, {}).values())
-        out.failed = sum(summary.get("failed", {}).values())
-        out.unknown = sum(summary.get("unknown", {}).values())
+            base = active.settled_before
+            out.sent, out.failed, out.unknown = (
+                base[0] + stats.sent, base[1] + stats.failed, base[2] + stats.unknown)
+            return out
+        out.status = _STATUS.get(run.status, "paused")  # type: ignore[assignment]
+        out.received, out.reserved = run.counts.get("received", 0), run.counts.get(
+            "reserved", 0)
+        out.sent, out.failed, out.unknown = await self._settled(run.id)
         return out
+
+    async def _settled(self, run_id: int) -> tuple[int, int, int]:
+        """(sent, failed, unknown) of a run, counted at most every few seconds."""
+        now = anyio.current_time()
+        cached = self._settled_cache.get(run_id)
+        if cached is not None and now - cached[0] < SETTLED_TTL:
+            return cached[1]
+        summary = await self.herald.store.run_summary(run_id)
+        settled = (
+            sum(n for state in ("sent", "delivered", "undelivered")
+                for n in summary.get(state, {}).values()),
+            sum(summary.get("failed", {}).values()),
+            sum(summary.get("unknown", {}).values()),
+        )
+        self._settled_cache[run_id] = (now, settled)
+        return settled
 
     async def list(self) -> builtins.list[MailingStatus]:
         return [await self.status(m.id) for m in await self.herald.store.list_mailings()]
@@ -480,6 +503,8 @@ class MailingService:
                             busy_s=busy, running=len(self._active))
 
 
+#: Seconds a stopped run's counts are reused by ``status`` (receipts may still move them).
+SETTLED_TTL = 5.0
 _STATUS = {"running": "paused", "interrupted": "paused", "finished": "finished",
            "cancelled": "cancelled", "failed": "failed"}
 _encode = msgspec.json.Encoder().encode
