@@ -449,16 +449,20 @@ def _etag_matches(header: str, etag: str) -> bool:
 async def public_image(request: Req, account: FromPath[str], n: FromPath[int],
                        digest: FromPath[str], name: FromPath[str]) -> Response[bytes]:
     """An image on the tracking domain: no token, cached for a year."""
+    gallery = gallery_of(request)
     try:
-        image = gallery_of(request).resolve_public(account, n, digest, name)
-        data = await anyio.to_thread.run_sync(gallery_of(request).data, image)
+        image = gallery.resolve_public(account, n, digest, name)
     except (NotFound, KeyError):
         raise ApiError(404, "no such image") from None
     etag = f'"{image.sha256}"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable",
                "X-Content-Type-Options": "nosniff"}
     if _etag_matches(request.headers.get("if-none-match", ""), etag):
-        return Response(b"", status_code=304, headers=headers)
+        return Response(b"", status_code=304, headers=headers)  # no need to read the file
+    try:
+        data = await anyio.to_thread.run_sync(gallery.data, image)
+    except (NotFound, KeyError):
+        raise ApiError(404, "no such image") from None
     return Response(data, media_type=CONTENT_TYPES[image.format], headers=headers)
 
 
