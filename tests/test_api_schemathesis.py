@@ -9,96 +9,28 @@ that generated ids sometimes hit something. Bounded: ``MAX_EXAMPLES`` per operat
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from engine.api import TokenStore, create_app
-from engine.plugins import load_plugins
-from engine.runner import Herald
-from engine.testing import FakeGateway, write_config
+from engine.testing import write_config
+from tests.servers import served_api
 
 MAX_EXAMPLES = 40
-
-
-class Server(threading.Thread):
-    """``create_app(herald)`` on Hypercorn (asyncio) until ``stop()``."""
-
-    def __init__(self, config: Path, port: int) -> None:
-        super().__init__(daemon=True)
-        self.config = config
-        self.port = port
-        self.gateway = FakeGateway()
-        self._started = threading.Event()
-        self._token: Any = None
-        self._stopping: anyio.Event | None = None
-
-    def run(self) -> None:
-        anyio.run(self._serve)
-
-    async def _serve(self) -> None:
-        from hypercorn.asyncio import serve
-        from hypercorn.config import Config
-
-        config = Config()
-        config.bind = [f"127.0.0.1:{self.port}"]
-        config.accesslog = None
-
-        self._stopping = anyio.Event()
-        self._token = anyio.lowlevel.current_token()
-        self._started.set()
-        plugins = load_plugins(self.gateway.plugin())
-        async with await Herald.open(self.config, plugins=plugins) as herald:
-            await serve(create_app(herald), config, shutdown_trigger=self._stopping.wait,
-                        mode="asgi")
-
-    def stop(self) -> None:
-        if self._started.wait(timeout=30) and self._stopping is not None:
-            anyio.from_thread.run_sync(self._stopping.set, token=self._token)
-        self.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(base URL, an admin token) of a seeded workspace's API."""
     workspace = tmp_path_factory.mktemp("schemathesis")
-    config = write_config(workspace, default_region="RU")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = Server(config, port)
-    server.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/healthz").raise_for_status()
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
-        from engine.store.sqlite import SQLiteStore
-
-        store = SQLiteStore.open(workspace / "herald.db")
-        _, secret = TokenStore(store.conn).create("admin")
-        store.conn.close()
+    with served_api(write_config(workspace, default_region="RU"), "admin") as (base, secret):
         _seed(base, secret)
         yield base, secret
-    finally:
-        server.stop()
 
 
 def _seed(base: str, secret: str) -> None:

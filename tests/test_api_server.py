@@ -17,25 +17,7 @@ import pytest
 from engine.api import TokenStore
 from engine.store.sqlite import SQLiteStore
 from engine.testing import write_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("herald serve did not become healthy in 30 s")
+from tests.servers import free_port, wait_healthy
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

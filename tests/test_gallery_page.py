@@ -14,26 +14,19 @@ import importlib.util
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import httpx
 import pytest
 from PIL import Image as PILImage
 
 from engine.api import TokenStore, create_app
-from engine.plugins import load_plugins
-from engine.runner import Herald
 from engine.service import MailingService
-from engine.testing import FakeGateway, write_config
+from engine.testing import write_config
+from tests.servers import served_api
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -93,68 +86,11 @@ async def test_page_and_thumbnail_routes(open_herald: Callable[..., Any]) -> Non
 # -- the page in headless Chromium ---------------------------------------------------
 
 
-class Server(threading.Thread):
-    """``create_app(herald)`` on Hypercorn (asyncio) until ``stop()``."""
-
-    def __init__(self, config: Path, port: int) -> None:
-        super().__init__(daemon=True)
-        self.config = config
-        self.port = port
-        self._started = threading.Event()
-        self._token: Any = None
-        self._stopping: anyio.Event | None = None
-
-    def run(self) -> None:
-        anyio.run(self._serve)
-
-    async def _serve(self) -> None:
-        from hypercorn.asyncio import serve
-        from hypercorn.config import Config
-
-        config = Config()
-        config.bind = [f"127.0.0.1:{self.port}"]
-        config.accesslog = None
-        self._stopping = anyio.Event()
-        self._token = anyio.lowlevel.current_token()
-        self._started.set()
-        plugins = load_plugins(FakeGateway().plugin())
-        async with await Herald.open(self.config, plugins=plugins) as herald:
-            await serve(create_app(herald), config, shutdown_trigger=self._stopping.wait,
-                        mode="asgi")
-
-    def stop(self) -> None:
-        if self._started.wait(timeout=30) and self._stopping is not None:
-            anyio.from_thread.run_sync(self._stopping.set, token=self._token)
-        self.join(timeout=30)
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(base URL, a sender token) of a fresh workspace served on a loopback port."""
-    config = write_config(tmp_path, extra=CONFIG)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = Server(config, port)
-    server.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/healthz").raise_for_status()
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
-        from engine.store.sqlite import SQLiteStore
-
-        store = SQLiteStore.open(tmp_path / "herald.db")
-        _, secret = TokenStore(store.conn).create("sender")
-        store.conn.close()
-        yield base, secret
-    finally:
-        server.stop()
+    with served_api(write_config(tmp_path, extra=CONFIG), "sender") as served:
+        yield served
 
 
 def _save(page: Any, path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from engine.api import TokenStore
 from engine.simulator import GatewaySimulator
 from engine.store.sqlite import SQLiteStore
-from tests.test_api_server import free_port, wait_healthy
+from tests.servers import free_port, wait_healthy
 
 SECRET = "s3cret-receipts-0123456789"
 
