@@ -255,16 +255,18 @@ class Dispatcher:
             messages = messages + [m for m, _ in batch.settled]
             outcomes = list(outcomes) + [o for _, o in batch.settled]
         await self.store.record(self.run_id, batch.batch, batch.sender, messages, outcomes)
-        results = self.results
-        sender = self.senders.get(batch.sender)
+        sent = failed = 0
         for o in outcomes:
             if o.state == State.SENT:
-                results["sent"] += 1
+                sent += 1
             elif o.state == State.FAILED:
-                results["failed"] += 1
-            else:
-                results["unknown"] += 1
+                failed += 1
+        results = self.results
+        results["sent"] += sent
+        results["failed"] += failed
+        results["unknown"] += len(outcomes) - sent - failed
+        sender = self.senders.get(batch.sender)
         if sender is not None:
-            sender.sent += sum(1 for o in outcomes if o.state == State.SENT)
-            sender.failed += sum(1 for o in outcomes if o.state == State.FAILED)
+            sender.sent += sent
+            sender.failed += failed
         self.busy["record"] += time.perf_counter() - t0

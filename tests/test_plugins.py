@@ -93,4 +93,4 @@ def test_every_hook_is_documented() -> None:
         doc = getattr(hs, name).__doc__ or ""
         assert "Called" in doc, f"{name} does not say when it is called"
         assert "results" in doc or "first" in doc, f"{name} does not say how results combine"
-        assert name in README.read_text(encoding="utf-8") or name in HOOKSPECS.read_text(), name
+        assert name in README.read_text(encoding="utf-8"), f"{name} is not in the README"
