@@ -124,12 +124,13 @@ class FakeGateway:
                     results.append(SendResult(m.id, "retry", error="queue full"))
                 else:
                     results.append(SendResult(m.id, "accepted", provider_id=f"p-{m.id}"))
+        by_id = {m.id: m for m in messages}
         for r in results:
             if r.status == "accepted":
                 if self.idempotent and self.accepted[r.id]:
                     continue
                 self.accepted[r.id] += 1
-                self.texts[r.id] = next(m for m in messages if m.id == r.id)
+                self.texts[r.id] = by_id[r.id]
         return results
 
     def driver_class(self) -> type[Driver]:

@@ -12,7 +12,6 @@ from engine.plugins import load_plugins
 from engine.store.sqlite import SQLiteStore
 
 PLUGIN_DIR = Path(__file__).parent / "fixtures" / "ledger_plugin"
-HOOKSPECS = Path(__file__).resolve().parents[1] / "engine" / "hookspecs.py"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
