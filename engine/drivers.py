@@ -25,7 +25,7 @@ __all__ = [
     "SendStatus",
 ]
 
-SendStatus = Literal["accepted", "rejected", "retry"]
+SendStatus = Literal["accepted", "rejected", "retry", "unknown"]
 
 
 class OutboundMessage(msgspec.Struct, frozen=True, gc=False):
@@ -44,6 +44,10 @@ class SendResult(msgspec.Struct, frozen=True, gc=False):
     ``accepted``: the gateway took it (``provider_id`` correlates delivery receipts).
     ``rejected``: refused for good (``error`` says why, in the provider's words or code).
     ``retry``: not taken this time; worth another try (``retry_after`` seconds if known).
+    ``unknown``: the gateway may or may not have taken it (its request timed out, or the
+    connection was lost before the answer); ``error`` starts with the reason, ``timeout``
+    or ``connection_lost``. The sender's ``on_ambiguous`` decides: retry under the same id,
+    or record it ``unknown``.
     """
 
     id: str

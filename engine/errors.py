@@ -20,8 +20,14 @@ boundary; the engine never sees a vendor exception.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+#: Why an attempt may or may not have reached its gateway (the reason its messages get when
+#: they end ``unknown``).
+Ambiguity = Literal["timeout", "connection_lost"]
 
 __all__ = [
+    "Ambiguity",
     "ConfigError",
     "ConfigProblem",
     "GatewayError",
@@ -101,19 +107,36 @@ class GatewayError(HeraldError):
 
 
 class TransientGatewayError(GatewayError):
-    """Worth retrying later: timeouts, 5xx, throttling.
+    """Not taken this time: 5xx, throttling, no connection, or an answer that never came.
+
+    What the gateway may have done with the batch is said by exactly one of three cases:
+
+    - ``unsent=True``: it certainly did not take it (the connection was refused, nothing
+      of the request was written): safe to send again, through another gateway too.
+    - ``ambiguous="timeout"`` or ``"connection_lost"``: the request was written (or may
+      have been) and no complete answer came: the gateway *may* have it. The engine retries
+      it only where the sender's ``on_ambiguous`` says so (by default, where the driver
+      declares idempotent submission); otherwise its messages end ``unknown`` with that
+      reason.
+    - neither: the gateway answered that it did not take it (a 5xx, a 429): worth retrying
+      on the same gateway.
 
     ``retry_after``: seconds the gateway asked us to wait (a throttling answer).
-    ``unsent``: the gateway certainly did not take the batch (the connection was refused,
-    it answered 429 or 503): safe to send through another gateway. Leave it False when
-    it may have (a timeout, a connection lost mid-request).
     """
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, unsent: bool = False
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        unsent: bool = False,
+        ambiguous: Ambiguity | None = None,
     ) -> None:
+        if unsent and ambiguous is not None:
+            raise ValueError("a request cannot be both surely unsent and ambiguous")
         self.retry_after = retry_after
         self.unsent = unsent
+        self.ambiguous: Ambiguity | None = ambiguous
         super().__init__(message)
 
 

@@ -41,6 +41,8 @@ class Skip(StrEnum):
     POLICY = "policy"
     NOT_SUBSCRIBED = "not_subscribed"
     CANCELLED = "cancelled"
+    #: The template rendered to nothing (or only blanks) for this profile.
+    EMPTY = "empty"
 
 
 TRANSITIONS: dict[State, frozenset[State]] = {

@@ -233,7 +233,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def mark_sending(self, run_id: int, batch: int) -> None:
-        """The batch is about to be handed to its gateway (durably, before it is)."""
+        """The batch is about to be handed to its gateway (durably, before it is).
+
+        Called just before a request is written, never while the batch still waits for
+        its sender's window or rate: a batch marked ``sending`` may be at its gateway."""
+
+    @abc.abstractmethod
+    async def unmark_sending(self, run_id: int, batch: int) -> None:
+        """The batch is back to merely reserved: its gateway certainly has none of what is
+        still pending (it answered "not taken" for all of it)."""
 
     @abc.abstractmethod
     async def move_batch(self, run_id: int, batch: int, sender: str) -> None:
@@ -242,9 +250,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
-        outcomes: Sequence[Outcome],
+        outcomes: Sequence[Outcome], keep: Sequence[Message] = (),
     ) -> None:
-        """Atomically: write the batch's recipient rows and drop it from the journal."""
+        """Atomically: write the batch's recipient rows and drop it from the journal.
+
+        ``keep``: messages of the batch that are not settled and that no gateway has (a
+        run stopped between two parts of a batch, or while waiting to retry what its
+        gateway refused): the batch stays in the journal with just those, ``reserved``, for
+        ``resume`` to send or ``cancel`` to record ``cancelled``."""
 
     @abc.abstractmethod
     async def apply_receipts(self, receipts: Sequence[Receipt]) -> ReceiptReport:

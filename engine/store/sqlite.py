@@ -811,6 +811,11 @@ class SQLiteStore(Store):
             "INSERT OR IGNORE INTO journal_sending (run_id, batch) VALUES (?, ?)", (run_id, batch)
         )
 
+    async def unmark_sending(self, run_id: int, batch: int) -> None:
+        self.conn.execute(
+            "DELETE FROM journal_sending WHERE run_id = ? AND batch = ?", (run_id, batch)
+        )
+
     async def move_batch(self, run_id: int, batch: int, sender: str) -> None:
         self.conn.execute(
             "UPDATE journal SET sender = ? WHERE run_id = ? AND batch = ?", (sender, run_id, batch)
@@ -818,7 +823,7 @@ class SQLiteStore(Store):
 
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
-        outcomes: Sequence[Outcome],
+        outcomes: Sequence[Outcome], keep: Sequence[Message] = (),
     ) -> None:
         # Batch-wide values are written into the statement as literals: binding them once
         # per row cost 40% of the insert (bench/pipeline.py). They are an int, a float and
@@ -845,7 +850,14 @@ class SQLiteStore(Store):
                 )
             if other:
                 c.executemany(f"{head}?, ?, {sender_sql}, ?, ?, ?, ?, ?, {now_sql})", other)
-            c.execute("DELETE FROM journal WHERE run_id = ? AND batch = ?", (run_id, batch))
+            if keep:
+                c.execute(
+                    "UPDATE journal SET sender = ?, messages = ? WHERE run_id = ? AND batch = ?",
+                    (sender, _msgpack.encode([(m.seq, m.profile_id, m.phone) for m in keep]),
+                     run_id, batch),
+                )
+            else:
+                c.execute("DELETE FROM journal WHERE run_id = ? AND batch = ?", (run_id, batch))
             c.execute(
                 "DELETE FROM journal_sending WHERE run_id = ? AND batch = ?", (run_id, batch)
             )
