@@ -78,6 +78,9 @@ class EngineConfig(_Strict):
     trigger_linger: Annotated[float, Meta(ge=0, le=5)] = 0.01
     #: The account's sending policy (None: no limit).
     policy: Policy | None = None
+    #: Seconds a delivery receipt whose message is not recorded (yet) is kept waiting for
+    #: it; older ones are dropped. Default 7 days.
+    receipt_ttl: Annotated[float, Meta(gt=0)] = 7 * 86400.0
 
 
 class TrackingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -148,6 +151,11 @@ class SenderConfig(_Strict):
     #: Longest text in segments this sender takes; 0 = no cap. Longer texts are skipped.
     max_segments: Annotated[int, Meta(ge=0)] = 0
     retry: RetryRules = RetryRules()
+    #: An attempt that may have reached the gateway (a timeout after the request was
+    #: written, a connection lost before the answer): "retry" it under the same ids, or
+    #: record its messages "unknown" (reason timeout / connection_lost). None: "retry"
+    #: when the driver declares idempotent submission, "unknown" otherwise.
+    on_ambiguous: Literal["unknown", "retry"] | None = None
 
 
 class RouteTarget(_Strict):
