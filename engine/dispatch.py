@@ -1,21 +1,30 @@
 """Dispatch: reserved batches to gateways, at each sender's pace, with retries and failover.
 
-Each sender has its own workers, stream of batches, GCRA rate limiter (in segments per
-second, reserved per batch), in-flight window (in messages) and retry rules, so a slow or
-failing sender never blocks another. One attempt of one batch::
+Each sender has its own workers, stream of batches and retry rules, so a slow or failing
+sender never blocks another; its pace (a GCRA in segments per second) and in-flight window
+(in messages) are its ``SenderLimit``, shared with every other run on the sender. A batch
+goes in parts of at most half its sender's ``burst`` in segments; one attempt of one
+part::
 
-    wait for room in the window ─▶ reserve segments on the GCRA, sleep the delay
-      ─▶ driver.send_batch ─▶ Submission (sans-I/O) decides each message's outcome
+    wait for room in the window ─▶ wait for the pace           (a stop here: still reserved)
+      ─▶ journal 'sending' ─▶ driver.send_batch                (shielded, within the grace)
+      ─▶ Submission (sans-I/O) decides each message's outcome
       ─▶ health fed to the router; a throttling answer pushes the whole sender back
+      ─▶ settled: the part's recipients recorded, the rest of the batch stays journalled
 
-A batch whose gateway certainly did not take it (connection refused) may fail over to another
-sender of its virtual sender, chosen by the router with the failing one excluded; its messages
-keep their ids. One that may have been taken (a timeout) is retried on the same sender only,
-where an idempotent gateway recognises the ids. A throttled one waits for its own sender:
-moving a busy gateway's traffic onto the others would only overload them.
+So the journal says ``sending`` only while a request is, or may be, at a gateway: a run
+stopped (Ctrl-C, SIGTERM, pause) while its batches wait for the pace leaves them reserved,
+for ``resume`` to send or ``cancel`` to record ``cancelled``. A gateway that answered "not
+taken" for everything pending takes the batch back to reserved while it waits to retry.
 
-Once a batch is marked ``sending`` it must end recorded, even while the run is being
-stopped: the attempt runs shielded, with the grace deadline ``stop()`` sets.
+An attempt whose gateway certainly did not take it (connection refused) may fail over to
+another sender of its virtual sender, chosen by the router with the failing one excluded;
+its messages keep their ids. One that may have been taken (a timeout after the request was
+written, a connection lost before the answer) is retried on the same sender, under the same
+ids, only where the sender's ``on_ambiguous`` is "retry" (by default: where its driver
+declares idempotent submission); otherwise its messages end ``unknown`` with the reason.
+A throttled one waits for its own sender: moving a busy gateway's traffic onto the others
+would only overload them.
 """
 
 from __future__ import annotations
@@ -33,15 +42,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from engine.config import RetryRules, SenderConfig
 from engine.core.histogram import Histogram
 from engine.core.prepare import Message
-from engine.core.ratelimit import Gcra, InFlightWindow
 from engine.core.routing import VirtualSenderRouter
 from engine.core.states import Outcome, State
 from engine.core.submission import Submission
 from engine.drivers import Driver
 from engine.errors import GatewayError, TransientGatewayError
+from engine.limits import LocalSenderLimit, SenderLimit
 from engine.store.base import Store
 
-__all__ = ["Batch", "Dispatcher", "SenderRuntime", "SenderStats"]
+__all__ = ["Batch", "Dispatcher", "SenderRuntime", "SenderStats", "split_parts"]
 
 
 class Batch(NamedTuple):
@@ -67,18 +76,32 @@ class SenderStats(msgspec.Struct, frozen=True):
 
 
 class SenderRuntime:
-    """A sender's driver, pace, window, retry rules and stream of reserved batches."""
+    """A sender as one run sees it: its driver, retry rules, stream of reserved batches and
+    counters, and the pace and window it shares with every other run (``limit``)."""
 
-    def __init__(self, name: str, config: SenderConfig, driver: Driver) -> None:
+    def __init__(
+        self, name: str, config: SenderConfig, driver: Driver, limit: SenderLimit | None = None
+    ) -> None:
         self.name = name
         self.caller_id = config.caller_id
         self.driver = driver
         self.concurrency = config.concurrency
         self.retry: RetryRules = config.retry
         self.max_batch = max(1, driver.capabilities.max_batch)
-        self.gcra = Gcra(config.rate, config.burst)
-        self.window = InFlightWindow(config.window)
-        self._room = anyio.Event()
+        self.limit: SenderLimit = limit or LocalSenderLimit(
+            config.rate, config.burst, config.window)
+        #: Attempts that may have reached the gateway are retried (same ids), not recorded
+        #: unknown: the sender's on_ambiguous, by default whether the driver is idempotent.
+        self.retry_ambiguous = (
+            config.on_ambiguous == "retry" if config.on_ambiguous is not None
+            else driver.capabilities.idempotent
+        )
+        #: The most segments one part of a batch may cost (None: the rate is unlimited). A
+        #: batch is paced in parts of at most half the ``burst`` (one message at least), so
+        #: that no window sees more than rate + burst, and a part that went out late (a
+        #: busy event loop) is caught up by the next ones from the other half.
+        self.part_segments: int | None = (
+            max(config.burst // 2, 1) if config.rate > 0 else None)
         send, receive = anyio.create_memory_object_stream[Batch](config.concurrency * 2)
         self.send: MemoryObjectSendStream[Batch] = send
         self.receive: MemoryObjectReceiveStream[Batch] = receive
@@ -86,32 +109,32 @@ class SenderRuntime:
         #: Seconds per gateway call.
         self.latency = Histogram()
 
-    async def take_window(self, n: int) -> None:
-        while not self.window.can_take(n):
-            await self._room.wait()
-        self.window.take(n)
-
-    def release_window(self, n: int) -> None:
-        self.window.release(n)
-        self._room.set()
-        self._room = anyio.Event()
-
-    async def pace(self, segments: int, clock: Callable[[], float]) -> None:
-        """Wait until ``segments`` may go out at this sender's rate."""
-        delay = self.gcra.reserve(segments, clock())
-        while delay > 0:
-            await anyio.sleep(delay)
-            # a throttling answer that came in meanwhile pushes everything back
-            delay = self.gcra.paused_until - clock()
-
     def statistics(self, now: float) -> SenderStats:
-        g = self.gcra.statistics(now)
+        g = self.limit.statistics()
         return SenderStats(
             name=self.name, sent=self.sent, failed=self.failed, throttled=self.throttled,
-            in_flight=self.window.in_flight,
+            in_flight=self.limit.in_flight,
             queued_batches=self.receive.statistics().current_buffer_used,
             rate=g.rate, tokens=g.tokens, paused_until=g.paused_until,
         )
+
+
+def split_parts(messages: Sequence[Message], budget: int | None) -> list[list[Message]]:
+    """Cut a batch into parts of at most ``budget`` segments (one message at least each)."""
+    if budget is None or sum(m.segments for m in messages) <= budget:
+        return [list(messages)]
+    parts: list[list[Message]] = []
+    part: list[Message] = []
+    cost = 0
+    for m in messages:
+        if part and cost + m.segments > budget:
+            parts.append(part)
+            part, cost = [], 0
+        part.append(m)
+        cost += m.segments
+    if part:
+        parts.append(part)
+    return parts
 
 
 class Dispatcher:
@@ -139,14 +162,19 @@ class Dispatcher:
         self.stopping = False
         self._deadline = math.inf
         self._sending_scopes: set[anyio.CancelScope] = set()
+        self._waiting_scopes: set[anyio.CancelScope] = set()
         self._room = anyio.Event()
 
     def stop(self, deadline: float) -> None:
-        """Start no new batch; attempts under way must end by ``deadline``."""
+        """Start no new batch and stop waiting (for a window, the pace or a retry): what
+        waits stays reserved. Attempts already handed to a gateway must end by
+        ``deadline``."""
         self.stopping = True
         self._deadline = min(self._deadline, deadline)
         for scope in self._sending_scopes:
             scope.deadline = min(scope.deadline, self._deadline)
+        for scope in self._waiting_scopes:
+            scope.cancel()
 
     async def worker(
         self, sender: SenderRuntime, batches: MemoryObjectReceiveStream[Batch]
@@ -168,70 +196,162 @@ class Dispatcher:
         self._room = anyio.Event()
 
     async def dispatch(self, batch: Batch) -> None:
+        """Send a reserved batch, part by part (each at most its sender's burst), and record
+        each part as it settles. Stopped, it leaves what no gateway has reserved."""
         n = len(batch.messages)
         self.in_flight += n
         try:
-            with anyio.CancelScope(shield=True, deadline=self._deadline) as scope:
-                self._sending_scopes.add(scope)
-                try:
-                    await self.store.mark_sending(self.run_id, batch.batch)
-                    sender, outcomes = await self._send(batch)
-                finally:
-                    self._sending_scopes.discard(scope)
-                if scope.cancelled_caught:
-                    return  # grace ran out: the journal says 'sending'; resume settles it
-                await self.record(batch._replace(sender=sender), outcomes)
+            if not batch.messages:
+                await self.record(batch, [])
+                return
+            remaining = batch.messages
+            settled = batch.settled
+            while remaining:
+                sender = self.senders[batch.sender]
+                part, *rest = split_parts(remaining, sender.part_segments)
+                remaining = [m for p in rest for m in p]
+                batch = await self._send_part(batch, part, remaining, settled)
+                settled = ()
+                if batch.batch < 0:
+                    return  # stopped: the rest stays in the journal
         finally:
             self.in_flight -= n
 
-    async def _send(self, batch: Batch) -> tuple[str, list[Outcome]]:
-        """Attempts until every message is settled; returns the sender that ended with it."""
-        messages = batch.messages
-        if not messages:
-            return batch.sender, []
+    async def _send_part(
+        self, batch: Batch, part: list[Message], remaining: list[Message],
+        settled: tuple[tuple[Message, Outcome], ...],
+    ) -> Batch:
+        """Attempts until every message of ``part`` is settled, then record them (the
+        batch's journal entry keeps ``remaining``). Returns the batch as it now stands (its
+        sender may have changed); a negative ``batch`` id when the run was stopped."""
         sender = self.senders[batch.sender]
-        sub = Submission(messages, sender.caller_id)
-        segments = sum(m.segments for m in messages)
+        sub = Submission(part, sender.caller_id, retry_ambiguous=sender.retry_ambiguous)
         first_try = self.clock()
         tried = {sender.name}
+        marked = False
         while True:
             taken = len(sub.pending)
-            await sender.take_window(taken)
-            try:
-                await sender.pace(segments, self.clock)
-                t0 = time.perf_counter()
-                error: BaseException | None = None
+            segments = sum(part[i].segments for i in sub.pending)
+            # Waiting for room and for the pace: a stop here hands nothing over.
+            if not await self._wait_turn(sender, taken, segments):
+                return await self._stopped(batch, sender, part, remaining, settled, sub)
+            # Handing over: shielded, so what a gateway may have gets recorded, within the
+            # grace a stop sets.
+            error: BaseException | None = None
+            with anyio.CancelScope(shield=True, deadline=self._deadline) as scope:
+                self._sending_scopes.add(scope)
                 try:
-                    results = await sender.driver.send_batch(sub.next_attempt())
-                except Exception as err:
-                    error = err
-                    sub.failed(err)
-                else:
-                    sub.answered(results)
-                elapsed = time.perf_counter() - t0
-                self.busy["dispatch"] += elapsed
-                sender.latency.observe(elapsed)
-            finally:
-                sender.release_window(taken)
+                    if not marked:
+                        await self.store.mark_sending(self.run_id, batch.batch)
+                        marked = True
+                    t0 = time.perf_counter()
+                    try:
+                        results = await sender.driver.send_batch(sub.next_attempt())
+                    except Exception as err:
+                        error = err
+                        sub.failed(err)
+                    else:
+                        sub.answered(results)
+                    elapsed = time.perf_counter() - t0
+                    self.busy["dispatch"] += elapsed
+                    sender.latency.observe(elapsed)
+                finally:
+                    self._sending_scopes.discard(scope)
+                    sender.limit.release_window(taken)
+            if scope.cancelled_caught:  # the grace ran out before the gateway answered
+                sub.interrupted()
+                return await self._stopped(batch, sender, part, remaining, settled, sub)
             now = self.clock()
             self._feed_health(sender, error, sub, now)
             if sub.done:
-                return sender.name, sub.results()
+                await self.record(batch._replace(sender=sender.name, messages=part,
+                                                 settled=settled),
+                                  sub.results(), keep=remaining)
+                return batch._replace(sender=sender.name)
+            if not sub.maybe_taken:
+                # the gateway answered "not taken" for everything pending: back to reserved
+                await self.store.unmark_sending(self.run_id, batch.batch)
+                marked = False
             policy = sender.retry.for_answer(error, sub)
             delay = policy.next_delay(sub.attempt, first_try, now, self.rng, sub.retry_after)
-            if isinstance(error, TransientGatewayError) and error.unsent and not sub.throttled:
-                other = self.router.choose(messages[0].phone, now, exclude=tried)
+            if (isinstance(error, TransientGatewayError) and error.unsent
+                    and not sub.throttled and not sub.maybe_taken):
+                other = self.router.choose(part[0].phone, now, exclude=tried)
                 if other not in tried:
                     # the gateway certainly did not take it: another sender may (same ids)
                     tried.add(other)
                     sender = self.senders[other]
                     sub.switch(sender.caller_id)
                     await self.store.move_batch(self.run_id, batch.batch, other)
+                    batch = batch._replace(sender=other)
                     continue
             if delay is None:
                 sub.give_up()
-                return sender.name, sub.results()
-            await anyio.sleep(delay)
+                await self.record(batch._replace(sender=sender.name, messages=part,
+                                                 settled=settled),
+                                  sub.results(), keep=remaining)
+                return batch._replace(sender=sender.name)
+            if not await self._wait(delay):
+                return await self._stopped(batch, sender, part, remaining, settled, sub)
+
+    async def _wait_turn(self, sender: SenderRuntime, n: int, segments: int) -> bool:
+        """Take room for ``n`` messages and wait for the pace of ``segments``; False (and
+        nothing taken) when the run stops meanwhile."""
+        if self.stopping:
+            return False
+        limit = sender.limit
+        took = False
+        with anyio.CancelScope() as scope:
+            self._waiting_scopes.add(scope)
+            try:
+                await limit.take_window(n)
+                took = True
+                await limit.acquire(segments)
+            finally:
+                self._waiting_scopes.discard(scope)
+        if scope.cancelled_caught:
+            if took:
+                limit.release_window(n)
+            return False
+        return True
+
+    async def _wait(self, delay: float) -> bool:
+        """Sleep before a retry; False when the run stops meanwhile."""
+        if self.stopping:
+            return False
+        with anyio.CancelScope() as scope:
+            self._waiting_scopes.add(scope)
+            try:
+                await anyio.sleep(delay)
+            finally:
+                self._waiting_scopes.discard(scope)
+        return not scope.cancelled_caught
+
+    async def _stopped(
+        self, batch: Batch, sender: SenderRuntime, part: list[Message],
+        remaining: list[Message], settled: tuple[tuple[Message, Outcome], ...],
+        sub: Submission,
+    ) -> Batch:
+        """The run stopped with ``part`` not settled: record what is, keep the rest in the
+        journal, ``sending`` only if a gateway may have some of it."""
+        stopped = batch._replace(batch=-1)
+        done = sub.settled()
+        keep = [part[i] for i in sub.pending] + remaining
+        if not done and not settled and not sub.maybe_taken:
+            # nothing to write but the mark: the batch is as it was reserved
+            with anyio.CancelScope(shield=True):
+                await self.store.unmark_sending(self.run_id, batch.batch)
+            return stopped
+        outcomes = [o for o in sub.outcomes if o is not None]
+        with anyio.CancelScope(shield=True):
+            await self.record(
+                batch._replace(sender=sender.name, messages=[part[i] for i in done],
+                               settled=settled),
+                outcomes, keep=keep,
+            )
+            if keep and sub.maybe_taken:
+                await self.store.mark_sending(self.run_id, batch.batch)
+        return stopped
 
     def _feed_health(
         self, sender: SenderRuntime, error: BaseException | None, sub: Submission, now: float
@@ -240,7 +360,7 @@ class Dispatcher:
         instead, and content rejections count for nothing."""
         if sub.throttled:
             sender.throttled += 1
-            sender.gcra.penalize(sub.retry_after or 1.0, now)  # the whole sender waits
+            sender.limit.penalize(sub.retry_after or 1.0)  # the whole sender waits
         elif error is None:
             self.router.record_result(sender.name, True, now)
         elif isinstance(error, TransientGatewayError) and error.unsent:
@@ -248,13 +368,17 @@ class Dispatcher:
         elif isinstance(error, GatewayError):
             self.router.record_result(sender.name, False, now)
 
-    async def record(self, batch: Batch, outcomes: Sequence[Outcome]) -> None:
+    async def record(
+        self, batch: Batch, outcomes: Sequence[Outcome], *, keep: Sequence[Message] = ()
+    ) -> None:
+        """Write the recipients of ``batch``; ``keep``: its messages left in the journal."""
         t0 = time.perf_counter()
         messages = batch.messages
         if batch.settled:
             messages = messages + [m for m, _ in batch.settled]
             outcomes = list(outcomes) + [o for _, o in batch.settled]
-        await self.store.record(self.run_id, batch.batch, batch.sender, messages, outcomes)
+        await self.store.record(self.run_id, batch.batch, batch.sender, messages, outcomes,
+                                keep=keep)
         sent = failed = 0
         for o in outcomes:
             if o.state == State.SENT:

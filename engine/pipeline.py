@@ -32,8 +32,9 @@ from engine.core.dedupe import Dedupe
 from engine.core.phones import PhoneNormaliser
 from engine.core.prepare import AudienceRow, Message, Preparer, Renderer
 from engine.core.states import Outcome, State
-from engine.dispatch import Batch, Dispatcher, SenderRuntime, SenderStats
+from engine.dispatch import Batch, Dispatcher, SenderRuntime, SenderStats, split_parts
 from engine.drivers import Driver
+from engine.limits import SenderLimits
 from engine.store.base import Store
 from engine.store.models import Mailing, Run
 
@@ -76,6 +77,7 @@ class Pipeline:
         resource_id: int,
         total: int,
         clock: Callable[[], float] = time.monotonic,
+        limits: SenderLimits | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -90,8 +92,10 @@ class Pipeline:
         self.router = vs.router()
         # only the senders this mailing can route to: others stay idle
         names = {t.sender for rule in vs.rules for t in rule.senders}
+        # one pace and window per sender, shared with the other runs of this process
+        limits = limits or SenderLimits()
         self.senders = {
-            name: SenderRuntime(name, s, drivers[s.gateway])
+            name: SenderRuntime(name, s, drivers[s.gateway], limits.get(name, s))
             for name, s in config.senders.items() if name in names
         }
         self.dispatcher = Dispatcher(
@@ -127,8 +131,8 @@ class Pipeline:
             else mailing.policy or resource.policy or eng.policy,
         )
         self._counts = {k: counts.get(k, 0) for k in (
-            "received", "found", "invalid", "suppressed", "duplicate", "too_long", "policy",
-            "reserved")}
+            "received", "found", "invalid", "suppressed", "duplicate", "too_long", "empty",
+            "policy", "reserved")}
         self._busy = {"cursor": 0.0, "prepare": 0.0}
         self.cursor_ms: float | None = None
         self._stop_scope = anyio.CancelScope()
@@ -223,7 +227,7 @@ class Pipeline:
             ]
             gone = [Message(seq, f"{self.run.uid}-{seq}", pid, phone, sender, "", 0, "")
                     for seq, pid, phone in missing]
-            if jb.state == "sending" and not self.senders[sender].driver.capabilities.idempotent:
+            if jb.state == "sending" and not self.senders[sender].retry_ambiguous:
                 outcomes = [
                     Outcome(m.seq, State.UNKNOWN, "interrupted",
                             error="in flight when the run was interrupted; the gateway may "
@@ -433,10 +437,12 @@ def _group(
         by_sender.setdefault(m.sender, []).append(m)
     out: list[Batch] = []
     for name, msgs in by_sender.items():
-        size = min(batch_size, senders[name].max_batch)
+        sender = senders[name]
+        size = min(batch_size, sender.max_batch)
         for i in range(0, len(msgs), size):
-            part = msgs[i : i + size]
-            out.append(Batch(part[0].seq, name, part))
+            # at most the sender's burst in segments: each batch goes out in one piece
+            for part in split_parts(msgs[i : i + size], sender.part_segments):
+                out.append(Batch(part[0].seq, name, part))
     out.sort(key=lambda b: b.batch)
     return out
 

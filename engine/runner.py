@@ -27,6 +27,7 @@ from engine.core.sms import measure
 from engine.core.templates import compile_template
 from engine.drivers import Driver
 from engine.errors import InputError
+from engine.limits import SenderLimits
 from engine.mailing_log import MailingLog, build_log
 from engine.pipeline import Pipeline, PipelineStats
 from engine.plugins import Plugins, load_plugins
@@ -49,6 +50,8 @@ class Herald:
         #: The pipeline of the run in progress, if any (for progress and stop()).
         self.pipeline: Pipeline | None = None
         self._receipt_parsers: dict[str, Driver] = {}
+        #: Each sender's pace and window, shared by every run of this workspace.
+        self.limits = SenderLimits()
 
     @classmethod
     async def open(
@@ -171,6 +174,7 @@ class Herald:
         pipeline = Pipeline(
             store=store, config=self.config, drivers=drivers, mailing=mailing, run=run,
             template=template, measure=measure, resource_id=resource_id, total=total,
+            limits=self.limits,
         )
         self.pipeline = pipeline
         if started is not None:
@@ -220,7 +224,8 @@ class Herald:
     ) -> ReceiptReport:
         """Take a delivery-receipt callback of ``gateway``: its driver parses it, and each
         receipt moves its recipient (found by provider id) to delivered or undelivered. A
-        receipt for a message not recorded yet is kept and applied when it is."""
+        receipt for a message not recorded yet is kept and applied when it is, unless it
+        waits more than ``[engine] receipt_ttl`` seconds for it."""
         gw = self.config.gateways.get(gateway)
         if gw is None:
             raise InputError(f"no gateway named {gateway!r} in the config")
@@ -231,7 +236,9 @@ class Herald:
             if not driver.capabilities.supports_dlr:
                 raise InputError(f"gateway {gateway!r} (driver {gw.driver}) has no receipts")
             self._receipt_parsers[gateway] = driver
-        return await self.store.apply_receipts(driver.parse_receipts(body, headers or {}))
+        return await self.store.apply_receipts(
+            driver.parse_receipts(body, headers or {}), ttl=self.config.engine.receipt_ttl
+        )
 
     # -- reading -----------------------------------------------------------------------
 

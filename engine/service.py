@@ -490,6 +490,7 @@ class MailingService:
     def statistics(self) -> ServiceStats:
         busy = dict(self._finished_busy)
         senders = {n: msgspec.structs.replace(m) for n, m in self._finished_senders.items()}
+        counted: set[int] = set()  # runs on one sender share its window: count it once
         for active in self._active.values():
             if active.pipeline is None:
                 continue
@@ -498,7 +499,9 @@ class MailingService:
             for name, sender in active.pipeline.senders.items():
                 total = senders.setdefault(name, SenderMetrics(name=name))
                 _add_sender(total, sender)
-                total.in_flight += sender.window.in_flight
+                if id(sender.limit) not in counted:
+                    counted.add(id(sender.limit))
+                    total.in_flight += sender.limit.in_flight
         return ServiceStats(senders=sorted(senders.values(), key=lambda s: s.name),
                             busy_s=busy, running=len(self._active))
 

@@ -4,6 +4,12 @@ Sans-I/O: the async shell calls the driver and feeds the answer (results or an e
 in; this class decides each message's outcome, which messages go again, and how long the
 gateway asked us to wait. Retry timing (how long, how many times) is the caller's policy.
 
+An answer that leaves it open whether the gateway took a message (a timeout after the
+request was written, a connection lost before the answer: ``ambiguous``) settles that
+message ``unknown`` with the reason, unless ``retry_ambiguous`` (the sender's
+``on_ambiguous = "retry"``): then it goes again under the same id, and ``maybe_taken``
+remembers that the gateway may already have it.
+
 ::
 
     sub = Submission(messages, caller_id)
@@ -35,10 +41,12 @@ _NO_RESULT = "the driver returned no result for it"
 class Submission:
     """The outcomes of one batch, settled over one or more attempts."""
 
-    __slots__ = ("_caller_id", "_errors", "_outbound", "attempt", "outcomes", "pending",
-                 "retry_after", "seqs", "throttled")
+    __slots__ = ("_caller_id", "_errors", "_maybe", "_outbound", "attempt", "outcomes",
+                 "pending", "retry_after", "retry_ambiguous", "seqs", "throttled")
 
-    def __init__(self, messages: Sequence[Message], caller_id: str) -> None:
+    def __init__(
+        self, messages: Sequence[Message], caller_id: str, *, retry_ambiguous: bool = False
+    ) -> None:
         self._outbound = [
             OutboundMessage(m.id, m.phone, caller_id, m.text, m.segments) for m in messages
         ]
@@ -53,10 +61,24 @@ class Submission:
         self.throttled = False
         self._caller_id = caller_id
         self._errors: dict[int, str | None] = {}
+        self.retry_ambiguous = retry_ambiguous
+        #: Positions an earlier attempt may have handed over (retried: ambiguous answers).
+        self._maybe: set[int] = set()
 
     @property
     def done(self) -> bool:
         return not self.pending
+
+    @property
+    def maybe_taken(self) -> bool:
+        """Some message still pending may be at the gateway already (an ambiguous answer
+        was retried): it must not be taken back as merely reserved."""
+        maybe = self._maybe
+        return bool(maybe) and any(i in maybe for i in self.pending)
+
+    def settled(self) -> list[int]:
+        """Positions settled so far."""
+        return [i for i, o in enumerate(self.outcomes) if o is not None]
 
     def next_attempt(self) -> list[OutboundMessage]:
         """The messages to submit now."""
@@ -90,6 +112,15 @@ class Submission:
                                            self.attempt)
             elif r.status == "rejected":
                 self._settle(i, State.FAILED, "rejected", error=r.error)
+            elif r.status == "unknown":
+                error = r.error or ""
+                reason = "timeout" if error.startswith("timeout") else "connection_lost"
+                if self.retry_ambiguous:
+                    retry.append(i)
+                    self._errors[i] = r.error
+                    self._maybe.add(i)
+                else:
+                    self._settle(i, State.UNKNOWN, reason, error=r.error)
             else:
                 retry.append(i)
                 self._errors[i] = r.error
@@ -100,6 +131,13 @@ class Submission:
 
     def failed(self, err: BaseException) -> None:
         """The driver raised instead of answering."""
+        if isinstance(err, TransientGatewayError) and err.ambiguous is not None:
+            if not self.retry_ambiguous:
+                for i in self.pending:
+                    self._settle(i, State.UNKNOWN, err.ambiguous, error=str(err))
+                self.pending = []
+                return
+            self._maybe.update(self.pending)
         if isinstance(err, TransientGatewayError):
             self.retry_after = err.retry_after
             self.throttled = err.retry_after is not None
@@ -116,6 +154,19 @@ class Submission:
             state, reason, error = State.UNKNOWN, "driver_error", repr(err)
         for i in self.pending:
             self._settle(i, state, reason, error=error)
+        self.pending = []
+
+    def interrupted(self) -> None:
+        """The run stopped in the middle of an attempt (its grace ran out): the gateway may
+        have what was pending. Settled ``unknown`` (reason ``interrupted``), or kept
+        pending as maybe taken where ambiguous attempts are retried."""
+        if self.retry_ambiguous:
+            self._maybe.update(self.pending)
+            return
+        for i in self.pending:
+            self._settle(i, State.UNKNOWN, "interrupted",
+                         error="in flight when the run was stopped; the gateway may or may "
+                               "not have it")
         self.pending = []
 
     def switch(self, caller_id: str) -> None:

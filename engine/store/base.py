@@ -260,9 +260,14 @@ class Store(abc.ABC):
         ``resume`` to send or ``cancel`` to record ``cancelled``."""
 
     @abc.abstractmethod
-    async def apply_receipts(self, receipts: Sequence[Receipt]) -> ReceiptReport:
-        """Move recipients to delivered / undelivered by provider id; keep the receipts
-        whose message is not recorded yet and apply them when it is."""
+    async def apply_receipts(
+        self, receipts: Sequence[Receipt], *, ttl: float = 7 * 86400.0,
+        now: float | None = None,
+    ) -> ReceiptReport:
+        """Move recipients to delivered / undelivered by provider id, as far as
+        ``engine.core.states.can_move`` allows, in order of the receipts' ``at``; keep the
+        receipts whose message is not recorded yet and apply them when it is, unless they
+        waited more than ``ttl`` seconds: those are dropped. ``now``: the clock (tests)."""
 
     @abc.abstractmethod
     async def policy_counts(

@@ -233,4 +233,13 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX subscriptions_phone ON subscriptions(phone, resource_id);
     """,
+    # 8: receipts waiting for their message expire ([engine] receipt_ttl). The expiry is
+    # fixed on arrival, so a process that records messages needs no ttl to honour it;
+    # the arrival time is indexed too, for a ttl lowered since.
+    """
+    ALTER TABLE receipts_pending ADD COLUMN expires_at REAL NOT NULL DEFAULT 0;
+    UPDATE receipts_pending SET expires_at = received_at + 604800.0;
+    CREATE INDEX receipts_pending_expires ON receipts_pending(expires_at);
+    CREATE INDEX receipts_pending_received ON receipts_pending(received_at);
+    """,
 ]

@@ -866,29 +866,51 @@ class SQLiteStore(Store):
                 if ids:
                     self._apply_pending(c, ids)
 
-    async def apply_receipts(self, receipts: Sequence[Receipt]) -> ReceiptReport:
+    async def apply_receipts(
+        self, receipts: Sequence[Receipt], *, ttl: float = 7 * 86400.0,
+        now: float | None = None,
+    ) -> ReceiptReport:
         matched = pending = ignored = 0
-        now = time.time()
+        now = time.time() if now is None else now
+        # Receipts for one message are applied in the order they happened; the sort is
+        # stable, so ties and receipts without ``at`` keep the order they came in.
+        ordered = sorted(receipts, key=lambda r: now if r.at is None else r.at)
         with self._tx() as c:
-            for r in receipts:
+            # Once per call, each through its index: receipts that waited too long.
+            c.execute("DELETE FROM receipts_pending WHERE expires_at <= ?", (now,))
+            c.execute("DELETE FROM receipts_pending WHERE received_at < ?", (now - ttl,))
+            for r in ordered:
+                new = State(r.status)
                 rows = c.execute(
                     "SELECT run_id, seq, state FROM recipients WHERE provider_id = ?",
                     (r.provider_id,),
                 ).fetchall()
                 if not rows:
-                    c.execute(
-                        "INSERT OR REPLACE INTO receipts_pending (provider_id, status, error, at,"
-                        " received_at) VALUES (?, ?, ?, ?, ?)",
-                        (r.provider_id, r.status, r.error, r.at, now),
+                    # Kept for its message; it replaces a receipt kept for the same id only
+                    # where a recipient in that receipt's state could move to this one's.
+                    sources = [s.value for s in State if can_move(s, new)]
+                    cur = c.execute(
+                        "INSERT INTO receipts_pending (provider_id, status, error, at,"
+                        " received_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (provider_id) DO UPDATE SET status = excluded.status,"
+                        " error = excluded.error, at = excluded.at,"
+                        " received_at = excluded.received_at, expires_at = excluded.expires_at"
+                        " WHERE receipts_pending.status IN (SELECT value FROM json_each(?))",
+                        (r.provider_id, r.status, r.error, r.at, now, now + ttl,
+                         _json.encode(sources)),
                     )
-                    pending += 1
+                    if cur.rowcount:
+                        pending += 1
+                    else:
+                        ignored += 1
                     continue
                 for run_id, seq, state in rows:
-                    if can_move(State(state), State(r.status)):
+                    if can_move(State(state), new):
+                        # the error of the state reached: a delivery clears an earlier one
                         c.execute(
-                            "UPDATE recipients SET state = ?, error = coalesce(?, error),"
-                            " updated_at = ? WHERE run_id = ? AND seq = ?",
-                            (r.status, r.error, r.at or now, run_id, seq),
+                            "UPDATE recipients SET state = ?, error = ?, updated_at = ?"
+                            " WHERE run_id = ? AND seq = ?",
+                            (r.status, r.error, now if r.at is None else r.at, run_id, seq),
                         )
                         matched += 1
                     else:
@@ -896,19 +918,26 @@ class SQLiteStore(Store):
         return ReceiptReport(matched, pending, ignored)
 
     def _apply_pending(self, c: sqlite3.Connection, provider_ids: Sequence[str]) -> None:
-        """Receipts that arrived before their message was recorded: apply them now."""
+        """Receipts that arrived before their message was recorded: apply the ones not
+        expired, as far as ``can_move`` allows, and drop them all."""
+        ids = _json.encode(list(provider_ids))
         found = c.execute(
             "SELECT provider_id, status, error, at, received_at FROM receipts_pending"
-            " WHERE provider_id IN (SELECT value FROM json_each(?))",
-            (_json.encode(list(provider_ids)),),
+            " WHERE provider_id IN (SELECT value FROM json_each(?)) AND expires_at > ?",
+            (ids, time.time()),
         ).fetchall()
         for provider_id, status, error, at, received in found:
+            sources = [s.value for s in State if can_move(s, State(status))]
             c.execute(
-                "UPDATE recipients SET state = ?, error = coalesce(?, error), updated_at = ?"
-                " WHERE provider_id = ? AND state IN ('sent', 'unknown')",
-                (status, error, at or received, provider_id),
+                "UPDATE recipients SET state = ?, error = ?, updated_at = ?"
+                " WHERE provider_id = ? AND state IN (SELECT value FROM json_each(?))",
+                (status, error, received if at is None else at, provider_id,
+                 _json.encode(sources)),
             )
-            c.execute("DELETE FROM receipts_pending WHERE provider_id = ?", (provider_id,))
+        c.execute(
+            "DELETE FROM receipts_pending WHERE provider_id IN (SELECT value FROM json_each(?))",
+            (ids,),
+        )
 
     def _count_sent(
         self, c: sqlite3.Connection, run_id: int, sent: Sequence[tuple[int, str]]

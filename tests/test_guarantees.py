@@ -1,0 +1,252 @@
+"""Nothing lost, nothing doubled, nothing exceeded: stops under a rate limit, ambiguous
+answers, batches paced in parts, and one rate shared by every mailing on a sender."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from engine.demo import generate
+from engine.drivers import OutboundMessage, SendResult
+from engine.errors import TransientGatewayError
+from engine.plugins import load_plugins
+from engine.runner import Herald
+from engine.service import MailingService, MailingSpec, MailingStatus
+from engine.testing import FakeGateway
+
+pytestmark = pytest.mark.anyio
+
+
+def config(
+    directory: Path, *, rate: float = 0, burst: int = 0, batch_size: int = 500,
+    sender: str = "", concurrency: int = 4,
+) -> Path:
+    path = directory / "herald.toml"
+    path.write_text(f"""
+[engine]
+database = "herald.db"
+default_region = "RU"
+batch_size = {batch_size}
+shutdown_grace = 5
+
+[gateways.gw]
+driver = "fake"
+
+[senders.s1]
+gateway = "gw"
+caller_id = "ACME"
+rate = {rate}
+burst = {burst}
+concurrency = {concurrency}
+{sender}
+
+[senders.s1.retry.transient]
+attempts = 3
+base = 0.01
+
+[senders.s1.retry.message]
+attempts = 3
+base = 0.01
+
+[virtual_senders.v]
+rules = [{{ senders = [{{ sender = "s1", percent = 100 }}] }}]
+
+[resources.news]
+channel = "sms"
+virtual_sender = "v"
+""", encoding="utf-8")
+    return path
+
+
+async def opened(tmp_path: Path, gateway: FakeGateway, **options: Any) -> Herald:
+    return await Herald.open(config(tmp_path, **options), plugins=load_plugins(gateway.plugin()))
+
+
+async def wait_for(
+    service: MailingService, mailing_id: int, check: Callable[[MailingStatus], bool]
+) -> MailingStatus:
+    with anyio.fail_after(30):
+        while True:
+            status = await service.status(mailing_id)
+            if check(status):
+                return status
+            await anyio.sleep(0.01)
+
+
+def states(herald: Herald, run_id: int) -> dict[tuple[str, str | None], int]:
+    out: dict[tuple[str, str | None], int] = {}
+    for _, _, _, state, reason in herald.store.recipients(run_id):  # type: ignore[attr-defined]
+        out[state, reason] = out.get((state, reason), 0) + 1
+    return out
+
+
+# -- stops under a rate limit ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["pause", "cancel"])
+async def test_stopping_under_a_rate_limit_never_makes_unknowns(
+    tmp_path: Path, how: str
+) -> None:
+    """Batches waiting for the pace were never at a gateway: a pause leaves them reserved
+    (resume sends each once), a cancel records them cancelled; none becomes unknown."""
+    gateway = FakeGateway()
+    async with await opened(tmp_path, gateway, rate=100, burst=10) as herald:
+        plan = generate(herald.store, profiles=600, database="main")  # type: ignore[arg-type]
+        async with MailingService.running(herald) as service:
+            m = await service.create(MailingSpec(name="b", kind="broadcast", resource="news",
+                                                 template="x", database="main"))
+            await service.start(m.id)
+            await wait_for(service, m.id, lambda s: s.sent >= 30)
+            if how == "pause":
+                paused = await service.pause(m.id)
+                assert paused.status == "paused" and paused.unknown == 0
+                assert 0 < paused.sent < plan.unique
+                await service.resume(m.id)
+                done = await wait_for(service, m.id, lambda s: s.status == "finished")
+                assert done.sent == plan.unique and done.unknown == 0
+            else:
+                await service.cancel(m.id)
+            log = await service.log(m.id)
+        counts = states(herald, log.run_id)
+    assert not [k for k in counts if k[0] == "unknown"], counts
+    assert set(gateway.submitted.values()) == {1}
+    assert counts.get(("sent", None), 0) == len(gateway.accepted)
+    if how == "cancel":
+        assert counts[("skipped", "cancelled")] == plan.unique - len(gateway.accepted)
+
+
+async def test_ctrl_c_under_a_rate_limit_leaves_the_rest_for_resume(tmp_path: Path) -> None:
+    """The reported case: rate 100, a stop after a moment, then resume: all sent, once."""
+    gateway = FakeGateway()
+    async with await opened(tmp_path, gateway, rate=100, burst=5) as herald:
+        plan = generate(herald.store, profiles=400, database="main")  # type: ignore[arg-type]
+
+        async def stop_soon() -> None:
+            while herald.pipeline is None or herald.pipeline.statistics().sent < 20:  # noqa: ASYNC110
+                await anyio.sleep(0.01)  # polls what a progress bar would show
+            herald.pipeline.stop(grace=1)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_soon)
+            first = await herald.send(resource="news", database="main", template="x")
+        assert first.unknown == 0 and 0 < first.sent < plan.unique
+        final = await herald.resume(first.run_id)
+    assert final.sent == plan.unique and final.unknown == 0
+    assert set(gateway.submitted.values()) == {1}
+
+
+# -- ambiguous answers ---------------------------------------------------------------------
+
+
+def ambiguous_once(kind: str) -> Callable[[Sequence[OutboundMessage]], list[SendResult]]:
+    """The first attempt of each message is lost in transit; later ones are accepted."""
+    seen: set[str] = set()
+
+    def handler(messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        fresh = [m for m in messages if m.id not in seen]
+        seen.update(m.id for m in messages)
+        if fresh and kind == "raise":
+            raise TransientGatewayError("no answer within 3 s", ambiguous="timeout")
+        return [
+            SendResult(m.id, "unknown", error="connection_lost: reset by peer")
+            if m.id in {f.id for f in fresh} else SendResult(m.id, "accepted", provider_id=m.id)
+            for m in messages
+        ]
+
+    return handler
+
+
+@pytest.mark.parametrize("kind", ["raise", "result"])
+@pytest.mark.parametrize("idempotent", [False, True])
+async def test_ambiguous_attempts_follow_the_driver_by_default(
+    tmp_path: Path, kind: str, idempotent: bool
+) -> None:
+    gateway = FakeGateway(handler=ambiguous_once(kind), idempotent=idempotent)
+    async with await opened(tmp_path, gateway, batch_size=10) as herald:
+        plan = generate(herald.store, profiles=100, database="main")  # type: ignore[arg-type]
+        log = await herald.send(resource="news", database="main", template="x")
+        counts = states(herald, log.run_id)
+    reason = "timeout" if kind == "raise" else "connection_lost"
+    if idempotent:  # retried under the same ids: the gateway drops the repeats
+        assert log.sent == plan.unique and log.unknown == 0
+        assert set(gateway.submitted.values()) == {2}
+    else:  # never re-sent: unknown, with the reason, counted in the log
+        assert counts == {**{k: v for k, v in counts.items() if k[0] == "skipped"},
+                          ("unknown", reason): plan.unique}
+        assert log.unknown == plan.unique
+        assert set(gateway.submitted.values()) == {1}
+
+
+@pytest.mark.parametrize("choice", ["unknown", "retry"])
+async def test_on_ambiguous_overrides_the_default(tmp_path: Path, choice: str) -> None:
+    gateway = FakeGateway(handler=ambiguous_once("raise"), idempotent=choice == "unknown")
+    async with await opened(tmp_path, gateway, batch_size=10,
+                            sender=f'on_ambiguous = "{choice}"') as herald:
+        plan = generate(herald.store, profiles=50, database="main")  # type: ignore[arg-type]
+        log = await herald.send(resource="news", database="main", template="x")
+    if choice == "retry":
+        assert log.sent == plan.unique
+    else:
+        assert log.unknown == plan.unique and set(gateway.submitted.values()) == {1}
+
+
+# -- the pace ----------------------------------------------------------------------------
+
+
+async def test_a_batch_larger_than_the_burst_goes_in_parts(tmp_path: Path) -> None:
+    """batch_size 500 but burst 8: no request to the gateway carries more than 4 segments
+    (half the burst), and they are spaced at the rate."""
+    gateway = FakeGateway()
+    async with await opened(tmp_path, gateway, rate=200, burst=8) as herald:
+        plan = generate(herald.store, profiles=120, database="main")  # type: ignore[arg-type]
+        log = await herald.send(resource="news", database="main", template="x")
+    assert log.sent == plan.unique
+    assert max(n for _, n in gateway.timeline) <= 4
+    times = [t for t, _ in gateway.timeline]
+    # the burst lets two parts go at once; then 4 segments at 200/s is one request per
+    # 20 ms at most (a little scheduling slack)
+    assert (times[-1] - times[0]) >= (len(times) - 2) * 0.02 * 0.95
+
+
+def busiest_window(timeline: list[tuple[float, int]], width: float = 1.0) -> int:
+    """The most segments in any window of ``width`` seconds (windows start at an event)."""
+    events = sorted(timeline)
+    best = total = j = 0
+    for i, (t, n) in enumerate(events):
+        total += n
+        while events[j][0] <= t - width:
+            total -= events[j][1]
+            j += 1
+        best = max(best, total)
+        del i
+    return best
+
+
+@pytest.mark.slow
+async def test_two_mailings_on_one_sender_share_its_rate(tmp_path: Path) -> None:
+    """Two broadcasts at once on a sender with rate 200, burst 10: measured at the gateway,
+    no 1-second window holds more than 210 segments and the average is within 1% of 200."""
+    gateway = FakeGateway()
+    async with await opened(tmp_path, gateway, rate=200, burst=10) as herald:
+        generate(herald.store, profiles=700, database="a")  # type: ignore[arg-type]
+        generate(herald.store, profiles=700, database="b", seed=2)  # type: ignore[arg-type]
+        logs = []
+
+        async def one(database: str) -> None:
+            logs.append(await herald.send(resource="news", database=database, template="x"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "a")
+            tg.start_soon(one, "b")
+    sent = sum(log.sent for log in logs)
+    assert sent == len(gateway.accepted) > 1000
+    assert busiest_window(gateway.timeline) <= 210
+    times = [t for t, _ in gateway.timeline]
+    # after the first burst, segments arrive at the rate
+    first = gateway.timeline[0][1]
+    average = (sent - first) / (times[-1] - times[0])
+    assert abs(average - 200) <= 2, average
