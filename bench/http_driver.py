@@ -9,11 +9,11 @@ asyncio+uvloop and on trio, the driver is driven the way the engine drives it:
   requests over ``max_connections = 64`` kept-alive connections.
 
 Stacks (each behind the driver's ``Transport`` interface, so only the client differs):
-``herald`` (the bundled anyio-stream client, the chosen one), ``httpx`` (0.28, httpcore
-pool), ``aiohttp`` and ``httpx+aiohttp`` (httpx's API over an aiohttp transport; both
-asyncio only), ``anyio+h11`` (our pool's design with h11 as the parser). Stacks that are
-not installed are skipped. Each measurement stops after ``--seconds`` or ``--calls``,
-whichever comes first, after two warm-up calls that open the connections.
+``herald`` (the bundled client: h11 on anyio streams, the chosen one), ``httpx`` (0.28,
+httpcore pool), ``aiohttp`` and ``httpx+aiohttp`` (httpx's API over an aiohttp transport;
+both asyncio only). Stacks that are not installed are skipped. Each measurement stops
+after ``--seconds`` or ``--calls``, whichever comes first, after two warm-up calls that
+open the connections.
 
     python bench/http_driver.py                       # everything, about a minute
     python bench/http_driver.py --stacks herald --seconds 2
@@ -39,8 +39,7 @@ if not __package__:  # run as a script: make the repository root importable, and
 # Both first-party, whether or not the isort settings list herald_http yet:
 # isort: off
 from engine.drivers import OutboundMessage
-from herald_http import HttpConfig, HttpDriver, Response, Transport, TransportError
-from herald_http.http1 import Origin, request_head, split_url
+from herald_http import HttpConfig, HttpDriver, Progress, Response, Transport, TransportError
 
 # isort: on
 
@@ -70,7 +69,7 @@ class HttpxTransport:
         )
         self._url = url
 
-    async def post(self, body: bytes) -> Response:
+    async def post(self, body: bytes, progress: Progress | None = None) -> Response:
         try:
             r = await self._client.post(self._url, content=body)
         except self._httpx.HTTPError as err:
@@ -94,7 +93,7 @@ class AiohttpTransport:
         )
         self._url = url
 
-    async def post(self, body: bytes) -> Response:
+    async def post(self, body: bytes, progress: Progress | None = None) -> Response:
         try:
             async with self._session.post(self._url, data=body) as r:
                 content = await r.read()
@@ -135,81 +134,15 @@ class HttpxOverAiohttpTransport(HttpxTransport):
         self._url = url
 
 
-class H11Transport:
-    """The bundled pool's design (LIFO idle connections on anyio streams), h11 parsing."""
-
-    def __init__(self, url: str, headers: dict[str, str], max_connections: int) -> None:
-        import h11
-
-        self._h11 = h11
-        self._origin: Origin = split_url(url)
-        head = request_head(self._origin, headers).split(b"\r\n")
-        self._headers = [tuple(line.split(b": ", 1)) for line in head[1:] if b": " in line]
-        self._headers = [h for h in self._headers if h[0] != b"content-length"]
-        self._idle: list[tuple[Any, Any]] = []
-
-    async def post(self, body: bytes) -> Response:
-        h11 = self._h11
-        if self._idle:
-            stream, conn = self._idle.pop()
-        else:
-            try:
-                stream = await anyio.connect_tcp(self._origin.host, self._origin.port)
-            except OSError as err:
-                raise TransportError(str(err), sent=False) from err
-            conn = h11.Connection(h11.CLIENT)
-        headers = [*self._headers, (b"content-length", str(len(body)).encode())]
-        try:
-            data = conn.send(h11.Request(method="POST", target=self._origin.target,
-                                         headers=headers))
-            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-            await stream.send(data)
-            status, response_headers, chunks = 0, {}, []
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    try:
-                        conn.receive_data(await stream.receive(65536))
-                    except anyio.EndOfStream:
-                        conn.receive_data(b"")
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    response_headers = {k.decode(): v.decode() for k, v in event.headers}
-                elif isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise TransportError("closed", sent=True)
-        except (OSError, anyio.BrokenResourceError, h11.ProtocolError) as err:
-            await anyio.aclose_forcefully(stream)
-            raise TransportError(str(err), sent=True) from err
-        except BaseException:
-            await anyio.aclose_forcefully(stream)
-            raise
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-            self._idle.append((stream, conn))
-        else:
-            await anyio.aclose_forcefully(stream)
-        return Response(status, response_headers, b"".join(chunks))
-
-    async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for stream, _ in idle:
-            await anyio.aclose_forcefully(stream)
-
-
 Factory = Callable[[str, dict[str, str], int], Transport] | None
 
 STACKS: dict[str, tuple[Factory, tuple[str, ...]]] = {
     "herald": (None, ("uvloop", "asyncio", "trio")),
-    "anyio+h11": (H11Transport, ("uvloop", "asyncio", "trio")),
     "httpx": (HttpxTransport, ("uvloop", "asyncio", "trio")),
     "aiohttp": (AiohttpTransport, ("uvloop", "asyncio")),
     "httpx+aiohttp": (HttpxOverAiohttpTransport, ("uvloop", "asyncio")),
 }
-REQUIRES = {"anyio+h11": ("h11",), "httpx": ("httpx",), "aiohttp": ("aiohttp",),
+REQUIRES = {"httpx": ("httpx",), "aiohttp": ("aiohttp",),
             "httpx+aiohttp": ("httpx", "aiohttp")}
 
 

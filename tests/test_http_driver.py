@@ -1,8 +1,10 @@
 """The ``http`` driver against real loopback servers, on asyncio and trio.
 
 Most tests talk to the gateway simulator (``bench/gateway_sim.py``). ``RawServer`` plays a
-gateway byte for byte where the simulator cannot: chunked answers, connections dropped at
-chosen moments, answers per message, request headers.
+gateway byte for byte where the simulator cannot: chunked answers, connections dropped or
+reset at chosen moments, answers per message, request headers. ``Sink`` is a plain
+threaded stdlib server (``http.server``) that counts the message ids it accepted: the
+check that a message is never submitted twice.
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ from __future__ import annotations
 import contextlib
 import datetime
 import email.utils
+import http.server
 import ipaddress
-import itertools
+import json
 import socket
 import ssl
+import struct
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 
@@ -24,16 +31,14 @@ import msgspec
 import pytest
 from anyio.abc import ByteStream, Listener, SocketAttribute
 from anyio.streams.tls import TLSListener
-from hypothesis import given
-from hypothesis import strategies as st
 
 from engine.drivers import OutboundMessage, Receipt, SendResult
 from engine.errors import InputError, PermanentGatewayError, TransientGatewayError
 from engine.simulator import GatewaySimulator
 from engine.simulator import Receipt as SimReceipt
-from herald_http import HttpConfig, HttpDriver
-from herald_http.http1 import ProtocolError, Response, ResponseParser, split_url
-from herald_http.pool import ConnectionPool
+from herald_http import HttpConfig, HttpDriver, Progress
+from herald_http.http1 import split_url
+from herald_http.pool import ConnectionPool, TransportError
 from herald_http.wire import read_answer, retry_after
 
 pytestmark = pytest.mark.anyio
@@ -59,6 +64,13 @@ def pool_of(driver: HttpDriver) -> Any:
     return stats
 
 
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Until ``condition()`` holds (a server's thread or task caught up), at most 5 s."""
+    with anyio.fail_after(5):
+        while not condition():  # noqa: ASYNC110 - Sink's threads cannot set an anyio Event
+            await anyio.sleep(0.002)
+
+
 # --- a gateway byte for byte ---------------------------------------------------------------
 
 
@@ -73,10 +85,18 @@ class Request(NamedTuple):
 
 
 class Reply(NamedTuple):
-    """Bytes to send (None: hang up without answering); ``close``: hang up after them."""
+    """What the server does with a request: send ``data`` (if any), then one of: go on,
+    ``close`` (hang up), ``reset`` (hang up with a TCP RST), ``hang`` (wait forever)."""
 
     data: bytes | None
     close: bool = False
+    reset: bool = False
+    hang: bool = False
+
+
+HANG_UP = Reply(None, close=True)
+RESET = Reply(None, reset=True)
+HANG = Reply(None, hang=True)
 
 
 def reply(status: int, body: bytes = b"", *, extra: bytes = b"", close: bool = False) -> Reply:
@@ -146,9 +166,14 @@ class RawServer:
                     del buffer[:length]
                     self.requests.append(request)
                     answer = self.handler(request)
-                    if answer.data is None:
+                    if answer.data is not None:
+                        await stream.send(answer.data)
+                    if answer.hang:
+                        await anyio.sleep_forever()
+                    if answer.reset:  # linger 0: close() sends a RST, not a FIN
+                        sock = stream.extra(SocketAttribute.raw_socket)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
                         return
-                    await stream.send(answer.data)
                     if answer.close:
                         return
         except (anyio.EndOfStream, anyio.BrokenResourceError):
@@ -157,10 +182,91 @@ class RawServer:
             self.closed += 1
 
 
+LINGER_0 = struct.pack("ii", 1, 0)
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# --- a stdlib threaded server that counts what it accepted ----------------------------------
+
+
+class Sink(http.server.ThreadingHTTPServer):
+    """``http.server`` with ``ThreadingMixIn``, HTTP/1.1 keep-alive, counting accepted ids.
+
+    ``close_every``: every so many answers say ``Connection: close`` and hang up;
+    ``idle_timeout``: a connection idle that long after an answer is dropped (a socket
+    timeout set once it answered, so never on one whose first request is on its way);
+    ``request_queue_size``: the listen backlog.
+    """
+
+    daemon_threads = True
+
+    def __init__(
+        self, *, close_every: int = 0, idle_timeout: float | None = None,
+        request_queue_size: int = 5,
+    ) -> None:
+        self.request_queue_size = request_queue_size  # read by server_activate: set it first
+        self.close_every = close_every
+        self.accepted: Counter[str] = Counter()
+        self.requests = self.connections = self.closed = 0
+        self.lock = threading.Lock()
+        handler = type("Handler", (SinkHandler,), {"idle_timeout": idle_timeout})
+        super().__init__(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/send"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.connections += 1
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with self.lock:
+            self.closed += 1
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.shutdown()
+            thread.join()
+            self.server_close()
+
+
+class SinkHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    idle_timeout: float | None = None
+    server: Sink
+
+    def do_POST(self) -> None:
+        sink = self.server
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        ids = [m["id"] for m in body["messages"]]
+        with sink.lock:
+            sink.accepted.update(ids)
+            sink.requests += 1
+            close = bool(sink.close_every) and sink.requests % sink.close_every == 0
+        answer = json.dumps({"results": [{"id": i, "status": "accepted"} for i in ids]})
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        if close:
+            self.send_header("connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(answer.encode())
+        if self.idle_timeout:
+            self.connection.settimeout(self.idle_timeout)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 # --- sending ---------------------------------------------------------------------------------
@@ -217,11 +323,13 @@ async def test_throttling_raises_transient_with_the_gateways_retry_after() -> No
             with pytest.raises(TransientGatewayError, match="HTTP 429") as caught:
                 await driver.send_batch(messages(3))
             assert caught.value.retry_after == 2.5
+            assert (caught.value.unsent, caught.value.ambiguous) == (True, None)
         # Every request of a single-mode call throttled: the call raises, like one request.
         async with http_driver(sim.send_url, batch_size=1) as driver:
             with pytest.raises(TransientGatewayError) as caught:
                 await driver.send_batch(messages(3))
             assert caught.value.retry_after == 2.5
+            assert caught.value.ambiguous is None
         assert not sim.accepted_ids
 
 
@@ -229,28 +337,7 @@ async def test_server_errors_are_transient() -> None:
     async with GatewaySimulator(error_rate=1.0) as sim, http_driver(sim.send_url) as driver:
         with pytest.raises(TransientGatewayError, match="HTTP 500: simulated server error") as e:
             await driver.send_batch(messages(2))
-        assert e.value.retry_after is None
-
-
-async def test_a_hung_request_times_out_as_transient_and_its_connection_is_dropped() -> None:
-    async with GatewaySimulator(timeout_rate=1.0) as sim, http_driver(
-        sim.send_url, timeout=0.2
-    ) as driver:
-        with pytest.raises(TransientGatewayError, match=r"no answer within 0\.2 s"):
-            await driver.send_batch(messages(2))
-        assert pool_of(driver).open == 0
-        sim.configure(timeout_rate=0.0)
-        results = await driver.send_batch(messages(2))
-        assert {r.status for r in results} == {"accepted"}
-        assert driver.statistics().timeouts == 1
-
-
-async def test_cancellation_passes_through_and_drops_the_connection() -> None:
-    async with GatewaySimulator(timeout_rate=1.0) as sim, http_driver(sim.send_url) as driver:
-        with anyio.move_on_after(0.1) as scope:
-            await driver.send_batch(messages(1))
-        assert scope.cancelled_caught
-        assert pool_of(driver).open == 0
+        assert (e.value.retry_after, e.value.unsent, e.value.ambiguous) == (None, False, None)
 
 
 async def test_4xx_is_permanent_with_the_bodys_code_or_the_status() -> None:
@@ -292,18 +379,8 @@ async def test_single_mode_reports_each_requests_outcome_for_its_message() -> No
     assert results[2].retry_after == 7.0 and "HTTP 503" in (results[2].error or "")
 
 
-async def test_connection_refused_is_transient() -> None:
-    refused = r"127\.0\.0\.1:\d+: cannot connect: connection refused"
-    async with http_driver(f"http://127.0.0.1:{closed_port()}/send") as driver:
-        with pytest.raises(TransientGatewayError, match=refused):
-            await driver.send_batch(messages(1))
-    async with http_driver(f"http://127.0.0.1:{closed_port()}/send", batch_size=1) as driver:
-        with pytest.raises(TransientGatewayError, match="other 2 requests"):
-            await driver.send_batch(messages(3))
-
-
 async def test_the_headers_option_is_sent_with_every_request() -> None:
-    headers = {"Authorization": "Bearer s3cret", "X-Api-Key": "k%d1"}
+    headers = {"Authorization": "Bearer s3cret", "X-Api-Key": "k%d1", "User-Agent": "acme/2"}
     async with RawServer() as server, http_driver(server.url, headers=headers) as driver:
         await driver.send_batch(messages(1))
         await driver.send_batch(messages(1))
@@ -311,14 +388,17 @@ async def test_the_headers_option_is_sent_with_every_request() -> None:
         assert request.method == b"POST" and request.target == b"/send"
         assert request.headers["authorization"] == "Bearer s3cret"
         assert request.headers["x-api-key"] == "k%d1"
+        assert request.headers["user-agent"] == "acme/2"  # replaces the driver's own
         assert request.headers["content-type"] == "application/json"
         assert request.headers["host"] == server.url.split("/")[2]
+        assert request.headers["content-length"] == str(len(request.body))
 
 
-async def test_chunked_and_read_until_close_answers_are_understood() -> None:
+async def test_chunked_interim_and_read_until_close_answers_are_understood() -> None:
     def chunked(request: Request) -> Reply:
         body = results_body(request)
-        head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        head = (b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
         chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7])
                           for i in range(0, len(body), 7))
         return Reply(head + chunks + b"0\r\nx-trailer: 1\r\n\r\n")
@@ -326,44 +406,251 @@ async def test_chunked_and_read_until_close_answers_are_understood() -> None:
     def until_close(request: Request) -> Reply:
         return Reply(b"HTTP/1.0 200 OK\r\n\r\n" + results_body(request), close=True)
 
-    for handler, connections in ((chunked, 1), (until_close, 3)):
+    def connection_close(request: Request) -> Reply:
+        return reply(200, results_body(request), extra=b"connection: close\r\n")
+
+    for handler, connections in ((chunked, 1), (until_close, 3), (connection_close, 3)):
         async with RawServer(handler) as server, http_driver(server.url) as driver:
             for _ in range(3):
                 results = await driver.send_batch(messages(5))
                 assert [r.provider_id for r in results] == [f"p-m{i}" for i in range(5)]
+            assert pool_of(driver).stale == 0  # none reused after it closed
         assert server.connections == connections
 
 
-async def test_a_kept_alive_connection_the_server_closed_is_replaced_without_a_retry() -> None:
-    def answer_then_hang_up(request: Request) -> Reply:
-        return Reply(accept_all(request).data, close=True)  # and no `connection: close`
+async def test_repeated_response_headers_are_joined() -> None:
+    async with RawServer(lambda r: reply(429, extra=b"A: 1\r\nA: 2\r\nRetry-After: 3\r\n")) as s:
+        pool = ConnectionPool(split_url(s.url), {})
+        response = await pool.post(b"{}")
+        await pool.aclose()
+    assert response.status == 429 and response.keep_alive
+    assert response.headers == {"content-length": "0", "a": "1, 2", "retry-after": "3"}
 
-    async with RawServer(answer_then_hang_up) as server, http_driver(server.url) as driver:
-        for _ in range(3):
+
+async def test_https_with_certificate_verification() -> None:
+    server_context, client_context = tls_contexts()
+    async with RawServer(tls=server_context) as server:
+        pool = ConnectionPool(split_url(server.url), {}, ssl_context=client_context)
+        driver = HttpDriver(HttpConfig(url=server.url), transport=pool)
+        for _ in range(2):
             results = await driver.send_batch(messages(2))
             assert {r.status for r in results} == {"accepted"}
-        assert pool_of(driver).stale_retries == 2
-    assert len(server.requests) == 3  # each request reached the gateway once
+        assert (pool.statistics().connects, pool.statistics().reuses) == (1, 1)
+        await driver.aclose()
+        # The system's CAs do not vouch for a self-signed certificate: no connection.
+        async with http_driver(server.url) as untrusting:
+            with pytest.raises(TransientGatewayError, match="cannot connect") as caught:
+                await untrusting.send_batch(messages(1))
+            assert caught.value.unsent
 
 
-async def test_a_connection_dropped_in_the_middle_of_the_answer_is_transient() -> None:
+# --- failures: sent, not sent, or maybe ------------------------------------------------------
+
+
+async def test_connection_refused_is_unsent() -> None:
+    refused = r"127\.0\.0\.1:\d+: cannot connect: connection refused"
+    async with http_driver(f"http://127.0.0.1:{closed_port()}/send") as driver:
+        with pytest.raises(TransientGatewayError, match=refused) as caught:
+            await driver.send_batch(messages(1))
+        assert (caught.value.unsent, caught.value.ambiguous) == (True, None)
+    async with http_driver(f"http://127.0.0.1:{closed_port()}/send", batch_size=1) as driver:
+        with pytest.raises(TransientGatewayError, match="other 2 requests") as caught:
+            await driver.send_batch(messages(3))
+        assert (caught.value.unsent, caught.value.ambiguous) == (True, None)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="relies on Linux dropping SYNs when full")
+async def test_a_timeout_while_connecting_is_unsent() -> None:
+    # A listener that never accepts, its backlog full: the next connect hangs.
+    with socket.socket() as listener, socket.socket() as first:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        first.connect(listener.getsockname())
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/send"
+        async with http_driver(url, timeout=0.2) as driver:
+            with pytest.raises(TransientGatewayError, match=r"could not send within 0\.2 s") as e:
+                await driver.send_batch(messages(1))
+            assert (e.value.unsent, e.value.ambiguous) == (True, None)
+            assert pool_of(driver).open == 0
+
+
+async def test_a_timeout_while_the_request_is_being_written_is_unsent() -> None:
+    # The server never reads: a 20 MB request fills both socket buffers and stops half way.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/send"
+        big = [OutboundMessage(f"m{i}", "+15551234567", "ACME", "x" * 2000) for i in range(10_000)]
+        async with http_driver(url, timeout=0.3, batch_size=10_000) as driver:
+            with pytest.raises(TransientGatewayError, match=r"could not send within 0\.3 s") as e:
+                await driver.send_batch(big)
+            assert (e.value.unsent, e.value.ambiguous) == (True, None)
+            assert pool_of(driver).open == 0
+
+
+async def test_a_timeout_after_the_request_was_written_is_ambiguous() -> None:
+    async with GatewaySimulator(timeout_rate=1.0) as sim, http_driver(
+        sim.send_url, timeout=0.2
+    ) as driver:
+        with pytest.raises(TransientGatewayError, match=r"no answer within 0\.2 s") as caught:
+            await driver.send_batch(messages(2))
+        assert (caught.value.unsent, caught.value.ambiguous) == (False, "timeout")
+        assert sim.statistics().requests == 1  # written once, never again
+        assert pool_of(driver).open == 0  # its connection is dropped: the answer may come late
+        sim.configure(timeout_rate=0.0)
+        results = await driver.send_batch(messages(2))
+        assert {r.status for r in results} == {"accepted"}
+        assert driver.statistics().timeouts == 1
+
+
+async def test_the_pool_tells_how_far_a_cancelled_request_got() -> None:
+    async with RawServer(lambda request: HANG) as server:
+        pool = ConnectionPool(split_url(server.url), {})
+        progress = Progress()
+        with anyio.move_on_after(0.1) as scope:
+            await pool.post(b"{}", progress)
+        assert scope.cancelled_caught and progress.written is True
+        await wait_until(lambda: len(server.requests) == 1)
+        assert pool.statistics().open == 0
+        await pool.aclose()
+        progress = Progress()
+        with pytest.raises(TransportError, match="closed") as caught:
+            await pool.post(b"{}", progress)
+        assert progress.written is False and not caught.value.sent
+
+
+async def test_cancellation_passes_through_and_drops_the_connection() -> None:
+    async with GatewaySimulator(timeout_rate=1.0) as sim, http_driver(sim.send_url) as driver:
+        with anyio.move_on_after(0.1) as scope:
+            await driver.send_batch(messages(1))
+        assert scope.cancelled_caught
+        assert pool_of(driver).open == 0
+
+
+@pytest.mark.parametrize("hang_up", [HANG_UP, RESET], ids=["fin", "rst"])
+async def test_a_connection_lost_after_the_request_was_read_is_ambiguous_and_not_resent(
+    hang_up: Reply,
+) -> None:
+    answers = iter([accept_all, lambda request: hang_up, accept_all])
+    async with RawServer(lambda request: next(answers)(request)) as server:
+        async with http_driver(server.url) as driver:
+            assert {r.status for r in await driver.send_batch(messages(2))} == {"accepted"}
+            # The kept-alive connection carries the next request; the server reads it all,
+            # then hangs up without a word: the gateway may have it.
+            with pytest.raises(TransientGatewayError) as caught:
+                await driver.send_batch(messages(2))
+            assert (caught.value.unsent, caught.value.ambiguous) == (False, "connection_lost")
+            assert "gateway 'gw' at http://127.0.0.1:" in str(caught.value)
+            if hang_up is HANG_UP:
+                assert "closed the connection without answering" in str(caught.value)
+            assert len(server.requests) == 2  # not sent again, on this or another connection
+            assert (pool_of(driver).connects, pool_of(driver).reuses) == (1, 1)
+            assert {r.status for r in await driver.send_batch(messages(2))} == {"accepted"}
+            assert driver.statistics().transport_errors == 1
+
+
+async def test_a_connection_dropped_in_the_middle_of_the_answer_is_ambiguous() -> None:
     def half(request: Request) -> Reply:
         return Reply(b'HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n{"resu', close=True)
 
     async with RawServer(half) as server, http_driver(server.url) as driver:
-        with pytest.raises(TransientGatewayError, match="in the middle of its answer"):
+        with pytest.raises(TransientGatewayError, match="in the middle of its answer") as caught:
             await driver.send_batch(messages(2))
+        assert caught.value.ambiguous == "connection_lost"
     assert len(server.requests) == 1  # not sent again: the gateway had read it
 
 
-async def test_a_2xx_answer_that_is_not_herald_json_is_not_claimed_rejected() -> None:
-    async with RawServer(lambda request: reply(200, b"<html>OK</html>")) as server:
+@pytest.mark.parametrize("wire", [
+    b"SSH-2.0-OpenSSH\r\n\r\n",
+    b"HTTP/1.1 2000 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n folded: header\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+])
+async def test_an_answer_that_is_not_http_is_ambiguous(wire: bytes) -> None:
+    async with RawServer(lambda request: Reply(wire)) as server:
         async with http_driver(server.url) as driver:
-            assert await driver.send_batch(messages(3)) == []  # all unknown
-        async with http_driver(server.url, idempotent=True) as driver:
-            assert driver.capabilities.idempotent
-            with pytest.raises(TransientGatewayError, match="dedupes"):
+            with pytest.raises(TransientGatewayError, match=r"not an HTTP/1\.1 answer") as caught:
+                await driver.send_batch(messages(1))
+            assert caught.value.ambiguous == "connection_lost"
+            assert pool_of(driver).open == 0
+    assert len(server.requests) == 1
+
+
+async def test_failed_requests_of_a_call_leave_their_messages_unknown_or_retry() -> None:
+    def by_recipient(request: Request) -> Reply:
+        return {"+1": HANG, "+2": HANG_UP, "+3": reply(503)}.get(
+            request.messages()[0]["to"], accept_all(request)
+        )
+
+    batch = [*messages(1, "ok"), *messages(1, "slow", "+1"), *messages(1, "lost", "+2"),
+             *messages(1, "busy", "+3")]
+    async with RawServer(by_recipient) as server:
+        async with http_driver(server.url, batch_size=1, timeout=0.3) as driver:
+            results = await driver.send_batch(batch)
+    assert [(r.id, r.status) for r in results] == [
+        ("ok0", "accepted"), ("slow0", "unknown"), ("lost0", "unknown"), ("busy0", "retry")
+    ]
+    slow, lost = results[1].error or "", results[2].error or ""
+    assert slow.startswith("timeout: gateway 'gw' at http://") and "within 0.3 s" in slow
+    assert lost.startswith("connection_lost: gateway 'gw' at http://")
+    assert len(server.requests) == 4
+
+
+async def test_a_call_whose_requests_all_failed_the_same_ambiguous_way_raises_it() -> None:
+    async with RawServer(lambda request: HANG_UP) as server:
+        async with http_driver(server.url, batch_size=1) as driver:
+            with pytest.raises(TransientGatewayError, match="other 2 requests") as caught:
                 await driver.send_batch(messages(3))
+            assert (caught.value.unsent, caught.value.ambiguous) == (False, "connection_lost")
+    # Two ways (a timeout, a lost connection): no single error; each message says its own.
+    answers = iter([HANG, HANG_UP])
+    async with RawServer(lambda request: next(answers)) as server:
+        async with http_driver(server.url, batch_size=1, timeout=0.3) as driver:
+            results = await driver.send_batch(messages(2))
+    assert {r.status for r in results} == {"unknown"}
+    assert sorted((r.error or "").split(":")[0] for r in results) == ["connection_lost", "timeout"]
+
+
+# --- keep-alive: reuse only what is sure to work ---------------------------------------------
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_replaced_before_writing() -> None:
+    def answer_then_hang_up(request: Request) -> Reply:
+        return Reply(accept_all(request).data, close=True)  # and no `connection: close`
+
+    async with RawServer(answer_then_hang_up) as server, http_driver(server.url) as driver:
+        for n in range(1, 4):
+            results = await driver.send_batch(messages(2))
+            assert {r.status for r in results} == {"accepted"}
+            await wait_until(lambda n=n: server.closed == n)
+        stats = pool_of(driver)
+        assert (stats.connects, stats.reuses, stats.stale) == (3, 0, 2)
+    assert len(server.requests) == 3  # each request reached the gateway once
+
+
+async def test_bytes_past_the_answer_or_both_framings_close_the_connection() -> None:
+    def junk_after(request: Request) -> Reply:
+        return Reply((accept_all(request).data or b"") + b"HTTP/1.1 200 OK\r\n")
+
+    def chunked_and_length(request: Request) -> Reply:
+        # h11 reads it as chunked (RFC 9112: Transfer-Encoding wins) and would keep the
+        # connection; a sign of request smuggling: the driver drops it.
+        body = results_body(request)
+        return Reply(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n"
+                     b"\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+
+    for handler in (junk_after, chunked_and_length):
+        async with RawServer(handler) as server, http_driver(server.url) as driver:
+            for _ in range(2):
+                results = await driver.send_batch(messages(3))
+                assert [r.provider_id for r in results] == ["p-m0", "p-m1", "p-m2"]
+            stats = pool_of(driver)
+            assert (stats.connects, stats.reuses, stats.open) == (2, 0, 0)
+        assert server.connections == 2
 
 
 async def test_idle_connections_expire_by_the_clock() -> None:
@@ -382,8 +669,81 @@ async def test_idle_connections_expire_by_the_clock() -> None:
         await driver.aclose()
         await driver.aclose()
         assert pool.statistics().open == 0
-        with pytest.raises(TransientGatewayError, match="closed"):
+        with pytest.raises(TransientGatewayError, match="closed") as caught:
             await driver.send_batch(messages(1))
+        assert caught.value.unsent
+
+
+# --- none submitted twice: 3,000 single-message requests to a stdlib threaded server ---------
+
+
+# A backlog of 128 takes the opening burst of 64 connections; see the backlog-1 test below.
+SINK_CASES = {
+    "keep-alive": {},
+    "connection-close-sometimes": {"close_every": 7},
+}
+
+
+@pytest.mark.parametrize("case", list(SINK_CASES))
+async def test_every_message_is_accepted_exactly_once_by_a_threaded_stdlib_server(
+    case: str,
+) -> None:
+    with Sink(request_queue_size=128, **SINK_CASES[case]).running() as sink:
+        async with http_driver(sink.url, batch_size=1, max_connections=64) as driver:
+            batch = messages(3000)
+            results = await driver.send_batch(batch)
+            assert [r.id for r in results] == [m.id for m in batch]
+            assert {r.status for r in results} == {"accepted"}
+            stats = pool_of(driver)
+    assert sink.accepted == dict.fromkeys((m.id for m in batch), 1)
+    assert sink.requests == 3000
+    assert stats.stale == 0
+    assert stats.connects <= 64 + sink.requests // SINK_CASES[case].get("close_every", 10**9)
+
+
+@pytest.mark.slow
+async def test_a_listen_backlog_of_one_loses_no_message_silently_and_sends_none_twice() -> None:
+    # 64 connections at once into a backlog of 1: the kernel drops handshakes, and some
+    # connections the client sees open the server never accepts (Linux, SYN cookies): a
+    # request written there gets no answer, and may not be sent again. Each message is
+    # accepted once, reported unknown (written, no answer: the gateway may have it), or
+    # retry (never written: the gateway has not).
+    with Sink(request_queue_size=1, close_every=50).running() as sink:
+        async with http_driver(sink.url, batch_size=1, max_connections=64, timeout=2) as d:
+            batch = messages(3000)
+            results = await d.send_batch(batch)
+    assert [r.id for r in results] == [m.id for m in batch]
+    by_status: dict[str, set[str]] = {}
+    for r in results:
+        by_status.setdefault(r.status, set()).add(r.id)
+    assert by_status.keys() <= {"accepted", "unknown", "retry"}
+    assert set(sink.accepted.values()) == {1}  # none twice
+    accepted = by_status.get("accepted", set())
+    assert accepted <= sink.accepted.keys() <= accepted | by_status.get("unknown", set())
+    assert len(accepted) > 2000
+    assert all((r.error or "").startswith("timeout: ") for r in results if r.status == "unknown")
+
+
+@pytest.mark.slow
+async def test_connections_the_server_dropped_while_idle_are_never_written_to() -> None:
+    # The server drops a connection idle for 50 ms. The engine's way (calls of
+    # max_connections messages), with a pause after each call that outlasts it: every
+    # kept-alive connection is found closed when next taken, and a new one carries the request.
+    with Sink(idle_timeout=0.05, request_queue_size=128).running() as sink:
+        async with http_driver(sink.url, batch_size=1, max_connections=64) as driver:
+            batch = messages(3000)
+            results: list[SendResult] = []
+            for start in range(0, len(batch), 64):
+                results += await driver.send_batch(batch[start : start + 64])
+                await wait_until(lambda: sink.closed == sink.connections)
+            assert {r.status for r in results} == {"accepted"}
+            stats = pool_of(driver)
+    assert sink.accepted == dict.fromkeys((m.id for m in batch), 1)
+    assert stats.connects + stats.reuses == 3000
+    assert stats.stale > 2000  # about 64 per pause
+
+
+# --- TLS ---------------------------------------------------------------------------------------
 
 
 def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -415,22 +775,6 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
         server.load_cert_chain(Path(tmp) / "cert.pem", Path(tmp) / "key.pem")
     client = ssl.create_default_context(cadata=cert_pem.decode())
     return server, client
-
-
-async def test_https_with_certificate_verification() -> None:
-    server_context, client_context = tls_contexts()
-    async with RawServer(tls=server_context) as server:
-        pool = ConnectionPool(split_url(server.url), {}, ssl_context=client_context)
-        driver = HttpDriver(HttpConfig(url=server.url), transport=pool)
-        for _ in range(2):
-            results = await driver.send_batch(messages(2))
-            assert {r.status for r in results} == {"accepted"}
-        assert pool.statistics().connects == 1
-        await driver.aclose()
-        # The system's CAs do not vouch for a self-signed certificate: no connection.
-        async with http_driver(server.url) as untrusting:
-            with pytest.raises(TransientGatewayError, match="cannot connect"):
-                await untrusting.send_batch(messages(1))
 
 
 # --- what answers mean (sans-I/O) ------------------------------------------------------------
@@ -543,6 +887,9 @@ def test_options_decide_the_capabilities() -> None:
     ({"url": "http://gw", "timeout": -1}, "`$.timeout`"),
     ({"url": "http://gw", "headers": {"Content-Length": "3"}}, "set by the driver"),
     ({"url": "http://gw", "headers": {"X-A": "1\r\nX-B: 2"}}, "line break"),
+    ({"url": "http://gw", "headers": {"X-A": "1\x01"}}, "control character"),
+    ({"url": "http://gw", "headers": {"X-A": "é"}}, "non-ASCII"),
+    ({"url": "http://gw", "headers": {"X-A": " 1"}}, "leading or trailing spaces"),
     ({"url": "http://gw", "headers": {"Bad Name": "1"}}, "not an HTTP token"),
     ({"url": "http://gw", "retries": 3}, "unknown field `retries`"),
 ])
@@ -550,64 +897,3 @@ def test_bad_options_are_refused_with_the_reason(options: dict[str, Any], messag
     with pytest.raises(msgspec.ValidationError) as caught:
         msgspec.convert(options, HttpConfig)
     assert message in str(caught.value)
-
-
-# --- the HTTP/1.1 response parser (sans-I/O) ---------------------------------------------------
-
-
-def parse(*pieces: bytes) -> Response:
-    parser = ResponseParser()
-    for piece in pieces:
-        response = parser.feed(piece)
-        if response is not None:
-            return response
-    raise AssertionError("incomplete")
-
-
-BODY = b'{"results":[{"id":"m0","status":"accepted"}]}'
-WIRE = [
-    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY),
-    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"5\r\n%s\r\n%x\r\n%s\r\n0\r\nX-T: 1\r\n\r\n" % (BODY[:5], len(BODY) - 5, BODY[5:]),
-]
-
-
-@given(st.sampled_from(WIRE), st.lists(st.integers(0, 200), max_size=6))
-def test_a_response_parses_the_same_however_it_is_split(wire: bytes, cuts: list[int]) -> None:
-    bounds = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
-    pieces = [wire[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-    response = parse(*pieces)
-    assert (response.status, response.body, response.keep_alive) == (200, BODY, True)
-
-
-def test_framing_and_keep_alive_follow_rfc_9112() -> None:
-    closing = parse(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
-    assert (closing.body, closing.keep_alive) == (b"{}", False)
-    assert parse(b"HTTP/1.1 204 No Content\r\n\r\n").body == b""
-    parser = ResponseParser()
-    assert parser.feed(b"HTTP/1.0 200 OK\r\n\r\n{") is None
-    assert parser.feed(b"}") is None
-    assert parser.feed(b"") == Response(200, {}, b"{}", keep_alive=False)
-    headers = parse(
-        b"HTTP/1.1 429 X\r\nRetry-After: 3\r\nA: 1\r\nA: 2\r\nContent-Length: 0\r\n\r\n"
-    )
-    assert headers.headers == {"retry-after": "3", "a": "1, 2", "content-length": "0"}
-
-
-@pytest.mark.parametrize("wire", [
-    b"SSH-2.0-OpenSSH\r\n\r\n",
-    b"HTTP/1.1 2000 OK\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n{}",
-    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\n folded: header\r\nContent-Length: 0\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX",
-    b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",  # then the server hangs up
-    b"",
-])
-def test_malformed_or_cut_responses_are_protocol_errors(wire: bytes) -> None:
-    parser = ResponseParser()
-    with pytest.raises(ProtocolError):
-        if parser.feed(wire) is None:
-            parser.feed(b"")

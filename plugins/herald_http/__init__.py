@@ -15,45 +15,59 @@ requests: with ``batch_size = 1`` the engine hands over up to ``max_connections`
 and they go out as that many concurrent single-message requests), ``supports_dlr``, and
 ``idempotent`` as configured.
 
-Outcomes: a request's per-message results come back as they are; when a call needed
-several requests and only some failed, the messages of a failed one come back ``retry``
-(transient failure) or ``rejected`` (permanent, with the code); when all of them failed the
-same way the call raises that error, as a single request's failure does. Transport errors
+Outcomes: a request's per-message results come back as they are. A request is written at
+most once: the driver never sends it again by itself, and says what a failure means with
+``TransientGatewayError`` (``docs/wire-format.md``, "No answer"): ``unsent=True`` when the
+gateway cannot hold it (no connection; ``timeout`` ran out or the connection broke before
+the whole request was written), ``ambiguous="timeout"`` when no complete answer came in
+time after it was written, ``ambiguous="connection_lost"`` when after that the connection
+broke, closed or carried bytes that are not HTTP; an HTTP answer means what ``wire.py``
+says. When a call needed several requests and only some failed, the messages of a failed
+one come back ``retry`` (transient, not ambiguous), ``unknown`` (ambiguous; ``error``
+starts with the reason: ``"timeout: gateway 'x' at http://...: no answer within 3 s"``) or
+``rejected`` (permanent, with the code); when all of them failed the same way (all
+transient and none ambiguous, all with one ambiguous reason, or all permanent with one
+code) the call raises that error, as a single request's failure does. Transport errors
 and timeouts never escape as anything but ``TransientGatewayError``.
 
-Client stack, chosen by measurement (``python bench/http_driver.py --backends uvloop asyncio
-trio --seconds 3``): client CPU only, the simulator in another process, on this 2-core
-machine, Python 3.11. Batch: calls of 500 messages, one request each, µs of CPU per message
-(of which 0.35 is herald-json encoding and decoding, the same for every stack). Single:
-calls of 64 messages with ``batch_size = 1``, 64 concurrent requests, µs per request::
+Client stack: h11 (sans-I/O HTTP/1.1, ``pool.py`` drives it) on anyio streams, one code
+path for asyncio, uvloop and trio. Client CPU only, the simulator in another process, on
+this shared 2-core machine, Python 3.11. Batch: calls of 500 messages, one request each,
+µs of CPU per message (of which 0.35 is herald-json encoding and decoding, the same for
+every stack). Single: calls of 64 messages with ``batch_size = 1``, 64 concurrent
+requests, µs per request. The two herald rows: the old and the new client alternately in
+one process against one simulator (median of 4 rounds of 1 s; the machine is noisy, so
+compare within a table); httpx: ``python bench/http_driver.py --backends uvloop asyncio
+trio --seconds 3``::
 
     stack                           uvloop          asyncio          trio
                                  batch  single   batch  single   batch  single
-    herald (bundled, anyio)       0.70      63    0.84      98    0.81      83
+    herald (h11 on anyio)         0.86     144    1.08     174    1.18     140
+    hand-written parser (before)  0.66      78    1.02     108    0.78      85
+    httpx 0.28 (pool of 64)       2.85    6749    4.66    8524    2.16    5796
+
+and, from the run that chose the stack (same bench, another day)::
+
     anyio + h11 (same pool)       0.89     145    1.14     174    1.01     173
     aiohttp 3.14                  0.94     148    1.11     162       -       -
     httpx 0.28 over aiohttp       1.79     347    1.67     343       -       -
-    httpx 0.28 (pool of 64)       1.96    6000    2.37    6990    2.13    4505
 
 Goals: batch <= 1.5 µs per message, single <= 300 µs per request on uvloop, trio working.
-Hence the bundled client, a small HTTP/1.1 keep-alive client of our own (``http1.py``
-parses, sans-I/O; ``pool.py`` moves bytes on anyio streams):
+h11 meets them: its state machine costs about 60 µs per request-response cycle over the
+hand-written parser it replaced, which did not justify a parser of our own to keep
+correct (framing, keep-alive, the smuggling cases). Hence:
 
 - httpx misses both goals: its pool costs milliseconds per request once 64 are in flight
   (encode/httpx#3215), and even its batch path is over 1.5 µs per message.
 - aiohttp meets them but runs on asyncio only; pairing it with httpx on trio would mean
-  two code paths to keep correct and trio at milliseconds per request. It would also be a
-  new dependency. Over aiohttp, httpx's API alone costs about 200 µs per request.
-- h11 is correct and on both backends, but its pure-Python state machine costs about
-  60 µs per request-response cycle (measured alone; ours parses in 4), as much as a whole
-  request of ours costs.
-- Ours needs no new dependency, is one code path for all three loops, and per request is
-  2.3 times cheaper than aiohttp and about 95 times cheaper than httpx. It supports
-  keep-alive with reuse (most recently used first, idle ones dropped after 4 s, a stale
-  one replaced once), bodies framed by Content-Length, chunked transfer-encoding (with
-  trailers) or the end of the connection, interim 1xx answers, and https (system CAs,
-  SNI, ALPN "http/1.1"). It does not do what no gateway API needs: proxies (the
-  environment's ``HTTPS_PROXY`` is ignored), redirects, compression, HTTP/2.
+  two code paths to keep correct and trio at milliseconds per request. Over aiohttp,
+  httpx's API alone costs about 200 µs per request.
+- Ours is one code path for all three loops. It supports keep-alive with reuse (most
+  recently used first, idle ones dropped after 4 s, one the server closed meanwhile
+  detected before anything is written to it), bodies framed by Content-Length, chunked
+  transfer-encoding (with trailers) or the end of the connection, interim 1xx answers,
+  and https (system CAs, SNI, ALPN "http/1.1"). It does not do what no gateway API needs:
+  proxies (the environment's ``HTTPS_PROXY`` is ignored), redirects, compression, HTTP/2.
 """
 
 from __future__ import annotations
@@ -77,13 +91,20 @@ from engine.drivers import (
 from engine.errors import GatewayError, PermanentGatewayError, TransientGatewayError
 from engine.hookspecs import hookimpl
 from herald_http.http1 import Response, check_header, split_url
-from herald_http.pool import ConnectionPool, PoolStatistics, Transport, TransportError
+from herald_http.pool import (
+    ConnectionPool,
+    PoolStatistics,
+    Progress,
+    Transport,
+    TransportError,
+)
 from herald_http.wire import encode_messages, parse_receipts, read_answer
 
 __all__ = [
     "HttpConfig",
     "HttpDriver",
     "HttpStatistics",
+    "Progress",
     "Response",
     "Transport",
     "TransportError",
@@ -194,21 +215,30 @@ class HttpDriver(Driver):
     async def _request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """One request for ``messages``: their results, or the error the answer amounts to."""
         body = encode_messages(messages)
+        progress = Progress()
         async with self._slots:
             self._requests += 1
             self._in_flight += 1
             try:
                 with anyio.fail_after(self._timeout):
-                    response = await self._transport.post(body)
+                    response = await self._transport.post(body, progress)
             except TimeoutError:
                 self._timeouts += 1
+                if progress.written is False:  # still connecting, or writing: it has none
+                    raise TransientGatewayError(
+                        f"{self._where}: could not send within {self._timeout:g} s",
+                        unsent=True,
+                    ) from None
                 raise TransientGatewayError(
-                    f"{self._where}: no answer within {self._timeout:g} s"
+                    f"{self._where}: no answer within {self._timeout:g} s", ambiguous="timeout"
                 ) from None
             except TransportError as err:
                 self._transport_errors += 1
-                # a request that surely never reached the gateway may go through another
-                raise TransientGatewayError(f"{self._where}: {err}", unsent=not err.sent) from err
+                if err.sent:
+                    raise TransientGatewayError(
+                        f"{self._where}: {err}", ambiguous="connection_lost"
+                    ) from err
+                raise TransientGatewayError(f"{self._where}: {err}", unsent=True) from err
             finally:
                 self._in_flight -= 1
         return read_answer(
@@ -237,12 +267,13 @@ def _merge(
     if errors and len(errors) == len(answers):
         first = errors[0]
         also = f" (so did the other {len(errors) - 1} requests)" if len(errors) > 1 else ""
-        if all(isinstance(e, TransientGatewayError) for e in errors):
-            waits = [e.retry_after for e in errors if isinstance(e, TransientGatewayError)]
-            known = [w for w in waits if w is not None]
+        transient = [e for e in errors if isinstance(e, TransientGatewayError)]
+        reasons = {e.ambiguous for e in transient}
+        if len(transient) == len(errors) and len(reasons) == 1:
+            known = [e.retry_after for e in transient if e.retry_after is not None]
             raise TransientGatewayError(
                 f"{first}{also}", retry_after=max(known) if known else None,
-                unsent=all(e.unsent for e in errors if isinstance(e, TransientGatewayError)),
+                unsent=all(e.unsent for e in transient), ambiguous=reasons.pop(),
             ) from first
         codes = {e.code for e in errors if isinstance(e, PermanentGatewayError)}
         if len(codes) == 1 and all(isinstance(e, PermanentGatewayError) for e in errors):
@@ -250,10 +281,14 @@ def _merge(
     results: list[SendResult] = []
     for chunk, answer in zip(chunks, answers, strict=True):
         if isinstance(answer, TransientGatewayError):
-            results += [
-                SendResult(m.id, "retry", error=str(answer), retry_after=answer.retry_after)
-                for m in chunk
-            ]
+            if answer.ambiguous is not None:
+                error = f"{answer.ambiguous}: {answer}"
+                results += [SendResult(m.id, "unknown", error=error) for m in chunk]
+            else:
+                results += [
+                    SendResult(m.id, "retry", error=str(answer), retry_after=answer.retry_after)
+                    for m in chunk
+                ]
         elif isinstance(answer, PermanentGatewayError):
             error = answer.code or str(answer)
             results += [SendResult(m.id, "rejected", error=error) for m in chunk]
