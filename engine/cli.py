@@ -1,6 +1,8 @@
 """The ``herald`` command line.
 
-Exit codes: 0 success; 1 a run or an operation failed; 2 bad usage, config or input.
+Exit codes (also in ``herald --help``): 0 success; 1 the work failed (a run that did not
+finish, an internal error); 2 bad usage or input (an unknown name, a bad file, config or
+template). Output meant for files and pipes goes to stdout; progress and problems to stderr.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from engine.cli_support import open_herald, print_json, using
 from engine.commands.suppression import add_suppression_parsers
 from engine.commands.templates import add_template_parsers, read_template
 from engine.config import load_config
-from engine.errors import ConfigError, HeraldError, InputError, TemplateError
+from engine.errors import ConfigError, HeraldError, InputError, StoreError, TemplateError
 from engine.gallery.cli import add_gallery_parsers
 from engine.mailing_log import MailingLog, format_log
 from engine.pipeline import PipelineStats
@@ -29,13 +31,21 @@ from engine.plugins import load_plugins
 from engine.segments import add_segment_parsers
 from engine.simulator.cli import add_simulate_parser
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "main"]
 
-
+EXIT_CODES = """\
+exit codes:
+  0  success (a run that finished, even if the gateway refused some messages:
+     its log counts them)
+  1  the work failed: a run that did not finish (interrupted, failed), an internal error
+  2  bad usage or input: an unknown name (database, segment, resource, run...), a file
+     that cannot be read or is wrong, a bad config, a template error
+"""
 
 
 class _ProgressBar:
-    """A rich progress bar fed with pipeline statistics; silent when not a terminal."""
+    """A rich progress bar fed with pipeline statistics, drawn on stderr and only when
+    stderr is a terminal: stdout keeps the log alone (``herald send > log.txt``)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and sys.stderr.isatty()
@@ -44,6 +54,7 @@ class _ProgressBar:
 
     def __enter__(self) -> _ProgressBar:
         if self.enabled:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -55,7 +66,7 @@ class _ProgressBar:
             self._progress = Progress(
                 TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-                transient=False,
+                console=Console(stderr=True), transient=False,
             )
             self._progress.__enter__()
             self._task = self._progress.add_task("send", total=None, detail="")
@@ -154,11 +165,14 @@ def cmd_import_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from engine.core.templates import refuse_blank
+
     template = read_template(args.template)
 
     async def go() -> int:
         herald = await open_herald(args)
         async with herald:
+            refuse_blank(herald.compile(template))  # before a run exists, like a typo
             with _ProgressBar(not args.json) as bar:
                 log = await herald.send(
                     resource=args.resource, database=args.database, segment=args.segment,
@@ -175,6 +189,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     async def go() -> int:
         herald = await open_herald(args)
         async with herald:
+            mailing, _ = await herald.store.get_run(args.run_id)
+            if mailing.kind == "trigger":  # its queue never ends: resume would never return
+                raise InputError(
+                    f"run {args.run_id} belongs to trigger mailing {mailing.id}"
+                    f" ({mailing.name!r}); trigger runs are resumed by `herald serve`,"
+                    " which takes up their queued calls when it starts"
+                )
             with _ProgressBar(not args.json) as bar:
                 log = await herald.resume(args.run_id, progress=bar, handle_signals=True)
         _show_log(log, args.json)
@@ -222,7 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         async with main_gw, backup_gw:
             config_path = write_workspace(workspace, main_url=main_gw.send_url,
                                           backup_url=backup_gw.send_url)
-            template = (workspace / "template.txt").read_text(encoding="utf-8")
+            template = read_template(workspace / "template.txt")
             herald = await Herald.open(config_path)
             async with herald:
                 t0 = time.perf_counter()
@@ -290,6 +311,7 @@ def _policy(text: str) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herald", description="High-throughput SMS mailings.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", metavar="PATH",
@@ -376,10 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = getattr(args, "template", None) or getattr(args, "file", None)
         print(f"{where}:{err}" if where else f"herald: {err}", file=sys.stderr)
         return 2
-    except InputError as err:
+    except (InputError, StoreError) as err:  # StoreError: an unknown name, a refused request
         print(f"herald: {err}", file=sys.stderr)
         return 2
-    except HeraldError as err:
+    except HeraldError as err:  # a plugin or a gateway could not do its part
         print(f"herald: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -4,7 +4,8 @@ Altcraft's fields: ``mailing_started``, ``limit``, ``audience_source``, ``databa
 ``segment_id``, ``cursor_ms``, ``subscribers_received``, ``subscribers_found``,
 ``duplicate_phones``, ``recipients``, ``mailing_finished``, ``total_time_s``. Herald adds the
 fate of every recipient (``sent``, ``failed`` with reasons, ``unknown``, ``pending``), what
-was skipped and why (``suppressed``, ``invalid_phones``, ``too_long``) and busy time per stage.
+was skipped and why (``suppressed``, ``invalid_phones``, ``empty``, ``too_long``) and busy
+time per stage.
 Counts come from the run's persisted counters and recipient rows, so they stay exact across
 interruptions and resumes.
 """
@@ -40,6 +41,8 @@ class MailingLog(msgspec.Struct, kw_only=True):
     total_time_s: float | None
     suppressed: int
     invalid_phones: int
+    #: Skipped: the template rendered nothing but whitespace for them.
+    empty: int
     too_long: int
     #: Skipped: over the sending policy's limit.
     policy: int
@@ -96,6 +99,7 @@ def build_log(
         total_time_s=elapsed,
         suppressed=skipped.get("suppressed", 0),
         invalid_phones=skipped.get("invalid_phone", 0),
+        empty=skipped.get("empty", 0),
         too_long=skipped.get("too_long", 0),
         policy=skipped.get("policy", 0),
         sent=total("sent") + total("delivered") + total("undelivered"),
@@ -125,6 +129,7 @@ _LABELS: list[tuple[str, str]] = [
     ("duplicate_phones", "Duplicate phones"),
     ("suppressed", "Suppressed"),
     ("invalid_phones", "Invalid phones"),
+    ("empty", "Empty text"),
     ("too_long", "Too long"),
     ("policy", "Over the sending policy"),
     ("recipients", "Recipients"),

@@ -62,6 +62,16 @@ def test_import_reports_bad_rows_and_keeps_good_ones(ws: Path) -> None:
     ]
 
 
+def test_an_unclosed_quote_costs_its_row_not_the_rows_after_it(ws: Path) -> None:
+    path = ws / "people.csv"
+    path.write_text('phone,_fname\n+79161234567,Anna\n+79167654321,"Boris\n'
+                    '+79160000003,Chloe\n+79160000004,"Dee"\n', encoding="utf-8")
+    proc = run(ws, "import", "profiles", str(path), "--database", "main")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "added 3, updated 0, rejected 1"
+    assert proc.stderr.splitlines() == [f"{path}:3: unclosed quote"]
+
+
 def test_matching_rows_update_existing_profiles(ws: Path) -> None:
     first = ws / "a.csv"
     first.write_text("phone,_fname,plan\n+79161234567,Anna,gold\n", encoding="utf-8")

@@ -25,6 +25,7 @@ from openpyxl import Workbook
 
 from engine.errors import InputError
 from engine.importing import MODES, ImportReport, import_file
+from engine.importing.text import read_text
 from engine.store.base import ImportRecord
 from engine.store.sqlite import SQLiteStore
 
@@ -144,6 +145,51 @@ def test_a_file_without_line_breaks_is_refused_early(tmp_path: Path, store: SQLi
     path = tmp_path / "blob.csv"
     path.write_bytes(b"phone\n+79161234567\n" + b"x" * (3 * 1024 * 1024))
     with pytest.raises(InputError, match=r"blob\.csv:3: a line longer than 1048576 bytes"):
+        load(store, path)
+
+
+def read_records(text: str) -> list[tuple[int, list[str] | str]]:
+    return list(read_text(io.BytesIO(text.encode()), "f.csv"))
+
+
+def test_an_unclosed_quote_is_reported_where_its_field_began_and_reading_goes_on() -> None:
+    assert read_records('a,b\n1,"abc\n2,x\n3,"q"\n4,y\n') == [
+        (1, ["a", "b"]), (2, "unclosed quote"), (3, ["2", "x"]), (4, ["3", "q"]),
+        (5, ["4", "y"]),
+    ]
+    # the field that never closes began on the record's second line
+    assert read_records('a,b\n1,"x\ny",c,"d\n3,z\n') == [
+        (1, ["a", "b"]), (3, "unclosed quote"), (4, ["3", "z"])
+    ]
+    # a quote closed by a quote followed by text, after swallowing a line: not closed
+    assert read_records('a,b\n1,"abc\n2,"x" y\n') == [
+        (1, ["a", "b"]), (2, "unclosed quote"), (3, ["2", "x y"])
+    ]
+
+
+def test_quoted_fields_may_hold_line_breaks_and_one_line_quotes_stay_lenient() -> None:
+    assert read_records('a,b\r\n1,"Flat 3\r\nLondon"\r\n2,"say ""hi""\n"\r\n3,"ab"c\r\n') == [
+        (1, ["a", "b"]), (2, ["1", "Flat 3\r\nLondon"]), (4, ["2", 'say "hi"\n']),
+        (6, ["3", "abc"]),
+    ]
+
+
+def test_an_unclosed_quote_far_from_the_end_loses_only_its_row(
+    tmp_path: Path, store: SQLiteStore
+) -> None:
+    path = tmp_path / "big.csv"
+    lines = [f"+7916{i:07d},Row{i}" for i in range(30_000)]  # more than a field may hold
+    lines[5] = '+79169999999,"Broken'
+    path.write_text("phone,_fname\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    report = load(store, path)
+    assert report.summary() == "added 29999, updated 0, rejected 1"
+    assert errors(report) == [f"{path}:7: unclosed quote"]
+
+
+def test_a_header_with_an_unclosed_quote_is_refused(tmp_path: Path, store: SQLiteStore) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text('phone,"name\n+79161234567,Anna\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"a\.csv:1: the header is unreadable: unclosed quote"):
         load(store, path)
 
 
@@ -470,6 +516,65 @@ def csv_like(draw: st.DrawFn) -> bytes:
     csv.writer(out, delimiter=draw(st.sampled_from(",;\t|"))).writerows([header, *rows])
     encoding = draw(st.sampled_from(["utf-8", "utf-8-sig", "cp1251", "utf-16"]))
     return out.getvalue().encode(encoding, errors="replace")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(st.sampled_from('ab1 ,;\t|"\n\r'), max_size=80), st.text(max_size=80)))
+def test_any_text_is_read_without_crashing_and_lines_only_go_forward(text: str) -> None:
+    try:
+        records = read_records(text)
+    except InputError:
+        return
+    lines = [line for line, _ in records]
+    assert lines == sorted(set(lines))
+    assert all(1 <= line <= len(re.split(r"\r\n|\r|\n", text)) for line in lines)
+
+
+WORDS = st.text(st.sampled_from("abcxyz019 +Жж"), min_size=1, max_size=6).filter(
+    lambda w: w.strip() == w and w.strip())
+
+
+@st.composite
+def csv_with_broken_quotes(draw: st.DrawFn) -> tuple[str, str, list[tuple[int, Any]]]:
+    """A file of well-formed rows and broken ones (a field opened by a quote and never
+    closed), with what reading it must give. A well-formed cell is plain, or quoted with a
+    letter first: a quote followed by a delimiter or a line break could close a field of an
+    earlier line, which is a valid reading of the file that no reader can rule out."""
+    delimiter = draw(st.sampled_from(",;\t|"))
+    width = draw(st.integers(2, 4))
+    quoted = WORDS.flatmap(lambda first: st.lists(
+        st.sampled_from(["a", " ", delimiter, '""', "ж"]), max_size=4
+    ).map(lambda rest: first + "".join(rest)))
+
+    def render(cell: tuple[bool, str]) -> str:
+        return f'"{cell[1]}"' if cell[0] else cell[1]
+
+    cells = st.tuples(st.booleans(), st.just("")).flatmap(
+        lambda c: (quoted if c[0] else WORDS).map(lambda v: (c[0], v)))
+    good = st.lists(cells, min_size=width, max_size=width)
+    broken = st.lists(WORDS, min_size=width - 1, max_size=width - 1).flatmap(
+        lambda head: quoted.filter(lambda q: '"' not in q).map(
+            lambda tail: delimiter.join([*head, '"' + tail])))
+    header = delimiter.join(f"c{i}" for i in range(width))
+    lines, expected = [header], [(1, [f"c{i}" for i in range(width)])]
+    for number, row in enumerate(draw(st.lists(st.one_of(good, broken), max_size=10)), 2):
+        if isinstance(row, str):
+            lines.append(row)
+            expected.append((number, "unclosed quote"))
+        else:
+            lines.append(delimiter.join(map(render, row)))
+            expected.append((number, [v.replace('""', '"') if q else v for q, v in row]))
+    end = draw(st.sampled_from(["\n", "\r\n"]))
+    return end.join(lines) + draw(st.sampled_from(["", end])), delimiter, expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(csv_with_broken_quotes())
+def test_every_well_formed_row_after_a_broken_one_is_read(
+    case: tuple[str, str, list[tuple[int, Any]]],
+) -> None:
+    text, _, expected = case
+    assert read_records(text) == expected
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

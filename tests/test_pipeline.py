@@ -201,3 +201,57 @@ async def test_dynamic_segment_audience(open_herald: Callable[..., Any]) -> None
     assert log.subscribers_received == 9  # the segment's members only, recounted now
     assert sorted(m.to for m in gateway.texts.values()) == sorted(
         p for i, p in enumerate(phones(10, start=10)) if i != 3)
+
+
+async def test_a_text_that_renders_blank_is_skipped_as_empty(
+    open_herald: Callable[..., Any],
+) -> None:
+    from engine.mailing_log import format_log
+
+    gateway = FakeGateway()
+    async with await open_herald(gateway) as herald:
+        for phone, note in [("+447911000001", "see you"), ("+447911000002", ""),
+                            ("+447911000003", " \n\t"), ("+447911000004", None)]:
+            await add_profiles(herald, [phone], fields={} if note is None else {"note": note})
+        log = await herald.send(resource="news", database="main", template="{lead.note}")
+        rows = herald.store.conn.execute(  # type: ignore[attr-defined]
+            "SELECT phone, state, reason FROM recipients ORDER BY seq"
+        ).fetchall()
+    assert [m.text for m in gateway.texts.values()] == ["see you"]
+    assert (log.empty, log.sent, log.too_long) == (3, 1, 0)
+    assert rows == [("+447911000001", "sent", None), ("+447911000002", "skipped", "empty"),
+                    ("+447911000003", "skipped", "empty"), ("+447911000004", "skipped", "empty")]
+    assert "Empty text (empty)" in format_log(log)
+
+
+def test_the_preparer_counts_blank_texts_as_empty_for_broadcasts_and_triggers() -> None:
+    from engine.core.dedupe import Dedupe
+    from engine.core.phones import PhoneNormaliser
+    from engine.core.policy import Policy
+    from engine.core.prepare import AudienceRow, Preparer
+    from engine.core.sms import measure
+    from engine.core.templates import compile_template
+
+    prep = Preparer(
+        run_uid="r", normaliser=PhoneNormaliser("GB"), dedupe=Dedupe(10),
+        template=compile_template("{lead.a}{apicontent.b}"), measure=measure,
+        route=lambda phone, now: "s1", max_segments={}, context={},
+    )
+    rows = [AudienceRow(1, b'{"a": "hi"}', "+447911000001"),
+            AudienceRow(2, b'{"a": "  "}', "+447911000002")]
+    plan = prep.screen(rows)
+    batch = prep.finish(plan, set(), set(), now=0.0)
+    assert [m.text for m in batch.messages] == ["hi"]
+    assert [(s.profile_id, s.reason) for s in batch.skipped] == [(2, "empty")]
+    assert batch.counts["empty"] == 1 and batch.counts["too_long"] == 0
+
+    # one message a day: the blank trigger sent nothing, so it does not use the allowance
+    prep.policy = Policy(max_messages=1, period_days=1)
+    triggers = [(1, 7, 2, b"{}", "+447911000002", None, b'{"b": "\\n"}'),
+                (2, 8, 2, b"{}", "+447911000002", None, b'{"b": "yo"}'),
+                (3, 9, 2, b"{}", "+447911000002", None, b'{"b": "again"}')]
+    batch = prep.finish_triggers(triggers, ["+447911000002"] * 3, set(), now=0.0,
+                                 policy_counts={})
+    assert [(m.seq, m.text) for m in batch.messages] == [(8, "yo")]
+    assert [(s.seq, s.reason) for s in batch.skipped] == [(7, "empty"), (9, "policy")]
+    assert batch.counts["empty"] == 1

@@ -679,6 +679,6 @@ def test_cli_create_count_show(tmp_path: Path) -> None:
     proc = herald(*cfg, "segment", "create", "adults", "--database", "main", "--where", "lead.a")
     assert proc.returncode == 2 and "already exists" in proc.stderr
     proc = herald(*cfg, "segment", "count", "nobody")
-    assert proc.returncode == 1 and "no segment named 'nobody'" in proc.stderr
+    assert proc.returncode == 2 and "no segment named 'nobody'" in proc.stderr
     proc = herald(*cfg, "segment", "create", "x", "--database", "main")
     assert proc.returncode == 2  # argparse: --where or --ids is required

@@ -134,3 +134,82 @@ async def test_texts_over_the_sender_cap_are_skipped_and_encodings_recorded(
         ("+447911000001", "skipped", "too_long", None, None),
         ("+447911000002", "sent", None, 1, "ucs2"),
     ]
+
+
+@pytest.mark.parametrize("source", ["", "  \n", "{if lead.x}{end}\n"])
+def test_check_and_render_refuse_a_template_that_can_only_render_empty(
+    tmp_path: Path, source: str
+) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text(source, encoding="utf-8")
+    for action in ("check", "render"):
+        proc = herald("template", action, str(path))
+        assert proc.returncode == 2, (action, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith(f"{path}:1:1: every message would be empty")
+    proc = herald("template", "check", str(path), "--json")
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["errors"] == [{
+        "line": 1, "col": 1, "message": "every message would be empty: the template holds"
+        " only whitespace and tags that output nothing",
+    }]
+
+
+@pytest.mark.parametrize(("written", "rendered"), [
+    ("Hi {lead._fname}\n", "Hi Ann"),
+    ("Hi {lead._fname}\r\n", "Hi Ann"),
+    ("Hi {lead._fname}", "Hi Ann"),
+    ("Hi {lead._fname}\n\n", "Hi Ann\n"),  # one line break goes, not a blank last line
+    ("Hi\r\n{lead._fname}\r\n", "Hi\nAnn"),
+])
+def test_a_template_files_final_line_break_is_not_part_of_the_text(
+    tmp_path: Path, written: str, rendered: str
+) -> None:
+    path = tmp_path / "t.txt"
+    path.write_bytes(written.encode())
+    proc = herald("template", "render", str(path), "--data", '{"lead":{"_fname":"Ann"}}',
+                  "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["text"] == rendered
+
+
+def _file_workspace(tmp_path: Path) -> Path:
+    """A workspace whose gateway writes each message to sent.jsonl, with two profiles."""
+    config = write_config(tmp_path, driver="file")
+    people = tmp_path / "people.csv"
+    people.write_text("phone,_fname\n+447911123456,Ann\n+447911123457,Bob\n", encoding="utf-8")
+    proc = herald("--config", str(config), "import", "profiles", str(people),
+                  "--database", "main", "--resource", "news")
+    assert proc.returncode == 0, proc.stderr
+    return config
+
+
+def _sent(tmp_path: Path) -> list[str]:
+    sent = tmp_path / "sent.jsonl"
+    if not sent.exists():
+        return []
+    return [json.loads(line)["text"] for line in sent.read_text().splitlines()]
+
+
+def test_send_drops_the_template_files_final_newline(tmp_path: Path) -> None:
+    config = _file_workspace(tmp_path)
+    path = tmp_path / "sms.txt"
+    path.write_text("Hi {lead._fname}\n", encoding="utf-8")
+    proc = herald("--config", str(config), "send", "--resource", "news", "--database", "main",
+                  "--template", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(_sent(tmp_path)) == ["Hi Ann", "Hi Bob"]
+
+
+def test_send_refuses_a_template_that_can_only_render_empty_before_any_run(
+    tmp_path: Path,
+) -> None:
+    config = _file_workspace(tmp_path)
+    path = tmp_path / "sms.txt"
+    path.write_text("{if lead.vip}{end}\n", encoding="utf-8")
+    proc = herald("--config", str(config), "send", "--resource", "news", "--database", "main",
+                  "--template", str(path))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{path}:1:1: every message would be empty")
+    assert _sent(tmp_path) == []
+    runs = herald("--config", str(config), "runs", "--json")
+    assert json.loads(runs.stdout) == {"runs": []}

@@ -14,6 +14,7 @@ from engine.core.templates import (
     check_template,
     compile_template,
     context_function,
+    refuse_blank,
 )
 from engine.errors import PluginError, TemplateError
 
@@ -644,6 +645,37 @@ def test_check_template_reports_the_compile_error() -> None:
     assert report.variables == []
 
 
+BLANK_MESSAGE = ("every message would be empty: the template holds only whitespace and"
+                 " tags that output nothing")
+
+
+@pytest.mark.parametrize("source", [
+    "", "   ", "\n\r\n\t", "\u3000", "{if lead.x}{end}", " {if lead.x} {else}\n{end} ",
+    "{if lead.a}{elif lead.b} {end}", "{for x in lead.items} {end}",
+    "{for x in lead.items}{if x}{end}{end}",
+])
+def test_a_template_that_can_only_render_blanks_is_refused_at_1_1(source: str) -> None:
+    template = compile_template(source)
+    assert template.blank
+    report = check_template(source)
+    assert not report.ok
+    assert [(e.line, e.col, e.message) for e in report.errors] == [(1, 1, BLANK_MESSAGE)]
+    with pytest.raises(TemplateError, match=r"^1:1: every message would be empty"):
+        refuse_blank(template)
+
+
+@pytest.mark.parametrize("source", [
+    ".", "{lead.x}", " {lead.x} ", "{if lead.x}Hi{end}", "{if lead.x}{else}Hi{end}",
+    "{if lead.a}{elif lead.b}Hi{end}", "{for x in lead.items}{x}{end}", "{unsubscribe}",
+    "{lead.a equal 1}", "{upper(lead.a)}", "\\{",
+])
+def test_a_template_that_may_render_text_is_not_blank(source: str) -> None:
+    template = compile_template(source)
+    assert not template.blank
+    assert check_template(source).ok
+    assert refuse_blank(template) is template
+
+
 # --- properties ------------------------------------------------------------------------------
 
 SYNTAX_PIECES = [
@@ -785,6 +817,36 @@ def test_rendering_odd_data_never_raises(source: str, ctx: dict[str, Any]) -> No
     out = tpl.render(ctx)
     assert isinstance(out, str)
     assert out == tpl.render(ctx)  # rendering is a pure function of the data
+
+
+# Mostly whitespace, so that many are blank and the rest are nearly so.
+BLANKISH = st.recursive(
+    st.sampled_from([" ", "\n", "\r\n", "\t", "\u00a0", "", "x"]) | OPERANDS.map("{{{}}}".format),
+    lambda inner: (
+        st.lists(inner, min_size=1, max_size=4).map("".join)
+        | st.builds("{{if {}}}{}{{else}}{}{{end}}".format, CONDITIONS, inner, inner)
+        | st.builds("{{if {}}}{}{{elif {}}}{}{{end}}".format, CONDITIONS, inner, CONDITIONS, inner)
+        | st.builds("{{for x in {}}}{}{{end}}".format, PATHS, inner)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@given(
+    BLANKISH,
+    st.dictionaries(
+        st.sampled_from(["lead", "json", "apicontent", "resource", "x"]), odd_data, max_size=4
+    ),
+)
+def test_a_blank_template_renders_blank_whatever_the_data(
+    source: str, ctx: dict[str, Any]
+) -> None:
+    tpl = compile_template(source)
+    if tpl.blank:
+        assert tpl.render(ctx).strip() == ""
+    elif tpl.render(ctx).strip():
+        assert check_template(source).ok
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False))

@@ -16,13 +16,17 @@ from engine.plugins import load_plugins
 __all__ = ["add_template_parsers", "read_template"]
 
 
-def read_template(path: str) -> str:
+def read_template(path: str | Path) -> str:
+    """The template in file ``path``, line breaks read as ``\\n``, without the file's final
+    line break: an editor adds one, and it is not meant to end every SMS. Only one goes, so
+    a template that ends with a blank line still does."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")  # \r\n and \r read as \n
     except OSError as err:
         raise InputError(f"{path}: cannot read the template ({err.strerror})") from err
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text ({err.reason})") from err
+    return text.removesuffix("\n")
 
 
 def _functions(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,10 +81,10 @@ def _load_data(spec: str) -> dict[str, Any]:
 
 def cmd_template_render(args: argparse.Namespace) -> int:
     from engine.core.sms import measure
-    from engine.core.templates import compile_template
+    from engine.core.templates import compile_template, refuse_blank
 
-    template = compile_template(read_template(args.file), functions=_functions(args),
-                                name=args.file)
+    template = refuse_blank(compile_template(read_template(args.file),
+                                             functions=_functions(args), name=args.file))
     text = template.render(_load_data(args.data) if args.data else {})
     info = measure(text)
     if args.json:

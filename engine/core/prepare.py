@@ -7,9 +7,11 @@ A chunk goes through two synchronous calls with one batched lookup between them:
     batch = preparer.finish(plan, suppressed, seen, now)
 
 ``finish`` decides each row's fate in this order: no active subscription (not a recipient,
-only counted), invalid phone, suppressed, duplicate, then route, render and measure; a text
-over its sender's segment cap is skipped as ``too_long``. The rest become messages with a
-run-wide sequence number; their id is ``{run_uid}-{seq}`` and never changes afterwards.
+only counted), invalid phone, suppressed, duplicate, over the policy, then render and
+measure: a text that is empty or only whitespace is skipped as ``empty``, the rest are
+routed, and a text over its sender's segment cap is skipped as ``too_long``. The rest become
+messages with a run-wide sequence number; their id is ``{run_uid}-{seq}`` and never changes
+afterwards.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from engine.core.dedupe import Dedupe, Screen
 from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy, over_limit
 from engine.core.states import Skip
+from engine.core.templates import is_blank
 
 __all__ = [
     "AudienceRow",
@@ -177,7 +180,8 @@ class Preparer:
         phones = plan.phones
         messages: list[Message] = []
         skipped: list[Skipped] = []
-        counts = dict.fromkeys(("invalid", "suppressed", "duplicate", "too_long", "policy"), 0)
+        counts = dict.fromkeys(
+            ("invalid", "suppressed", "duplicate", "empty", "too_long", "policy"), 0)
         seq = self.next_seq
         policy = self.policy if policy_counts is not None else None
         limited = policy.max_messages if policy is not None else 0
@@ -211,19 +215,23 @@ class Preparer:
                 skipped.append(Skipped(seq, profile_id, e164, Skip.POLICY))
                 counts["policy"] += 1
             else:
-                sender = route(e164, now)
                 text, segments, encoding = render(row)
-                cap = caps.get(sender, 0)
-                if cap and segments > cap:
-                    skipped.append(Skipped(seq, profile_id, e164, Skip.TOO_LONG))
-                    counts["too_long"] += 1
+                if is_blank(text):  # before routing: a blank text takes no sender's share
+                    skipped.append(Skipped(seq, profile_id, e164, Skip.EMPTY))
+                    counts["empty"] += 1
                 else:
-                    accept(e164)
-                    messages.append(
-                        Message(seq, f"{uid}-{seq}", profile_id, e164, sender, text, segments,
-                                encoding)
-                    )
-                    reserved += 1
+                    sender = route(e164, now)
+                    cap = caps.get(sender, 0)
+                    if cap and segments > cap:
+                        skipped.append(Skipped(seq, profile_id, e164, Skip.TOO_LONG))
+                        counts["too_long"] += 1
+                    else:
+                        accept(e164)
+                        messages.append(
+                            Message(seq, f"{uid}-{seq}", profile_id, e164, sender, text,
+                                    segments, encoding)
+                        )
+                        reserved += 1
             seq += 1
         self.reserved = reserved
         counts["received"] = stop_at
@@ -286,8 +294,8 @@ class Preparer:
         each ends as a message or a recorded skip; there is no dedupe and no limit."""
         messages: list[Message] = []
         skipped: list[Skipped] = []
-        counts = dict.fromkeys(("received", "found", "invalid", "suppressed", "too_long",
-                                "not_subscribed", "policy"), 0)
+        counts = dict.fromkeys(("received", "found", "invalid", "suppressed", "empty",
+                                "too_long", "not_subscribed", "policy"), 0)
         uid, route, caps = self.run_uid, self.route, self.max_segments
         policy = self.policy if policy_counts is not None else None
         policy_counts = dict(policy_counts or {})
@@ -312,21 +320,25 @@ class Preparer:
                 skipped.append(Skipped(seq, profile_id, e164, Skip.POLICY))
                 counts["policy"] += 1
             else:
-                if policy is not None:  # several triggers in one chunk count against it too
-                    key = e164 if policy.key == "phone" else profile_id
-                    policy_counts[key] = policy_counts.get(key, 0) + 1
-                sender = route(e164, now)
                 text, segments, encoding = self.render(
                     AudienceRow(profile_id, fields, phone, sub_fields),
                     _json_decode(content or b"{}"),
                 )
+                if is_blank(text):
+                    skipped.append(Skipped(seq, profile_id, e164, Skip.EMPTY))
+                    counts["empty"] += 1
+                    continue
+                sender = route(e164, now)
                 cap = caps.get(sender, 0)
                 if cap and segments > cap:
                     skipped.append(Skipped(seq, profile_id, e164, Skip.TOO_LONG))
                     counts["too_long"] += 1
-                else:
-                    messages.append(Message(seq, f"{uid}-{seq}", profile_id, e164, sender,
-                                            text, segments, encoding))
+                    continue
+                if policy is not None:  # several triggers in one chunk count against it too
+                    key = e164 if policy.key == "phone" else profile_id
+                    policy_counts[key] = policy_counts.get(key, 0) + 1
+                messages.append(Message(seq, f"{uid}-{seq}", profile_id, e164, sender,
+                                        text, segments, encoding))
         checkpoint = rows[-1][0] if rows else 0
         return PreparedBatch(messages, skipped, checkpoint, False, counts)
 

@@ -11,6 +11,13 @@ not the file.
 Delimiter: ``,`` ``;`` tab or ``|``, whichever splits the header into columns that the most
 rows of the sample agree with; ``csv.Sniffer``'s guess breaks ties. A header that no
 candidate splits is a single-column file.
+
+Quotes: a quoted field may hold line breaks, but then it must end as RFC 4180 says, with a
+quote followed by a delimiter, a line break or the end of the file. One that does not (a
+quote left open, or closed by a quote followed by more text) is rejected as ``unclosed
+quote`` on the line where that field began, and reading starts again at the next line, so a
+stray quote costs its own record, not the rows after it. A quoted field within one line is
+read leniently, as ``csv`` does: ``"ab"c`` is ``abc``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import IO, TYPE_CHECKING
 
 from engine.errors import InputError
@@ -42,6 +49,10 @@ MAX_LINE = 1024 * 1024
 _WORD = re.compile(r"[^\W\d_]+")
 _VOWELS = frozenset("аеёиоуыэюяіїєАЕЁИОУЫЭЮЯІЇЄ")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
+_QUOTE_SCAN = {d: re.compile(r'"|\r\n|\r|\n|' + re.escape(d)) for d in DELIMITERS}
+# Where _unclosed_quote is: a field's start, an unquoted field, a quoted one, just after a
+# quote in a quoted field (closed, unless another quote follows).
+_START, _UNQUOTED, _QUOTED, _CLOSING = range(4)
 
 
 def read_text(
@@ -70,34 +81,47 @@ def read_text(
         errors="surrogateescape",  # undecodable bytes reject their record, found below
         newline="",
     )
-    reader = csv.reader(stream, delimiter=delimiter)
-    last = 0  # the line the previous record ended on
+    lines = _Lines(stream)
+    reader = csv.reader(lines, delimiter=delimiter)
+    done = 0  # lines before the record being read
     while True:
+        lines.taken.clear()
+        start = done + 1
+        error: csv.Error | None = None
         try:
-            for cells in reader:
-                start, last = last + 1, reader.line_num
-                if not "".join(cells).isascii():
-                    byte = _undecodable(cells)
-                    if byte is not None:
-                        why = f"not {label} text (byte 0x{byte:02X}); give the file's encoding"
-                        yield start, why
-                        continue
-                yield start, cells
+            cells = next(reader)
+        except StopIteration:
             return
         except csv.Error as err:  # a NUL byte, a field over the size limit: that record
-            if reader.line_num == last:
-                raise InputError(f"{name}:{last + 1}: {err}") from err
-            yield last + 1, f"unreadable record ({err})"
-            last = reader.line_num
+            if not lines.taken:
+                raise InputError(f"{name}:{start}: {err}") from err
+            cells, error = [], err
         except UnicodeDecodeError as err:  # a codec surrogateescape cannot cover (UTF-16)
             raise InputError(
-                f"{name}:{reader.line_num + 1}: not {label} text ({err.reason})"
+                f"{name}:{done + len(lines.taken) + 1}: not {label} text ({err.reason})"
             ) from err
         except _LineTooLong as err:
             raise InputError(
-                f"{name}:{reader.line_num + 1}: a line longer than {MAX_LINE} bytes;"
+                f"{name}:{done + len(lines.taken) + 1}: a line longer than {MAX_LINE} bytes;"
                 " is this a CSV file?"
             ) from err
+        taken = lines.taken
+        suspect = len(taken) > 1 or lines.ended  # a record past its line, or to the end
+        if suspect and (opened := _unclosed_quote(taken, delimiter)) is not None:
+            yield start + opened, "unclosed quote"
+            lines.again(taken[opened + 1 :])  # read again what the open quote swallowed
+            done += opened + 1
+            continue
+        done += len(taken)
+        if error is not None:
+            yield start, f"unreadable record ({error})"
+            continue
+        if not "".join(cells).isascii():
+            byte = _undecodable(cells)
+            if byte is not None:
+                yield start, f"not {label} text (byte 0x{byte:02X}); give the file's encoding"
+                continue
+        yield start, cells
 
 
 def detect_encoding(sample: bytes, *, complete: bool, name: str) -> str:
@@ -184,6 +208,67 @@ def _read_up_to(raw: IO[bytes], size: int) -> bytes:
         parts.append(part)
         size -= len(part)
     return b"".join(parts)
+
+
+def _unclosed_quote(lines: list[str], delimiter: str) -> int | None:
+    """Which of ``lines`` (one record, as the lenient reader took it) holds the start of a
+    quoted field that runs past its line and does not end as RFC 4180 says, if one does:
+    its quote is never closed, or closed by a quote followed by more text."""
+    text = "".join(lines)
+    state, line, opened = _START, 0, 0  # opened: the line of the quoted field being read
+    done = 0  # end of the last token; text lies between it and the next
+    for m in _QUOTE_SCAN[delimiter].finditer(text):
+        if m.start() > done:  # text
+            if state == _CLOSING:
+                if opened < line:
+                    return opened
+                state = _UNQUOTED  # "ab"c on one line is read leniently, as abc
+            elif state == _START:
+                state = _UNQUOTED
+        done = m.end()
+        token = m.group()
+        if token == '"':
+            if state == _START:
+                state, opened = _QUOTED, line
+            elif state == _QUOTED:
+                state = _CLOSING
+            elif state == _CLOSING:
+                state = _QUOTED  # a doubled quote stands for one
+        else:  # a delimiter or a line break
+            if token != delimiter:
+                line += 1
+            if state != _QUOTED:
+                state = _START
+    if state == _CLOSING and done < len(text) and opened < line:
+        return opened
+    return opened if state == _QUOTED else None
+
+
+class _Lines(Iterator[str]):
+    """The stream's lines for ``csv.reader``, keeping those of the record being read
+    (``taken``, cleared by the caller) so that some can be read ``again``."""
+
+    def __init__(self, stream: io.TextIOWrapper) -> None:
+        self.taken: list[str] = []
+        #: True once the stream ran out: a record read then may have ended in a quote.
+        self.ended = False
+        self._again: list[str] = []  # reversed
+        self._next = stream.__next__
+
+    def __next__(self) -> str:
+        if self._again:
+            line = self._again.pop()
+        else:
+            try:
+                line = self._next()
+            except StopIteration:
+                self.ended = True
+                raise
+        self.taken.append(line)
+        return line
+
+    def again(self, lines: list[str]) -> None:
+        self._again.extend(reversed(lines))
 
 
 class _LineTooLong(Exception):

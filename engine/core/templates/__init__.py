@@ -36,6 +36,13 @@ Errors
     expressions 32; number literals and indexes have at most 100 characters. Extra functions
     may override built-ins of the same name; plugins can mark functions that read the
     context with :func:`context_function`.
+Blank templates
+    A template is blank when every path through it (each branch of every ``{if}``, any
+    number of passes of every ``{for}``) yields only whitespace (``str.isspace``): it has
+    no other text and no tag that outputs a value, like an empty file or
+    ``{if lead.x}{end}``. ``Template.blank`` says so; :func:`check_template` reports it as
+    an error at 1:1 and :func:`refuse_blank` raises it. Whether any other template renders
+    blank is known per message (the engine skips those as ``empty``).
 Metadata
     ``Template.urls`` are the distinct URLs of each run of literal text, in order; a URL
     continued by a tag (``https://x.ru/?id={lead._id}``) is found up to the tag.
@@ -60,6 +67,7 @@ from typing import Any, Final
 import msgspec
 
 from engine.core.links import find_urls
+from engine.core.templates import runtime
 from engine.core.templates.codegen import RenderFunction, generate, load
 from engine.core.templates.functions import (
     BUILTIN_FUNCTIONS,
@@ -68,7 +76,7 @@ from engine.core.templates.functions import (
     function_spec,
 )
 from engine.core.templates.lexer import Source
-from engine.core.templates.nodes import Expr, For, If, Node, TextNode, Var
+from engine.core.templates.nodes import Const, Expr, For, If, Node, Output, TextNode, Var
 from engine.core.templates.parser import Parser
 from engine.errors import TemplateError
 
@@ -80,7 +88,9 @@ __all__ = [
     "check_template",
     "compile_template",
     "context_function",
+    "is_blank",
     "parse_expression",
+    "refuse_blank",
 ]
 
 KNOWN_ROOTS: Final = frozenset(
@@ -103,10 +113,13 @@ class Template:
     as ``""``.
 
     ``variables`` are the dotted context paths the template reads, ``roots`` their first
-    names (build only those), ``urls`` the http(s) URLs in its literal text.
+    names (build only those), ``urls`` the http(s) URLs in its literal text. ``blank`` is
+    True when it can only render whitespace, whatever the data (see :func:`refuse_blank`).
     """
 
-    __slots__ = ("name", "python_source", "render", "roots", "source", "urls", "variables")
+    __slots__ = (
+        "blank", "name", "python_source", "render", "roots", "source", "urls", "variables"
+    )
 
     render: RenderFunction
     source: str
@@ -115,6 +128,7 @@ class Template:
     roots: frozenset[str]
     urls: tuple[str, ...]
     python_source: str
+    blank: bool
 
     def __init__(
         self,
@@ -126,6 +140,7 @@ class Template:
         roots: frozenset[str],
         urls: tuple[str, ...],
         python_source: str,
+        blank: bool = False,
     ) -> None:
         self.render = render
         self.source = source
@@ -134,6 +149,7 @@ class Template:
         self.roots = roots
         self.urls = urls
         self.python_source = python_source
+        self.blank = blank
 
     def __repr__(self) -> str:
         return f"<Template {self.name} reads {sorted(self.variables)}>"
@@ -179,6 +195,42 @@ def _texts(nodes: tuple[Node, ...]) -> list[str]:
     return found
 
 
+def is_blank(text: str) -> bool:
+    """True when ``text`` is empty or only whitespace: not worth sending as an SMS."""
+    return not text or text.isspace()
+
+
+def _always_blank(nodes: tuple[Node, ...]) -> bool:
+    """True when every path through ``nodes`` yields only whitespace."""
+    for node in nodes:
+        if isinstance(node, TextNode):
+            if not is_blank(node.value):
+                return False
+        elif isinstance(node, Output):
+            expr = node.expr
+            if not (isinstance(expr, Const) and is_blank(runtime.render_value(expr.value))):
+                return False
+        elif isinstance(node, If):
+            if not _always_blank(node.otherwise) or not all(
+                _always_blank(body) for _, body in node.branches
+            ):
+                return False
+        elif not _always_blank(node.body):
+            return False
+    return True
+
+
+def refuse_blank(template: Template) -> Template:
+    """``template``, or :class:`~engine.errors.TemplateError` at 1:1 when it is blank (every
+    message would be empty): a sender calls this before anything is sent."""
+    if template.blank:
+        raise TemplateError(
+            "every message would be empty: the template holds only whitespace and tags that"
+            " output nothing", line=1, col=1,
+        )
+    return template
+
+
 def _compile(
     source: str, functions: Mapping[str, Callable[..., Any]] | None, name: str
 ) -> tuple[Template, list[Var], Source]:
@@ -203,6 +255,7 @@ def _compile(
         roots=frozenset(var.root for var in parser.context_vars),
         urls=tuple(urls),
         python_source=python_source,
+        blank=_always_blank(nodes),
     )
     return template, parser.context_vars, src
 
@@ -253,9 +306,11 @@ def _warnings(variables: list[Var], src: Source) -> list[str]:
 def check_template(
     source: str, *, functions: Mapping[str, Callable[..., Any]] | None = None
 ) -> CheckReport:
-    """Compile ``source`` and report its error (if any), variables and warnings."""
+    """Compile ``source`` and report its error (if any), variables and warnings. A blank
+    template (see :func:`refuse_blank`) is an error."""
     try:
         template, variables, src = _compile(source, functions, "<check>")
+        refuse_blank(template)
     except TemplateError as exc:
         return CheckReport(errors=[exc])
     return CheckReport(
