@@ -250,3 +250,91 @@ async def test_two_mailings_on_one_sender_share_its_rate(tmp_path: Path) -> None
     first = gateway.timeline[0][1]
     average = (sent - first) / (times[-1] - times[0])
     assert abs(average - 200) <= 2, average
+
+
+# -- stops in the middle of a batch --------------------------------------------------------
+
+
+async def test_a_stop_while_a_request_hangs_makes_only_that_part_unknown(
+    tmp_path: Path,
+) -> None:
+    """A gateway that never answers: once the grace runs out, the part it holds is unknown
+    (interrupted); the parts of the batch it never saw stay reserved and resume sends them."""
+    hang = anyio.Event()
+    calls: list[int] = []
+
+    async def never_answers(messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        calls.append(len(messages))
+        if len(calls) == 3:
+            await hang.wait()
+        return [SendResult(m.id, "accepted", provider_id=m.id) for m in messages]
+
+    gateway = FakeGateway()
+    gateway.send = never_answers  # type: ignore[method-assign]
+    async with await opened(tmp_path, gateway, rate=100, burst=20, concurrency=1) as herald:
+        plan = generate(herald.store, profiles=200, database="main")  # type: ignore[arg-type]
+
+        async def stop_when_stuck() -> None:
+            while len(calls) < 3:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+            assert herald.pipeline is not None
+            herald.pipeline.stop(grace=0.1)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_stuck)
+            first = await herald.send(resource="news", database="main", template="x")
+        counts = states(herald, first.run_id)
+        assert counts.get(("unknown", "interrupted")) == 10  # the one part at the gateway
+        assert counts.get(("sent", None)) == 20
+        hang.set()
+        final = await herald.resume(first.run_id)
+        counts = states(herald, first.run_id)
+    assert final.unknown == 10 and final.sent == plan.unique - 10
+    assert counts[("sent", None)] + counts[("unknown", "interrupted")] == plan.unique
+
+
+async def test_a_stop_while_waiting_to_retry_keeps_what_was_refused_reserved(
+    tmp_path: Path,
+) -> None:
+    """Half of each batch answered "retry" (queue full), then the run stops while it waits:
+    the accepted half is recorded sent, the refused half stays reserved (not unknown), and
+    resume sends it, once."""
+    answered: set[str] = set()
+
+    def half(messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        out = []
+        for i, m in enumerate(messages):
+            if i % 2 and m.id not in answered:
+                answered.add(m.id)
+                out.append(SendResult(m.id, "retry", error="queue full"))
+            else:
+                out.append(SendResult(m.id, "accepted", provider_id=m.id))
+        return out
+
+    gateway = FakeGateway(handler=half)
+    retry_later = '\n[senders.s1.retry.message]\nattempts = 3\nbase = 30\n'
+    path = config(tmp_path, batch_size=10).read_text().replace(
+        "[senders.s1.retry.message]\nattempts = 3\nbase = 0.01\n", retry_later)
+    (tmp_path / "herald.toml").write_text(path)
+    async with await Herald.open(tmp_path / "herald.toml",
+                                 plugins=load_plugins(gateway.plugin())) as herald:
+        plan = generate(herald.store, profiles=100, database="main")  # type: ignore[arg-type]
+
+        async def stop_soon() -> None:
+            while gateway.batches < 4:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+            assert herald.pipeline is not None
+            herald.pipeline.stop(grace=5)
+
+        with anyio.fail_after(10):  # the retry waits 30 s: the stop must cut it short
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stop_soon)
+                first = await herald.send(resource="news", database="main", template="x")
+        assert first.unknown == 0 and first.sent > 0
+        refused = [r for r in herald.store.recipients(first.run_id)  # type: ignore[attr-defined]
+                   if r[3] != "skipped"]
+        assert {r[3] for r in refused} == {"sent"}  # the refused half is not recorded
+        gateway.handler = None  # the gateway's queue has room again
+        final = await herald.resume(first.run_id)
+    assert final.sent == plan.unique and final.unknown == 0
+    assert max(gateway.accepted.values()) == 1
