@@ -52,6 +52,9 @@ class MailingLog(msgspec.Struct, kw_only=True):
     failed: int
     failed_reasons: dict[str, int]
     unknown: int
+    #: Why they are unknown: ``timeout``, ``connection_lost`` (an ambiguous attempt, not
+    #: retried), ``interrupted`` (at a gateway when the run was stopped or killed).
+    unknown_reasons: dict[str, int]
     #: Reserved, then never handed to a gateway because the mailing was cancelled.
     cancelled: int
     pending: int
@@ -108,6 +111,7 @@ def build_log(
         failed=total("failed"),
         failed_reasons=dict(sorted(summary.get("failed", {}).items())),
         unknown=total("unknown"),
+        unknown_reasons=dict(sorted(summary.get("unknown", {}).items())),
         cancelled=skipped.get("cancelled", 0),
         pending=max(reserved - settled - skipped.get("cancelled", 0), 0),
         messages_per_s=round(settled / elapsed, 1) if elapsed else None,
@@ -166,6 +170,9 @@ def format_log(log: MailingLog) -> str:
         rows.append((f"{label} ({key})", _fmt(value)))
         if key == "failed":
             for reason, n in log.failed_reasons.items():
+                rows.append((f"  {reason}", _fmt(n)))
+        if key == "unknown":
+            for reason, n in log.unknown_reasons.items():
                 rows.append((f"  {reason}", _fmt(n)))
     for stage, seconds in log.stage_busy_s.items():
         if stage == "dispatch":  # wall time in driver calls, summed over concurrent workers

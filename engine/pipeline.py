@@ -52,6 +52,7 @@ class PipelineStats(msgspec.Struct, frozen=True):
     suppressed: int
     duplicate: int
     too_long: int
+    empty: int
     reserved: int
     sent: int
     failed: int
@@ -171,8 +172,9 @@ class Pipeline:
         return PipelineStats(
             total=self.total, received=c["received"], found=c["found"], invalid=c["invalid"],
             suppressed=c["suppressed"], duplicate=c["duplicate"], too_long=c["too_long"],
-            reserved=c["reserved"], sent=results["sent"], failed=results["failed"],
-            unknown=results["unknown"], in_flight=self.dispatcher.in_flight,
+            empty=c["empty"], reserved=c["reserved"], sent=results["sent"],
+            failed=results["failed"], unknown=results["unknown"],
+            in_flight=self.dispatcher.in_flight,
             busy_s=self.busy,
             senders=[s.statistics(now) for s in self.senders.values()],
         )

@@ -24,7 +24,7 @@ import msgspec
 from engine.config import Config, load_config
 from engine.core.policy import Policy
 from engine.core.sms import measure
-from engine.core.templates import compile_template
+from engine.core.templates import compile_template, refuse_blank
 from engine.drivers import Driver
 from engine.errors import InputError
 from engine.limits import SenderLimits
@@ -100,7 +100,7 @@ class Herald:
             raise InputError(f"no resource {resource!r} in the config (configured: {known})")
         if limit is not None and limit < 0:
             raise InputError("--limit must be 0 or more")
-        compiled = self._compile(template)
+        compiled = refuse_blank(self._compile(template))  # nobody gets a blank SMS
         if segment is not None:
             segment_id, database_id = await self.store.segment_id(segment)
             source = AudienceSource("segment", database_id, segment_id)
@@ -129,6 +129,12 @@ class Herald:
     ) -> MailingLog:
         """Finish an interrupted run: nobody lost, nobody sent twice."""
         mailing, _ = await self.store.get_run(run_id)
+        if mailing.kind == "trigger":  # its queue never ends: this would never return
+            raise InputError(
+                f"run {run_id} belongs to trigger mailing {mailing.id} ({mailing.name!r});"
+                " trigger runs are resumed by `herald serve` (MailingService), which takes"
+                " up their queued calls when it starts"
+            )
         if mailing.resource not in self.config.resources:
             raise InputError(f"run {run_id}'s resource {mailing.resource!r} left the config")
         compiled = self._compile(mailing.template)

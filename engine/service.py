@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 
 from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy
+from engine.core.templates import refuse_blank
 from engine.dispatch import SenderRuntime
 from engine.errors import InputError, StoreError
 from engine.mailing_log import MailingLog
@@ -208,7 +209,8 @@ class MailingService:
             raise InputError(f"resource: no resource {spec.resource!r} in the config")
         if spec.limit is not None and spec.limit < 0:
             raise InputError("limit: must be 0 or more")
-        herald.compile(spec.template)  # a TemplateError now, not mid-mailing
+        # a TemplateError now, not mid-mailing; a blank template would skip everyone
+        refuse_blank(herald.compile(spec.template))
         if spec.segment is not None and spec.kind == "broadcast":
             segment_id, database_id = await herald.store.segment_id(spec.segment)
             source = AudienceSource("segment", database_id, segment_id)

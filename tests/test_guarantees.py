@@ -13,6 +13,7 @@ import pytest
 from engine.demo import generate
 from engine.drivers import OutboundMessage, SendResult
 from engine.errors import TransientGatewayError
+from engine.mailing_log import format_log
 from engine.plugins import load_plugins
 from engine.runner import Herald
 from engine.service import MailingService, MailingSpec, MailingStatus
@@ -177,8 +178,9 @@ async def test_ambiguous_attempts_follow_the_driver_by_default(
     else:  # never re-sent: unknown, with the reason, counted in the log
         assert counts == {**{k: v for k, v in counts.items() if k[0] == "skipped"},
                           ("unknown", reason): plan.unique}
-        assert log.unknown == plan.unique
+        assert log.unknown == plan.unique and log.unknown_reasons == {reason: plan.unique}
         assert set(gateway.submitted.values()) == {1}
+        assert f"  {reason}" in format_log(log)
 
 
 @pytest.mark.parametrize("choice", ["unknown", "retry"])

@@ -202,3 +202,36 @@ async def test_concurrent_trigger_calls_are_committed_together_and_answered_apar
     unkeyed = [answers[n].message_id for n in range(100) if n % 10]
     assert len(set(unkeyed)) == 90 and keyed.isdisjoint(unkeyed)
     assert len(gateway.accepted) == 91 and set(gateway.accepted.values()) == {1}
+
+
+async def test_a_blank_template_is_refused_before_anything_is_sent(
+    open_herald: Callable[..., Any],
+) -> None:
+    from engine.errors import TemplateError
+
+    gateway = FakeGateway()
+    async with await open_herald(gateway, default_region="RU") as herald:
+        generate(herald.store, profiles=20, database="main")  # type: ignore[arg-type]
+        with pytest.raises(TemplateError, match="every message would be empty"):
+            await herald.send(resource="news", database="main", template="{if lead.x}{end}\n")
+        async with MailingService.running(herald) as service:
+            with pytest.raises(TemplateError, match="every message would be empty"):
+                await service.create(MailingSpec(name="b", kind="broadcast", resource="news",
+                                                 template="   ", database="main"))
+        assert await herald.runs() == []
+    assert gateway.batches == 0
+
+
+async def test_a_trigger_run_is_not_resumed_by_the_library(
+    open_herald: Callable[..., Any],
+) -> None:
+    gateway = FakeGateway()
+    async with await open_herald(gateway) as herald:
+        await add(herald, "+447911000001", None, {})
+        async with MailingService.running(herald) as service:
+            m = await service.create(MailingSpec(name="otp", kind="trigger", resource="news",
+                                                 database="main", template="x"))
+            run_id = (await service.status(m.id)).run_id
+        assert run_id is not None
+        with anyio.fail_after(5), pytest.raises(InputError, match="herald serve"):
+            await herald.resume(run_id)
