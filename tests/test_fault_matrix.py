@@ -32,44 +32,9 @@ from engine.simulator import GatewaySimulator
 from engine.store.base import ImportRecord
 from tests.torture.accounting import Accounting, account
 from tests.torture.sink import ANSWER, Action, Script, Sink
+from tests.torture.workspace import http_config
 
 pytestmark = pytest.mark.anyio
-
-CONFIG = """\
-[engine]
-database = "herald.db"
-batch_size = {batch}
-shutdown_grace = 2
-[gateways.gw]
-driver = "http"
-url = "{url}"
-batch_size = {batch}
-max_connections = {connections}
-timeout = {timeout}
-idempotent = {idempotent}
-[senders.s1]
-gateway = "gw"
-caller_id = "ACME"
-rate = {rate}
-burst = {burst}
-concurrency = {concurrency}
-[senders.s1.retry.transient]
-attempts = 10
-base = 0.02
-max_delay = 0.1
-[senders.s1.retry.throttled]
-attempts = 40
-base = 0.02
-max_delay = 0.2
-[senders.s1.retry.message]
-attempts = 10
-base = 0.02
-max_delay = 0.1
-[virtual_senders.v]
-rules = [{{ senders = [{{ sender = "s1", percent = 100 }}] }}]
-[resources.news]
-virtual_sender = "v"
-"""
 
 
 @dataclass(frozen=True)
@@ -98,10 +63,10 @@ async def mail(
 ) -> tuple[MailingLog, Path]:
     """Send one mailing to ``messages`` recipients through ``url``; its log and db."""
     path = tmp_path / "herald.toml"
-    path.write_text(CONFIG.format(
-        url=url, batch=mode.batch, connections=mode.connections, timeout=answer_within,
-        idempotent=str(idempotent).lower(), rate=rate, burst=burst,
-        concurrency=mode.concurrency,
+    path.write_text(http_config(
+        url, batch=mode.batch, connections=mode.connections, timeout=answer_within,
+        idempotent=idempotent, rate=rate, burst=burst, concurrency=mode.concurrency,
+        retry_base=0.02, retry_max=0.1,
     ), encoding="utf-8")
     async with await Herald.open(path) as herald:
         db = await herald.store.database_id("main", create=True)

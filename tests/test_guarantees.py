@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from bench.guarantees import busiest_window
 from engine.demo import generate
 from engine.drivers import OutboundMessage, SendResult
 from engine.errors import TransientGatewayError
@@ -212,20 +213,6 @@ async def test_a_batch_larger_than_the_burst_goes_in_parts(tmp_path: Path) -> No
     # the burst lets two parts go at once; then 4 segments at 200/s is one request per
     # 20 ms at most (a little scheduling slack)
     assert (times[-1] - times[0]) >= (len(times) - 2) * 0.02 * 0.95
-
-
-def busiest_window(timeline: list[tuple[float, int]], width: float = 1.0) -> int:
-    """The most segments in any window of ``width`` seconds (windows start at an event)."""
-    events = sorted(timeline)
-    best = total = j = 0
-    for i, (t, n) in enumerate(events):
-        total += n
-        while events[j][0] <= t - width:
-            total -= events[j][1]
-            j += 1
-        best = max(best, total)
-        del i
-    return best
 
 
 @pytest.mark.slow

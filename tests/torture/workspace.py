@@ -15,31 +15,40 @@ from pathlib import Path
 from engine.demo import AudiencePlan, generate
 from engine.store.sqlite import SQLiteStore
 
-CONFIG = """\
+
+def http_config(
+    url: str, *, idempotent: bool, batch: int, concurrency: int, rate: float = 0,
+    burst: int = 0, connections: int | None = None, timeout: float = 5,
+    retry_base: float = 0.05, retry_max: float = 0.2, grace: float = 2,
+) -> str:
+    """A config whose only gateway is the ``http`` driver at ``url`` (sender ``s1``,
+    resource ``news``), with quick retries."""
+    retries = "".join(
+        f"[senders.s1.retry.{kind}]\nattempts = {attempts}\nbase = {retry_base}\n"
+        f"max_delay = {retry_max}\n"
+        for kind, attempts in (("transient", 10), ("throttled", 40), ("message", 10))
+    )
+    return f"""\
 [engine]
 database = "herald.db"
 default_region = "RU"
 chunk_size = 200
 batch_size = {batch}
-shutdown_grace = 2
+shutdown_grace = {grace}
 [gateways.sink]
 driver = "http"
 url = "{url}"
 batch_size = {batch}
-max_connections = {concurrency}
-timeout = 5
-idempotent = {idempotent}
+max_connections = {connections or concurrency}
+timeout = {timeout}
+idempotent = {str(idempotent).lower()}
 [senders.s1]
 gateway = "sink"
 caller_id = "ACME"
 rate = {rate}
 burst = {burst}
 concurrency = {concurrency}
-[senders.s1.retry.transient]
-attempts = 10
-base = 0.05
-max_delay = 0.2
-[virtual_senders.v]
+{retries}[virtual_senders.v]
 rules = [{{ senders = [{{ sender = "s1", percent = 100 }}] }}]
 [resources.news]
 virtual_sender = "v"
@@ -58,8 +67,8 @@ def make_workspace(
     burst: int,
 ) -> AudiencePlan:
     (ws / "herald.toml").write_text(
-        CONFIG.format(url=url, idempotent=str(idempotent).lower(), batch=batch,
-                      concurrency=concurrency, rate=rate, burst=burst),
+        http_config(url, idempotent=idempotent, batch=batch, concurrency=concurrency,
+                    rate=rate, burst=burst),
         encoding="utf-8",
     )
     (ws / "t.txt").write_text("Hi {lead._fname}", encoding="utf-8")
