@@ -31,11 +31,13 @@ from engine.drivers import Driver, DriverConfig
 from engine.errors import ConfigError, ConfigProblem
 
 __all__ = [
+    "ApiConfig",
     "Config",
     "DatabaseConfig",
     "EngineConfig",
     "GalleryConfig",
     "GatewayConfig",
+    "LimitsConfig",
     "Policy",
     "ResourceConfig",
     "RetryRules",
@@ -102,6 +104,47 @@ class GalleryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     allow_fetch_from: list[str] = msgspec.field(default_factory=list)
     #: Seconds one external image may take to download when localising a template.
     fetch_timeout: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    #: Seconds one localize call may take in all, however many URLs it fetches.
+    localize_timeout: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    #: External image URLs one localize call fetches at most (more: 413, naming the bound).
+    localize_max_urls: Annotated[int, Meta(ge=1, le=100_000)] = 200
+    #: Pixels (width x height) an image may have to be decoded at all; default 16 MP.
+    max_pixels: Annotated[int, Meta(ge=1, le=1_000_000_000)] = 16_000_000
+    #: Images decoded at once (checks and thumbnails), in worker threads.
+    max_concurrent_decodes: Annotated[int, Meta(ge=1, le=64)] = 2
+
+
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``[limits]``: the bounds of what a client or a file may hand Herald. Past one, the
+    answer names it (a 4xx from the API, exit 2 from the CLI)."""
+
+    #: Bytes of template source.
+    template_bytes: Annotated[int, Meta(ge=1, le=10_000_000)] = 100_000
+    #: Parts of one dotted path in a template (``lead.a.b.c`` has 4).
+    template_path_depth: Annotated[int, Meta(ge=1, le=10_000)] = 32
+    #: Distinct variables (paths) one template may use.
+    template_variables: Annotated[int, Meta(ge=1, le=1_000_000)] = 1_000
+    #: Bytes of a mailing's JSON ``document``.
+    document_bytes: Annotated[int, Meta(ge=1, le=100_000_000)] = 1_000_000
+    #: Keys of a mailing's ``document``, counted at every level.
+    document_keys: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
+    #: Fields of one profile (standard and custom).
+    profile_fields: Annotated[int, Meta(ge=1, le=1_000_000)] = 1_000
+    #: Levels of nesting in any JSON a client sends.
+    json_depth: Annotated[int, Meta(ge=1, le=10_000)] = 64
+    #: Delivery receipts kept waiting for their message, per gateway.
+    pending_receipts: Annotated[int, Meta(ge=0, le=100_000_000)] = 100_000
+    #: How many times larger than the archive its contents may be (zip, tar.gz imports).
+    import_compression_ratio: Annotated[int, Meta(ge=1, le=100_000)] = 100
+
+
+class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``[api]``: how ``herald serve`` treats its clients."""
+
+    #: Failed authentications from one address in a minute before it gets 429 for a minute.
+    auth_failures_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 30
+    #: Seconds a request body may take to arrive, in all.
+    body_timeout: Annotated[float, Meta(gt=0, le=3600)] = 30.0
 
 
 class GatewayConfig(msgspec.Struct, frozen=True):
@@ -218,6 +261,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     databases: dict[str, DatabaseConfig] = msgspec.field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()
     gallery: GalleryConfig = GalleryConfig()
+    limits: LimitsConfig = LimitsConfig()
+    api: ApiConfig = ApiConfig()
 
     def field_specs(self, database: str) -> dict[str, FieldSpec]:
         """The custom field types declared for ``database`` (none: all text)."""
@@ -306,7 +351,7 @@ class _Decoder:
 
 
 _TOP_LEVEL = ("engine", "gateways", "senders", "virtual_senders", "resources", "databases",
-              "tracking", "gallery")
+              "tracking", "gallery", "limits", "api")
 
 
 def parse_config(
@@ -325,6 +370,8 @@ def parse_config(
     tracking = (d.convert(d.table(raw, "tracking"), TrackingConfig, "tracking")
                 or TrackingConfig())
     gallery = d.convert(d.table(raw, "gallery"), GalleryConfig, "gallery") or GalleryConfig()
+    limits = d.convert(d.table(raw, "limits"), LimitsConfig, "limits") or LimitsConfig()
+    api = d.convert(d.table(raw, "api"), ApiConfig, "api") or ApiConfig()
 
     def gateway(value: dict[str, Any], where: str) -> GatewayConfig | None:
         options = dict(value)
@@ -414,6 +461,8 @@ def parse_config(
         databases=databases,
         tracking=tracking,
         gallery=gallery,
+        limits=limits,
+        api=api,
     )
 
 

@@ -105,7 +105,7 @@ def test_driver_options_are_checked_by_the_driver(tmp_path: Path) -> None:
 def test_unknown_table_and_bad_toml(tmp_path: Path) -> None:
     assert problems(tmp_path, GOOD + "[sender.s2]\ngateway = 'out'\n") == [
         "sender: unknown table (expected one of: engine, gateways, senders, virtual_senders,"
-        " resources, databases, tracking, gallery)"
+        " resources, databases, tracking, gallery, limits, api)"
     ]
     path = tmp_path / "bad.toml"
     path.write_text("[engine]\ndatabase = \n", encoding="utf-8")
