@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.config import LimitsConfig
 from engine.core.links import find_urls
 from engine.core.templates import (
     BUILTIN_FUNCTIONS,
+    DEFAULT_LIMITS,
+    TemplateLimits,
     check_template,
     compile_template,
     context_function,
     refuse_blank,
 )
 from engine.errors import PluginError, TemplateError
+from engine.runner import COMPILE_THREADS
 
 SPEC_EXAMPLE = (
     '{if lead._city equal "Moscow"} We invite you in Moscow on June 30!'
@@ -559,10 +567,172 @@ def test_nesting_limits_are_compile_errors_not_crashes() -> None:
 
 def test_large_template_compiles_and_renders() -> None:
     source = "".join(f"{{lead.f{i}}}-" for i in range(3000))
-    tpl = compile_template(source)
+    tpl = compile_template(source, limits=None)  # over [limits] template_variables
     assert tpl.render({"lead": {f"f{i}": i for i in range(3000)}}) == "".join(
         f"{i}-" for i in range(3000)
     )
+
+
+# --- bounds: [limits] and linear compiling ------------------------------------------------------
+
+
+def test_default_limits_are_those_of_the_limits_table() -> None:
+    assert TemplateLimits.of(LimitsConfig()) == DEFAULT_LIMITS == TemplateLimits()
+
+
+def test_a_path_past_template_path_depth_is_an_error_naming_the_bound() -> None:
+    ok = "{json" + ".a" * 31 + "}"  # 32 parts
+    nested: Any = "deep"
+    for _ in range(31):
+        nested = {"a": nested}
+    assert render(ok, json=nested) == "deep"
+    err = compile_error("Hi\n {json" + ".a" * 39 + "}")
+    assert err.message == "a path has 40 parts; [limits] template_path_depth is 32"
+    assert (err.line, err.col) == (2, 3)
+    loop = compile_error("{for x in json.l}{x" + "[0]" * 32 + "}{end}")
+    assert "33 parts; [limits] template_path_depth is 32" in loop.message
+    small = compile_error("{lead.a.b}", limits=TemplateLimits(template_path_depth=2))
+    assert "a path has 3 parts" in small.message
+    assert compile_template("{lead" + ".a" * 500 + "}", limits=None).variables
+
+
+def test_distinct_variables_past_template_variables_is_an_error_at_the_first_one_past() -> None:
+    many = "".join(f"{{lead.v{i}}}" for i in range(1000))
+    assert len(compile_template(many + many).variables) == 1000  # repeats are not new
+    err = compile_error(many + " {lead.one_more}")
+    assert err.message == (
+        "the template reads more than 1000 distinct variables; [limits] template_variables is"
+        " 1000"
+    )
+    assert err.col == len(many) + 3  # at "lead"
+    limits = TemplateLimits(template_variables=2)
+    assert compile_error("{lead.a}{lead.a}{json.b}{mailing.id}", limits=limits).col == 26
+    loop_vars = "{for p in json.l}" + "".join(f"{{p.x{i}}}" for i in range(50)) + "{end}"
+    compile_template(loop_vars, limits=limits)  # loop variables read no context
+
+
+def test_a_template_past_template_bytes_is_an_error_at_the_first_byte_past() -> None:
+    assert compile_template("x" * 100_000).render({}) == "x" * 100_000
+    err = compile_error("x" * 100_001)
+    assert err.message == "the template is 100001 bytes; [limits] template_bytes is 100000"
+    assert (err.line, err.col) == (1, 100_001)
+    limits = TemplateLimits(template_bytes=10)
+    cyrillic = compile_error("ab\nПривет!", limits=limits)  # 2-byte letters: 3 fit
+    assert (cyrillic.line, cyrillic.col) == (2, 4)
+    assert "16 bytes" in cyrillic.message
+    assert not check_template("x" * 11, limits=limits).ok
+    assert check_template("x" * 11, limits=None).ok
+
+
+def _peak_bytes(source: str) -> int:
+    tracemalloc.start()
+    try:
+        compile_template(source, limits=None)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda n: "{lead" + ".a" * n + "}",
+        lambda n: "{for x in json.l}{x" + ".a" * n + "}{end}",
+        lambda n: "".join(f"{{lead.v{i}}}" for i in range(n // 4)),
+        lambda n: "{if lead.a}a" + "".join(f'{{elif lead.a equal "{i}"}}{i}' for i in range(n // 4))
+        + "{end}",
+    ],
+    ids=["one-path", "loop-path", "variables", "elif-chain"],
+)
+def test_compiling_is_linear_in_memory(shape: Any) -> None:
+    # Memory counted by tracemalloc, not time: 10 times the template takes about 10 times
+    # the memory (it took 100 times when each prefix of a path was built as a tuple).
+    small, large = _peak_bytes(shape(1_000)), _peak_bytes(shape(10_000))
+    assert large < 20 * small
+
+
+def test_an_unbounded_long_path_compiles_to_a_small_function_that_reads_it() -> None:
+    path = ".a" * 5_000
+    nested: Any = "end"
+    for _ in range(5_000):
+        nested = {"a": nested}
+    tpl = compile_template("{lead" + path + "}|{lead" + path[:-2] + ".b}", limits=None)
+    assert tpl.render({"lead": nested}) == "end|"
+    assert tpl.python_source.count("\n") < 50  # the shared run is one _path() call
+    assert tpl.render({"lead": {"a": [1]}}) == "|"
+
+
+def test_a_long_elif_chain_takes_the_right_branch() -> None:
+    source = "{if lead.a}A" + "".join(f'{{elif lead.n equal {i}}}{i}' for i in range(2000))
+    tpl = compile_template(source + "{else}none{end}")
+    assert tpl.render({"lead": {"n": 0}}) == "0"
+    assert tpl.render({"lead": {"n": 1999}}) == "1999"
+    assert tpl.render({"lead": {"n": 777, "a": True}}) == "A"
+    assert tpl.render({"lead": {"n": 2000}}) == "none"
+    assert compile_template(source + "{end}").render({"lead": {"n": -1}}) == ""
+
+
+def test_blocks_nest_16_deep_of_any_kind_and_no_deeper() -> None:
+    for kinds in ("for", "if", "mixed"):
+        def opening(d: int, kinds: str = kinds) -> str:
+            loop = kinds == "for" or (kinds == "mixed" and d % 2 == 0)
+            return f"{{for x{d} in json.l}}" if loop else "{if (((json.l)))}"
+        inner = "{" + "upper(" * 31 + '"x"' + ")" * 31 + "}"
+        source = "".join(opening(d) for d in range(16)) + inner + "{end}" * 16
+        tpl = compile_template(source)
+        assert tpl.render({"json": {"l": [1]}}) == "X"
+        err = compile_error(source.replace(inner, opening(16) + inner + "{end}"))
+        assert "at most 16 levels" in err.message
+
+
+def test_pathological_expressions_never_raise_past_template_error() -> None:
+    sources = [
+        "{if " + " and ".join(["lead.a"] * 20_000) + "}x{end}",
+        "{if " + " or ".join(["not (not (lead.a equal 1))"] * 5_000) + "}x{end}",
+        "{" + "default(" * 32 + "lead.a" + ' "x")' * 32 + "}",
+        "{lead.a}" * 12_000,
+    ]
+    for source in sources:
+        try:
+            compile_template(source)
+        except TemplateError:
+            pass
+
+
+@pytest.mark.anyio
+async def test_herald_applies_the_workspace_limits_in_compile_and_compile_async(
+    open_herald: Callable[..., Any],
+) -> None:
+    async with await open_herald(extra="\n[limits]\ntemplate_path_depth = 3\n") as herald:
+        assert herald.compile("{lead.a.b}").render({"lead": {"a": {"b": 1}}}) == "1"
+        with pytest.raises(TemplateError, match=r"template_path_depth is 3"):
+            herald.compile("{lead.a.b.c}")
+        compiled = await herald.compile_async("{lead.a.b}")
+        assert compiled.render({"lead": {"a": {"b": 2}}}) == "2"
+        with pytest.raises(TemplateError, match=r"4 parts; \[limits\] template_path_depth"):
+            await herald.compile_async("{lead.a.b.c}")
+
+
+@pytest.mark.anyio
+async def test_compile_async_leaves_the_loop_free_meanwhile(
+    open_herald: Callable[..., Any],
+) -> None:
+    source = "".join(f"{{lead.v{i}}}" for i in range(3_000))
+    results: list[Any] = []
+    beats = 0
+
+    async def compile_one() -> None:
+        results.append(await herald.compile_async(source))
+
+    extra = "\n[limits]\ntemplate_variables = 100000\n"
+    async with await open_herald(extra=extra) as herald, anyio.create_task_group() as tg:
+        for _ in range(2 * COMPILE_THREADS):  # more than run at once: they queue, off the loop
+            tg.start_soon(compile_one)
+        while len(results) < 2 * COMPILE_THREADS:
+            await anyio.lowlevel.checkpoint()
+            beats += 1
+    assert beats > 10  # the loop ran other tasks all along
+    assert [len(t.variables) for t in results] == [3_000] * (2 * COMPILE_THREADS)
 
 
 # --- metadata: variables, roots, urls, check ---------------------------------------------------

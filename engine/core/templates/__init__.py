@@ -32,10 +32,19 @@ Loops
     ``loop`` refers to the innermost loop; ``loop.foo`` is a compile error; ``loop`` is
     reserved and cannot be a loop variable.
 Errors
-    ``missing {end}`` points at the innermost block left open. Blocks nest at most 16 deep,
-    expressions 32; number literals and indexes have at most 100 characters. Extra functions
-    may override built-ins of the same name; plugins can mark functions that read the
-    context with :func:`context_function`.
+    ``missing {end}`` points at the innermost block left open. Extra functions may override
+    built-ins of the same name; plugins can mark functions that read the context with
+    :func:`context_function`.
+Bounds
+    Compiling takes time and memory linear in the template's size (``bench/templates.py``
+    compiles 100 KB of hostile shapes). :class:`TemplateLimits` (the ``[limits]`` table:
+    ``template_bytes``, ``template_path_depth``, ``template_variables``) are checked while
+    compiling, the defaults unless the caller passes its own or ``None``; the error names
+    the key and points at the first byte, the path or the variable past it. Fixed, whatever
+    the limits: blocks nest at most 16 deep (CPython allows 20 nested loops), expressions 32
+    (parentheses, ``not``, nested calls); number literals and indexes have at most 100
+    characters. A ``RecursionError`` or ``MemoryError`` while compiling, which these bounds
+    are there to prevent, becomes a TemplateError ("too complex").
 Blank templates
     A template is blank when every path through it (each branch of every ``{if}``, any
     number of passes of every ``{for}``) yields only whitespace (``str.isspace``): it has
@@ -68,7 +77,13 @@ import msgspec
 
 from engine.core.links import find_urls
 from engine.core.templates import runtime
-from engine.core.templates.codegen import RenderFunction, generate, load
+from engine.core.templates.codegen import (
+    PythonCompiler,
+    RenderFunction,
+    compile_marshalled,
+    generate,
+    load,
+)
 from engine.core.templates.functions import (
     BUILTIN_FUNCTIONS,
     FunctionSpec,
@@ -76,16 +91,21 @@ from engine.core.templates.functions import (
     function_spec,
 )
 from engine.core.templates.lexer import Source
+from engine.core.templates.limits import DEFAULT_LIMITS, TemplateLimits
 from engine.core.templates.nodes import Const, Expr, For, If, Node, Output, TextNode, Var
 from engine.core.templates.parser import Parser
 from engine.errors import TemplateError
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
+    "DEFAULT_LIMITS",
     "KNOWN_ROOTS",
     "CheckReport",
+    "PythonCompiler",
     "Template",
+    "TemplateLimits",
     "check_template",
+    "compile_marshalled",
     "compile_template",
     "context_function",
     "is_blank",
@@ -231,22 +251,41 @@ def refuse_blank(template: Template) -> Template:
     return template
 
 
+def _check_size(src: Source, limits: TemplateLimits) -> None:
+    limit = limits.template_bytes
+    if len(src.text) <= limit // 4:  # at most 4 UTF-8 bytes a character: no need to encode
+        return
+    data = src.text.encode("utf-8", "surrogatepass")
+    if len(data) > limit:
+        first_past = len(data[:limit].decode("utf-8", "ignore"))
+        raise src.error(
+            f"the template is {len(data)} bytes; [limits] template_bytes is {limit}", first_past
+        )
+
+
 def _compile(
-    source: str, functions: Mapping[str, Callable[..., Any]] | None, name: str
+    source: str,
+    functions: Mapping[str, Callable[..., Any]] | None,
+    name: str,
+    limits: TemplateLimits | None,
+    compiler: PythonCompiler | None = None,
 ) -> tuple[Template, list[Var], Source]:
     src = Source(source)
-    parser = Parser(src, _specs(functions))
+    if limits is not None:
+        _check_size(src, limits)
+    parser = Parser(src, _specs(functions), limits)
     try:
         nodes = parser.parse()
         python_source, constants = generate(nodes, parser.context_vars)
-        render = load(python_source, constants, f"<template {name}>")
+        render = load(python_source, constants, f"<template {name}>", compiler)
+        urls: dict[str, None] = {}
+        for text in _texts(nodes):
+            for start, end in find_urls(text):
+                urls[text[start:end]] = None
+        blank = _always_blank(nodes)
     except (SyntaxError, RecursionError, MemoryError, OverflowError) as exc:
-        # Only reachable by pathological input the nesting limits did not anticipate.
+        # Only reachable by pathological input the nesting bounds did not anticipate.
         raise TemplateError(f"template too complex to compile ({type(exc).__name__})") from exc
-    urls: dict[str, None] = {}
-    for text in _texts(nodes):
-        for start, end in find_urls(text):
-            urls[text[start:end]] = None
     template = Template(
         render=render,
         source=source,
@@ -255,7 +294,7 @@ def _compile(
         roots=frozenset(var.root for var in parser.context_vars),
         urls=tuple(urls),
         python_source=python_source,
-        blank=_always_blank(nodes),
+        blank=blank,
     )
     return template, parser.context_vars, src
 
@@ -265,15 +304,22 @@ def compile_template(
     *,
     functions: Mapping[str, Callable[..., Any]] | None = None,
     name: str = "<template>",
+    limits: TemplateLimits | None = DEFAULT_LIMITS,
+    compiler: PythonCompiler | None = None,
 ) -> Template:
     """Compile template ``source``; raise :class:`~engine.errors.TemplateError` if it does
-    not parse.
+    not parse or goes past ``limits``.
 
     ``functions`` adds template functions (from the ``herald_template_functions`` hook) to
     :data:`BUILTIN_FUNCTIONS`, overriding built-ins of the same name. ``name`` appears in
-    tracebacks and ``repr``.
+    tracebacks and ``repr``. ``limits`` defaults to those of ``[limits]``; pass
+    ``TemplateLimits.of(config.limits)`` for a workspace's, or ``None`` for no bounds but
+    the fixed nesting ones. Time and memory are linear in ``len(source)`` either way; this
+    is CPU work, so an event loop should run it in a worker thread; ``compiler`` turns the
+    generated Python source into code (``compile`` by default), for a caller that would
+    rather do that in another process (see :func:`compile_marshalled`).
     """
-    return _compile(source, functions, name)[0]
+    return _compile(source, functions, name, limits, compiler)[0]
 
 
 def _warnings(variables: list[Var], src: Source) -> list[str]:
@@ -304,12 +350,16 @@ def _warnings(variables: list[Var], src: Source) -> list[str]:
 
 
 def check_template(
-    source: str, *, functions: Mapping[str, Callable[..., Any]] | None = None
+    source: str,
+    *,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+    limits: TemplateLimits | None = DEFAULT_LIMITS,
 ) -> CheckReport:
     """Compile ``source`` and report its error (if any), variables and warnings. A blank
-    template (see :func:`refuse_blank`) is an error."""
+    template (see :func:`refuse_blank`) is an error; ``limits`` as for
+    :func:`compile_template`."""
     try:
-        template, variables, src = _compile(source, functions, "<check>")
+        template, variables, src = _compile(source, functions, "<check>", limits)
         refuse_blank(template)
     except TemplateError as exc:
         return CheckReport(errors=[exc])

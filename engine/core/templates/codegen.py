@@ -14,8 +14,10 @@ The generated ``render(ctx)``:
 
 from __future__ import annotations
 
+import marshal
 from collections import deque
 from collections.abc import Callable, Mapping
+from types import CodeType
 from typing import Any
 
 from engine.core.templates import runtime
@@ -35,7 +37,14 @@ from engine.core.templates.nodes import (
     Var,
 )
 
-__all__ = ["RenderFunction", "generate", "load"]
+__all__ = [
+    "PythonCompiler",
+    "RenderFunction",
+    "compile_marshalled",
+    "compile_python",
+    "generate",
+    "load",
+]
 
 RenderFunction = Callable[[Mapping[str, Any]], str]
 
@@ -64,7 +73,8 @@ _HELPERS: dict[str, Any] = {
 }
 _ORDER_HELPERS = {">": "_gt", "<": "_lt", ">=": "_ge", "<=": "_le"}
 _FSTRING_PIECES = 64  # longer outputs are built from several f-strings
-_INLINE_SEGMENTS = 3  # longer loop-variable paths go through _path() to keep nesting shallow
+_INLINE_SEGMENTS = 3  # longer loop-variable paths and unbranched runs go through _path()
+_ELIF_CHUNK = 32  # CPython compiles an elif chain recursively: longer ones are split
 
 
 def _as_text(name: str) -> str:
@@ -92,42 +102,65 @@ class _Generator:
         return f"{prefix}{self._temps}"
 
     def emit(self, indent: int, line: str) -> None:
-        self.lines.append("    " * indent + line)
+        # One space a level past render's body (level 2, 8 spaces): deep blocks would
+        # otherwise spend most of the source, and of compiling it, on indentation.
+        self.lines.append(" " * (indent + 6) + line)
 
     # --- context reads, hoisted to the top -------------------------------------------------
 
     def hoist(self, variables: list[Var], indent: int) -> None:
-        children: dict[tuple[Segment, ...], list[tuple[Segment, ...]]] = {(): []}
+        # A trie of the paths read, nodes by number (0 is ctx), so each part of a path costs
+        # one dict step: building each prefix of a path as a tuple made compiling quadratic
+        # in its length.
+        children: list[dict[Segment, int]] = [{}]
+        names = ["ctx"]
+        read: set[int] = set()
         for var in variables:
-            key: tuple[Segment, ...] = ()
+            node = 0
             for part in (var.root, *var.segments):
-                parent, key = key, (*key, part)
-                if key not in children:
-                    children[key] = []
-                    children[parent].append(key)
-                    self.hoisted[key] = f"v{len(self.hoisted)}"
+                child = children[node].get(part)
+                if child is None:
+                    child = len(children)
+                    children[node][part] = child
+                    children.append({})
+                    names.append(f"v{child - 1}")
+                node = child
+            read.add(node)
+            self.hoisted[(var.root, *var.segments)] = names[node]
         if not self.hoisted:
             return
         self.emit(indent, "if ctx.__class__ is not dict:")
         self.emit(indent + 1, "ctx = _ctx(ctx)")
-        for key in children[()]:
-            self.emit(indent, f"{self.hoisted[key]} = ctx.get({key[0]!r})")
-        pending = deque(children[()])
+        for key, child in children[0].items():
+            self.emit(indent, f"{names[child]} = ctx.get({key!r})")
+        pending = deque(children[0].values())
         while pending:
             parent = pending.popleft()
-            name = self.hoisted[parent]
-            keys = [k for k in children[parent] if isinstance(k[-1], str)]
+            name = names[parent]
+            keys: list[tuple[str, int]] = []
+            for k, c in children[parent].items():
+                # A long run of parts nothing else branches from or reads is one _path() call,
+                # not a local per part: code stays small whatever the paths' length.
+                run, end = [k], c
+                while end not in read and len(children[end]) == 1:
+                    (k2, end), = children[end].items()
+                    run.append(k2)
+                if len(run) > _INLINE_SEGMENTS:
+                    self.emit(indent, f"{names[end]} = _path({name}, {tuple(run)!r})")
+                    pending.append(end)
+                    continue
+                if isinstance(k, str):
+                    keys.append((k, c))
+                else:
+                    self.emit(indent, f"{names[c]} = _index({name}, {k!r})")
+                pending.append(c)
             if keys:
                 self.emit(indent, f"if {name}.__class__ is dict:")
-                for k in keys:
-                    self.emit(indent + 1, f"{self.hoisted[k]} = {name}.get({k[-1]!r})")
+                for k, c in keys:
+                    self.emit(indent + 1, f"{names[c]} = {name}.get({k!r})")
                 self.emit(indent, "else:")
-                for k in keys:
-                    self.emit(indent + 1, f"{self.hoisted[k]} = _get({name}, {k[-1]!r})")
-            for k in children[parent]:
-                if isinstance(k[-1], int):
-                    self.emit(indent, f"{self.hoisted[k]} = _index({name}, {k[-1]!r})")
-            pending.extend(children[parent])
+                for k, c in keys:
+                    self.emit(indent + 1, f"{names[c]} = _get({name}, {k!r})")
 
     # --- expressions -----------------------------------------------------------------------
 
@@ -264,12 +297,27 @@ class _Generator:
 
     def if_block(self, node: If, indent: int) -> str:
         result = self.temp("b")
-        for number, (condition, body) in enumerate(node.branches):
-            self.emit(indent, f"{'if' if number == 0 else 'elif'} {self.condition(condition)}:")
-            self.emit(indent + 1, f"{result} = {self.block(body, indent + 1)}")
-        self.emit(indent, "else:")
+        branches = node.branches
+        if len(branches) <= _ELIF_CHUNK:
+            self.branches(result, branches, indent)
+            self.emit(indent, "else:")
+            self.emit(indent + 1, f"{result} = {self.block(node.otherwise, indent + 1)}")
+            return result
+        # A text is never None: None says no branch of the chunks so far was taken.
+        self.emit(indent, f"{result} = None")
+        for start in range(0, len(branches), _ELIF_CHUNK):
+            self.emit(indent, f"if {result} is None:")
+            self.branches(result, branches[start : start + _ELIF_CHUNK], indent + 1)
+        self.emit(indent, f"if {result} is None:")
         self.emit(indent + 1, f"{result} = {self.block(node.otherwise, indent + 1)}")
         return result
+
+    def branches(
+        self, result: str, branches: tuple[tuple[Expr, tuple[Node, ...]], ...], indent: int
+    ) -> None:
+        for number, (condition, body) in enumerate(branches):
+            self.emit(indent, f"{'if' if number == 0 else 'elif'} {self.condition(condition)}:")
+            self.emit(indent + 1, f"{result} = {self.block(body, indent + 1)}")
 
     def for_block(self, node: For, indent: int) -> str:
         n = node.loop_id
@@ -310,13 +358,31 @@ def generate(nodes: tuple[Node, ...], context_vars: list[Var]) -> tuple[str, lis
     return "\n".join([*head, *body, *tail]), gen.constants
 
 
-def load(source: str, constants: list[Any], filename: str) -> RenderFunction:
-    """Compile generated source and return its ``render`` function.
+#: Compiles generated Python source (``source``, ``filename``) to a code object.
+PythonCompiler = Callable[[str, str], CodeType]
+
+
+def compile_python(source: str, filename: str) -> CodeType:
+    """The builtin ``compile``: what :func:`load` uses unless given another compiler."""
+    return compile(source, filename, "exec")
+
+
+def compile_marshalled(source: str, filename: str) -> bytes:
+    """``marshal`` of the code of ``source``, for a compiler that runs in another process
+    (CPython's compiler holds the GIL throughout; ``marshal.loads`` is ~100 times faster)."""
+    return marshal.dumps(compile(source, filename, "exec"))
+
+
+def load(
+    source: str, constants: list[Any], filename: str, compiler: PythonCompiler | None = None
+) -> RenderFunction:
+    """Compile generated source (with ``compiler``, default :func:`compile_python`) and
+    return its ``render`` function.
 
     May raise SyntaxError, RecursionError or MemoryError for pathological input; the caller
     turns those into a TemplateError.
     """
-    code = compile(source, filename, "exec")
+    code = (compiler or compile_python)(source, filename)
     namespace: dict[str, Any] = {"__builtins__": {}}
     exec(code, namespace)
     factory = namespace["_factory"]

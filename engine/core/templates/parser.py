@@ -23,6 +23,7 @@ from typing import Literal
 
 from engine.core.templates.functions import NOT_LITERAL, FunctionSpec
 from engine.core.templates.lexer import KEYWORDS, Source, Tag, Text, Token, _tokenize, scan
+from engine.core.templates.limits import TemplateLimits
 from engine.core.templates.nodes import (
     BoolOp,
     Call,
@@ -45,7 +46,9 @@ __all__ = ["LOOP_ATTRS", "MAX_BLOCK_DEPTH", "MAX_EXPR_DEPTH", "Parser"]
 
 LOOP_ATTRS = ("index", "index0", "first", "last", "length")
 MAX_BLOCK_DEPTH = 16
-"""How deeply ``{if}`` and ``{for}`` blocks may nest (Python's own limits sit not far above)."""
+"""How deeply ``{if}`` and ``{for}`` blocks may nest. Fixed, not configurable: each ``{for}``
+becomes a Python ``for`` two indents deeper, and CPython allows 20 nested loops and 100
+indents."""
 MAX_EXPR_DEPTH = 32
 """How deeply parentheses, ``not`` and nested calls may nest inside one tag."""
 
@@ -90,12 +93,20 @@ class _Frame:
 
 
 class Parser:
-    """Parse one template. ``context_vars`` lists every context path read, in source order."""
+    """Parse one template. ``context_vars`` lists every context path read, in source order.
+    ``limits`` bound paths and variables (``None``: unbounded)."""
 
-    def __init__(self, source: Source, functions: Mapping[str, FunctionSpec]) -> None:
+    def __init__(
+        self,
+        source: Source,
+        functions: Mapping[str, FunctionSpec],
+        limits: TemplateLimits | None = None,
+    ) -> None:
         self.source = source
         self.functions = functions
+        self.limits = limits
         self.context_vars: list[Var] = []
+        self._distinct: set[tuple[str, tuple[Segment, ...]]] = set()
         self._frames: list[_Frame] = []
         self._loops = 0
         self._tokens: list[Token] = []
@@ -381,6 +392,11 @@ class Parser:
     def _variable(self, token: Token) -> Expr:
         name = str(token.value)
         segments = self._segments()
+        if self.limits is not None and 1 + len(segments) > self.limits.template_path_depth:
+            raise self.source.error(
+                f"a path has {1 + len(segments)} parts; [limits] template_path_depth is"
+                f" {self.limits.template_path_depth}", token.pos,
+            )
         for frame in reversed(self._frames):
             if frame.kind == "for" and name in (frame.key, frame.value):
                 role = "key" if name == frame.key else "value"
@@ -396,7 +412,19 @@ class Parser:
             return Var(name, segments, token.pos, "loop", (loop.loop_id, ""))
         if not segments and name in self.functions:
             return self._finish_call(token, (), ())
-        var = Var(name, segments, token.pos)
+        return self._read(Var(name, segments, token.pos))
+
+    def _read(self, var: Var) -> Var:
+        """Record ``var`` as a context path the template reads, within the bound."""
+        key = (var.root, var.segments)
+        if key not in self._distinct:
+            self._distinct.add(key)
+            if self.limits is not None and len(self._distinct) > self.limits.template_variables:
+                raise self.source.error(
+                    f"the template reads more than {self.limits.template_variables} distinct"
+                    f" variables; [limits] template_variables is"
+                    f" {self.limits.template_variables}", var.pos,
+                )
         self.context_vars.append(var)
         return var
 
@@ -443,6 +471,4 @@ class Parser:
     def _context_var(self, path: str, pos: int) -> Var:
         root, *rest = path.split(".")
         segments = tuple(int(s) if s.isdigit() else s for s in rest)
-        var = Var(root, segments, pos)
-        self.context_vars.append(var)
-        return var
+        return self._read(Var(root, segments, pos))
