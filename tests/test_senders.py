@@ -216,7 +216,8 @@ async def test_an_early_receipt_is_applied_when_its_message_is_recorded(tmp_path
     source = AudienceSource("list", store.database_id_sync("main", create=True))
     _, run = await store.create_run(name="t", resource="news", source=source, template="x",
                                     limit=None)
-    report = await store.apply_receipts([Receipt("gw-1", "undelivered", error="absent")])
+    report = await store.apply_receipts("gw", [Receipt("gw-1", "undelivered", error="absent")],
+                                        senders=["s"])
     assert report.pending == 1
     message = Message(1, "r-1", 7, "+447900000001", "s", "x", 1)
     # the gateway's answer is recorded after its receipt came in

@@ -6,7 +6,15 @@ The secret of gateway ``NAME`` is the environment variable ``HERALD_DLR_SECRET_<
 ``receipt_secret`` when the config has one. The gateway presents it as the header
 ``X-Herald-Secret``, or as ``?secret=`` in the callback URL for gateways that cannot set
 headers. A gateway with no secret takes no receipts (403). The gateway's driver parses the
-body; a body it cannot parse is a 400 naming ``body``.
+body; a body it cannot parse is a 400 naming ``body``, and so is one of more than
+``MAX_RECEIPTS`` receipts; a body over ``MAX_RECEIPTS_BODY`` bytes is a 413, unread.
+
+A gateway's receipts touch only the messages its own senders sent (another gateway's
+secret cannot move them, nor can a provider id issued by another gateway). The parse runs
+in a worker thread and the receipts are applied in short transactions, so a big callback
+does not stall the loop. Receipts whose message is not recorded yet are kept, at most
+``[limits] pending_receipts`` per gateway: past that the oldest are dropped, and the
+answer's ``dropped`` says how many.
 """
 
 from __future__ import annotations
@@ -25,16 +33,32 @@ from engine.api.state import Req, api_state
 from engine.config import Config
 from engine.errors import InputError
 
-__all__ = ["ROUTES", "ReceiptAnswer", "receipt_secret", "secret_variable"]
+__all__ = [
+    "MAX_RECEIPTS",
+    "MAX_RECEIPTS_BODY",
+    "ROUTES",
+    "ReceiptAnswer",
+    "receipt_secret",
+    "secret_variable",
+]
+
+#: Receipts one callback may carry (a gateway posts more in several).
+MAX_RECEIPTS = 10_000
+#: Bytes a callback may have: 400 per receipt at the bound (a herald-json one has ~150).
+#: A bigger body is a 413 before it is read, let alone parsed.
+MAX_RECEIPTS_BODY = 400 * MAX_RECEIPTS
 
 
-class ReceiptAnswer(msgspec.Struct):
+class ReceiptAnswer(msgspec.Struct, omit_defaults=True):
     #: Receipts applied to their recipient.
     matched: int
     #: Receipts whose message is not recorded yet: kept, applied when it is.
     pending: int
     #: Receipts that could not move their recipient (already in a final state).
     ignored: int
+    #: Kept receipts dropped, the oldest first, to keep the gateway's under
+    #: ``[limits] pending_receipts`` (left out when none were).
+    dropped: int = 0
 
 
 def secret_variable(gateway: str) -> str:
@@ -53,7 +77,7 @@ def receipt_secret(config: Config, gateway: str) -> str | None:
 
 
 @post("/dlr/{gateway:str}", responses=error_responses(400, 401, 403, 404, 413),
-      status_code=200, tags=["receipts"],
+      status_code=200, tags=["receipts"], request_max_body_size=MAX_RECEIPTS_BODY,
       summary="Delivery receipts of a gateway",
       security=[{"receiptSecretHeader": []}, {"receiptSecretQuery": []}])
 async def receive_receipts(
@@ -87,11 +111,11 @@ async def receive_receipts(
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        report = await herald.receipts(gateway, body, headers)
+        report = await herald.receipts(gateway, body, headers, max_receipts=MAX_RECEIPTS)
     except InputError as err:
         field, message = field_of(str(err))
         raise ApiError(400, message, field or "body") from None
-    return ReceiptAnswer(report.matched, report.pending, report.ignored)
+    return ReceiptAnswer(report.matched, report.pending, report.ignored, report.dropped)
 
 
 ROUTES = [receive_receipts]

@@ -76,6 +76,8 @@ class ReceiptReport(NamedTuple):
     pending: int
     #: The recipient is already in a state the receipt cannot move it from.
     ignored: int
+    #: Kept receipts dropped, oldest first, to keep the gateway's under its cap.
+    dropped: int = 0
 
 
 class Store(abc.ABC):
@@ -261,13 +263,23 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def apply_receipts(
-        self, receipts: Sequence[Receipt], *, ttl: float = 7 * 86400.0,
-        now: float | None = None,
+        self, gateway: str, receipts: Sequence[Receipt], *, senders: Sequence[str],
+        cap: int = 100_000, ttl: float = 7 * 86400.0, now: float | None = None,
     ) -> ReceiptReport:
-        """Move recipients to delivered / undelivered by provider id, as far as
-        ``engine.core.states.can_move`` allows, in order of the receipts' ``at``; keep the
-        receipts whose message is not recorded yet and apply them when it is, unless they
-        waited more than ``ttl`` seconds: those are dropped. ``now``: the clock (tests)."""
+        """Apply receipts of ``gateway``, whose senders (config names) are ``senders``.
+
+        A receipt moves the recipients that have its provider id and one of ``senders``
+        (no other gateway's) to delivered / undelivered, as far as
+        ``engine.core.states.can_move`` allows, in order of the receipts' ``at``. A receipt
+        with no such recipient is kept for the gateway and applied when a message of one
+        of its senders is recorded with that id, unless it waited more than ``ttl``
+        seconds: then it is dropped. The gateway keeps at most ``cap`` receipts (0: no
+        cap); past it the oldest are dropped and counted. The store remembers which
+        gateway each of ``senders`` belongs to, for ``record``.
+
+        The receipts may be applied in several transactions (a big callback does not hold
+        the store): a crash in the middle leaves part applied, which is harmless as a
+        receipt applied twice moves nothing. ``now``: the clock (tests)."""
 
     @abc.abstractmethod
     async def policy_counts(
@@ -311,8 +323,9 @@ class Store(abc.ABC):
         """NotFound if absent."""
 
     @abc.abstractmethod
-    async def list_mailings(self, limit: int = 100) -> list[Mailing]:
-        """Newest first."""
+    async def list_mailings(self, limit: int = 100, *, documents: bool = True) -> list[Mailing]:
+        """Newest first. ``documents=False`` leaves each ``document`` empty (a list that
+        shows none should not decode up to ``[limits] document_bytes`` per mailing)."""
 
     @abc.abstractmethod
     async def start_run(self, mailing_id: int) -> Run:

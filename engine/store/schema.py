@@ -242,4 +242,30 @@ MIGRATIONS: list[str] = [
     CREATE INDEX receipts_pending_expires ON receipts_pending(expires_at);
     CREATE INDEX receipts_pending_received ON receipts_pending(received_at);
     """,
+    # 9: receipts belong to their gateway. A kept receipt is keyed by (gateway, provider
+    # id); past the cap the oldest go first (by arrival, then rowid); each sender
+    # maps to the one gateway whose receipts may move its recipients, written by whoever
+    # takes receipts (it has the config), in the transaction that keeps them, so a process
+    # that records messages needs no config to apply them. Receipts kept before say no
+    # gateway: they are dropped, not guessed.
+    """
+    DROP TABLE receipts_pending;
+    CREATE TABLE receipts_pending (
+        gateway TEXT NOT NULL,
+        provider_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT,
+        at REAL,
+        received_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        UNIQUE (gateway, provider_id)
+    );
+    CREATE INDEX receipts_pending_expires ON receipts_pending(expires_at);
+    CREATE INDEX receipts_pending_received ON receipts_pending(received_at);
+    CREATE INDEX receipts_pending_age ON receipts_pending(gateway, received_at);
+    CREATE TABLE receipt_senders (
+        sender TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
