@@ -305,3 +305,19 @@ async def test_localize_rewrites_only_the_images(api: Api, image_server: str) ->
     again = (await api.call("POST", "/api/v1/gallery/localize",
                             {"template": f'<img src="{s}/a.png">'})).json()
     assert again["images"][0]["id"] == images[0]["id"]  # deduplicated by content
+
+
+async def test_a_part_with_oversized_headers_is_named_as_such_not_as_too_many_files(
+        api: Api) -> None:
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
+            + b"x" * 5000 + b".png\"\r\n\r\n" + png() + b"\r\n--b--\r\n")
+    r = await api.client.post("/api/v1/gallery/images", content=body, headers={
+        **api.auth(), "Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 400
+    assert "headers" in r.json()["error"] and "files" not in r.json()["error"]
+
+
+async def test_a_damaged_image_is_described_without_a_memory_address(api: Api) -> None:
+    answer = await api.upload(("a.gif", b"GIF89a" + b"\0" * 20), ("b.png", png()[:60]))
+    errors = [item["error"] for item in answer["rejected"]]
+    assert len(errors) == 2 and not any("0x" in e or "object at" in e for e in errors), errors

@@ -46,11 +46,11 @@ from engine.api.auth import guarded, token_of
 from engine.api.errors import ApiError
 from engine.api.state import MAX_ID, Req, api_state
 from engine.errors import InputError, NotFound
-from engine.gallery import Gallery, check_image, open_gallery
+from engine.gallery import Gallery, open_gallery
 from engine.gallery.catalog import MAX_NAME, Directory, Image
 from engine.gallery.fetch import SafeFetcher
-from engine.gallery.images import CONTENT_TYPES, MAX_IMAGE_BYTES
-from engine.gallery.localize import localize
+from engine.gallery.images import CONTENT_TYPES, MAX_IMAGE_BYTES, Decoder
+from engine.gallery.localize import TooManyUrls, localize
 
 __all__ = ["PUBLIC_ROUTES", "ROUTES"]
 
@@ -156,6 +156,18 @@ def gallery_of(request: Req) -> Gallery:
     return gallery
 
 
+def decoder_of(request: Req) -> Decoder:
+    """The app's image decoder: one bound on concurrent decodes for every route."""
+    state = request.app.state
+    decoder: Decoder | None = state.get("gallery_decoder")
+    if decoder is None:
+        config = api_state(request).herald.config.gallery
+        decoder = Decoder(max_pixels=config.max_pixels,
+                          max_concurrent=config.max_concurrent_decodes)
+        state["gallery_decoder"] = decoder
+    return decoder
+
+
 def _out(gallery: Gallery, image: Image) -> ImageOut:
     url = gallery.url(image)
     tag = (f'<img src="{html.escape(url)}" width="{image.width}" height="{image.height}"'
@@ -198,8 +210,9 @@ _BOUNDARY = re.compile(r"""boundary=(?:"([^"]+)"|([^\s;]+))""", re.I)
 class _Upload:
     """What a streamed upload has done so far: each file is stored when its part ends."""
 
-    def __init__(self, gallery: Gallery, tags: list[str]) -> None:
+    def __init__(self, gallery: Gallery, decoder: Decoder, tags: list[str]) -> None:
         self.gallery = gallery
+        self.decoder = decoder
         self.tags = tags
         self.directory_id: int | None = None
         self.files = 0
@@ -230,7 +243,7 @@ class _Upload:
             if size > MAX_IMAGE_BYTES:
                 raise InputError(f"{size} bytes is over the limit of {MAX_IMAGE_BYTES} bytes"
                                  " (2 MB)")
-            info = await anyio.to_thread.run_sync(check_image, data)
+            info = await self.decoder.check(data)
             image = self.gallery.add_image(name, data, info, now=time.time(),
                                            directory_id=self.directory_id, tags=self.tags)
         except InputError as err:
@@ -250,7 +263,7 @@ async def upload_images(request: Req) -> UploadAnswer:
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data") \
             or m is None:
         raise ApiError(400, "expected a multipart/form-data body with 'file' parts", "file")
-    upload = _Upload(gallery_of(request), _group_tags(request))
+    upload = _Upload(gallery_of(request), decoder_of(request), _group_tags(request))
     segment: MultipartSegment | None = None
     buf = bytearray()
     size = 0
@@ -272,8 +285,12 @@ async def upload_images(request: Req) -> UploadAnswer:
                                              else "x")
                 if parser.closed:
                     break
-    except ParserLimitReached:
-        raise ApiError(400, f"at most {MAX_FILES} files per upload", "file") from None
+    except ParserLimitReached as err:
+        if "segment count" in str(err):
+            raise ApiError(400, f"at most {MAX_FILES} files per upload", "file") from None
+        # a part's header lines, not the number of files
+        raise ApiError(400, f"not valid multipart/form-data: a part's headers are too long"
+                       f" or too many ({err})", "file") from None
     except ParserError as err:
         raise ApiError(400, f"not valid multipart/form-data ({err})", "file") from None
     except InternalServerException as err:
@@ -430,11 +447,16 @@ async def localize_template(request: Req, data: JSONBody[LocalizeBody]) -> Local
     if data.directory_id is not None:
         gallery.directory(data.directory_id)
     config = api_state(request).herald.config.gallery
-    async with SafeFetcher(config.allow_fetch_from) as fetcher:
-        result = await localize(data.template, gallery, fetcher, now=time.time(),
-                                fetch_limit=config.fetch_timeout,
-                                directory_id=data.directory_id,
-                                tags=tuple(_group_tags(request)))
+    try:
+        async with SafeFetcher(config.allow_fetch_from) as fetcher:
+            result = await localize(data.template, gallery, fetcher, decoder_of(request),
+                                    now=time.time(), fetch_limit=config.fetch_timeout,
+                                    time_limit=config.localize_timeout,
+                                    max_urls=config.localize_max_urls,
+                                    directory_id=data.directory_id,
+                                    tags=tuple(_group_tags(request)))
+    except TooManyUrls as err:
+        raise ApiError(413, str(err), "template") from None
     return LocalizeAnswer(result.template, [_out(gallery, i) for i in result.images],
                           [LocalizeErrorOut(e.url, e.error) for e in result.errors])
 
@@ -444,14 +466,24 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-@get("/{account:str}/{n:int}/{digest:str}/{name:str}", include_in_schema=False,
+_PUBLIC_ID = re.compile(r"[1-9][0-9]{0,18}")
+_SHORT_HASH = re.compile(r"[0-9a-f]{16}")
+
+
+@get("/{account:str}/{n:str}/{digest:str}/{name:str}", include_in_schema=False,
      media_type="application/octet-stream")
-async def public_image(request: Req, account: FromPath[str], n: FromPath[int],
+async def public_image(request: Req, account: FromPath[str], n: FromPath[str],
                        digest: FromPath[str], name: FromPath[str]) -> Response[bytes]:
-    """An image on the tracking domain: no token, cached for a year."""
+    """An image on the tracking domain: no token, cached for a year. Anything that is not
+    the exact path of an image (a malformed or out-of-range id or hash) is a plain 404:
+    anyone may call this, so it never logs."""
+    # checked before the database is asked: SQLite refuses integers past 2**63 - 1
+    if (_PUBLIC_ID.fullmatch(n) is None or int(n) > MAX_ID
+            or _SHORT_HASH.fullmatch(digest) is None):
+        raise ApiError(404, "no such image")
     gallery = gallery_of(request)
     try:
-        image = gallery.resolve_public(account, n, digest, name)
+        image = gallery.resolve_public(account, int(n), digest, name)
     except (NotFound, KeyError):
         raise ApiError(404, "no such image") from None
     etag = f'"{image.sha256}"'

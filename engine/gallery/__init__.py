@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from engine.gallery.blobs import BlobStore, FileBlobStore
 from engine.gallery.catalog import Directory, Gallery, Image
-from engine.gallery.images import MAX_IMAGE_BYTES, ImageInfo, check_image
+from engine.gallery.images import MAX_IMAGE_BYTES, Decoder, ImageInfo, check_image
 
 if TYPE_CHECKING:
     from engine.runner import Herald
 
-__all__ = ["MAX_IMAGE_BYTES", "BlobStore", "Directory", "FileBlobStore", "Gallery", "Image",
-           "ImageInfo", "check_image", "open_gallery"]
+__all__ = ["MAX_IMAGE_BYTES", "BlobStore", "Decoder", "Directory", "FileBlobStore", "Gallery",
+           "Image", "ImageInfo", "check_image", "open_gallery"]
 
 
 def open_gallery(herald: Herald) -> Gallery:

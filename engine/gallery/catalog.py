@@ -2,8 +2,8 @@
 
 Every method is synchronous and short (no ``await`` inside), like ``SQLiteStore``'s: one
 transaction per change, so an upload of many files keeps each file that succeeded. Pillow's
-work (``check_image``) is done by the caller, off the event loop if it likes, before
-``add_image``.
+work (``check_image``, through a ``Decoder``) is done by the caller, in a worker thread,
+before ``add_image``.
 """
 
 from __future__ import annotations

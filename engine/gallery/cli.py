@@ -30,8 +30,8 @@ def _target(text: str) -> int | None:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from engine.gallery import check_image, open_gallery
-    from engine.gallery.images import MAX_IMAGE_BYTES
+    from engine.gallery import open_gallery
+    from engine.gallery.images import MAX_IMAGE_BYTES, Decoder
 
     files: list[tuple[Path, bytes | OSError]] = []
     for file in args.files:
@@ -44,13 +44,16 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
     async def go(herald: Any) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
         gallery = open_gallery(herald)
+        decoder = Decoder(max_pixels=herald.config.gallery.max_pixels,
+                          max_concurrent=herald.config.gallery.max_concurrent_decodes)
         tags = [*args.tag, *([f"group-{args.group}"] if args.group else [])]
         uploaded, rejected = [], []
         for path, data in files:
             try:
                 if isinstance(data, OSError):
                     raise InputError(f"cannot read it: {data.strerror or data}")
-                image = gallery.add_image(path.name, data, check_image(data), now=time.time(),
+                info = await decoder.check(data)
+                image = gallery.add_image(path.name, data, info, now=time.time(),
                                           directory_id=args.dir, tags=tags)
             except InputError as err:
                 rejected.append({"name": str(path), "error": str(err)})
@@ -164,15 +167,20 @@ def cmd_tag(args: argparse.Namespace) -> int:
 def cmd_localize(args: argparse.Namespace) -> int:
     from engine.gallery import open_gallery
     from engine.gallery.fetch import SafeFetcher
+    from engine.gallery.images import Decoder
     from engine.gallery.localize import LocalizeResult, localize
 
     template = Path(args.template).read_text(encoding="utf-8")
 
     async def go(herald: Any) -> LocalizeResult:
         config = herald.config.gallery
+        decoder = Decoder(max_pixels=config.max_pixels,
+                          max_concurrent=config.max_concurrent_decodes)
         async with SafeFetcher(config.allow_fetch_from) as fetcher:
-            return await localize(template, open_gallery(herald), fetcher, now=time.time(),
-                                  fetch_limit=config.fetch_timeout, directory_id=args.dir)
+            return await localize(template, open_gallery(herald), fetcher, decoder,
+                                  now=time.time(), fetch_limit=config.fetch_timeout,
+                                  time_limit=config.localize_timeout,
+                                  max_urls=config.localize_max_urls, directory_id=args.dir)
 
     result = using(args, go)
     for error in result.errors:

@@ -6,6 +6,10 @@ References are found by ``image_references`` (plain code, no I/O): ``src`` and
 ``background`` attributes and ``srcset`` candidates of HTML tags, CSS ``url(...)``, and any
 other http(s) URL whose path ends in ``.png``, ``.jpg``, ``.jpeg`` or ``.gif`` (an SMS
 text). URLs already on the tracking domain are left alone.
+
+A call is bounded: at most ``max_urls`` distinct URLs (more: ``TooManyUrls`` before any is
+fetched), ``fetch_limit`` seconds for each and ``time_limit`` seconds in all; the URLs not
+reached in time are reported in ``errors`` and left as they were.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from engine.errors import InputError
 from engine.gallery.blobs import digest_of
 from engine.gallery.catalog import Gallery, Image
 from engine.gallery.fetch import SafeFetcher
-from engine.gallery.images import check_image
+from engine.gallery.images import Decoder
 
-__all__ = ["LocalizeError", "LocalizeResult", "Reference", "image_references", "localize"]
+__all__ = ["LocalizeError", "LocalizeResult", "Reference", "TooManyUrls", "image_references",
+           "localize"]
 
 _URL = r"https?://[^\s\"'<>()\\]+"
 _ATTR = re.compile(r"""\b(?:src|background|data-src)\s*=\s*(["']?)(?P<url>""" + _URL + ")",
@@ -48,6 +53,10 @@ class Reference:
     @property
     def url(self) -> str:
         return html.unescape(self.raw)
+
+
+class TooManyUrls(InputError):
+    """The template references more external images than ``[gallery] localize_max_urls``."""
 
 
 @dataclass
@@ -87,40 +96,51 @@ def image_references(template: str, is_own: Callable[[str], bool] = lambda _: Fa
     return sorted(found.values(), key=lambda r: r.start)
 
 
-async def localize(template: str, gallery: Gallery, fetcher: SafeFetcher, *, now: float,
-                   fetch_limit: float, directory_id: int | None = None,
+async def localize(template: str, gallery: Gallery, fetcher: SafeFetcher, decoder: Decoder,
+                   *, now: float, fetch_limit: float, time_limit: float, max_urls: int,
+                   directory_id: int | None = None,
                    tags: tuple[str, ...] = ()) -> LocalizeResult:
     """Download the template's external images and point their references at the gallery.
 
     An image whose content is already in the gallery is not stored twice. A reference that
-    cannot be fetched (or takes over ``fetch_limit`` seconds) is left as it is and
-    reported in ``errors``.
+    cannot be fetched (or takes over ``fetch_limit`` seconds, or is not reached within
+    ``time_limit`` seconds of the call) is left as it is and reported in ``errors``.
+    TooManyUrls when the template has more than ``max_urls`` distinct external images.
     """
     result = LocalizeResult(template)
     refs = image_references(template, gallery.is_own_url)
+    urls = list(dict.fromkeys(ref.url for ref in refs))
+    if len(urls) > max_urls:
+        raise TooManyUrls(f"the template references {len(urls)} external images, over"
+                          f" [gallery] localize_max_urls = {max_urls}")
     by_url: dict[str, str | None] = {}
-    for ref in refs:
-        if ref.url in by_url:
-            continue
-        by_url[ref.url] = None
-        try:
-            with anyio.fail_after(fetch_limit):
-                fetched = await fetcher.fetch(ref.url)
-            info = await anyio.to_thread.run_sync(check_image, fetched.data)
-        except TimeoutError:
-            result.errors.append(LocalizeError(ref.url, f"took longer than {fetch_limit:g} s"))
-            continue
-        except InputError as err:
-            result.errors.append(LocalizeError(ref.url, str(err)))
-            continue
-        image = gallery.find_by_digest(digest_of(fetched.data))
-        if image is None:
-            name = urlsplit(ref.url).path.rsplit("/", 1)[-1] or "image"
-            image = gallery.add_image(name[:244], fetched.data, info, now=now,
-                                      directory_id=directory_id, tags=tags)
-        if all(i.id != image.id for i in result.images):
-            result.images.append(image)
-        by_url[ref.url] = gallery.url(image)
+    with anyio.move_on_after(time_limit):
+        for url in urls:
+            by_url[url] = None
+            try:
+                with anyio.fail_after(fetch_limit):
+                    fetched = await fetcher.fetch(url)
+                info = await decoder.check(fetched.data)
+            except TimeoutError:
+                result.errors.append(LocalizeError(url, f"took longer than {fetch_limit:g} s"
+                                                   " ([gallery] fetch_timeout)"))
+                continue
+            except InputError as err:
+                result.errors.append(LocalizeError(url, str(err)))
+                continue
+            image = gallery.find_by_digest(digest_of(fetched.data))
+            if image is None:
+                name = urlsplit(url).path.rsplit("/", 1)[-1] or "image"
+                image = gallery.add_image(name[:244], fetched.data, info, now=now,
+                                          directory_id=directory_id, tags=tags)
+            if all(i.id != image.id for i in result.images):
+                result.images.append(image)
+            by_url[url] = gallery.url(image)
+    late = f"not fetched: the call ran out of its {time_limit:g} s ([gallery] localize_timeout)"
+    reported = {e.url for e in result.errors}
+    for url in urls:
+        if by_url.get(url) is None and url not in reported:
+            result.errors.append(LocalizeError(url, late))
     pieces: list[str] = []
     at = 0
     for ref in refs:
