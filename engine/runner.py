@@ -11,21 +11,33 @@ The CLI is a thin layer over this class.
 
 from __future__ import annotations
 
+import marshal
 import signal
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
+from types import CodeType, TracebackType
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_process
+import anyio.to_thread
 import msgspec
 
 from engine.config import Config, load_config
 from engine.core.policy import Policy
 from engine.core.sms import measure
-from engine.core.templates import compile_template, refuse_blank
-from engine.drivers import Driver
+from engine.core.templates import (
+    PythonCompiler,
+    TemplateLimits,
+    compile_marshalled,
+    compile_template,
+    refuse_blank,
+)
+from engine.drivers import Driver, Receipt
 from engine.errors import InputError
 from engine.limits import SenderLimits
 from engine.mailing_log import MailingLog, build_log
@@ -38,6 +50,36 @@ from engine.store.sqlite import SQLiteStore
 __all__ = ["Herald"]
 
 Progress = Callable[[PipelineStats], None]
+
+#: Templates compiled at once in worker threads by :meth:`Herald.compile_async`, per event
+#: loop: a client posting big templates takes these, not every worker thread.
+COMPILE_THREADS = 2
+# A limiter belongs to one event loop (asyncio or trio), so there is one per running loop.
+_compile_limiters: weakref.WeakKeyDictionary[Any, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+#: Generated Python source longer than this is compiled in a worker process (about 20 ms
+#: of compile() holding the GIL, which would stall the event loop's thread).
+COMPILE_IN_PROCESS = 64_000
+
+
+def _compile_off_the_gil(source: str, filename: str) -> CodeType:
+    """A template's ``compiler`` in a worker thread of :meth:`Herald.compile_async`."""
+    if len(source) <= COMPILE_IN_PROCESS:
+        return compile(source, filename, "exec")
+    data = anyio.from_thread.run(anyio.to_process.run_sync, compile_marshalled, source, filename)
+    code: CodeType = marshal.loads(data)
+    return code
+
+
+def _compile_limiter() -> anyio.CapacityLimiter:
+    loop = anyio.lowlevel.current_token().native_token
+    limiter = _compile_limiters.get(loop)
+    if limiter is None:
+        limiter = _compile_limiters[loop] = anyio.CapacityLimiter(COMPILE_THREADS)
+    return limiter
 
 
 class Herald:
@@ -143,11 +185,25 @@ class Herald:
                                   progress=progress, handle_signals=handle_signals)
 
     def compile(self, template: str) -> Any:
-        """Compile a template with the plugins' functions; TemplateError if it is wrong."""
+        """Compile a template with the plugins' functions, within ``[limits]``; TemplateError
+        if it is wrong or too big. CPU work: on an event loop, use :meth:`compile_async`."""
         return self._compile(template)
 
-    def _compile(self, template: str) -> Any:
-        return compile_template(template, functions=self.plugins.template_functions())
+    async def compile_async(self, template: str) -> Any:
+        """:meth:`compile` in a worker thread, so the event loop goes on meanwhile; at most
+        :data:`COMPILE_THREADS` templates compile at once per event loop. The Python code of
+        a big template is compiled in a worker process: CPython's compiler holds the GIL."""
+        return await anyio.to_thread.run_sync(
+            self._compile, template, _compile_off_the_gil, limiter=_compile_limiter()
+        )
+
+    def _compile(self, template: str, compiler: PythonCompiler | None = None) -> Any:
+        return compile_template(
+            template,
+            functions=self.plugins.template_functions(),
+            limits=TemplateLimits.of(self.config.limits),
+            compiler=compiler,
+        )
 
     def _drivers(self) -> dict[str, Driver]:
         out: dict[str, Driver] = {}
@@ -226,12 +282,16 @@ class Herald:
     # -- delivery receipts ---------------------------------------------------------------
 
     async def receipts(
-        self, gateway: str, body: bytes, headers: dict[str, str] | None = None
+        self, gateway: str, body: bytes, headers: dict[str, str] | None = None, *,
+        max_receipts: int | None = None,
     ) -> ReceiptReport:
-        """Take a delivery-receipt callback of ``gateway``: its driver parses it, and each
-        receipt moves its recipient (found by provider id) to delivered or undelivered. A
-        receipt for a message not recorded yet is kept and applied when it is, unless it
-        waits more than ``[engine] receipt_ttl`` seconds for it."""
+        """Take a delivery-receipt callback of ``gateway``: its driver parses it (in a
+        worker thread), and each receipt moves its recipient, found by provider id among
+        the messages of the gateway's own senders, to delivered or undelivered. A receipt
+        for a message not recorded yet is kept for the gateway and applied when it is,
+        unless it waits more than ``[engine] receipt_ttl`` seconds; a gateway keeps at
+        most ``[limits] pending_receipts``, the oldest are dropped past that.
+        ``max_receipts``: refuse a callback of more (InputError naming ``body``)."""
         gw = self.config.gateways.get(gateway)
         if gw is None:
             raise InputError(f"no gateway named {gateway!r} in the config")
@@ -242,8 +302,24 @@ class Herald:
             if not driver.capabilities.supports_dlr:
                 raise InputError(f"gateway {gateway!r} (driver {gw.driver}) has no receipts")
             self._receipt_parsers[gateway] = driver
+        parser = driver
+
+        def parse() -> list[Receipt]:
+            # A driver's parser is sans-I/O and may be slow Python: off the loop, and so
+            # is freeing what a callback over the bound parsed to.
+            receipts = parser.parse_receipts(body, headers or {})
+            if max_receipts is not None and len(receipts) > max_receipts:
+                n = len(receipts)
+                del receipts
+                raise InputError(f"body: {n} receipts in one callback, at most"
+                                 f" {max_receipts}: post them in parts")
+            return receipts
+
+        receipts = await anyio.to_thread.run_sync(parse)
+        senders = [name for name, s in self.config.senders.items() if s.gateway == gateway]
         return await self.store.apply_receipts(
-            driver.parse_receipts(body, headers or {}), ttl=self.config.engine.receipt_ttl
+            gateway, receipts, senders=senders, cap=self.config.limits.pending_receipts,
+            ttl=self.config.engine.receipt_ttl,
         )
 
     # -- reading -----------------------------------------------------------------------
