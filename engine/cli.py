@@ -149,6 +149,7 @@ def cmd_import_profiles(args: argparse.Namespace) -> int:
                 matching=args.matching, mode=args.mode, encoding=args.encoding,
                 normaliser=PhoneNormaliser(herald.config.engine.default_region),
                 field_types=herald.config.field_specs(args.database),
+                max_ratio=herald.config.limits.import_compression_ratio,
             )
         for e in report.errors:
             print(e, file=sys.stderr)

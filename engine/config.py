@@ -28,7 +28,7 @@ from engine.core.policy import Policy
 from engine.core.retry import RetryPolicy
 from engine.core.routing import HealthPolicy, Rule, VirtualSenderRouter
 from engine.drivers import Driver, DriverConfig
-from engine.errors import ConfigError, ConfigProblem
+from engine.errors import ConfigError, ConfigProblem, redact, secret_values
 
 __all__ = [
     "ApiConfig",
@@ -388,7 +388,11 @@ def parse_config(
             known = ", ".join(sorted(drivers)) or "none installed"
             d.fail(f"{where}.driver", f"unknown driver {name!r} (installed: {known})")
             return None
+        before = len(d.problems)
         decoded = d.convert(options, driver.Config, where)
+        hidden = list(secret_values(value))  # a driver's message must not echo a secret
+        d.problems[before:] = [ConfigProblem(p.file, p.path, redact(p.message, hidden))
+                               for p in d.problems[before:]]
         return None if decoded is None else GatewayConfig(name, decoded, secret)
 
     gateways = d.named(raw, "gateways", gateway)

@@ -15,10 +15,15 @@
 
 Drivers translate their vendor's exceptions into the two ``GatewayError`` kinds at their
 boundary; the engine never sees a vendor exception.
+
+A message never shows a URL's credentials: ``redact`` turns ``https://user:pass@host/`` into
+``https://***@host/``, and a ``ConfigProblem`` is redacted as it is made.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,7 +44,54 @@ __all__ = [
     "StoreError",
     "TemplateError",
     "TransientGatewayError",
+    "redact",
+    "secret_values",
 ]
+
+#: Keys whose values are secrets, wherever they are nested (``receipt_secret``,
+#: ``headers.Authorization``, ``password``, ``api_key``, ``token``...).
+SECRET_KEY = re.compile(r"secret|passw|pwd|token|api[-_]?key|auth|credential|cookie|private",
+                        re.I)
+
+#: A word that may hold a URL's userinfo: an opening quote or bracket, ``scheme://`` or
+#: ``//`` (a scheme-less ``user:pass@host`` too), everything up to the last ``@`` before
+#: the path.
+_USERINFO = re.compile(
+    r"(?P<lead>['\"(<\[]*)(?P<scheme>(?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?(?P<user>[^\s/?#]*)@"
+)
+_WORD = re.compile(r"\S+")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without URL credentials (``scheme://***@host``) and with each of
+    ``secrets`` (of 4 characters or more: shorter ones would blot out the message) as
+    ``***``. An address like ``bob@example.com`` (no scheme, no ``:``) is left alone."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _WORD.sub(_redact_word, text) if "@" in text else text
+
+
+def secret_values(value: object, secret: bool = False) -> Iterable[str]:
+    """The strings under keys named like a secret (``SECRET_KEY``) in a decoded TOML
+    value, at any depth: what ``redact`` must keep out of a message about it."""
+    if isinstance(value, str):
+        if secret:
+            yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from secret_values(item, secret or bool(SECRET_KEY.search(str(key))))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from secret_values(item, secret)
+
+
+def _redact_word(m: re.Match[str]) -> str:
+    word = m.group()
+    u = _USERINFO.match(word)
+    if u is None or (u["scheme"] is None and ":" not in u["user"]):
+        return word
+    return f"{u['lead']}{u['scheme'] or ''}***@{word[u.end():]}"
 
 
 class HeraldError(Exception):
@@ -53,6 +105,9 @@ class ConfigProblem:
     file: str
     path: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", redact(self.message))
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.path}" if self.path else self.file

@@ -11,7 +11,7 @@ import msgspec
 from engine.core.fields import FieldSpec
 from engine.core.phones import PhoneNormaliser
 from engine.errors import InputError
-from engine.importing.archives import MAX_UNPACKED
+from engine.importing.archives import MAX_RATIO, MAX_UNPACKED
 from engine.importing.rows import (
     MODES,
     Matching,
@@ -76,6 +76,7 @@ async def import_file(
     encoding: str | None = None,
     chunk: int = 1000,
     max_unpacked: int = MAX_UNPACKED,
+    max_ratio: int = MAX_RATIO,
     field_types: Mapping[str, FieldSpec] | None = None,
 ) -> ImportReport:
     """Import the profiles in a CSV, TXT or XLSX file, or a ZIP or TAR.GZ of them.
@@ -85,7 +86,9 @@ async def import_file(
     ``add`` (rows that match are skipped) or ``update`` (rows that match nothing are
     rejected). ``resource``: subscribe each row's phone to it. ``encoding`` (a Python codec
     name) overrides detection for text files. Each ``chunk`` of rows is one transaction.
-    ``max_unpacked``: bytes an archive or workbook may unpack to. ``field_types``: the
+    ``max_unpacked``: bytes an archive or workbook may unpack to. ``max_ratio``: how many
+    times its compressed size an archive member or workbook part may unpack to
+    (``[limits] import_compression_ratio``). ``field_types``: the
     database's custom field types (``Config.field_specs``); a value that is not of its
     field's type rejects its row.
 
@@ -102,7 +105,8 @@ async def import_file(
     path = Path(path)
     normalise = (normaliser or PhoneNormaliser()).normalise
     report = ImportReport(file=str(path))
-    with open_sources(path, encoding=encoding, max_unpacked=max_unpacked) as sources:
+    with open_sources(path, encoding=encoding, max_unpacked=max_unpacked,
+                      max_ratio=max_ratio) as sources:
         if len(sources) > 1:
             for source in sources:
                 with source.open() as rows:

@@ -8,6 +8,8 @@ read as text. Archives do not nest. Errors name a member as ``archive.zip:member
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import tarfile
 import tempfile
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from engine.errors import InputError
-from engine.importing.archives import tar_members, zip_members
+from engine.importing.archives import Bounded, ratio_error, tar_members, zip_members
 from engine.importing.rows import Row
 from engine.importing.text import read_text
 from engine.importing.xlsx import read_xlsx
@@ -66,10 +68,11 @@ def kind_of(name: str, head: bytes) -> str:
 
 @contextmanager
 def open_sources(
-    path: Path, *, encoding: str | None, max_unpacked: int
+    path: Path, *, encoding: str | None, max_unpacked: int, max_ratio: int
 ) -> Iterator[list[Source]]:
     """The tables in ``path``, usable until the block ends; InputError if there are none
-    or the file is refused."""
+    or the file is refused. ``max_ratio``: how many times its compressed size an archive
+    member (or a workbook's part) may unpack to."""
     name = str(path)
     try:
         handle = path.open("rb")
@@ -79,7 +82,7 @@ def open_sources(
         kind = kind_of(path.name, handle.read(512))
         handle.seek(0)
         if kind == "xlsx":
-            yield [_table(name, handle, "xlsx", encoding, max_unpacked)]
+            yield [_table(name, handle, "xlsx", encoding, max_unpacked, max_ratio)]
         elif kind == "zip":
             try:
                 archive = zipfile.ZipFile(handle)
@@ -87,30 +90,36 @@ def open_sources(
                 raise InputError(f"{name}: not a readable zip archive ({err})") from err
             with archive:
                 if not name.lower().endswith(".zip") and "xl/workbook.xml" in archive.namelist():
-                    yield [_table(name, handle, "xlsx", encoding, max_unpacked)]
+                    yield [_table(name, handle, "xlsx", encoding, max_unpacked, max_ratio)]
                 else:
-                    yield _zip_sources(archive, name, encoding, max_unpacked)
+                    yield _zip_sources(archive, name, encoding, max_unpacked, max_ratio)
         elif kind == "tar":
             try:
                 tar = tarfile.open(fileobj=handle, mode="r:*")
             except (tarfile.TarError, OSError) as err:
                 raise InputError(f"{name}: not a readable tar archive ({err})") from err
             with tar:
-                yield _tar_sources(tar, name, encoding, max_unpacked)
+                size = os.fstat(handle.fileno()).st_size
+                yield _tar_sources(tar, name, encoding, max_unpacked, max_ratio, size)
         elif kind == "xls":
             raise InputError(f"{name}: an old .xls workbook; save it as .xlsx or .csv")
         else:
-            yield [_table(name, handle, "text", encoding, max_unpacked)]
+            yield [_table(name, handle, "text", encoding, max_unpacked, max_ratio)]
 
 
 def _table(
-    name: str, handle: IO[bytes], kind: str, encoding: str | None, max_unpacked: int
+    name: str,
+    handle: IO[bytes],
+    kind: str,
+    encoding: str | None,
+    max_unpacked: int,
+    max_ratio: int,
 ) -> Source:
     @contextmanager
     def rows() -> Iterator[Iterator[Row]]:
         handle.seek(0)
         if kind == "xlsx":
-            table = read_xlsx(handle, name, max_unpacked=max_unpacked)
+            table = read_xlsx(handle, name, max_unpacked=max_unpacked, max_ratio=max_ratio)
         else:
             table = read_text(handle, name, encoding)
         with closing(table):
@@ -120,11 +129,17 @@ def _table(
 
 
 def _zip_sources(
-    archive: zipfile.ZipFile, name: str, encoding: str | None, max_unpacked: int
+    archive: zipfile.ZipFile, name: str, encoding: str | None, max_unpacked: int, max_ratio: int
 ) -> list[Source]:
+    def opener(info: zipfile.ZipInfo) -> IO[bytes]:
+        bound = max_ratio * info.compress_size
+        error = ratio_error(name, info.filename, max_ratio)
+        return io.BufferedReader(Bounded(archive.open(info), bound, error), 1 << 16)
+
     sources = [
-        _member(f"{name}:{info.filename}", partial(archive.open, info), encoding, max_unpacked)
-        for info in zip_members(archive, name, max_unpacked)
+        _member(f"{name}:{info.filename}", partial(opener, info), encoding, max_unpacked,
+                max_ratio)
+        for info in zip_members(archive, name, max_unpacked, max_ratio)
     ]
     if not sources:
         raise InputError(f"{name}: the archive holds no files")
@@ -132,16 +147,23 @@ def _zip_sources(
 
 
 def _tar_sources(
-    tar: tarfile.TarFile, name: str, encoding: str | None, max_unpacked: int
+    tar: tarfile.TarFile,
+    name: str,
+    encoding: str | None,
+    max_unpacked: int,
+    max_ratio: int,
+    compressed: int,
 ) -> list[Source]:
     def opener(info: tarfile.TarInfo) -> IO[bytes]:
         raw = tar.extractfile(info)
         assert raw is not None  # tar_members keeps plain files only
-        return raw
+        error = ratio_error(name, info.name, max_ratio)
+        return io.BufferedReader(Bounded(raw, max_ratio * compressed, error), 1 << 16)
 
     sources = [
-        _member(f"{name}:{info.name}", partial(opener, info), encoding, max_unpacked)
-        for info in tar_members(tar, name, max_unpacked)
+        _member(f"{name}:{info.name}", partial(opener, info), encoding, max_unpacked,
+                max_ratio)
+        for info in tar_members(tar, name, max_unpacked, max_ratio, compressed=compressed)
     ]
     if not sources:
         raise InputError(f"{name}: the archive holds no files")
@@ -149,7 +171,11 @@ def _tar_sources(
 
 
 def _member(
-    member: str, opener: Callable[[], IO[bytes]], encoding: str | None, max_unpacked: int
+    member: str,
+    opener: Callable[[], IO[bytes]],
+    encoding: str | None,
+    max_unpacked: int,
+    max_ratio: int,
 ) -> Source:
     kind = kind_of(member, b"")
     if kind in ("zip", "tar", "xls"):
@@ -171,7 +197,8 @@ def _member(
                 with tempfile.TemporaryFile() as copy:  # openpyxl seeks; in a member that
                     with _damaged(member):  # means unpacking it again from the start
                         shutil.copyfileobj(raw, copy, 1 << 20)
-                    table = read_xlsx(copy, member, max_unpacked=max_unpacked)
+                    table = read_xlsx(copy, member, max_unpacked=max_unpacked,
+                                      max_ratio=max_ratio)
                     with closing(table):
                         yield table
             else:

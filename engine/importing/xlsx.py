@@ -20,18 +20,20 @@ from collections.abc import Generator
 from typing import IO, Any
 
 from engine.errors import InputError
+from engine.importing.archives import ratio_error
 from engine.importing.rows import Row
 
 __all__ = ["cell_text", "check_unpacked_size", "read_xlsx"]
 
 
 def read_xlsx(
-    file: IO[bytes], name: str, *, max_unpacked: int
+    file: IO[bytes], name: str, *, max_unpacked: int, max_ratio: int | None = None
 ) -> Generator[Row, None, None]:
-    """The rows of the first worksheet of the workbook in ``file`` (seekable, left open)."""
+    """The rows of the first worksheet of the workbook in ``file`` (seekable, left open).
+    ``max_ratio``: how many times its compressed size a part of the workbook may unpack to."""
     from openpyxl import load_workbook  # type: ignore[import-untyped, unused-ignore]
 
-    check_unpacked_size(file, name, max_unpacked)
+    check_unpacked_size(file, name, max_unpacked, max_ratio)
     file.seek(0)
     try:
         with warnings.catch_warnings():
@@ -88,13 +90,20 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
-def check_unpacked_size(file: IO[bytes], name: str, limit: int) -> None:
-    """InputError unless the zip in ``file`` unpacks to at most ``limit`` bytes."""
+def check_unpacked_size(
+    file: IO[bytes], name: str, limit: int, max_ratio: int | None = None
+) -> None:
+    """InputError unless the zip in ``file`` unpacks to at most ``limit`` bytes, and each
+    part to at most ``max_ratio`` times its compressed size."""
     try:
         with zipfile.ZipFile(file) as archive:
-            total = sum(info.file_size for info in archive.infolist())
+            infos = archive.infolist()
     except (zipfile.BadZipFile, OSError) as err:
         raise InputError(f"{name}: not a readable xlsx workbook ({err})") from err
+    total = sum(info.file_size for info in infos)
+    for info in infos:
+        if max_ratio is not None and info.file_size > max_ratio * info.compress_size:
+            raise ratio_error(name, info.filename, max_ratio)
     if total > limit:
         raise InputError(
             f"{name}: unpacks to {total} bytes, over the {limit} byte limit on unpacked"

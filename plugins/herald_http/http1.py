@@ -12,6 +12,8 @@ import re
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from engine.errors import redact
+
 __all__ = ["Origin", "Response", "check_header", "request_headers", "split_url"]
 
 #: RFC 9110 token characters: what a header name may be made of.
@@ -44,20 +46,22 @@ def split_url(url: str) -> Origin:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise ValueError(f"url must start with http:// or https://, not {url!r}")
+        raise ValueError(f"url must start with http:// or https://, not {redact(url)!r}")
     if not parts.hostname:
-        raise ValueError(f"url has no host: {url!r}")
+        raise ValueError(f"url has no host: {redact(url)!r}")
     if parts.username is not None or parts.password is not None:
         raise ValueError("url must not carry credentials: send them in `headers` (Authorization)")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"url has a bad port: {url!r}") from None
+        raise ValueError(f"url has a bad port: {redact(url)!r}") from None
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
     if any(c in target for c in " \r\n\t") or not target.isascii():
-        raise ValueError(f"url path must be percent-encoded ASCII without spaces: {url!r}")
+        raise ValueError(
+            f"url path must be percent-encoded ASCII without spaces: {redact(url)!r}"
+        )
     return Origin(scheme, parts.hostname, port or (443 if scheme == "https" else 80), target)
 
 
