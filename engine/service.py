@@ -182,14 +182,16 @@ class MailingService:
 
     async def _restore(self) -> None:
         """Trigger mailings keep taking calls across restarts: resume their runs."""
-        for mailing in await self.herald.store.list_mailings(limit=10_000):
+        store = self.herald.store
+        for mailing in await store.list_mailings(limit=10_000, documents=False):
             if mailing.kind != "trigger" or mailing.resource not in self.herald.config.resources:
                 continue
             run = await self.herald.store.latest_run(mailing.id)
             if run is not None and run.status in ("running", "interrupted") \
                     and not run_is_live(run):
                 run = await self.herald.store.claim_run(run.id)
-                await self._launch(mailing, run, resume=True)
+                # the run renders {json.*}: this one needs its document
+                await self._launch(await store.get_mailing(mailing.id), run, resume=True)
 
     async def _stop_all(self) -> None:
         for active in list(self._active.values()):
@@ -210,7 +212,7 @@ class MailingService:
         if spec.limit is not None and spec.limit < 0:
             raise InputError("limit: must be 0 or more")
         # a TemplateError now, not mid-mailing; a blank template would skip everyone
-        refuse_blank(herald.compile(spec.template))
+        refuse_blank(await herald.compile_async(spec.template))
         if spec.segment is not None and spec.kind == "broadcast":
             segment_id, database_id = await herald.store.segment_id(spec.segment)
             source = AudienceSource("segment", database_id, segment_id)
@@ -231,7 +233,7 @@ class MailingService:
         if spec.kind == "trigger":
             run = await herald.store.start_run(mailing.id)
             await self._launch(mailing, run, resume=False)
-        return await self.status(mailing.id)
+        return await self._status(mailing)
 
     async def start(self, mailing_id: int) -> MailingStatus:
         mailing = await self.herald.store.get_mailing(mailing_id)
@@ -290,7 +292,7 @@ class MailingService:
             self._settled_cache.pop(run.id, None)
             active.settled_before = await self._settled(run.id)
         self._active[mailing.id] = active
-        template = self.herald.compile(mailing.template)
+        template = await self.herald.compile_async(mailing.template)
 
         async def go() -> None:
             try:
@@ -327,9 +329,11 @@ class MailingService:
     # -- reading -----------------------------------------------------------------------
 
     async def status(self, mailing_id: int) -> MailingStatus:
-        store = self.herald.store
-        mailing = await store.get_mailing(mailing_id)
-        run = await store.latest_run(mailing_id)
+        return await self._status(await self.herald.store.get_mailing(mailing_id))
+
+    async def _status(self, mailing: Mailing) -> MailingStatus:
+        mailing_id = mailing.id
+        run = await self.herald.store.latest_run(mailing_id)
         out = MailingStatus(id=mailing.id, name=mailing.name, kind=mailing.kind,
                             resource=mailing.resource, status="draft")
         if run is None:
@@ -369,7 +373,12 @@ class MailingService:
         return settled
 
     async def list(self) -> builtins.list[MailingStatus]:
-        return [await self.status(m.id) for m in await self.herald.store.list_mailings()]
+        """The newest mailings' statuses, from one read of them (not one more each)."""
+        out = []
+        for mailing in await self.herald.store.list_mailings(documents=False):
+            out.append(await self._status(mailing))
+            await anyio.lowlevel.checkpoint()
+        return out
 
     async def log(self, mailing_id: int) -> MailingLog:
         run = await self.herald.store.latest_run(mailing_id)

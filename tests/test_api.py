@@ -468,3 +468,77 @@ async def test_mailing_policy_is_applied(api: Api) -> None:
     assert first.status_code == second.status_code == 202
     log = await api.wait(mid, lambda log: log["policy"] == 1, "/log")
     assert (log["sent"], log["policy"], len(api.gateway.accepted)) == (1, 1, 1)
+
+
+# -- [limits] on what a client sends (issue 20) ------------------------------------------
+
+
+def _object(n: int, value: str = "0") -> str:
+    return "{" + ",".join(f'"k{i}":{value}' for i in range(n)) + "}"
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+async def _create(api: Api, document: str) -> httpx.Response:
+    body = ('{"name": "n", "kind": "broadcast", "resource": "news", "template": "Hi",'
+            f' "database": "main", "document": {document}}}')
+    return await api.client.post("/api/v1/mailings", content=body,
+                                 headers={**api.auth(), "Content-Type": "application/json"})
+
+
+async def test_a_document_past_its_bounds_is_refused_naming_the_bound(api: Api) -> None:
+    await api.import_phones()
+    r = await _create(api, _object(12_345))
+    assert r.status_code == 422
+    assert r.json() == {"error": "document: 12,345 keys; [limits] document_keys is 10000",
+                        "field": "document"}
+    r = await _create(api, '{"a": "' + "x" * 1_000_000 + '"}')
+    assert r.status_code == 413 and "[limits] document_bytes is 1000000" in r.json()["error"]
+    r = await _create(api, _nested(65))
+    assert r.status_code == 400 and "[limits] json_depth is 64" in r.json()["error"]
+    # keys and brackets inside strings are not structure
+    r = await _create(api, _object(5_000, '"a: [[{x}]], b: c"'))
+    assert r.status_code == 201, r.text
+    r = await _create(api, _nested(64))
+    assert r.status_code == 201, r.text
+
+
+async def test_a_profile_past_its_bounds_is_refused_before_anything_lands(api: Api) -> None:
+    url = "/api/v1/profiles/import"
+    good = {"phone": PHONES[0]}
+    wide = {f"f{i}": i for i in range(1_001)}
+    r = await api.post(url, {"database": "main", "matching": "phone",
+                             "profiles": [good, {**wide, "phone": PHONES[1]}]})
+    assert r.status_code == 422
+    assert r.json() == {"error": "profiles[1]: more than 1,000 fields; [limits]"
+                                 " profile_fields is 1000", "field": "profiles[1]"}
+    deep: Any = []
+    for _ in range(70):
+        deep = [deep]
+    r = await api.post(url, {"database": "main", "matching": "phone",
+                             "profiles": [{"phone": PHONES[1], "x": deep}]})
+    assert r.status_code == 400 and "[limits] json_depth is 64" in r.json()["error"]
+    r = await api.post(url, {"database": "main", "matching": "phone",
+                             "profiles": [good, {**{f"f{i}": i for i in range(999)}}]})
+    assert r.status_code == 200 and r.json()["added"] == 1, r.text
+
+
+@pytest.mark.parametrize("url", ["/api/v1/mailings/1/trigger", "/api/v1/resources/news/subscribe",
+                                 "/api/v1/mailings"])
+async def test_json_a_thousand_levels_deep_is_a_400_anywhere(api: Api, url: str) -> None:
+    body = '{"content": ' + "[" * 5_000 + "]" * 5_000 + "}"
+    r = await api.client.post(url, content=body,
+                              headers={**api.auth(), "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert "[limits] json_depth is 64" in r.json()["error"]
+
+
+def test_shape_counts_keys_and_depth_outside_strings() -> None:
+    from engine.api.bounds import shape
+
+    raw = b'{"a": {"b": [1, {"c": "d: [{"}]}, "e\\": {": 2}'
+    found = shape(raw)
+    assert (found.keys, found.depth, found.stopped) == (4, 4, False)
+    assert shape(raw, max_keys=2).stopped and shape(raw, max_depth=2).stopped

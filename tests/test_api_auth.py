@@ -191,3 +191,65 @@ def _store_conn(tmp_path: Path) -> sqlite3.Connection:
     from engine.store.sqlite import SQLiteStore
 
     return SQLiteStore.open(tmp_path / "herald.db").conn
+
+
+# -- failed authentications (issue 20) ---------------------------------------------------
+
+
+def test_an_address_is_blocked_for_a_minute_after_its_budget_of_failures() -> None:
+    from engine.api.auth_failures import AuthFailures
+
+    failures = AuthFailures(per_minute=3)
+    assert [failures.failed("a", now) for now in (0.0, 1.0, 2.0)] == [True, False, False]
+    assert failures.blocked("a", 2.5) == 59.5
+    assert failures.blocked("b", 2.5) is None  # another address is not
+    assert failures.blocked("a", 62.0) is None  # a minute later, a fresh window
+    assert failures.failed("a", 62.0) is True  # logged again, once
+    assert (failures.total, failures.refused) == (4, 1)
+
+
+def test_failures_spread_over_minutes_never_block() -> None:
+    from engine.api.auth_failures import AuthFailures
+
+    failures = AuthFailures(per_minute=3)
+    for minute in range(10):
+        for second in (0.0, 30.0):
+            failures.failed("a", minute * 61 + second)
+            assert failures.blocked("a", minute * 61 + second) is None
+
+
+def test_the_addresses_kept_are_bounded() -> None:
+    from engine.api.auth_failures import AuthFailures
+
+    failures = AuthFailures(per_minute=3, max_addresses=100)
+    for i in range(1000):
+        failures.failed(f"10.0.{i // 256}.{i % 256}", float(i))
+    assert len(failures._addresses) <= 100
+
+
+async def test_bad_tokens_get_429_then_401_a_minute_later_and_are_counted(
+    herald: Herald, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [1000.0]
+    async with MailingService.running(herald) as service:
+        app = create_app(herald, service)
+        app.state.api.clock = lambda: now[0]
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald") as client:
+            statuses = [(await client.get("/api/v1/mailings", headers=bearer(f"hrld_{i}")))
+                        for i in range(40)]
+            assert [r.status_code for r in statuses] == [401] * 30 + [429] * 10
+            assert statuses[-1].headers["Retry-After"] == "60"
+            # a good token from a blocked address waits too: no guessing meanwhile
+            _, viewer = TokenStore(herald.store.conn).create("viewer")  # type: ignore[attr-defined]
+            assert (await client.get("/metrics", headers=bearer(viewer))).status_code == 429
+            now[0] += 61
+            r = await client.get("/metrics", headers=bearer(viewer))
+            assert r.status_code == 200
+            assert "herald_auth_failures_total 30" in r.text
+            assert "herald_auth_refused_total 11" in r.text
+            assert (await client.get("/api/v1/mailings",
+                                     headers=bearer("hrld_x"))).status_code == 401
+    logged = [rec for rec in caplog.records if rec.name.startswith("engine")]
+    assert len(logged) == 2  # once a minute per address
+    assert "hrld_" not in caplog.text

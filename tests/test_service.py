@@ -235,3 +235,27 @@ async def test_a_trigger_run_is_not_resumed_by_the_library(
         assert run_id is not None
         with anyio.fail_after(5), pytest.raises(InputError, match="herald serve"):
             await herald.resume(run_id)
+
+
+async def test_listing_reads_each_mailing_once(open_herald: Callable[..., Any]) -> None:
+    """Each listed mailing's document is decoded by the list's own read, not once more per
+    mailing (issue 20: a viewer's list of big documents held the loop for seconds)."""
+    async with await open_herald(FakeGateway(), default_region="RU") as herald:
+        generate(herald.store, profiles=10, database="main")  # type: ignore[arg-type]
+        async with MailingService.running(herald) as service:
+            for name in ("a", "b", "c"):
+                await service.create(MailingSpec(
+                    name=name, kind="broadcast", resource="news", template="Hi",
+                    database="main", document={"k": list(range(100))},
+                ))
+            reads: list[int] = []
+            get_mailing = herald.store.get_mailing
+
+            async def counted(mailing_id: int) -> Any:
+                reads.append(mailing_id)
+                return await get_mailing(mailing_id)
+
+            herald.store.get_mailing = counted  # type: ignore[method-assign]
+            listed = await service.list()
+    assert [m.name for m in listed] == ["c", "b", "a"]
+    assert reads == []

@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, Reference, SecurityScheme
 from engine import __version__
 from engine.api import gallery, mailings, metrics, profiles, receipts, resources, triggers
 from engine.api.auth import require
+from engine.api.connections import body_deadline
 from engine.api.errors import exception_handlers
 from engine.api.gallery_page import ROUTES as GALLERY_PAGE
 from engine.api.state import ApiState
@@ -87,7 +88,7 @@ def create_app(herald: Herald, service: MailingService | None = None, *,
                               include_in_schema=False),
         use_handler_docstrings=True,
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[api, healthz, *metrics.ROUTES, *gallery.PUBLIC_ROUTES,
                         *GALLERY_PAGE],
         exception_handlers=exception_handlers(),
@@ -98,3 +99,7 @@ def create_app(herald: Herald, service: MailingService | None = None, *,
         logging_config=None,
         debug=False,
     )
+    # around the router, not a route's middleware: a 404 or 405 that leaves a body unread
+    # must say Connection: close too
+    app.asgi_handler = body_deadline(herald.config.api.body_timeout)(app.asgi_handler)
+    return app

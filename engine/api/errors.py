@@ -12,6 +12,9 @@ bad query or path parameter                400     its name
 ``NotFound``                               404
 ``StoreError`` (conflict with the state)   409
 body over the size limit                   413
+a ``[limits]`` bound passed (keys, depth)  422/400 the part (``document``, ``profiles[3]``)
+the body took over ``[api] body_timeout``  408
+too many failed authentications            429     (with ``Retry-After``)
 =========================================  ======  =====================================
 
 Anything else is a bug: it is logged and answered 500 with no detail.
@@ -31,7 +34,14 @@ from litestar.types import ExceptionHandlersMap
 
 from engine.errors import HeraldError, InputError, NotFound, StoreError, TemplateError
 
-__all__ = ["ApiError", "ErrorBody", "error_responses", "exception_handlers", "field_of"]
+__all__ = [
+    "ApiError",
+    "ErrorBody",
+    "decode_error",
+    "error_responses",
+    "exception_handlers",
+    "field_of",
+]
 
 logger = logging.getLogger("engine.api")
 
@@ -61,9 +71,12 @@ _MEANING = {
     403: "The token's role may not do this (receipts: the gateway takes none).",
     404: "No such mailing, resource, database, profile or gateway.",
     409: "The mailing's state does not allow it (already running, not running, ...).",
-    413: "The body is over 10 MB.",
+    408: "The body took longer than ``[api] body_timeout`` to arrive.",
+    413: "The body is over 10 MB, or a part of it over its ``[limits]`` bound.",
     422: "Well-formed but refused: a template that does not compile, a trigger whose"
-         " profile is not found; ``field`` names it.",
+         " profile is not found, a document or profile past its ``[limits]`` keys;"
+         " ``field`` names it.",
+    429: "Too many failed authentications from this address: wait ``Retry-After`` s.",
     503: "The mailing service is not running.",
 }
 
@@ -114,6 +127,20 @@ def _herald_error(_: Request[Any, Any, Any], exc: HeraldError) -> Response[Any]:
 _KEY_IN_MESSAGE = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]*)`$")
 
 
+#: "Expected `str`, got `int` - at `$.profiles[3].phone`"
+_AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
+
+
+def decode_error(err: msgspec.DecodeError) -> ApiError:
+    """The 400 of a body msgspec could not decode, naming its field (as Litestar's are)."""
+    message, key = str(err), ""
+    if m := _AT.match(message):
+        message, key = m[1], m[2]
+    if m := _KEY_IN_MESSAGE.match(message):
+        key = f"{key}.{m[1]}" if key else m[1]
+    return ApiError(400, message, key or None)
+
+
 def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     for item in extra:
@@ -137,6 +164,12 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _answer(exc.status_code, exc.detail, headers=exc.headers)
 
 
+def _recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # msgspec gives up on JSON about 1000 levels deep: a client's doing, not a bug
+    depth = request.app.state.api.herald.config.limits.json_depth
+    return _answer(400, f"body: JSON nested too deep; [limits] json_depth is {depth}")
+
+
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.exception("unhandled error in a route", exc_info=exc)
     return _answer(500, "internal error")
@@ -149,5 +182,6 @@ def exception_handlers() -> ExceptionHandlersMap:
         HeraldError: _herald_error,
         ValidationException: _validation,
         HTTPException: _http,
+        RecursionError: _recursion,
         Exception: _unexpected,
     }

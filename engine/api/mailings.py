@@ -10,13 +10,16 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import HttpMethod, Response, get, post, route
+from litestar import HttpMethod, Request, Response, get, post, route
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from litestar.params import JSONBody, PathParameter
 from litestar.types import ControllerRouterHandler
 from msgspec import Meta
 
 from engine.api.auth import guarded
-from engine.api.state import MAX_ID, Req, service_of
+from engine.api.bounds import check_document, deep_error
+from engine.api.state import MAX_ID, Req, api_state, service_of
 from engine.core.policy import Policy
 from engine.mailing_log import MailingLog
 from engine.service import MailingSpec, MailingStatus
@@ -46,6 +49,31 @@ class MailingCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     policy: Policy | None = None
 
 
+class _Document(msgspec.Struct):
+    """A mailing body with only its document, raw: the rest waits for Litestar's decode."""
+
+    document: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+_document_of = msgspec.json.Decoder(_Document).decode
+
+
+async def bounded_document(connection: ASGIConnection[Any, Any, Any, Any],
+                           _: BaseRouteHandler) -> None:
+    """A guard (after the token's): the body's ``document`` within ``[limits]`` before
+    anything decodes it; a body that is not a JSON object is left to Litestar's 400."""
+    limits = api_state(connection).herald.config.limits
+    assert isinstance(connection, Request)  # a guard of an HTTP route
+    body = await connection.body()
+    try:
+        raw = _document_of(body).document
+    except RecursionError:
+        raise deep_error(limits) from None
+    except msgspec.DecodeError:
+        return
+    await check_document(bytes(raw), limits)
+
+
 class MailingList(msgspec.Struct):
     mailings: list[MailingStatus]
 
@@ -57,8 +85,9 @@ async def mailings_options() -> Response[None]:
     return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
 
 
-@post("/mailings", **guarded("sender", 400, 404, 409, 413, 422, 503), status_code=201,
-      tags=["mailings"], summary="Create a mailing")
+@post("/mailings", **guarded("sender", 400, 404, 409, 413, 422, 503,
+                             bounds=bounded_document),
+      status_code=201, tags=["mailings"], summary="Create a mailing")
 async def create_mailing(request: Req, data: JSONBody[MailingCreate]) -> MailingStatus:
     """A broadcast waits for ``start``; a trigger mailing takes calls at once."""
     spec = msgspec.convert(msgspec.structs.asdict(data), MailingSpec)

@@ -13,6 +13,8 @@ metric                                 type       what
 ``herald_sender_in_flight``            gauge      messages submitted, not answered yet
 ``herald_sender_latency_seconds``      histogram  seconds per gateway call
 ``herald_stage_busy_seconds_total``    counter    seconds each pipeline stage spent working
+``herald_auth_failures_total``         counter    requests with no, an unknown or a revoked token
+``herald_auth_refused_total``          counter    429s to addresses with too many failures
 =====================================  =========  ===========================================
 
 Sender metrics carry a ``sender`` label, stage busy time a ``stage`` label. Counters count
@@ -24,6 +26,7 @@ from __future__ import annotations
 from litestar import Response, get
 
 from engine.api.auth import guarded
+from engine.api.auth_failures import AuthFailures
 from engine.api.state import Req, api_state
 from engine.service import ServiceStats
 
@@ -42,8 +45,9 @@ def _num(value: float) -> str:
     return str(value) if isinstance(value, int) else repr(float(value))
 
 
-def exposition(stats: ServiceStats | None) -> str:
-    """The Prometheus text exposition of a statistics snapshot (None: no service)."""
+def exposition(stats: ServiceStats | None, auth: AuthFailures | None = None) -> str:
+    """The Prometheus text exposition of a statistics snapshot (None: no service) and of
+    the API's failed authentications."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str) -> None:
@@ -79,6 +83,12 @@ def exposition(stats: ServiceStats | None) -> str:
            "Seconds each pipeline stage spent working.")
     for stage, seconds in sorted((stats.busy_s if stats else {}).items()):
         out.append(f'herald_stage_busy_seconds_total{{stage="{_label(stage)}"}} {_num(seconds)}')
+    family("herald_auth_failures_total", "counter",
+           "Requests with no, an unknown or a revoked token.")
+    out.append(f"herald_auth_failures_total {auth.total if auth else 0}")
+    family("herald_auth_refused_total", "counter",
+           "Requests refused (429) after too many failed authentications.")
+    out.append(f"herald_auth_refused_total {auth.refused if auth else 0}")
     return "\n".join(out) + "\n"
 
 
@@ -86,8 +96,10 @@ def exposition(stats: ServiceStats | None) -> str:
      tags=["service"], summary="Prometheus metrics", media_type=CONTENT_TYPE)
 async def metrics(request: Req) -> Response[str]:
     """Per-sender counters and gateway latency, per-stage busy time."""
-    service = api_state(request).service
-    body = exposition(service.statistics() if service is not None else None)
+    state = api_state(request)
+    service = state.service
+    body = exposition(service.statistics() if service is not None else None,
+                      state.auth_failures)
     return Response(body, media_type=CONTENT_TYPE)
 
 

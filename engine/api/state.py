@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
 
+from engine.api.auth_failures import AuthFailures
 from engine.api.errors import ApiError
 from engine.api.tokens import TokenStore
 from engine.core.phones import PhoneNormaliser
@@ -30,10 +33,14 @@ class ApiState:
     tokens: TokenStore
     #: Set for the app's lifetime (by the lifespan when ``create_app`` was given none).
     service: MailingService | None = None
+    #: Monotonic seconds, for the failed-authentication windows (a fake clock in tests).
+    clock: Callable[[], float] = time.monotonic
     normaliser: PhoneNormaliser = field(init=False)
+    auth_failures: AuthFailures = field(init=False)
 
     def __post_init__(self) -> None:
         self.normaliser = PhoneNormaliser(self.herald.config.engine.default_region)
+        self.auth_failures = AuthFailures(self.herald.config.api.auth_failures_per_minute)
 
     @property
     def store(self) -> SQLiteStore:

@@ -182,6 +182,10 @@ def hostile_api(config: Path, *, backend: str = "asyncio") -> Iterator[HostileAp
     server.start()
     try:
         wait_healthy(api.base)
+        # as `herald serve` does after start-up (engine/api/server.py): what exists by then
+        # (here, the whole test session's heap) is not walked by every full collection
+        gc.collect()
+        gc.freeze()
         yield api
     finally:
         server.stop()
