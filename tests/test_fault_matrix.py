@@ -136,7 +136,10 @@ async def test_reset_before_answering(
         every_sent(result, mode.messages)
     else:
         assert result.states["unknown"] > 0
-        assert set(result.unknown_reasons) == {"connection_lost"}
+        # the reset is what makes them unknown; on a loaded machine another answer may
+        # also come too late (0.3 s), and a timeout is then as correct
+        assert "connection_lost" in result.unknown_reasons
+        assert set(result.unknown_reasons) <= {"connection_lost", "timeout"}
         assert result.states["sent"] + result.states["unknown"] == mode.messages
 
 
