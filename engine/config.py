@@ -132,7 +132,8 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     profile_fields: Annotated[int, Meta(ge=1, le=1_000_000)] = 1_000
     #: Levels of nesting in any JSON a client sends.
     json_depth: Annotated[int, Meta(ge=1, le=10_000)] = 64
-    #: Delivery receipts kept waiting for their message, per gateway.
+    #: Delivery receipts kept waiting for their message, per gateway: past it the oldest
+    #: are dropped (0 = no cap). One callback carries at most 10,000 receipts in 4 MB.
     pending_receipts: Annotated[int, Meta(ge=0, le=100_000_000)] = 100_000
     #: How many times larger than the archive its contents may be (zip, tar.gz imports).
     import_compression_ratio: Annotated[int, Meta(ge=1, le=100_000)] = 100
