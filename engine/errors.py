@@ -141,8 +141,29 @@ class TemplateError(HeraldError):
         self.source_line = source_line
         text = f"{line}:{col}: {message}" if line else message
         if source_line:
-            text += f"\n    {source_line}\n    {' ' * max(col - 1, 0)}^"
+            shown, caret = _clip(source_line, max(col - 1, 0))
+            text += f"\n    {shown}\n    {' ' * caret}^"
         super().__init__(text)
+
+
+#: Characters of a template's line an error shows around its column (a one-line template
+#: of 100 KB must not come back whole in every error).
+_SHOWN = 120
+
+
+def _clip(line: str, at: int) -> tuple[str, int]:
+    """``line`` cut to about ``_SHOWN`` characters around index ``at``, and where ``at``
+    is in what is shown."""
+    if len(line) <= _SHOWN:
+        return line, at
+    start = max(0, min(at - _SHOWN // 2, len(line) - _SHOWN))
+    shown = line[start : start + _SHOWN]
+    caret = at - start
+    if start > 0:
+        shown, caret = "…" + shown, caret + 1
+    if start + _SHOWN < len(line):
+        shown += "…"
+    return shown, caret
 
 
 class StoreError(HeraldError):

@@ -213,3 +213,18 @@ def test_send_refuses_a_template_that_can_only_render_empty_before_any_run(
     assert _sent(tmp_path) == []
     runs = herald("--config", str(config), "runs", "--json")
     assert json.loads(runs.stdout) == {"runs": []}
+
+
+def test_check_applies_the_workspace_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.cli import main
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.delenv("HERALD_CONFIG", raising=False)
+    config = write_config(tmp_path, extra="\n[limits]\ntemplate_path_depth = 3\n")
+    template = tmp_path / "t.txt"
+    template.write_text("Hi {lead.a.b.c.d}\n", encoding="utf-8")
+    assert main(["template", "check", str(template)]) == 0  # no workspace: the defaults
+    assert main(["--config", str(config), "template", "check", str(template)]) == 2

@@ -1027,3 +1027,13 @@ def test_floats_render_in_round_trip_form(value: float) -> None:
         assert out == str(int(value))
     else:
         assert out == repr(value)
+
+
+def test_an_error_in_a_long_line_shows_only_the_part_around_it() -> None:
+    source = "x" * 40_000 + "{if}" + "y" * 40_000
+    with pytest.raises(TemplateError) as info:
+        compile_template(source)
+    text = str(info.value)
+    assert len(text) < 400  # not the 100 KB line
+    _, shown, caret = text.split("\n")
+    assert shown[caret.index("^")] in "{if}"  # the caret still points at the tag

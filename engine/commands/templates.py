@@ -33,10 +33,24 @@ def _functions(args: argparse.Namespace) -> dict[str, Any]:
     return load_plugins().template_functions()
 
 
+def _limits(args: argparse.Namespace) -> Any:
+    """The workspace's ``[limits]`` for templates when there is a config (``--config``,
+    ``$HERALD_CONFIG`` or ``./herald.toml``), else the defaults: a template that checks here
+    is one ``herald send`` and the API take."""
+    from engine.config import find_config_path, load_config
+    from engine.core.templates.limits import DEFAULT_LIMITS, TemplateLimits
+
+    path = find_config_path(getattr(args, "config", None))
+    if not path.is_file():
+        return DEFAULT_LIMITS
+    return TemplateLimits.of(load_config(path, drivers=load_plugins().drivers).limits)
+
+
 def cmd_template_check(args: argparse.Namespace) -> int:
     from engine.core.templates import check_template
 
-    report = check_template(read_template(args.file), functions=_functions(args))
+    report = check_template(read_template(args.file), functions=_functions(args),
+                            limits=_limits(args))
     if args.json:
         print_json({
             "ok": not report.errors,
@@ -84,7 +98,8 @@ def cmd_template_render(args: argparse.Namespace) -> int:
     from engine.core.templates import compile_template, refuse_blank
 
     template = refuse_blank(compile_template(read_template(args.file),
-                                             functions=_functions(args), name=args.file))
+                                             functions=_functions(args), name=args.file,
+                                             limits=_limits(args)))
     text = template.render(_load_data(args.data) if args.data else {})
     info = measure(text)
     if args.json:
