@@ -80,11 +80,14 @@ async def mail(
     return log, tmp_path / "herald.db"
 
 
-def check_sink(log: MailingLog, db: Path, sink: Sink, *, expected: int) -> Accounting:
+def check_sink(
+    log: MailingLog, db: Path, sink: Sink, *, expected: int,
+    unseen_may_be: tuple[str, ...] = (),
+) -> Accounting:
     ledger = sink.ledger
     return account(db, log.run_id, seen=ledger.seen, accepted=ledger.accepted,
                    gateway_idempotent=sink.idempotent, recipients=expected,
-                   phones=ledger.phones)
+                   phones=ledger.phones, unseen_may_be=unseen_may_be)
 
 
 def every_sent(result: Accounting, expected: int) -> None:
@@ -147,10 +150,13 @@ async def test_reset_before_answering(
 @pytest.mark.parametrize("mode", MODES)
 async def test_reset_right_after_answering(tmp_path: Path, mode: Mode, idempotent: bool) -> None:
     # a RST that follows the answer at once can destroy it in the client's socket, and the
-    # next request may already be on that connection: both may have reached the gateway
+    # next request may already be on that connection: both may have reached the gateway.
+    # The client cannot tell a request the server never read from one it read and lost
+    # the answer of, so an unread one is rightly unknown (connection_lost), never re-sent.
     with Sink(idempotent=idempotent, script=scripted(3, Action("reset_after"), 0.2)) as sink:
         log, db = await mail(tmp_path, sink.url, mode, idempotent=idempotent)
-        result = check_sink(log, db, sink, expected=mode.messages)
+        result = check_sink(log, db, sink, expected=mode.messages,
+                            unseen_may_be=("connection_lost",))
     if idempotent:
         every_sent(result, mode.messages)
     else:
