@@ -210,20 +210,20 @@ class Dispatcher:
                 sender = self.senders[batch.sender]
                 part, *rest = split_parts(remaining, sender.part_segments)
                 remaining = [m for p in rest for m in p]
-                batch = await self._send_part(batch, part, remaining, settled)
-                settled = ()
-                if batch.batch < 0:
+                after = await self._send_part(batch, part, remaining, settled)
+                if after is None:
                     return  # stopped: the rest stays in the journal
+                batch, settled = after, ()
         finally:
             self.in_flight -= n
 
     async def _send_part(
         self, batch: Batch, part: list[Message], remaining: list[Message],
         settled: tuple[tuple[Message, Outcome], ...],
-    ) -> Batch:
+    ) -> Batch | None:
         """Attempts until every message of ``part`` is settled, then record them (the
         batch's journal entry keeps ``remaining``). Returns the batch as it now stands (its
-        sender may have changed); a negative ``batch`` id when the run was stopped."""
+        sender may have changed); None when the run was stopped."""
         sender = self.senders[batch.sender]
         sub = Submission(part, sender.caller_id, retry_ambiguous=sender.retry_ambiguous)
         first_try = self.clock()
@@ -234,7 +234,8 @@ class Dispatcher:
             segments = sum(part[i].segments for i in sub.pending)
             # Waiting for room and for the pace: a stop here hands nothing over.
             if not await self._wait_turn(sender, taken, segments):
-                return await self._stopped(batch, sender, part, remaining, settled, sub)
+                await self._stopped(batch, sender, part, remaining, settled, sub)
+                return None
             # Handing over: shielded, so what a gateway may have gets recorded, within the
             # grace a stop sets.
             error: BaseException | None = None
@@ -260,7 +261,8 @@ class Dispatcher:
                     sender.limit.release_window(taken)
             if scope.cancelled_caught:  # the grace ran out before the gateway answered
                 sub.interrupted()
-                return await self._stopped(batch, sender, part, remaining, settled, sub)
+                await self._stopped(batch, sender, part, remaining, settled, sub)
+                return None
             now = self.clock()
             self._feed_health(sender, error, sub, now)
             if sub.done:
@@ -292,7 +294,8 @@ class Dispatcher:
                                   sub.results(), keep=remaining)
                 return batch._replace(sender=sender.name)
             if not await self._wait(delay):
-                return await self._stopped(batch, sender, part, remaining, settled, sub)
+                await self._stopped(batch, sender, part, remaining, settled, sub)
+                return None
 
     async def _wait_turn(self, sender: SenderRuntime, n: int, segments: int) -> bool:
         """Take room for ``n`` messages and wait for the pace of ``segments``; False (and
@@ -331,27 +334,25 @@ class Dispatcher:
         self, batch: Batch, sender: SenderRuntime, part: list[Message],
         remaining: list[Message], settled: tuple[tuple[Message, Outcome], ...],
         sub: Submission,
-    ) -> Batch:
+    ) -> None:
         """The run stopped with ``part`` not settled: record what is, keep the rest in the
         journal, ``sending`` only if a gateway may have some of it."""
-        stopped = batch._replace(batch=-1)
         done = sub.settled()
         keep = [part[i] for i in sub.pending] + remaining
         if not done and not settled and not sub.maybe_taken:
             # nothing to write but the mark: the batch is as it was reserved
             with anyio.CancelScope(shield=True):
                 await self.store.unmark_sending(self.run_id, batch.batch)
-            return stopped
+            return
         outcomes = [o for o in sub.outcomes if o is not None]
         with anyio.CancelScope(shield=True):
+            # one transaction: a kill between recording and re-marking must not leave
+            # what a gateway may have looking merely reserved
             await self.record(
                 batch._replace(sender=sender.name, messages=[part[i] for i in done],
                                settled=settled),
-                outcomes, keep=keep,
+                outcomes, keep=keep, keep_sending=sub.maybe_taken,
             )
-            if keep and sub.maybe_taken:
-                await self.store.mark_sending(self.run_id, batch.batch)
-        return stopped
 
     def _feed_health(
         self, sender: SenderRuntime, error: BaseException | None, sub: Submission, now: float
@@ -369,16 +370,18 @@ class Dispatcher:
             self.router.record_result(sender.name, False, now)
 
     async def record(
-        self, batch: Batch, outcomes: Sequence[Outcome], *, keep: Sequence[Message] = ()
+        self, batch: Batch, outcomes: Sequence[Outcome], *, keep: Sequence[Message] = (),
+        keep_sending: bool = False,
     ) -> None:
-        """Write the recipients of ``batch``; ``keep``: its messages left in the journal."""
+        """Write the recipients of ``batch``; ``keep``: its messages left in the journal
+        (still marked ``sending`` with ``keep_sending``)."""
         t0 = time.perf_counter()
         messages = batch.messages
         if batch.settled:
             messages = messages + [m for m, _ in batch.settled]
             outcomes = list(outcomes) + [o for _, o in batch.settled]
         await self.store.record(self.run_id, batch.batch, batch.sender, messages, outcomes,
-                                keep=keep)
+                                keep=keep, keep_sending=keep_sending)
         sent = failed = 0
         for o in outcomes:
             if o.state == State.SENT:

@@ -327,3 +327,31 @@ async def test_a_stop_while_waiting_to_retry_keeps_what_was_refused_reserved(
         final = await herald.resume(first.run_id)
     assert final.sent == plan.unique and final.unknown == 0
     assert max(gateway.accepted.values()) == 1
+
+
+@pytest.mark.parametrize("keep_sending", [False, True])
+async def test_recording_part_of_a_batch_keeps_the_rest_in_one_transaction(
+    tmp_path: Path, keep_sending: bool
+) -> None:
+    """What is kept stays journalled, 'sending' only when asked, in the same write as
+    the recipients: a kill between two writes could otherwise make what a gateway may
+    have look merely reserved."""
+    from engine.core.prepare import Message
+    from engine.core.states import Outcome
+    from engine.store.models import AudienceSource
+    from engine.store.sqlite import SQLiteStore
+
+    store = SQLiteStore.open(tmp_path / "h.db")
+    source = AudienceSource("list", store.database_id_sync("main", create=True))
+    _, run = await store.create_run(name="t", resource="news", source=source, template="x",
+                                    limit=None)
+    msgs = [Message(i, f"r-{i}", i, f"+4479000000{i:02d}", "s", "x", 1) for i in (1, 2, 3)]
+    await store.reserve(run.id, batches=[(1, "s", msgs)], skipped=[], checkpoint=3,
+                        next_seq=4, counts={}, audience_done=True)
+    await store.mark_sending(run.id, 1)
+    await store.record(run.id, 1, "s", msgs[:1], [Outcome(1, "sent", provider_id="p1")],
+                       keep=msgs[1:], keep_sending=keep_sending)
+    [left] = await store.journal(run.id)
+    assert [e.seq for e in left.entries] == [2, 3]
+    assert left.state == ("sending" if keep_sending else "reserved")
+    assert [r[3] for r in store.recipients(run.id)] == ["sent"]

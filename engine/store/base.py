@@ -253,13 +253,16 @@ class Store(abc.ABC):
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
         outcomes: Sequence[Outcome], keep: Sequence[Message] = (),
+        keep_sending: bool = False,
     ) -> None:
         """Atomically: write the batch's recipient rows and drop it from the journal.
 
         ``keep``: messages of the batch that are not settled and that no gateway has (a
         run stopped between two parts of a batch, or while waiting to retry what its
         gateway refused): the batch stays in the journal with just those, ``reserved``, for
-        ``resume`` to send or ``cancel`` to record ``cancelled``."""
+        ``resume`` to send or ``cancel`` to record ``cancelled``. With ``keep_sending`` they
+        stay marked ``sending`` instead (a gateway may have some: an ambiguous attempt that
+        is to be retried)."""
 
     @abc.abstractmethod
     async def apply_receipts(

@@ -831,6 +831,7 @@ class SQLiteStore(Store):
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
         outcomes: Sequence[Outcome], keep: Sequence[Message] = (),
+        keep_sending: bool = False,
     ) -> None:
         # Batch-wide values are written into the statement as literals: binding them once
         # per row cost 40% of the insert (bench/pipeline.py). They are an int, a float and
@@ -865,9 +866,10 @@ class SQLiteStore(Store):
                 )
             else:
                 c.execute("DELETE FROM journal WHERE run_id = ? AND batch = ?", (run_id, batch))
-            c.execute(
-                "DELETE FROM journal_sending WHERE run_id = ? AND batch = ?", (run_id, batch)
-            )
+            if not (keep and keep_sending):
+                c.execute(
+                    "DELETE FROM journal_sending WHERE run_id = ? AND batch = ?", (run_id, batch)
+                )
             ids = [o.provider_id for o in outcomes if o.provider_id]
             if ids:
                 self._apply_pending(c, sender, ids)
