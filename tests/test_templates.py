@@ -1037,3 +1037,14 @@ def test_an_error_in_a_long_line_shows_only_the_part_around_it() -> None:
     assert len(text) < 400  # not the 100 KB line
     _, shown, caret = text.split("\n")
     assert shown[caret.index("^")] in "{if}"  # the caret still points at the tag
+
+
+@pytest.mark.parametrize(("source", "never"), [
+    ("Hi {lead.x}", True), ("{lead.x}", False), ("{if lead.a}x{end}", False),
+    ("  {lead.x}  ", False),
+])
+def test_a_template_with_literal_text_is_never_blank(source: str, never: bool) -> None:
+    template = compile_template(source)
+    assert template.never_blank is never
+    if never:  # so the engine may skip looking at each text: it really never is blank
+        assert template.render({}).strip()

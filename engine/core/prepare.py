@@ -25,7 +25,6 @@ from engine.core.dedupe import Dedupe, Screen
 from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy, over_limit
 from engine.core.states import Skip
-from engine.core.templates import is_blank
 
 __all__ = [
     "AudienceRow",
@@ -122,6 +121,9 @@ class Preparer:
         self.normaliser = normaliser
         self.dedupe = dedupe
         self.template = template
+        #: Whether each rendered text must be looked at for being blank (not when the
+        #: template has literal text of its own).
+        self._check_blank = not getattr(template, "never_blank", False)
         self.measure = measure
         self.route = route
         self.max_segments = max_segments
@@ -183,6 +185,7 @@ class Preparer:
         counts = dict.fromkeys(
             ("invalid", "suppressed", "duplicate", "empty", "too_long", "policy"), 0)
         seq = self.next_seq
+        check_blank = self._check_blank
         policy = self.policy if policy_counts is not None else None
         limited = policy.max_messages if policy is not None else 0
         by_phone = policy is not None and policy.key == "phone"
@@ -216,7 +219,8 @@ class Preparer:
                 counts["policy"] += 1
             else:
                 text, segments, encoding = render(row)
-                if is_blank(text):  # before routing: a blank text takes no sender's share
+                # before routing: a blank text takes no sender's share
+                if check_blank and (not text or text.isspace()):
                     skipped.append(Skipped(seq, profile_id, e164, Skip.EMPTY))
                     counts["empty"] += 1
                 else:
@@ -297,6 +301,7 @@ class Preparer:
         counts = dict.fromkeys(("received", "found", "invalid", "suppressed", "empty",
                                 "too_long", "not_subscribed", "policy"), 0)
         uid, route, caps = self.run_uid, self.route, self.max_segments
+        check_blank = self._check_blank
         policy = self.policy if policy_counts is not None else None
         policy_counts = dict(policy_counts or {})
         for (_, seq, profile_id, fields, phone, sub_fields, content), e164 in zip(
@@ -324,7 +329,7 @@ class Preparer:
                     AudienceRow(profile_id, fields, phone, sub_fields),
                     _json_decode(content or b"{}"),
                 )
-                if is_blank(text):
+                if check_blank and (not text or text.isspace()):
                     skipped.append(Skipped(seq, profile_id, e164, Skip.EMPTY))
                     counts["empty"] += 1
                     continue

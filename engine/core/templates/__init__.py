@@ -134,11 +134,14 @@ class Template:
 
     ``variables`` are the dotted context paths the template reads, ``roots`` their first
     names (build only those), ``urls`` the http(s) URLs in its literal text. ``blank`` is
-    True when it can only render whitespace, whatever the data (see :func:`refuse_blank`).
+    True when it can only render whitespace, whatever the data (see :func:`refuse_blank`);
+    ``never_blank`` when it can never render blank (it has literal text outside any tag),
+    so the engine need not look at each message's text for it.
     """
 
     __slots__ = (
-        "blank", "name", "python_source", "render", "roots", "source", "urls", "variables"
+        "blank", "name", "never_blank", "python_source", "render", "roots", "source", "urls",
+        "variables",
     )
 
     render: RenderFunction
@@ -149,6 +152,7 @@ class Template:
     urls: tuple[str, ...]
     python_source: str
     blank: bool
+    never_blank: bool
 
     def __init__(
         self,
@@ -161,6 +165,7 @@ class Template:
         urls: tuple[str, ...],
         python_source: str,
         blank: bool = False,
+        never_blank: bool = False,
     ) -> None:
         self.render = render
         self.source = source
@@ -170,6 +175,7 @@ class Template:
         self.urls = urls
         self.python_source = python_source
         self.blank = blank
+        self.never_blank = never_blank
 
     def __repr__(self) -> str:
         return f"<Template {self.name} reads {sorted(self.variables)}>"
@@ -283,6 +289,7 @@ def _compile(
             for start, end in find_urls(text):
                 urls[text[start:end]] = None
         blank = _always_blank(nodes)
+        never_blank = any(isinstance(n, TextNode) and not is_blank(n.value) for n in nodes)
     except (SyntaxError, RecursionError, MemoryError, OverflowError) as exc:
         # Only reachable by pathological input the nesting bounds did not anticipate.
         raise TemplateError(f"template too complex to compile ({type(exc).__name__})") from exc
@@ -295,6 +302,7 @@ def _compile(
         urls=tuple(urls),
         python_source=python_source,
         blank=blank,
+        never_blank=never_blank,
     )
     return template, parser.context_vars, src
 
