@@ -27,6 +27,7 @@ from engine.api.errors import ApiError, decode_error, field_of
 from engine.api.mailings import MailingId
 from engine.api.state import MAX_ID, Req, api_state, service_of
 from engine.config import LimitsConfig
+from engine.errors import HeraldError
 from engine.service import TriggerAccepted, TriggerRequest
 
 __all__ = ["ROUTES", "TriggerAnswer", "TriggerBatch", "TriggerBatchAnswer", "TriggerBody"]
@@ -188,8 +189,16 @@ async def trigger_batch(request: Req, mailing_id: MailingId) -> TriggerBatchAnsw
         # would hold the event loop while it encodes and writes them all
         accepted: list[TriggerAccepted] = []
         for start in range(0, len(requests), _ITEMS_PER_STEP):
-            accepted += await service.trigger(
-                mailing_id, requests[start : start + _ITEMS_PER_STEP])
+            try:
+                accepted += await service.trigger(
+                    mailing_id, requests[start : start + _ITEMS_PER_STEP])
+            except HeraldError as err:
+                if not accepted:
+                    raise  # nothing queued yet: the whole call is refused, as before
+                # the mailing was paused or cancelled meanwhile: what is queued stays
+                # answered with its ids (a retry must not send it twice); the rest refused
+                accepted += [TriggerAccepted(error=str(err))] * (len(requests) - len(accepted))
+                break
         for i, a in zip(positions, accepted, strict=True):
             answers[i] = _answer(a)
     else:
