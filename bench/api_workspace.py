@@ -15,7 +15,9 @@ from pathlib import Path
 
 from engine.api.tokens import TokenStore
 from engine.demo import generate
-from engine.store.sqlite import SQLiteStore
+from engine.store.base import Store
+from engine.store.models import AudienceSource
+from engine.testing import in_workspace
 
 CONFIG = """\
 [engine]
@@ -40,6 +42,14 @@ databases = ["customers"]
 """
 
 
+async def setup(store: Store, profiles: int) -> str:
+    """The audience (unless there is one) and a token for locust; the token's secret."""
+    database_id = await store.database_id("customers", create=True)
+    if not await store.count_audience(AudienceSource("list", database_id)):
+        await generate(store, profiles=profiles, database="customers", messy=False)
+    return (await TokenStore(store).create("sender", name="locust"))[1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,11 +60,7 @@ def main() -> int:
     args.dir.mkdir(parents=True, exist_ok=True)
     (args.dir / "herald.toml").write_text(CONFIG.format(port=args.simulator_port),
                                           encoding="utf-8")
-    store = SQLiteStore.open(args.dir / "herald.db")
-    if store.conn.execute("SELECT count(*) FROM profiles").fetchone()[0] == 0:
-        generate(store, profiles=args.profiles, database="customers", messy=False)
-    _, token = TokenStore(store.conn).create(role="sender", name="locust")
-    store.conn.close()
+    token = in_workspace(args.dir / "herald.toml", lambda store: setup(store, args.profiles))
     print(f"workspace: {args.dir}", file=sys.stderr)
     print(f"export HERALD_TOKEN={token}")
     return 0

@@ -24,9 +24,9 @@ import msgspec
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.cli.simulate import add_option_arguments, options_from_args, serve
 from engine.errors import HeraldError
 from engine.simulator import GatewaySimulator, Receipt, ReceiptSink, SimOptions, SimStats
-from engine.simulator.cli import add_option_arguments, options_from_args, serve
 from engine.simulator.http import DEFAULT_HOST
 
 __all__ = ["GatewaySimulator", "Receipt", "ReceiptSink", "SimOptions", "SimStats"]

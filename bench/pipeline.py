@@ -1,16 +1,21 @@
 """Engine end to end vs. a bare loop doing the irreducible work, in one process.
 
     python bench/pipeline.py --profiles 1000000
+    python bench/pipeline.py --profiles 200000 --database postgresql://postgres@127.0.0.1/bench
     python bench/pipeline.py --rss-scaling 1000000 5000000
 
 (a) the engine: ``Herald.send`` through the ``null`` driver, no rate limit;
-(b) a bare loop: sqlite3 keyset read of the same rows, a ``set`` for dedupe, ``str.format``
-    render, a batched insert of one result row per message.
+(b) a bare loop: a keyset read of the same rows (sqlite3, or psycopg on ``--database
+    postgresql://...``), a ``set`` for dedupe, ``str.format`` render, a batched insert of
+    one result row per message.
 Prints messages/s and CPU µs/message for each, ``ratio=`` (engine throughput / bare
 throughput, by CPU time) and the process's peak RSS. ``--rss-scaling`` runs the engine alone
 in a fresh process per size and prints peak RSS per size and their ratio.
 
-The audience is built once per size under ``--dir`` (default: a temp dir kept for reuse).
+The audience is built once per size under ``--dir`` (default: a temp dir kept for reuse),
+or once per size in the PostgreSQL database ``--database`` names (profile database
+``bench-N``; the database must exist). On PostgreSQL the server's CPU is another
+process's: ``ratio=`` compares this process's CPU, and wall times are printed too.
 """
 
 from __future__ import annotations
@@ -31,13 +36,13 @@ import msgspec
 from engine.demo import generate
 from engine.plugins import load_plugins
 from engine.runner import Herald
-from engine.store.sqlite import SQLiteStore
+from engine.store.open import open_store
 
 CHUNK, BATCH = 1000, 500
 TEMPLATE = "Hi {lead._fname}! New arrivals in our {lead._city} store this week."
 CONFIG = """\
 [engine]
-database = "herald.db"
+database = "{database}"
 default_region = "RU"
 chunk_size = {chunk}
 batch_size = {batch}
@@ -58,22 +63,59 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def workspace(base: Path, profiles: int, chunk: int = CHUNK, batch: int = BATCH) -> Path:
-    ws = base / f"herald-bench-{profiles}"
+def workspace(base: Path, profiles: int, chunk: int = CHUNK, batch: int = BATCH,
+              database: str | None = None) -> Path:
+    ws = base / f"herald-bench-{profiles}" if database is None else Path(
+        tempfile.mkdtemp(prefix="herald-bench-pg-"))
     ws.mkdir(parents=True, exist_ok=True)
-    (ws / "herald.toml").write_text(CONFIG.format(chunk=chunk, batch=batch), encoding="utf-8")
+    (ws / "herald.toml").write_text(
+        CONFIG.format(chunk=chunk, batch=batch, database=database or "herald.db"),
+        encoding="utf-8")
+    if database is not None:
+        anyio.run(_build_pg, database, profiles)
+        return ws
     marker = ws / "built"
     if not marker.exists():
         for f in ws.glob("herald.db*"):
             f.unlink()
         t0 = time.perf_counter()
-        store = SQLiteStore.open(ws / "herald.db")
-        generate(store, profiles=profiles, database="customers", messy=False)
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        store.conn.close()
+        anyio.run(_build, f"sqlite:///{ws / 'herald.db'}", profiles, "customers")
+        import sqlite3
+
+        with sqlite3.connect(ws / "herald.db") as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         marker.write_text(str(profiles))
         print(f"built {profiles:,} profiles in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return ws
+
+
+async def _build(url: str, profiles: int, database: str) -> None:
+    store = await open_store(url)
+    try:
+        await generate(store, profiles=profiles, database=database, messy=False)
+    finally:
+        await store.aclose()
+
+
+async def _build_pg(url: str, profiles: int) -> None:
+    """The audience of ``profiles`` in profile database ``customers`` of ``url``, built
+    unless it is there already (another size is dropped first)."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS bench_built (profiles bigint)")
+        row = await (await conn.execute("SELECT profiles FROM bench_built")).fetchone()
+        if row is not None and row[0] == profiles:
+            return
+        await conn.execute("DROP SCHEMA public CASCADE")
+        await conn.execute("CREATE SCHEMA public")
+    t0 = time.perf_counter()
+    await _build(url, profiles, "customers")
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE bench_built (profiles bigint)")
+        await conn.execute("INSERT INTO bench_built VALUES (%s)", (profiles,))
+        await conn.execute("VACUUM ANALYZE")
+    print(f"built {profiles:,} profiles in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
 
 
 def bare_loop(db: Path) -> tuple[int, float, float]:
@@ -126,6 +168,55 @@ def bare_loop(db: Path) -> tuple[int, float, float]:
     return sent, wall, cpu
 
 
+def bare_loop_pg(url: str) -> tuple[int, float, float]:
+    """The irreducible work on PostgreSQL (psycopg, sync): keyset reads of the same rows,
+    a set, str.format, one COPY of result rows per chunk; returns (messages, wall, cpu)."""
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("DROP TABLE IF EXISTS bare_results")
+    conn.execute("CREATE TABLE bare_results (seq bigint PRIMARY KEY,"
+                 " profile_id bigint, phone text, state text, text_len int)")
+    (rid,) = conn.execute("SELECT id FROM resources WHERE name = 'news'").fetchone() or (0,)
+    (dbid,) = conn.execute(
+        "SELECT id FROM databases WHERE name = 'customers'").fetchone() or (0,)
+    decode = msgspec.json.Decoder(dict).decode
+    fmt = "Hi {}! New arrivals in our {} store this week.".format
+    sql = (
+        "SELECT p.id, p.fields::text, s.phone FROM profiles p LEFT JOIN LATERAL"
+        " (SELECT phone FROM subscriptions WHERE profile_id = p.id AND resource_id = %s AND"
+        " channel = 'sms' AND status = 'subscribed' ORDER BY priority DESC, id LIMIT 1) s"
+        " ON true WHERE p.database_id = %s AND p.id > %s ORDER BY p.id LIMIT 1000"
+    )
+    seen: set[str] = set()
+    sent = seq = after = 0
+    w0, c0 = time.perf_counter(), time.process_time()
+    while True:
+        rows = conn.execute(sql, (rid, dbid, after)).fetchall()
+        if not rows:
+            break
+        after = rows[-1][0]
+        out = []
+        for pid, fields, phone in rows:
+            if phone is None or phone in seen:
+                continue
+            seen.add(phone)
+            f = decode(fields)
+            text = fmt(f.get("_fname", ""), f.get("_city", ""))
+            seq += 1
+            out.append((seq, pid, phone, "sent", len(text)))
+        with conn.transaction(), conn.cursor() as cur, cur.copy(
+            "COPY bare_results FROM STDIN"
+        ) as copy:
+            for row in out:
+                copy.write_row(row)
+        sent += len(out)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    conn.execute("DROP TABLE bare_results")
+    conn.close()
+    return sent, wall, cpu
+
+
 async def engine_run(
     ws: Path, config: str = "herald.toml"
 ) -> tuple[int, float, float, dict[str, float]]:
@@ -163,6 +254,8 @@ def main() -> None:
                         help="measure what a sending-policy check adds per message")
     parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-scaling", type=int, nargs=2, metavar=("SMALL", "LARGE"))
+    parser.add_argument("--database", metavar="URL",
+                        help="postgresql://... to measure on PostgreSQL (default: SQLite)")
     args = parser.parse_args()
 
     if args.rss_scaling:
@@ -192,7 +285,7 @@ def main() -> None:
         print(f"rss_ratio={rss[large] / rss[small]:.2f}  ({large:,} vs {small:,} profiles)")
         return
 
-    ws = workspace(args.dir, args.profiles, args.chunk, args.batch)
+    ws = workspace(args.dir, args.profiles, args.chunk, args.batch, args.database)
     if args.engine_only:
         n, wall, cpu, _ = run_engine(ws, args.backend)
         print(
@@ -220,15 +313,22 @@ def main() -> None:
         print(f"policy_check_us_per_msg={extra:.2f}  (prepare stage, mean of two runs each)")
         return
     # warm the page cache for both contenders
-    bare_loop(ws / "herald.db")
-    bn, bwall, bcpu = bare_loop(ws / "herald.db")
+    if args.database:
+        bare_loop_pg(args.database)
+        bn, bwall, bcpu = bare_loop_pg(args.database)
+    else:
+        bare_loop(ws / "herald.db")
+        bn, bwall, bcpu = bare_loop(ws / "herald.db")
     en, ewall, ecpu, busy = run_engine(ws, args.backend)
-    print(f"profiles={args.profiles:,}  backend={args.backend}  pid={os.getpid()}")
+    store = "postgresql" if args.database else "sqlite"
+    print(f"profiles={args.profiles:,}  backend={args.backend}  store={store}"
+          f"  pid={os.getpid()}")
     print(line("bare", bn, bwall, bcpu))
     print(line("engine", en, ewall, ecpu))
     print("engine busy s per stage: " + ", ".join(f"{k}={v:.2f}" for k, v in busy.items()))
     ratio = (en / ecpu) / (bn / bcpu)
     print(f"ratio={ratio:.2f}  (engine msg per cpu-second / bare msg per cpu-second)")
+    print(f"wall_ratio={(en / ewall) / (bn / bwall):.2f}  (the same, per wall second)")
     print(f"peak_rss_mb={peak_rss_mb():.1f}")
 
 

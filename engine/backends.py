@@ -1,7 +1,7 @@
 """Running Herald's async code: asyncio with uvloop by default, or trio.
 
 ``HERALD_BACKEND=trio`` (or a command's ``--backend``) picks trio; on asyncio, uvloop is
-used when it is installed.
+used when it is installed. Every ``herald`` command runs its event loop through :func:`run`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["default_backend", "run"]
+__all__ = ["BACKENDS", "default_backend", "run"]
 
 T = TypeVar("T")
 
+BACKENDS = ("asyncio", "trio")
+
 
 def default_backend() -> str:
-    return os.environ.get("HERALD_BACKEND", "asyncio")
+    """``$HERALD_BACKEND`` when it names a backend (asyncio or trio), else asyncio."""
+    backend = os.environ.get("HERALD_BACKEND", "asyncio")
+    return backend if backend in BACKENDS else "asyncio"
 
 
 def run(fn: Callable[[], Awaitable[T]], backend: str | None = None) -> T:

@@ -280,8 +280,23 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         return p if p.is_absolute() else self.base_dir / p
 
     @property
+    def database_url(self) -> str:
+        """The store's URL: ``HERALD_DATABASE`` if set, else ``[engine] database``, a
+        relative SQLite path made relative to the config's directory
+        (``engine.store.open``)."""
+        from engine.store.open import ENV, resolve_url
+
+        return resolve_url(os.environ.get(ENV) or self.engine.database, self.base_dir)
+
+    @property
     def database_path(self) -> Path:
-        return self.resolve(self.engine.database)
+        """The SQLite file of the store (a ValueError on PostgreSQL)."""
+        from engine.store.open import is_postgres, sqlite_path
+
+        url = self.database_url
+        if is_postgres(url):
+            raise ValueError("the store is PostgreSQL, not a file")
+        return sqlite_path(url)
 
 
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -368,6 +383,10 @@ def parse_config(
         if key not in _TOP_LEVEL:
             d.fail(key, f"unknown table (expected one of: {', '.join(_TOP_LEVEL)})")
     engine = d.convert(d.table(raw, "engine"), EngineConfig, "engine") or EngineConfig()
+    from engine.store.open import bad_url
+
+    if (why := bad_url(engine.database)) is not None:
+        d.fail("engine.database", why)
     tracking = (d.convert(d.table(raw, "tracking"), TrackingConfig, "tracking")
                 or TrackingConfig())
     gallery = d.convert(d.table(raw, "gallery"), GalleryConfig, "gallery") or GalleryConfig()

@@ -6,20 +6,23 @@ requests answered 500, a few numbers rejected), via two senders of one virtual s
 The audience is built to exercise every rule a real one breaks: the same phone written in
 different formats on different profiles, unsubscribed profiles, profiles with no
 subscription at all, suppressed phones and malformed numbers. ``generate`` returns the plan
-(how many of each were planted) so a test can check the mailing log against it.
+(how many of each were planted) so a test can check the mailing log against it. It writes
+through the store's protocols only, so it fills any store.
 """
 
 from __future__ import annotations
 
+import json
 import random
-import time
 from array import array
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from engine.store.sqlite import SQLiteStore
+from engine.errors import StoreError
+from engine.store.base import ImportRecord, Store
+from engine.store.models import AudienceSource
 
 __all__ = ["DEMO_CONFIG", "DEMO_TEMPLATE", "AudiencePlan", "generate", "write_workspace"]
 
@@ -28,7 +31,7 @@ DEMO_CONFIG = """\
 # The two gateways are simulators that `herald demo` ran on loopback while it sent;
 # start your own with `herald simulate --port 8025` and point `url` at it to send again.
 [engine]
-database = "herald.db"
+database = {database}
 default_region = "RU"          # numbers written without a country code are Russian
 
 [gateways.main]
@@ -117,58 +120,58 @@ def _formats(national: str, rng: random.Random) -> str:
     ])
 
 
-def generate(store: SQLiteStore, *, profiles: int, resource: str = "news",
-             database: str = "customers", seed: int = 1, chunk: int = 50_000,
-             messy: bool = True) -> AudiencePlan:
+async def _last_profile_id(store: Store, source: AudienceSource, resource_id: int) -> int:
+    """The database's highest profile id (0 if it has none)."""
+    last = 0
+    if await store.count_audience(source):
+        while rows := await store.audience_chunk(source, resource_id, last, 10_000):
+            last = rows[-1][0]  # AudienceRow.profile_id (the hot path hands bare tuples)
+    return last
+
+
+async def generate(store: Store, *, profiles: int, resource: str = "news",
+                   database: str = "customers", seed: int = 1, chunk: int = 50_000,
+                   messy: bool = True) -> AudiencePlan:
     """Fill ``database`` with ``profiles`` generated profiles subscribed to ``resource``.
 
     ``messy``: phones written in the many ways people write them; otherwise in E.164, as
-    after an import. Written in transactions of ``chunk`` profiles, so memory stays small.
+    after an import. Imported ``chunk`` profiles at a time, so memory stays small. Nobody
+    else may add profiles to the database meanwhile: the store picks the new profiles' ids
+    and ``ImportResult`` does not say them, so the unsubscribed ones are found again by
+    phone (or, in a database that had profiles, read back after the last one).
     """
     rng = random.Random(seed)
     fmt = _formats if messy else (lambda national, rng: "+7" + national)
-    conn = store.conn
-    database_id = store.database_id_sync(database, create=True)
-    resource_id = store.resource_id_sync(resource)
-    now = time.time()
-    enc = msgspec.json.Encoder()
+    database_id = await store.database_id(database, create=True)
+    resource_id = await store.resource_id(resource)
+    source = AudienceSource("list", database_id)
+    after = await _last_profile_id(store, source, resource_id)
+    fresh = after == 0
     counts = dict.fromkeys(
         ("unique", "duplicates", "unsubscribed", "no_subscription", "suppressed", "invalid"), 0
     )
     uniques = array("q")  # national numbers of the profiles that will be messaged
-    (next_id,) = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM profiles").fetchone()
     base = 9_000_000_000 + rng.randrange(0, 10_000) * 10_000
-    with store._tx() as c:
-        c.execute(
-            "INSERT OR IGNORE INTO suppression_lists (name, is_global, created_at)"
-            " VALUES ('global', 1, ?)",
-            (now,),
-        )
-        (list_id,) = c.execute(
-            "SELECT id FROM suppression_lists WHERE name = 'global'"
-        ).fetchone()
     for start in range(0, profiles, chunk):
-        profile_rows: list[tuple[Any, ...]] = []
-        sub_rows: list[tuple[Any, ...]] = []
-        suppressed: list[tuple[Any, ...]] = []
+        records: list[ImportRecord] = []
+        unsubscribed: list[str] = []  # their phones: no other generated one is written alike
+        suppressed: list[str] = []
         for i in range(start, min(start + chunk, profiles)):
-            pid = next_id + i
             roll = rng.random()
-            status = "subscribed"
             phone: str | None
             if roll < 0.04 and uniques:
                 phone = fmt(str(uniques[rng.randrange(len(uniques))]), rng)
                 counts["duplicates"] += 1
             elif roll < 0.07:
                 phone = fmt(str(base + i), rng)
-                status = "unsubscribed"
+                unsubscribed.append(phone)
                 counts["unsubscribed"] += 1
             elif roll < 0.08:
                 phone = None
                 counts["no_subscription"] += 1
             elif roll < 0.10:
                 phone = fmt(str(base + i), rng)
-                suppressed.append((list_id, f"+7{base + i}", now))
+                suppressed.append(f"+7{base + i}")
                 counts["suppressed"] += 1
             elif roll < 0.12:
                 phone = rng.choice(_MALFORMED)
@@ -184,32 +187,34 @@ def generate(store: SQLiteStore, *, profiles: int, resource: str = "news",
             }
             if phone is not None:
                 fields["phones"] = [phone]
-                sub_rows.append((pid, resource_id, phone, status, now, now))
-            profile_rows.append((pid, database_id, phone, enc.encode(fields).decode(), now, now))
-        with store._tx() as c:
-            c.executemany(
-                "INSERT INTO profiles (id, database_id, phone, fields, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                profile_rows,
-            )
-            c.executemany(
-                "INSERT INTO subscriptions (profile_id, resource_id, channel, phone, status,"
-                " created_at, updated_at) VALUES (?, ?, 'sms', ?, ?, ?, ?)",
-                sub_rows,
-            )
-            c.executemany(
-                "INSERT OR IGNORE INTO suppressions (list_id, kind, value, added_at)"
-                " VALUES (?, 'phone', ?, ?)",
-                suppressed,
-            )
+            # no key: every record is a new profile, its phone subscribed to the resource
+            records.append(ImportRecord(None, phone, None, fields))
+        result = await store.import_profiles(database_id, records, matching="phone",
+                                             resource_id=resource_id, mode="add")
+        if result.added != len(records):
+            raise StoreError(f"database {database!r}: {result.added} of {len(records)}"
+                             " generated profiles added")
+        if fresh:  # every profile with one of those phones is one of this call's
+            ids = list((await store.find_profiles(database_id, "phone", unsubscribed)).values())
+        else:  # older ones may share a phone: read the chunk's profiles back
+            rows = await store.audience_chunk(source, resource_id, after, len(records))
+            if len(rows) != len(records):
+                raise StoreError(f"database {database!r} changed while the demo filled it")
+            after = rows[-1][0]
+            wanted = set(unsubscribed)
+            ids = [pid for pid, _, phone, _ in rows if phone in wanted]
+        await store.set_subscription_status(resource_id, ids, "unsubscribed")
+        await store.add_suppressions("global", "phone", suppressed)
     return AudiencePlan(profiles=profiles, **counts)
 
 
-def write_workspace(directory: Path, *, main_url: str, backup_url: str) -> Path:
-    """Write the demo config and template into ``directory``; return the config path."""
+def write_workspace(directory: Path, *, main_url: str, backup_url: str,
+                    database: str = "herald.db") -> Path:
+    """Write the demo config and template into ``directory``; return the config path.
+    ``database``: the store's URL (default: a SQLite file in ``directory``)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "herald.toml"
-    config.write_text(DEMO_CONFIG.format(main_url=main_url, backup_url=backup_url),
-                      encoding="utf-8")
+    config.write_text(DEMO_CONFIG.format(main_url=main_url, backup_url=backup_url,
+                                         database=json.dumps(database)), encoding="utf-8")
     (directory / "template.txt").write_text(DEMO_TEMPLATE, encoding="utf-8")
     return config

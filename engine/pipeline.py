@@ -35,11 +35,11 @@ from engine.core.states import Outcome, State
 from engine.dispatch import Batch, Dispatcher, SenderRuntime, SenderStats, split_parts
 from engine.drivers import Driver
 from engine.limits import SenderLimits
-from engine.store.base import Store
+from engine.segments import Condition, compile_condition
+from engine.store.base import Store, TriggerRow
 from engine.store.models import Mailing, Run
 
 __all__ = ["Pipeline", "PipelineStats"]
-
 
 
 class PipelineStats(msgspec.Struct, frozen=True):
@@ -79,8 +79,11 @@ class Pipeline:
         total: int,
         clock: Callable[[], float] = time.monotonic,
         limits: SenderLimits | None = None,
+        functions: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         self.store = store
+        #: The workspace's template functions (plugins'), for a dynamic segment's condition.
+        self.functions = functions
         self.config = config
         self.mailing = mailing
         self.run = run
@@ -185,9 +188,6 @@ class Pipeline:
         backlog: list[Batch] = []
         if resume:
             backlog = await self._recover()
-        chunks_send, chunks_receive = anyio.create_memory_object_stream[
-            list[AudienceRow]
-        ](4)
         async with anyio.create_task_group() as tg:
             for sender in self.senders.values():
                 for _ in range(sender.concurrency):
@@ -196,13 +196,19 @@ class Pipeline:
             with self._stop_scope:
                 async with anyio.create_task_group() as feed:
                     if self.mailing.kind == "trigger":
-                        feed.start_soon(self._trigger_cursor, chunks_send)
-                        feed.start_soon(self._prepare_triggers, chunks_receive, backlog)
-                    elif self.run.audience_done or self.preparer.limit_reached:
-                        chunks_send.close()
-                        feed.start_soon(self._prepare, chunks_receive, backlog)
+                        queued_send, queued_receive = anyio.create_memory_object_stream[
+                            list[TriggerRow]
+                        ](4)
+                        feed.start_soon(self._trigger_cursor, queued_send)
+                        feed.start_soon(self._prepare_triggers, queued_receive, backlog)
                     else:
-                        feed.start_soon(self._cursor, chunks_send)
+                        chunks_send, chunks_receive = anyio.create_memory_object_stream[
+                            list[AudienceRow]
+                        ](4)
+                        if self.run.audience_done or self.preparer.limit_reached:
+                            chunks_send.close()
+                        else:
+                            feed.start_soon(self._cursor, chunks_send)
                         feed.start_soon(self._prepare, chunks_receive, backlog)
             for sender in self.senders.values():
                 sender.send.close()
@@ -247,11 +253,12 @@ class Pipeline:
         after = self.run.checkpoint
         # a dynamic segment is judged as of the run's start, resumed or not
         as_of = self.run.started_at
+        condition = await self._condition()
         async with out:
             while True:
                 t0 = time.perf_counter()
                 rows, next_after = await store.audience_page(
-                    source, self.resource_id, after, chunk, as_of)
+                    source, self.resource_id, after, chunk, as_of, condition=condition)
                 elapsed = time.perf_counter() - t0
                 self._busy["cursor"] += elapsed
                 if self.cursor_ms is None:
@@ -266,6 +273,17 @@ class Pipeline:
                 if next_after is None:
                     return
                 after = next_after
+
+    async def _condition(self) -> Condition | None:
+        """A dynamic segment's condition, compiled once per run with the workspace's
+        template functions (a condition may call a plugin's)."""
+        source = self.mailing.source
+        if source.kind != "segment" or source.segment_id is None:
+            return None
+        segment = await self.store.segment_by_id(source.segment_id)
+        if segment.condition is None:
+            return None
+        return compile_condition(segment.condition, functions=self.functions)
 
     async def _enqueue(self, batch: Batch) -> None:
         """Hand a reserved batch to its sender's workers. When that sender's queue is full
@@ -309,7 +327,7 @@ class Pipeline:
         """New triggers are queued: look now rather than at the next poll."""
         self._wake.set()
 
-    async def _trigger_cursor(self, out: MemoryObjectSendStream[list[Any]]) -> None:
+    async def _trigger_cursor(self, out: MemoryObjectSendStream[list[TriggerRow]]) -> None:
         """A trigger mailing's queue, in order, for as long as the run goes on."""
         store = self.store
         chunk = self.config.engine.chunk_size
@@ -320,7 +338,7 @@ class Pipeline:
                 rows = await store.trigger_chunk(self.run.id, self.resource_id, after, chunk)
                 self._busy["cursor"] += time.perf_counter() - t0
                 if rows:
-                    after = rows[-1][0]
+                    after = rows[-1].queue_id
                     await out.send(rows)
                     continue
                 with anyio.move_on_after(TRIGGER_POLL):  # another process may queue too
@@ -331,7 +349,7 @@ class Pipeline:
                 self._wake = anyio.Event()
 
     async def _prepare_triggers(
-        self, chunks: MemoryObjectReceiveStream[list[Any]], backlog: list[Batch]
+        self, chunks: MemoryObjectReceiveStream[list[TriggerRow]], backlog: list[Batch]
     ) -> None:
         for batch in backlog:
             await self.senders[batch.sender].send.send(batch)
@@ -341,13 +359,13 @@ class Pipeline:
         async with chunks:
             async for rows in chunks:
                 t0 = time.perf_counter()
-                phones = [None if r[4] is None else normalise(r[4]) for r in rows]
+                phones = [None if r.phone is None else normalise(r.phone) for r in rows]
                 valid = [p for p in phones if p is not None]
                 suppressed, _ = await store.lookup(run_id, valid, [])
                 policy_counts = None
                 if prep.policy is not None:
                     keys: list[int | str] = (list(valid) if prep.policy.key == "phone"
-                                             else [r[2] for r in rows])
+                                             else [r.profile_id for r in rows])
                     policy_counts = await store.policy_counts(
                         prep.policy, self.resource_id, keys, time.time())
                 result = prep.finish_triggers(rows, phones, suppressed, self.clock(),

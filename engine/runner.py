@@ -27,6 +27,7 @@ import anyio.to_process
 import anyio.to_thread
 import msgspec
 
+from engine.audience import resolve_audience
 from engine.config import Config, load_config
 from engine.core.policy import Policy
 from engine.core.sms import measure
@@ -44,8 +45,8 @@ from engine.mailing_log import MailingLog, build_log
 from engine.pipeline import Pipeline, PipelineStats
 from engine.plugins import Plugins, load_plugins
 from engine.store.base import ReceiptReport, Store
-from engine.store.models import AudienceSource, Mailing, Run, run_is_live
-from engine.store.sqlite import SQLiteStore
+from engine.store.models import Mailing, Run, run_is_live
+from engine.store.open import open_store
 
 __all__ = ["Herald"]
 
@@ -102,7 +103,7 @@ class Herald:
         plugins = plugins or load_plugins()
         if not isinstance(config, Config):
             config = load_config(config, drivers=plugins.drivers)
-        store = SQLiteStore.open(config.database_path)
+        store = await open_store(config.database_url)
         return cls(config, plugins, store)
 
     async def __aenter__(self) -> Herald:
@@ -134,26 +135,13 @@ class Herald:
     ) -> MailingLog:
         """Run a broadcast mailing now, to its end; return its mailing log. ``policy``
         overrides the resource's and the account's sending policy for this mailing."""
-        if (database is None) == (segment is None):
-            raise InputError("give exactly one audience: a database or a segment")
-        res = self.config.resources.get(resource)
-        if res is None:
-            known = ", ".join(sorted(self.config.resources)) or "none"
-            raise InputError(f"no resource {resource!r} in the config (configured: {known})")
         if limit is not None and limit < 0:
             raise InputError("--limit must be 0 or more")
         compiled = refuse_blank(self._compile(template))  # nobody gets a blank SMS
-        if segment is not None:
-            segment_id, database_id = await self.store.segment_id(segment)
-            source = AudienceSource("segment", database_id, segment_id)
-        else:
-            assert database is not None
-            if res.databases and database not in res.databases:
-                raise InputError(
-                    f"database {database!r} is not one of resource {resource!r}'s databases"
-                    f" ({', '.join(res.databases)})"
-                )
-            source = AudienceSource("list", await self.store.database_id(database))
+        source = await resolve_audience(
+            self.store, self.config, resource, database=database, segment=segment,
+            keys=("--database", "--segment"),
+        )
         mailing, run = await self.store.create_run(
             name=name or f"{resource} {time.strftime('%Y-%m-%d %H:%M')}",
             resource=resource,
@@ -236,7 +224,7 @@ class Herald:
         pipeline = Pipeline(
             store=store, config=self.config, drivers=drivers, mailing=mailing, run=run,
             template=template, measure=measure, resource_id=resource_id, total=total,
-            limits=self.limits,
+            limits=self.limits, functions=self.plugins.template_functions(),
         )
         self.pipeline = pipeline
         if started is not None:

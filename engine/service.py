@@ -25,6 +25,7 @@ import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskGroup
 
+from engine.audience import resolve_audience
 from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy
 from engine.core.templates import refuse_blank
@@ -33,7 +34,7 @@ from engine.errors import InputError, StoreError
 from engine.mailing_log import MailingLog
 from engine.pipeline import Pipeline
 from engine.runner import Herald
-from engine.store.models import AudienceSource, Mailing, Run, run_is_live
+from engine.store.models import Mailing, Run, run_is_live
 
 __all__ = [
     "MailingService",
@@ -207,24 +208,20 @@ class MailingService:
         """A new mailing: a broadcast waits for ``start``; a trigger mailing takes calls
         at once."""
         herald = self.herald
-        if spec.resource not in herald.config.resources:
-            raise InputError(f"resource: no resource {spec.resource!r} in the config")
         if spec.limit is not None and spec.limit < 0:
             raise InputError("limit: must be 0 or more")
+        if spec.resource not in herald.config.resources:
+            raise InputError(f"resource: no resource {spec.resource!r} in the config")
         # a TemplateError now, not mid-mailing; a blank template would skip everyone
         refuse_blank(await herald.compile_async(spec.template))
-        if spec.segment is not None and spec.kind == "broadcast":
-            segment_id, database_id = await herald.store.segment_id(spec.segment)
-            source = AudienceSource("segment", database_id, segment_id)
-        elif spec.database is not None:
-            databases = herald.config.resources[spec.resource].databases
-            if databases and spec.database not in databases:
-                raise InputError(f"database: {spec.database!r} is not one of resource"
-                                 f" {spec.resource!r}'s databases")
-            source = AudienceSource("list", await herald.store.database_id(spec.database))
-        else:
-            raise InputError("database: a mailing needs a database (or, for a broadcast,"
-                             " a segment)")
+        if spec.kind != "broadcast" and spec.database is None:
+            raise InputError("database: a trigger mailing needs a database")
+        source = await resolve_audience(
+            herald.store, herald.config, spec.resource,
+            database=spec.database if spec.kind != "broadcast" or spec.segment is None
+            else None,
+            segment=spec.segment if spec.kind == "broadcast" else None,
+        )
         mailing = await herald.store.create_mailing(
             name=spec.name, kind=spec.kind, resource=spec.resource, source=source,
             template=spec.template, limit=spec.limit, document=spec.document,

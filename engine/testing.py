@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
@@ -33,7 +33,9 @@ from engine.drivers import (
 from engine.errors import InputError, TransientGatewayError
 from engine.hookspecs import hookimpl
 
-__all__ = ["FakeGateway", "write_config"]
+T = TypeVar("T")
+
+__all__ = ["FakeGateway", "create_token", "in_workspace", "write_config"]
 
 
 class _Receipts(msgspec.Struct):
@@ -173,8 +175,10 @@ class FakeGateway:
 
 
 def write_config(directory: Path, *, driver: str = "fake", extra: str = "", **engine: Any) -> Path:
-    """A minimal working config in ``directory`` (for tests and examples)."""
-    lines = ["[engine]", 'database = "herald.db"']
+    """A minimal working config in ``directory`` (for tests and examples).
+
+    ``database``: the store's URL (default: ``herald.db`` in ``directory``)."""
+    lines = ["[engine]", f'database = "{engine.pop("database", "herald.db")}"']
     for key, value in engine.items():
         if isinstance(value, bool):
             lines.append(f"{key} = {str(value).lower()}")
@@ -201,3 +205,52 @@ virtual_sender = "v"
     path.write_text(text, encoding="utf-8")
     return path
 
+
+
+def in_workspace(config: str | Path, action: Callable[[Any], Awaitable[T]]) -> T:
+    """``await action(store)`` on the store of the workspace ``config``, from sync or async
+    code alike (in a thread with an event loop of its own), then close it: setup for
+    tests and benches that need a token, a profile database or a mailing."""
+    import os
+    import threading
+    import tomllib
+
+    from engine.store.open import ENV, open_store, resolve_url
+
+    # only [engine] database matters here: the config's drivers may be test fakes
+    path = Path(config)
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    url = resolve_url(os.environ.get(ENV) or raw.get("engine", {}).get("database", "herald.db"),
+                      path.resolve().parent)
+    box: dict[str, Any] = {}
+
+    async def go() -> None:
+        store = await open_store(url)
+        try:
+            box["result"] = await action(store)
+        finally:
+            await store.aclose()
+
+    def run() -> None:
+        try:
+            anyio.run(go)
+        except BaseException as err:  # re-raised in the caller's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    result: T = box["result"]
+    return result
+
+
+def create_token(config: str | Path, role: str = "admin", *, name: str | None = None) -> str:
+    """A new API token of ``role`` in the workspace ``config``; its secret."""
+    from engine.api.tokens import TokenStore
+
+    async def make(store: Any) -> str:
+        return (await TokenStore(store).create(role, name=name))[1]
+
+    return in_workspace(config, make)

@@ -21,11 +21,10 @@ import anyio.from_thread
 import anyio.lowlevel
 import httpx
 
-from engine.api import TokenStore, create_app
+from engine.api import create_app
 from engine.plugins import load_plugins
 from engine.runner import Herald
-from engine.store.sqlite import SQLiteStore
-from engine.testing import FakeGateway
+from engine.testing import FakeGateway, create_token
 
 
 def free_port() -> int:
@@ -93,9 +92,7 @@ def served_api(config: Path, role: str) -> Iterator[tuple[str, str]]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base)
-        store = SQLiteStore.open(config.parent / "herald.db")
-        _, secret = TokenStore(store.conn).create(role)
-        store.conn.close()
+        secret = create_token(config, role)
         yield base, secret
     finally:
         server.stop()

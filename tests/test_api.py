@@ -90,8 +90,8 @@ async def api(
 ) -> AsyncIterator[Api]:
     async with await open_herald(gateway, default_region="RU", **options) as herald, \
             MailingService.running(herald) as service:
-        tokens = TokenStore(herald.store.conn)
-        secrets = {role: tokens.create(role)[1] for role in ("admin", "sender", "viewer")}
+        tokens = TokenStore(herald.store)
+        secrets = {role: (await tokens.create(role))[1] for role in ("admin", "sender", "viewer")}
         transport = httpx.ASGITransport(create_app(herald, service))
         async with httpx.AsyncClient(transport=transport, base_url="http://herald") as client:
             yield Api(client, herald, service, gateway, **secrets)
@@ -255,7 +255,7 @@ async def test_broadcast_through_the_api(api: Api) -> None:
 @pytest.mark.parametrize(("gateway", "options"), [({"latency": 0.005}, {"batch_size": 5})],
                          indirect=["gateway"])
 async def test_pause_resume_cancel(api: Api) -> None:
-    generate(api.herald.store, profiles=1500, database="main")  # type: ignore[arg-type]
+    await generate(api.herald.store, profiles=1500, database="main")
     mid = await api.mailing("broadcast")
     r = await api.post(f"/api/v1/mailings/{mid}/start")
     assert r.json()["status"] == "running"

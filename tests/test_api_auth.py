@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from engine.api import TokenStore, create_app
-from engine.api.cli import add_api_parsers
 from engine.api.tokens import PREFIX, allows
+from engine.cli.tokens import add_token_parsers as add_api_parsers
 from engine.runner import Herald
 from engine.service import MailingService
+from engine.store.sqlite import SQLiteStore
 from engine.testing import FakeGateway, write_config
 
 pytestmark = pytest.mark.anyio
@@ -61,7 +62,7 @@ async def routes(client: httpx.AsyncClient, secret: str) -> list[tuple[str, str]
 
 
 async def test_every_route_needs_a_token(herald: Herald, client: httpx.AsyncClient) -> None:
-    _, admin = TokenStore(herald.store.conn).create("admin")  # type: ignore[attr-defined]
+    _, admin = await TokenStore(herald.store).create("admin")
     found = await routes(client, admin)
     assert len(found) >= 15
     for method, url in [*found, ("GET", "/openapi.json")]:
@@ -75,8 +76,8 @@ async def test_every_route_needs_a_token(herald: Herald, client: httpx.AsyncClie
 
 
 async def test_roles(herald: Herald, client: httpx.AsyncClient) -> None:
-    tokens = TokenStore(herald.store.conn)  # type: ignore[attr-defined]
-    secrets = {role: tokens.create(role)[1] for role in ("viewer", "sender", "admin")}
+    tokens = TokenStore(herald.store)
+    secrets = {role: (await tokens.create(role))[1] for role in ("viewer", "sender", "admin")}
     found = await routes(client, secrets["viewer"])
     for method, url in found:
         needed = "viewer" if method == "GET" else "sender"
@@ -90,7 +91,7 @@ async def test_roles(herald: Herald, client: httpx.AsyncClient) -> None:
 
 
 async def test_authorization_header_forms(herald: Herald, client: httpx.AsyncClient) -> None:
-    _, secret = TokenStore(herald.store.conn).create("viewer")  # type: ignore[attr-defined]
+    _, secret = await TokenStore(herald.store).create("viewer")
     url = "/api/v1/resources"
     assert (await client.get(url, headers={"Authorization": f"bearer {secret}"})).is_success
     for value in (secret, f"Basic {secret}", "Bearer", "Bearer ", f"Bearer {secret}x",
@@ -100,65 +101,69 @@ async def test_authorization_header_forms(herald: Herald, client: httpx.AsyncCli
 
 
 async def test_revoked_token_stops_working(herald: Herald) -> None:
-    conn = herald.store.conn  # type: ignore[attr-defined]
     async with MailingService.running(herald) as service:
         app = create_app(herald, service)
         tokens: TokenStore = app.state.api.tokens
-        token, secret = tokens.create("viewer")
+        token, secret = await tokens.create("viewer")
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://h") as client:
             url = "/api/v1/resources"
             assert (await client.get(url, headers=bearer(secret))).status_code == 200
-            tokens.revoke(token.id)
+            await tokens.revoke(token.id)
             assert (await client.get(url, headers=bearer(secret))).status_code == 401
 
             # Revoked from another process (herald token revoke): cached for the ttl.
-            other, other_secret = tokens.create("viewer")
+            other, other_secret = await tokens.create("viewer")
             assert (await client.get(url, headers=bearer(other_secret))).status_code == 200
-            TokenStore(conn).revoke(other.id)
+            await TokenStore(herald.store).revoke(other.id)
             assert (await client.get(url, headers=bearer(other_secret))).status_code == 200
             tokens.clock = lambda: time.monotonic() + tokens.ttl
             assert (await client.get(url, headers=bearer(other_secret))).status_code == 401
 
 
-def test_tokens_are_stored_as_hashes(tmp_path: Path) -> None:
-    conn = _store_conn(tmp_path)
-    tokens = TokenStore(conn)
-    token, secret = tokens.create("sender", name="crm", group="marketing")
+async def test_tokens_are_stored_as_hashes(tmp_path: Path) -> None:
+    store = SQLiteStore.open(tmp_path / "herald.db")
+    tokens = TokenStore(store)
+    token, secret = await tokens.create("sender", name="crm", group="marketing")
     assert secret.startswith("hrld_") and len(secret) == len("hrld_") + 43
     assert (token.role, token.name, token.group) == ("sender", "crm", "marketing")
-    rows = conn.execute("SELECT * FROM api_tokens").fetchall()
+    rows = store.conn.execute("SELECT * FROM api_tokens").fetchall()
     assert not any(secret in str(v) for row in rows for v in row)
-    [(stored,)] = conn.execute("SELECT hash FROM api_tokens").fetchall()
+    [(stored,)] = store.conn.execute("SELECT hash FROM api_tokens").fetchall()
     assert stored == hashlib.sha256(secret.encode()).hexdigest()
-    assert tokens.verify(secret) == token
-    assert tokens.verify(secret[:-1]) is None
-    assert tokens.create("viewer")[1] != secret
+    assert await tokens.verify(secret) == token
+    assert await tokens.verify(secret[:-1]) is None
+    assert (await tokens.create("viewer"))[1] != secret
 
 
-def test_verified_tokens_are_not_read_again(tmp_path: Path) -> None:
-    conn = _store_conn(tmp_path)
-    tokens = TokenStore(conn)
-    _, secret = tokens.create("viewer")
-    statements: list[str] = []
-    conn.set_trace_callback(statements.append)
-    assert tokens.verify(secret) is not None
-    reads = len(statements)
+async def test_verified_tokens_are_not_read_again(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SQLiteStore.open(tmp_path / "herald.db")
+    tokens = TokenStore(store)
+    _, secret = await tokens.create("viewer")
+    reads: list[str] = []
+    live_token = store.live_token
+
+    async def counted(digest: str) -> Any:
+        reads.append(digest)
+        return await live_token(digest)
+
+    monkeypatch.setattr(store, "live_token", counted)
     for _ in range(100):
-        assert tokens.verify(secret) is not None
-    assert len(statements) == reads == 1
+        assert await tokens.verify(secret) is not None
+    assert len(reads) == 1
 
 
-def test_bad_roles_and_names(tmp_path: Path) -> None:
-    tokens = TokenStore(_store_conn(tmp_path))
+async def test_bad_roles_and_names(tmp_path: Path) -> None:
+    tokens = TokenStore(SQLiteStore.open(tmp_path / "herald.db"))
     from engine.errors import InputError, NotFound
 
     with pytest.raises(InputError, match="role must be one of viewer, sender, admin"):
-        tokens.create("root")
+        await tokens.create("root")
     with pytest.raises(InputError, match="group"):
-        tokens.create("viewer", group="")
+        await tokens.create("viewer", group="")
     with pytest.raises(NotFound):
-        tokens.revoke(42)
+        await tokens.revoke(42)
 
 
 def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,16 +186,10 @@ def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     code, out = herald("token", "list", "--json")
     assert '"group": "ads"' in out
     assert herald("token", "revoke", "1")[0] == 0
-    conn = sqlite3.connect(tmp_path / "herald.db")
-    assert TokenStore(conn).verify(secret) is None
+    tokens = TokenStore(SQLiteStore.open(tmp_path / "herald.db"))
+    assert anyio.run(tokens.verify, secret) is None
     with pytest.raises(SystemExit):
         herald("token", "create", "--role", "root")
-
-
-def _store_conn(tmp_path: Path) -> sqlite3.Connection:
-    from engine.store.sqlite import SQLiteStore
-
-    return SQLiteStore.open(tmp_path / "herald.db").conn
 
 
 # -- failed authentications (issue 20) ---------------------------------------------------
@@ -241,7 +240,7 @@ async def test_bad_tokens_get_429_then_401_a_minute_later_and_are_counted(
             assert [r.status_code for r in statuses] == [401] * 30 + [429] * 10
             assert statuses[-1].headers["Retry-After"] == "60"
             # a good token from a blocked address waits too: no guessing meanwhile
-            _, viewer = TokenStore(herald.store.conn).create("viewer")  # type: ignore[attr-defined]
+            _, viewer = await TokenStore(herald.store).create("viewer")
             assert (await client.get("/metrics", headers=bearer(viewer))).status_code == 429
             now[0] += 61
             r = await client.get("/metrics", headers=bearer(viewer))

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -24,8 +25,8 @@ from tests.servers import free_port, wait_healthy
 def test_herald_serve(tmp_path: Path, backend: str) -> None:
     config = write_config(tmp_path, driver="file", default_region="RU")
     store = SQLiteStore.open(tmp_path / "herald.db")
-    _, secret = TokenStore(store.conn).create("sender")
-    store.conn.close()
+    _, secret = anyio.run(TokenStore(store).create, "sender")
+    anyio.run(store.aclose)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(

@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
+import pytest
 
-def test_demo_log_matches_the_planted_audience(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "demo",
-            "--profiles",
-            "5000",
-            "--dir",
-            str(tmp_path),
-            "--json",
-        ],
+
+def demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "demo", *args],
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
     )
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_demo_log_matches_the_planted_audience(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    database = request.getfixturevalue("pg_url") if store == "postgres" else "herald.db"
+    proc = demo("--profiles", "5000", "--dir", str(tmp_path), "--database", database,
+                "--json")
     assert proc.returncode == 0, proc.stderr
     log = json.loads(proc.stdout)
     from engine.demo import generate
     from engine.store.sqlite import SQLiteStore
 
     # the generator is deterministic: plant the same audience again to know the plan
-    plan = generate(SQLiteStore.open(tmp_path / "again.db"), profiles=5000)
+    again = SQLiteStore.open(tmp_path / "again.db")
+    plan = anyio.run(functools.partial(generate, again, profiles=5000))
     assert log["status"] == "finished"
     assert log["subscribers_received"] == plan.profiles
     assert log["subscribers_found"] == plan.subscribed
@@ -43,3 +47,11 @@ def test_demo_log_matches_the_planted_audience(tmp_path: Path) -> None:
     # the simulated gateway rejects a few numbers: they fail with its code, none is lost
     assert log["sent"] + log["failed"] == plan.unique and log["unknown"] == 0
     assert set(log["failed_reasons"]) <= {"rejected"}
+
+
+def test_a_second_demo_on_one_database_is_refused(tmp_path: Path, pg_url: str) -> None:
+    assert demo("--profiles", "50", "--dir", str(tmp_path / "a"), "--database", pg_url,
+                "--json").returncode == 0
+    again = demo("--profiles", "50", "--dir", str(tmp_path / "b"), "--database", pg_url)
+    assert again.returncode == 2
+    assert "already has 50 profiles; give the demo an empty database" in again.stderr

@@ -4,7 +4,7 @@ as a tree, tags, browsing and the URLs that never change."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,9 @@ from PIL import Image as PILImage
 from engine.config import TrackingConfig
 from engine.errors import InputError, NotFound, StoreError
 from engine.gallery import MAX_IMAGE_BYTES, FileBlobStore, Gallery, check_image
-from engine.store.sqlite import SQLiteStore
+from engine.store.open import open_store
+
+pytestmark = pytest.mark.anyio
 
 NOW = 1_795_348_800.0  # 2026-11-22 12:00 UTC
 
@@ -26,17 +28,20 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (40, 30),
 
 
 @pytest.fixture
-def gallery(tmp_path: Path) -> Iterator[Gallery]:
-    store = SQLiteStore.open(tmp_path / "herald.db")
-    yield Gallery(store.conn, FileBlobStore(tmp_path / "blobs"),
-                  TrackingConfig(domain="trk.example.com", scheme="https"))
-    store.conn.close()
+async def gallery(tmp_path: Path) -> AsyncIterator[Gallery]:
+    store = await open_store(str(tmp_path / "herald.db"))
+    try:
+        yield Gallery(store, FileBlobStore(tmp_path / "blobs"),
+                      TrackingConfig(domain="trk.example.com", scheme="https"))
+    finally:
+        await store.aclose()
 
 
-def add(gallery: Gallery, name: str = "cat.png", data: bytes | None = None,
-        now: float = NOW, **kw: object) -> int:
+async def add(gallery: Gallery, name: str = "cat.png", data: bytes | None = None,
+              now: float = NOW, **kw: object) -> int:
     data = data or image_bytes()
-    return gallery.add_image(name, data, check_image(data), now=now, **kw).id  # type: ignore[arg-type]
+    image = await gallery.add_image(name, data, check_image(data), now=now, **kw)  # type: ignore[arg-type]
+    return image.id
 
 
 def test_formats_are_judged_by_content() -> None:
@@ -58,8 +63,8 @@ def test_two_megabytes_and_one_byte_is_refused() -> None:
         check_image(at_limit + b"\0")
 
 
-def test_upload_tags_url_and_blob(gallery: Gallery, tmp_path: Path) -> None:
-    image = gallery.image(add(gallery, "My Cat!.png", tags=["group-sales"]))
+async def test_upload_tags_url_and_blob(gallery: Gallery, tmp_path: Path) -> None:
+    image = await gallery.image(await add(gallery, "My Cat!.png", tags=["group-sales"]))
     assert image.tags == ["2026-11-22", "group-sales"]
     assert gallery.url(image) == (
         f"https://trk.example.com/1/{image.id}/{image.sha256[:16]}/My-Cat-.png")
@@ -67,87 +72,92 @@ def test_upload_tags_url_and_blob(gallery: Gallery, tmp_path: Path) -> None:
     assert (tmp_path / "blobs" / image.sha256[:2] / image.sha256[2:4] / image.sha256).exists()
 
 
-def test_rename_and_move_keep_the_url(gallery: Gallery) -> None:
-    image_id = add(gallery, "a.png")
-    url = gallery.url(gallery.image(image_id))
-    folder = gallery.create_directory("Folder", now=NOW)
-    moved = gallery.update_image(image_id, name="renamed.png", directory_id=folder.id,
-                                 move=True)
+async def test_rename_and_move_keep_the_url(gallery: Gallery) -> None:
+    image_id = await add(gallery, "a.png")
+    url = gallery.url(await gallery.image(image_id))
+    folder = await gallery.create_directory("Folder", now=NOW)
+    moved = await gallery.update_image(image_id, name="renamed.png", directory_id=folder.id,
+                                       move=True)
     assert (moved.name, moved.directory_id) == ("renamed.png", folder.id)
     assert gallery.url(moved) == url
-    assert gallery.resolve_public("1", image_id, moved.sha256[:16], "a.png").id == image_id
+    found = await gallery.resolve_public("1", image_id, moved.sha256[:16], "a.png")
+    assert found.id == image_id
     with pytest.raises(NotFound):
-        gallery.resolve_public("1", image_id, moved.sha256[:16], "renamed.png")
+        await gallery.resolve_public("1", image_id, moved.sha256[:16], "renamed.png")
 
 
-def test_tags_add_remove_and_search(gallery: Gallery) -> None:
-    a = add(gallery, "summer-sale.png")
-    b = add(gallery, "logo.png", data=image_bytes(color=(0, 0, 255)))
-    gallery.update_image(b, add_tags=["brand", "blue"])
-    gallery.update_image(b, remove_tags=["blue"])
-    assert gallery.image(b).tags == ["2026-11-22", "brand"]
-    assert [i.id for i in gallery.images(tag="brand", now=NOW)] == [b]
-    assert [i.id for i in gallery.images(q="SALE", now=NOW)] == [a]
-    assert [i.id for i in gallery.images(q="bran", now=NOW)] == [b]
+async def test_tags_add_remove_and_search(gallery: Gallery) -> None:
+    a = await add(gallery, "summer-sale.png")
+    b = await add(gallery, "logo.png", data=image_bytes(color=(0, 0, 255)))
+    await gallery.update_image(b, add_tags=["brand", "blue"])
+    await gallery.update_image(b, remove_tags=["blue"])
+    assert (await gallery.image(b)).tags == ["2026-11-22", "brand"]
+    assert [i.id for i in await gallery.images(tag="brand", now=NOW)] == [b]
+    assert [i.id for i in await gallery.images(q="SALE", now=NOW)] == [a]
+    assert [i.id for i in await gallery.images(q="bran", now=NOW)] == [b]
 
 
-def test_directories_nest_rename_and_never_move_into_a_descendant(gallery: Gallery) -> None:
-    parent = gallery.create_directory("Parent / «any» characters", now=NOW)
-    child = gallery.create_directory("child", parent.id, now=NOW)
-    grandchild = gallery.create_directory("grandchild", child.id, now=NOW)
+async def test_directories_nest_rename_and_never_move_into_a_descendant(
+        gallery: Gallery) -> None:
+    parent = await gallery.create_directory("Parent / «any» characters", now=NOW)
+    child = await gallery.create_directory("child", parent.id, now=NOW)
+    grandchild = await gallery.create_directory("grandchild", child.id, now=NOW)
     for target in (parent.id, child.id, grandchild.id):
         with pytest.raises(InputError, match="into itself or a directory inside it"):
-            gallery.update_directory(parent.id, parent_id=target, move=True)
+            await gallery.update_directory(parent.id, parent_id=target, move=True)
     with pytest.raises(StoreError, match="already exists"):
-        gallery.create_directory("child", parent.id, now=NOW)
-    gallery.create_directory("child", now=NOW)  # the same name elsewhere is fine
+        await gallery.create_directory("child", parent.id, now=NOW)
+    await gallery.create_directory("child", now=NOW)  # the same name elsewhere is fine
     with pytest.raises(InputError, match="1 to 244"):
-        gallery.create_directory("x" * 245, now=NOW)
-    gallery.create_directory("x" * 244, now=NOW)
-    moved = gallery.update_directory(grandchild.id, name="up", parent_id=None, move=True)
+        await gallery.create_directory("x" * 245, now=NOW)
+    await gallery.create_directory("x" * 244, now=NOW)
+    moved = await gallery.update_directory(grandchild.id, name="up", parent_id=None,
+                                           move=True)
     assert (moved.name, moved.parent_id) == ("up", None)
-    assert [d.name for d in gallery.directories(child.id)] == []
+    assert [d.name for d in await gallery.directories(child.id)] == []
 
 
-def test_deleting_a_directory_deletes_everything_inside(gallery: Gallery,
-                                                        tmp_path: Path) -> None:
-    top = gallery.create_directory("top", now=NOW)
-    inner = gallery.create_directory("inner", top.id, now=NOW)
-    kept = add(gallery, "kept.png")
-    deep = add(gallery, "deep.png", data=image_bytes(color=(1, 2, 3)), directory_id=inner.id)
-    sha = gallery.image(deep).sha256
-    assert gallery.delete_directory(top.id) == 1
+async def test_deleting_a_directory_deletes_everything_inside(gallery: Gallery,
+                                                              tmp_path: Path) -> None:
+    top = await gallery.create_directory("top", now=NOW)
+    inner = await gallery.create_directory("inner", top.id, now=NOW)
+    kept = await add(gallery, "kept.png")
+    deep = await add(gallery, "deep.png", data=image_bytes(color=(1, 2, 3)),
+                     directory_id=inner.id)
+    sha = (await gallery.image(deep)).sha256
+    assert await gallery.delete_directory(top.id) == 1
     with pytest.raises(NotFound):
-        gallery.image(deep)
+        await gallery.image(deep)
     with pytest.raises(NotFound):
-        gallery.directory(inner.id)
-    assert gallery.image(kept)
+        await gallery.directory(inner.id)
+    assert await gallery.image(kept)
     assert not (tmp_path / "blobs" / sha[:2] / sha[2:4] / sha).exists()
 
 
-def test_shared_blob_survives_until_the_last_image_goes(gallery: Gallery) -> None:
-    a, b = add(gallery, "a.png"), add(gallery, "b.png")
-    image = gallery.image(a)
-    assert gallery.delete_images([a]) == 1
-    assert gallery.data(gallery.image(b)) == gallery.data(image)
-    gallery.delete_images([b])
+async def test_shared_blob_survives_until_the_last_image_goes(gallery: Gallery) -> None:
+    a, b = await add(gallery, "a.png"), await add(gallery, "b.png")
+    image = await gallery.image(a)
+    assert await gallery.delete_images([a]) == 1
+    assert gallery.data(await gallery.image(b)) == gallery.data(image)
+    await gallery.delete_images([b])
     with pytest.raises(KeyError):
         gallery.data(image)
 
 
-def test_browse_recent_directory_and_sorts(gallery: Gallery) -> None:
-    folder = gallery.create_directory("f", now=NOW)
-    old = add(gallery, "b-old.png", now=NOW - 40 * 86400)
-    big = add(gallery, "c-big.png", data=image_bytes(size=(300, 300)), now=NOW - 60)
-    new = add(gallery, "a-new.png", data=image_bytes(color=(9, 9, 9)), now=NOW,
-              directory_id=folder.id)
+async def test_browse_recent_directory_and_sorts(gallery: Gallery) -> None:
+    folder = await gallery.create_directory("f", now=NOW)
+    old = await add(gallery, "b-old.png", now=NOW - 40 * 86400)
+    big = await add(gallery, "c-big.png", data=image_bytes(size=(300, 300)), now=NOW - 60)
+    new = await add(gallery, "a-new.png", data=image_bytes(color=(9, 9, 9)), now=NOW,
+                    directory_id=folder.id)
     ids = lambda images: [i.id for i in images]  # noqa: E731
-    assert ids(gallery.images(recent=True, now=NOW)) == [new, big]
-    assert ids(gallery.images(now=NOW)) == [big, old]  # the root's own images
-    assert ids(gallery.images(directory_id=folder.id, now=NOW)) == [new]
-    assert ids(gallery.images(everywhere=True, sort="name", now=NOW)) == [new, old, big]
-    assert ids(gallery.images(everywhere=True, sort="size", now=NOW))[0] == big
-    assert ids(gallery.images(everywhere=True, sort="date", desc=False, now=NOW)) == [
+    assert ids(await gallery.images(recent=True, now=NOW)) == [new, big]
+    assert ids(await gallery.images(now=NOW)) == [big, old]  # the root's own images
+    assert ids(await gallery.images(directory_id=folder.id, now=NOW)) == [new]
+    assert ids(await gallery.images(everywhere=True, sort="name", now=NOW)) == [new, old, big]
+    assert ids(await gallery.images(everywhere=True, sort="size", now=NOW))[0] == big
+    assert ids(await gallery.images(everywhere=True, sort="date", desc=False,
+                                    now=NOW)) == [
         old, big, new]
 
 
@@ -174,7 +184,7 @@ def test_tracking_and_gallery_config(tmp_path: Path) -> None:
     assert {p.path for p in err.value.problems} == {"tracking.scheme", "gallery.storag"}
 
 
-def test_own_urls_are_recognised(gallery: Gallery) -> None:
+async def test_own_urls_are_recognised(gallery: Gallery) -> None:
     assert gallery.is_own_url("https://trk.example.com/1/5/abc/x.png")
     assert not gallery.is_own_url("https://evil.example/1/?https://trk.example.com/1/")
     assert not gallery.is_own_url("https://trk.example.com/2/5/abc/x.png")

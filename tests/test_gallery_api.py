@@ -71,9 +71,9 @@ class Api:
 async def api(open_herald: Callable[..., Any]) -> AsyncIterator[Api]:
     async with await open_herald(extra=CONFIG) as herald, \
             MailingService.running(herald) as service:
-        tokens = TokenStore(herald.store.conn)
-        sender = tokens.create("sender", group="marketing")[1]
-        viewer = tokens.create("viewer")[1]
+        tokens = TokenStore(herald.store)
+        sender = (await tokens.create("sender", group="marketing"))[1]
+        viewer = (await tokens.create("viewer"))[1]
         app = create_app(herald, service)
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://herald") as client:

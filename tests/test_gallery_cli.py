@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from engine.gallery.cli import add_gallery_parsers
+from engine.cli.gallery import add_gallery_parsers
 from engine.testing import write_config
 
 

@@ -56,9 +56,9 @@ def png(color: tuple[int, int, int], size: tuple[int, int] = (120, 80)) -> bytes
 async def test_page_and_thumbnail_routes(open_herald: Callable[..., Any]) -> None:
     async with await open_herald(extra=CONFIG) as herald, \
             MailingService.running(herald) as service:
-        tokens = TokenStore(herald.store.conn)
-        sender = {"Authorization": f"Bearer {tokens.create('sender')[1]}"}
-        viewer = {"Authorization": f"Bearer {tokens.create('viewer')[1]}"}
+        tokens = TokenStore(herald.store)
+        sender = {"Authorization": f"Bearer {(await tokens.create('sender'))[1]}"}
+        viewer = {"Authorization": f"Bearer {(await tokens.create('viewer'))[1]}"}
         transport = httpx.ASGITransport(create_app(herald, service))
         async with httpx.AsyncClient(transport=transport, base_url="http://herald") as c:
             page = await c.get("/gallery")  # no token needed

@@ -19,8 +19,8 @@ import httpx
 import msgspec
 import pytest
 
+from engine.cli.simulate import add_simulate_parser, options_from_args
 from engine.simulator import GatewaySimulator, ReceiptSink, SimOptions
-from engine.simulator.cli import add_simulate_parser, options_from_args
 
 pytestmark = pytest.mark.anyio
 
@@ -335,7 +335,7 @@ def test_simulate_refuses_options_that_do_not_fit(capsys: pytest.CaptureFixture[
 def test_simulate_serves_until_signalled_then_prints_its_statistics(
     backend: str, stop: signal.Signals
 ) -> None:
-    code = "import sys; from engine.simulator.cli import main; sys.exit(main())"
+    code = "import sys; from engine.cli.simulate import main; sys.exit(main())"
     cmd = [sys.executable, "-c", code, "--port", "0", "--backend", backend, "--reject-rate", "1"]
     with subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -3,6 +3,7 @@ answers, batches paced in parts, and one rate shared by every mailing on a sende
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from engine.runner import Herald
 from engine.service import MailingService, MailingSpec, MailingStatus
 from engine.testing import FakeGateway
 
-pytestmark = pytest.mark.anyio
+# every test here runs on SQLite and on PostgreSQL
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("any_store")]
 
 
 def config(
@@ -79,10 +81,10 @@ async def wait_for(
             await anyio.sleep(0.01)
 
 
-def states(herald: Herald, run_id: int) -> dict[tuple[str, str | None], int]:
+async def states(herald: Herald, run_id: int) -> dict[tuple[str, str | None], int]:
     out: dict[tuple[str, str | None], int] = {}
-    for _, _, _, state, reason in herald.store.recipients(run_id):  # type: ignore[attr-defined]
-        out[state, reason] = out.get((state, reason), 0) + 1
+    for row in await herald.store.recipient_rows(run_id):
+        out[row.state, row.reason] = out.get((row.state, row.reason), 0) + 1
     return out
 
 
@@ -97,7 +99,7 @@ async def test_stopping_under_a_rate_limit_never_makes_unknowns(
     (resume sends each once), a cancel records them cancelled; none becomes unknown."""
     gateway = FakeGateway()
     async with await opened(tmp_path, gateway, rate=100, burst=10) as herald:
-        plan = generate(herald.store, profiles=600, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=600, database="main")
         async with MailingService.running(herald) as service:
             m = await service.create(MailingSpec(name="b", kind="broadcast", resource="news",
                                                  template="x", database="main"))
@@ -113,7 +115,7 @@ async def test_stopping_under_a_rate_limit_never_makes_unknowns(
             else:
                 await service.cancel(m.id)
             log = await service.log(m.id)
-        counts = states(herald, log.run_id)
+        counts = await states(herald, log.run_id)
     assert not [k for k in counts if k[0] == "unknown"], counts
     assert set(gateway.submitted.values()) == {1}
     assert counts.get(("sent", None), 0) == len(gateway.accepted)
@@ -125,7 +127,7 @@ async def test_ctrl_c_under_a_rate_limit_leaves_the_rest_for_resume(tmp_path: Pa
     """The reported case: rate 100, a stop after a moment, then resume: all sent, once."""
     gateway = FakeGateway()
     async with await opened(tmp_path, gateway, rate=100, burst=5) as herald:
-        plan = generate(herald.store, profiles=400, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=400, database="main")
 
         async def stop_soon() -> None:
             while herald.pipeline is None or herald.pipeline.statistics().sent < 20:  # noqa: ASYNC110
@@ -169,9 +171,9 @@ async def test_ambiguous_attempts_follow_the_driver_by_default(
 ) -> None:
     gateway = FakeGateway(handler=ambiguous_once(kind), idempotent=idempotent)
     async with await opened(tmp_path, gateway, batch_size=10) as herald:
-        plan = generate(herald.store, profiles=100, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=100, database="main")
         log = await herald.send(resource="news", database="main", template="x")
-        counts = states(herald, log.run_id)
+        counts = await states(herald, log.run_id)
     reason = "timeout" if kind == "raise" else "connection_lost"
     if idempotent:  # retried under the same ids: the gateway drops the repeats
         assert log.sent == plan.unique and log.unknown == 0
@@ -189,7 +191,7 @@ async def test_on_ambiguous_overrides_the_default(tmp_path: Path, choice: str) -
     gateway = FakeGateway(handler=ambiguous_once("raise"), idempotent=choice == "unknown")
     async with await opened(tmp_path, gateway, batch_size=10,
                             sender=f'on_ambiguous = "{choice}"') as herald:
-        plan = generate(herald.store, profiles=50, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=50, database="main")
         log = await herald.send(resource="news", database="main", template="x")
     if choice == "retry":
         assert log.sent == plan.unique
@@ -205,7 +207,7 @@ async def test_a_batch_larger_than_the_burst_goes_in_parts(tmp_path: Path) -> No
     (half the burst), and they are spaced at the rate."""
     gateway = FakeGateway()
     async with await opened(tmp_path, gateway, rate=200, burst=8) as herald:
-        plan = generate(herald.store, profiles=120, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=120, database="main")
         log = await herald.send(resource="news", database="main", template="x")
     assert log.sent == plan.unique
     assert max(n for _, n in gateway.timeline) <= 4
@@ -221,8 +223,8 @@ async def test_two_mailings_on_one_sender_share_its_rate(tmp_path: Path) -> None
     no 1-second window holds more than 210 segments and the average is within 1% of 200."""
     gateway = FakeGateway()
     async with await opened(tmp_path, gateway, rate=200, burst=10) as herald:
-        generate(herald.store, profiles=700, database="a")  # type: ignore[arg-type]
-        generate(herald.store, profiles=700, database="b", seed=2)  # type: ignore[arg-type]
+        await generate(herald.store, profiles=700, database="a")
+        await generate(herald.store, profiles=700, database="b", seed=2)
         logs = []
 
         async def one(database: str) -> None:
@@ -261,7 +263,7 @@ async def test_a_stop_while_a_request_hangs_makes_only_that_part_unknown(
     gateway = FakeGateway()
     gateway.send = never_answers  # type: ignore[method-assign]
     async with await opened(tmp_path, gateway, rate=100, burst=20, concurrency=1) as herald:
-        plan = generate(herald.store, profiles=200, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=200, database="main")
 
         async def stop_when_stuck() -> None:
             while len(calls) < 3:  # noqa: ASYNC110
@@ -272,12 +274,12 @@ async def test_a_stop_while_a_request_hangs_makes_only_that_part_unknown(
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_when_stuck)
             first = await herald.send(resource="news", database="main", template="x")
-        counts = states(herald, first.run_id)
+        counts = await states(herald, first.run_id)
         assert counts.get(("unknown", "interrupted")) == 10  # the one part at the gateway
         assert counts.get(("sent", None)) == 20
         hang.set()
         final = await herald.resume(first.run_id)
-        counts = states(herald, first.run_id)
+        counts = await states(herald, first.run_id)
     assert final.unknown == 10 and final.sent == plan.unique - 10
     assert counts[("sent", None)] + counts[("unknown", "interrupted")] == plan.unique
 
@@ -307,7 +309,7 @@ async def test_a_stop_while_waiting_to_retry_keeps_what_was_refused_reserved(
     (tmp_path / "herald.toml").write_text(path)
     async with await Herald.open(tmp_path / "herald.toml",
                                  plugins=load_plugins(gateway.plugin())) as herald:
-        plan = generate(herald.store, profiles=100, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=100, database="main")
 
         async def stop_soon() -> None:
             while gateway.batches < 4:  # noqa: ASYNC110
@@ -320,9 +322,9 @@ async def test_a_stop_while_waiting_to_retry_keeps_what_was_refused_reserved(
                 tg.start_soon(stop_soon)
                 first = await herald.send(resource="news", database="main", template="x")
         assert first.unknown == 0 and first.sent > 0
-        refused = [r for r in herald.store.recipients(first.run_id)  # type: ignore[attr-defined]
-                   if r[3] != "skipped"]
-        assert {r[3] for r in refused} == {"sent"}  # the refused half is not recorded
+        refused = [r for r in await herald.store.recipient_rows(first.run_id)
+                   if r.state != "skipped"]
+        assert {r.state for r in refused} == {"sent"}  # the refused half is not recorded
         gateway.handler = None  # the gateway's queue has room again
         final = await herald.resume(first.run_id)
     assert final.sent == plan.unique and final.unknown == 0
@@ -339,10 +341,10 @@ async def test_recording_part_of_a_batch_keeps_the_rest_in_one_transaction(
     from engine.core.prepare import Message
     from engine.core.states import Outcome
     from engine.store.models import AudienceSource
-    from engine.store.sqlite import SQLiteStore
+    from engine.store.open import open_store
 
-    store = SQLiteStore.open(tmp_path / "h.db")
-    source = AudienceSource("list", store.database_id_sync("main", create=True))
+    store = await open_store(os.environ.get("HERALD_DATABASE") or str(tmp_path / "h.db"))
+    source = AudienceSource("list", await store.database_id("main", create=True))
     _, run = await store.create_run(name="t", resource="news", source=source, template="x",
                                     limit=None)
     msgs = [Message(i, f"r-{i}", i, f"+4479000000{i:02d}", "s", "x", 1) for i in (1, 2, 3)]
@@ -351,7 +353,10 @@ async def test_recording_part_of_a_batch_keeps_the_rest_in_one_transaction(
     await store.mark_sending(run.id, 1)
     await store.record(run.id, 1, "s", msgs[:1], [Outcome(1, "sent", provider_id="p1")],
                        keep=msgs[1:], keep_sending=keep_sending)
-    [left] = await store.journal(run.id)
-    assert [e.seq for e in left.entries] == [2, 3]
-    assert left.state == ("sending" if keep_sending else "reserved")
-    assert [r[3] for r in store.recipients(run.id)] == ["sent"]
+    try:
+        [left] = await store.journal(run.id)
+        assert [e.seq for e in left.entries] == [2, 3]
+        assert left.state == ("sending" if keep_sending else "reserved")
+        assert [r.state for r in await store.recipient_rows(run.id)] == ["sent"]
+    finally:
+        await store.aclose()

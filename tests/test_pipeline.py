@@ -12,7 +12,7 @@ from engine.demo import generate
 from engine.drivers import OutboundMessage, SendResult
 from engine.errors import InputError, PermanentGatewayError
 from engine.runner import Herald
-from engine.store.base import ImportRecord
+from engine.store.base import ImportRecord, TriggerRow
 from engine.testing import FakeGateway
 
 pytestmark = pytest.mark.anyio
@@ -78,7 +78,7 @@ async def test_duplicates_suppressed_and_invalid_are_counted(
     async with await open_herald(
         gateway, default_region="RU", chunk_size=64, batch_size=32
     ) as herald:
-        plan = generate(herald.store, profiles=3000, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=3000, database="main")
         log = await herald.send(resource="news", database="main", template="Hi {lead._fname}")
     assert log.subscribers_received == plan.profiles
     assert log.subscribers_found == plan.subscribed
@@ -170,7 +170,7 @@ async def test_segment_audience(open_herald: Callable[..., Any]) -> None:
     async with await open_herald(gateway) as herald:
         ids = await add_profiles(herald, phones(10))
         db = await herald.store.database_id("main")
-        herald.store.create_static_segment("vip", db, ids[2:5])  # type: ignore[attr-defined]
+        await herald.store.create_segment("vip", db, profile_ids=ids[2:5])
         log = await herald.send(resource="news", segment="vip", template="x")
     assert log.audience_source == "segment"
     assert log.subscribers_received == 3
@@ -194,8 +194,8 @@ async def test_dynamic_segment_audience(open_herald: Callable[..., Any]) -> None
     async with await open_herald(gateway, chunk_size=3) as herald:
         await add_profiles(herald, phones(10), fields={"_city": "Paris"})
         await add_profiles(herald, phones(10, start=10), fields={"_city": "Lyon"})
-        create_segment(herald.store, "lyon", "main",  # type: ignore[arg-type]
-                       'lead._city equal "Lyon" and lead._fname not equal "P3"')
+        await create_segment(herald.store, "lyon", "main",
+                             'lead._city equal "Lyon" and lead._fname not equal "P3"')
         log = await herald.send(resource="news", segment="lyon", template="x")
     assert log.audience_source == "segment"
     assert log.subscribers_received == 9  # the segment's members only, recounted now
@@ -247,9 +247,9 @@ def test_the_preparer_counts_blank_texts_as_empty_for_broadcasts_and_triggers() 
 
     # one message a day: the blank trigger sent nothing, so it does not use the allowance
     prep.policy = Policy(max_messages=1, period_days=1)
-    triggers = [(1, 7, 2, b"{}", "+447911000002", None, b'{"b": "\\n"}'),
-                (2, 8, 2, b"{}", "+447911000002", None, b'{"b": "yo"}'),
-                (3, 9, 2, b"{}", "+447911000002", None, b'{"b": "again"}')]
+    triggers = [TriggerRow(1, 7, 2, b"{}", "+447911000002", None, b'{"b": "\\n"}'),
+                TriggerRow(2, 8, 2, b"{}", "+447911000002", None, b'{"b": "yo"}'),
+                TriggerRow(3, 9, 2, b"{}", "+447911000002", None, b'{"b": "again"}')]
     batch = prep.finish_triggers(triggers, ["+447911000002"] * 3, set(), now=0.0,
                                  policy_counts={})
     assert [(m.seq, m.text) for m in batch.messages] == [(8, "yo")]

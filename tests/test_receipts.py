@@ -17,8 +17,8 @@ from engine.drivers import Receipt
 from engine.errors import InputError
 from engine.store.base import ReceiptReport
 from engine.store.models import AudienceSource
-from engine.store.schema import MIGRATIONS
 from engine.store.sqlite import RECEIPT_CHUNK, SQLiteStore
+from engine.store.sqlite.schema import MIGRATIONS
 
 pytestmark = pytest.mark.anyio
 

@@ -11,9 +11,8 @@ import anyio
 import httpx
 import pytest
 
-from engine.api import TokenStore
 from engine.simulator import GatewaySimulator
-from engine.store.sqlite import SQLiteStore
+from engine.testing import create_token
 from tests.servers import free_port, wait_healthy
 
 SECRET = "s3cret-receipts-0123456789"
@@ -46,9 +45,7 @@ async def test_receipts_from_the_gateway_reach_the_recipients(tmp_path: Path) ->
                                 undelivered_rate=0.5, seed=4) as sim:
         config = tmp_path / "herald.toml"
         config.write_text(CONFIG.format(url=sim.send_url, secret=SECRET), encoding="utf-8")
-        store = SQLiteStore.open(tmp_path / "herald.db")
-        _, token = TokenStore(store.conn).create("sender")
-        store.conn.close()
+        token = create_token(config, "sender")
         # Popen only forks: it does not wait for the server
         proc = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, "-m", "engine.cli", "--config", str(config), "serve",

@@ -66,10 +66,14 @@ def workspace(tmp_path: Path, *, idempotent: bool, latency: float = 0.03) -> Aud
         CONFIG.format(latency=latency, idempotent=str(idempotent).lower()), encoding="utf-8"
     )
     (tmp_path / "t.txt").write_text("Hi {lead._fname}", encoding="utf-8")
-    store = SQLiteStore.open(tmp_path / "herald.db")
-    plan = generate(store, profiles=4000, database="customers")
-    store.conn.close()
-    return plan
+    async def fill() -> AudiencePlan:
+        store = SQLiteStore.open(tmp_path / "herald.db")
+        try:
+            return await generate(store, profiles=4000, database="customers")
+        finally:
+            await store.aclose()
+
+    return anyio.run(fill)
 
 
 def ledger(ws: Path) -> list[dict[str, str]]:
@@ -173,7 +177,7 @@ async def test_stop_then_resume_in_process(open_herald: Callable[..., Any]) -> N
     gateway = FakeGateway(latency=0.002)
     herald = await open_herald(gateway, default_region="RU", chunk_size=100, batch_size=10)
     async with herald:
-        plan = generate(herald.store, profiles=2000, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=2000, database="main")
 
         done = anyio.Event()
 
@@ -201,7 +205,7 @@ async def test_stop_then_resume_in_process(open_herald: Callable[..., Any]) -> N
 @pytest.mark.anyio
 async def test_a_finished_run_cannot_be_resumed(open_herald: Callable[..., Any]) -> None:
     async with await open_herald() as herald:
-        generate(herald.store, profiles=10, database="main")  # type: ignore[arg-type]
+        await generate(herald.store, profiles=10, database="main")
         log = await herald.send(resource="news", database="main", template="x")
         with pytest.raises(Exception, match="finished; nothing to resume"):
             await herald.resume(log.run_id)

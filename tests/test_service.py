@@ -32,7 +32,7 @@ async def wait_for(
 async def test_broadcast_start_to_finish(open_herald: Callable[..., Any]) -> None:
     gateway = FakeGateway()
     async with await open_herald(gateway, default_region="RU") as herald:
-        plan = generate(herald.store, profiles=500, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=500, database="main")
         async with MailingService.running(herald) as service:
             created = await service.create(MailingSpec(
                 name="spring", kind="broadcast", resource="news", template="Hi",
@@ -48,7 +48,7 @@ async def test_broadcast_start_to_finish(open_herald: Callable[..., Any]) -> Non
 async def test_pause_resume_and_nobody_twice(open_herald: Callable[..., Any]) -> None:
     gateway = FakeGateway(latency=0.005)
     async with await open_herald(gateway, default_region="RU", batch_size=10) as herald:
-        plan = generate(herald.store, profiles=2000, database="main")  # type: ignore[arg-type]
+        plan = await generate(herald.store, profiles=2000, database="main")
         async with MailingService.running(herald) as service:
             m = await service.create(MailingSpec(name="b", kind="broadcast", resource="news",
                                                  template="x", database="main"))
@@ -67,7 +67,7 @@ async def test_pause_resume_and_nobody_twice(open_herald: Callable[..., Any]) ->
 async def test_cancel_skips_what_was_never_sent(open_herald: Callable[..., Any]) -> None:
     gateway = FakeGateway(latency=0.005)
     async with await open_herald(gateway, default_region="RU", batch_size=10) as herald:
-        generate(herald.store, profiles=2000, database="main")  # type: ignore[arg-type]
+        await generate(herald.store, profiles=2000, database="main")
         async with MailingService.running(herald) as service:
             m = await service.create(MailingSpec(name="b", kind="broadcast", resource="news",
                                                  template="x", database="main"))
@@ -211,7 +211,7 @@ async def test_a_blank_template_is_refused_before_anything_is_sent(
 
     gateway = FakeGateway()
     async with await open_herald(gateway, default_region="RU") as herald:
-        generate(herald.store, profiles=20, database="main")  # type: ignore[arg-type]
+        await generate(herald.store, profiles=20, database="main")
         with pytest.raises(TemplateError, match="every message would be empty"):
             await herald.send(resource="news", database="main", template="{if lead.x}{end}\n")
         async with MailingService.running(herald) as service:
@@ -241,7 +241,7 @@ async def test_listing_reads_each_mailing_once(open_herald: Callable[..., Any]) 
     """Each listed mailing's document is decoded by the list's own read, not once more per
     mailing (issue 20: a viewer's list of big documents held the loop for seconds)."""
     async with await open_herald(FakeGateway(), default_region="RU") as herald:
-        generate(herald.store, profiles=10, database="main")  # type: ignore[arg-type]
+        await generate(herald.store, profiles=10, database="main")
         async with MailingService.running(herald) as service:
             for name in ("a", "b", "c"):
                 await service.create(MailingSpec(

@@ -27,7 +27,6 @@ from engine.api.state import ApiState
 from engine.api.tokens import TokenStore
 from engine.runner import Herald
 from engine.service import MailingService
-from engine.store.sqlite import SQLiteStore
 
 __all__ = ["MAX_BODY", "create_app"]
 
@@ -64,9 +63,7 @@ def _service_lifespan(api: ApiState) -> Callable[[Litestar], AbstractAsyncContex
 def create_app(herald: Herald, service: MailingService | None = None, *,
                token_ttl: float = 30.0) -> Litestar:
     """The HTTP API of ``herald``; see the package docstring for the routes."""
-    if not isinstance(herald.store, SQLiteStore):
-        raise TypeError("the HTTP API keeps its tokens in Herald's SQLite store")
-    state = ApiState(herald, TokenStore(herald.store.conn, ttl=token_ttl), service)
+    state = ApiState(herald, TokenStore(herald.store, ttl=token_ttl), service)
     api = Router("/api/v1", route_handlers=[
         *profiles.ROUTES, *resources.ROUTES, *mailings.ROUTES, *triggers.ROUTES,
         *receipts.ROUTES, *gallery.ROUTES,

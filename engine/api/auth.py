@@ -1,7 +1,7 @@
 """Route guards: ``guards=[require("sender")]`` lets admin and sender tokens through.
 
 The guard reads ``Authorization: Bearer hrld_...`` straight from the ASGI scope and checks
-it against the ``TokenStore``'s in-memory cache (a SQLite read only on a miss); the token's
+it against the ``TokenStore``'s in-memory cache (a store read only on a miss); the token's
 record is left in ``scope["state"]["token"]`` for the route (see ``token_of``). Guards are
 async on purpose: Litestar runs a sync guard in a worker thread.
 """
@@ -70,7 +70,7 @@ def require(role: Role) -> Guard:
         if not secret:  # not a guess at a token: answered, not counted
             raise ApiError(401, "this route needs a bearer token (Authorization: Bearer ...)",
                            headers=_CHALLENGE)
-        token = state.tokens.verify(secret)
+        token = await state.tokens.verify(secret)
         if token is None:
             _failed(state, address)
             raise ApiError(401, "unknown or revoked token", headers=_CHALLENGE)

@@ -218,20 +218,21 @@ class _Upload:
         self.files = 0
         self.answer = UploadAnswer([], [])
 
-    def set_directory(self, raw: str) -> None:
+    async def set_directory(self, raw: str) -> None:
         raw = raw.strip()
         if not raw:
             return
         if not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
             raise ApiError(400, "expected a directory id", "directory_id")
         try:
-            self.gallery.directory(int(raw))
+            await self.gallery.directory(int(raw))
         except NotFound as err:
             raise ApiError(404, str(err), "directory_id") from None
         self.directory_id = int(raw)
         # Files sent before the field (put it first) join it now.
         for item in self.answer.uploaded:
-            self.gallery.update_image(item.id, directory_id=self.directory_id, move=True)
+            await self.gallery.update_image(item.id, directory_id=self.directory_id,
+                                            move=True)
             item.directory_id = self.directory_id
 
     async def add_file(self, filename: str, data: bytes, size: int) -> None:
@@ -244,8 +245,9 @@ class _Upload:
                 raise InputError(f"{size} bytes is over the limit of {MAX_IMAGE_BYTES} bytes"
                                  " (2 MB)")
             info = await self.decoder.check(data)
-            image = self.gallery.add_image(name, data, info, now=time.time(),
-                                           directory_id=self.directory_id, tags=self.tags)
+            image = await self.gallery.add_image(name, data, info, now=time.time(),
+                                                 directory_id=self.directory_id,
+                                                 tags=self.tags)
         except InputError as err:
             self.answer.rejected.append(Rejected(name, str(err)))
             return
@@ -281,7 +283,7 @@ async def upload_images(request: Req) -> UploadAnswer:
                     elif segment is not None and segment.name == "file":
                         await upload.add_file(segment.filename or "", bytes(buf), size)
                     elif segment is not None and segment.name == "directory_id":
-                        upload.set_directory(buf.decode("utf-8", "replace") if size < 30
+                        await upload.set_directory(buf.decode("utf-8", "replace") if size < 30
                                              else "x")
                 if parser.closed:
                     break
@@ -320,16 +322,16 @@ async def list_images(
     unless ``order`` says otherwise."""
     gallery = gallery_of(request)
     if directory_id is not None:
-        gallery.directory(directory_id)
+        await gallery.directory(directory_id)
     desc = None if order is None else order == "desc"
-    images = gallery.images(directory_id=directory_id, q=q, tag=tag, recent=recent,
-                            sort=sort, desc=desc, now=time.time())
+    images = await gallery.images(directory_id=directory_id, q=q, tag=tag, recent=recent,
+                                  sort=sort, desc=desc, now=time.time())
     if q is not None:
-        dirs = gallery.directories(q=q, sort=sort, desc=bool(desc))
+        dirs = await gallery.directories(q=q, sort=sort, desc=bool(desc))
     elif tag is not None or recent:
         dirs = []
     else:
-        dirs = gallery.directories(directory_id, sort=sort, desc=bool(desc))
+        dirs = await gallery.directories(directory_id, sort=sort, desc=bool(desc))
     return Listing([_out(gallery, i) for i in images], [_dir_out(d) for d in dirs])
 
 
@@ -340,7 +342,7 @@ async def update_image(request: Req, image_id: ImageId,
     """Its URL stays the same whatever changes."""
     gallery = gallery_of(request)
     move = data.directory_id is not msgspec.UNSET
-    image = gallery.update_image(
+    image = await gallery.update_image(
         image_id, name=data.name if isinstance(data.name, str) else None,
         directory_id=data.directory_id if isinstance(data.directory_id, int) else None,
         move=move, add_tags=data.add_tags, remove_tags=data.remove_tags)
@@ -351,7 +353,7 @@ async def update_image(request: Req, image_id: ImageId,
         tags=["gallery"], summary="Delete an image")
 async def delete_image(request: Req, image_id: ImageId) -> None:
     """Its public URL stops answering."""
-    if gallery_of(request).delete_images([image_id]) == 0:
+    if await gallery_of(request).delete_images([image_id]) == 0:
         raise NotFound(f"no image {image_id}")
 
 
@@ -359,8 +361,8 @@ async def delete_image(request: Req, image_id: ImageId) -> None:
       tags=["gallery"], summary="Create a directory")
 async def create_directory(request: Req, data: JSONBody[DirectoryCreate]) -> DirectoryOut:
     """Names are unique among siblings; any characters, at most 244."""
-    return _dir_out(gallery_of(request).create_directory(data.name, data.parent_id,
-                                                         now=time.time()))
+    return _dir_out(await gallery_of(request).create_directory(data.name, data.parent_id,
+                                                               now=time.time()))
 
 
 @patch("/gallery/directories/{directory_id:int}", **guarded("sender", 400, 404, 409),
@@ -369,7 +371,7 @@ async def update_directory(request: Req, directory_id: DirectoryId,
                            data: JSONBody[DirectoryPatch]) -> DirectoryOut:
     """Never into itself or one of its descendants (400, field ``parent_id``)."""
     moved = data.parent_id is not msgspec.UNSET
-    d = gallery_of(request).update_directory(
+    d = await gallery_of(request).update_directory(
         directory_id, name=data.name if isinstance(data.name, str) else None,
         parent_id=data.parent_id if isinstance(data.parent_id, int) else None, move=moved)
     return _dir_out(d)
@@ -379,7 +381,7 @@ async def update_directory(request: Req, directory_id: DirectoryId,
         status_code=200, tags=["gallery"], summary="Delete a directory and its contents")
 async def delete_directory(request: Req, directory_id: DirectoryId) -> Deleted:
     """Answers how many images went with it."""
-    return Deleted(gallery_of(request).delete_directory(directory_id))
+    return Deleted(await gallery_of(request).delete_directory(directory_id))
 
 
 class _Sink:
@@ -433,7 +435,7 @@ async def _zip_stream(gallery: Gallery, images: list[Image]) -> AsyncIterator[by
 async def download_images(request: Req, data: JSONBody[DownloadBody]) -> Stream:
     """A zip of the images (in the order given), streamed as it is written."""
     gallery = gallery_of(request)
-    images = [gallery.image(i) for i in dict.fromkeys(data.ids)]
+    images = [await gallery.image(i) for i in dict.fromkeys(data.ids)]
     return Stream(_zip_stream(gallery, images), media_type="application/zip",
                   headers={"Content-Disposition": 'attachment; filename="images.zip"'})
 
@@ -445,7 +447,7 @@ async def localize_template(request: Req, data: JSONBody[LocalizeBody]) -> Local
     reference to its tracking URL; images that could not be fetched are in ``errors``."""
     gallery = gallery_of(request)
     if data.directory_id is not None:
-        gallery.directory(data.directory_id)
+        await gallery.directory(data.directory_id)
     config = api_state(request).herald.config.gallery
     try:
         async with SafeFetcher(config.allow_fetch_from) as fetcher:
@@ -477,13 +479,13 @@ async def public_image(request: Req, account: FromPath[str], n: FromPath[str],
     """An image on the tracking domain: no token, cached for a year. Anything that is not
     the exact path of an image (a malformed or out-of-range id or hash) is a plain 404:
     anyone may call this, so it never logs."""
-    # checked before the database is asked: SQLite refuses integers past 2**63 - 1
+    # checked before the database is asked: no id is past 2**63 - 1
     if (_PUBLIC_ID.fullmatch(n) is None or int(n) > MAX_ID
             or _SHORT_HASH.fullmatch(digest) is None):
         raise ApiError(404, "no such image")
     gallery = gallery_of(request)
     try:
-        image = gallery.resolve_public(account, int(n), digest, name)
+        image = await gallery.resolve_public(account, int(n), digest, name)
     except (NotFound, KeyError):
         raise ApiError(404, "no such image") from None
     etag = f'"{image.sha256}"'

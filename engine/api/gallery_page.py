@@ -469,7 +469,7 @@ async def thumbnail(request: Req, image_id: ThumbId) -> Response[bytes]:
     """The image's thumbnail (PNG or JPEG, at most 256×256)."""
     gallery = gallery_of(request)
     try:
-        image = gallery.image(image_id)
+        image = await gallery.image(image_id)
         data = await anyio.to_thread.run_sync(gallery.blobs.get, image.thumb_sha256)
     except (NotFound, KeyError):
         raise ApiError(404, f"no image {image_id}") from None

@@ -6,17 +6,13 @@
 A subscription belongs to a profile and carries the phone messages go to. Subscribing a
 profile (``profile_id``) uses its phone unless one is given; subscribing a ``phone`` in a
 ``database`` finds the profile with that phone there, or creates it. Unsubscribing by
-``phone`` touches only that phone's subscriptions.
-
-The queries that the ``Store`` interface lacks are here, over the SQLite connection (see
-``_Subscriptions``), until they move into the store.
+``phone`` touches only that phone's subscriptions. The routes read and write through the
+store's ``SubscriptionStore`` role.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import get, post
@@ -27,7 +23,7 @@ from engine.api.auth import guarded
 from engine.api.errors import ApiError
 from engine.api.state import MAX_ID, ApiState, Req, api_state
 from engine.errors import NotFound
-from engine.store.base import ImportRecord
+from engine.store.base import ImportRecord, SubscriptionRow
 
 __all__ = [
     "ROUTES",
@@ -94,67 +90,8 @@ class UnsubscribeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     database: Name | None = None
 
 
-_SELECT = (
-    "SELECT s.profile_id, d.name, s.phone, s.channel, s.status, s.priority, s.created_at,"
-    " s.updated_at FROM subscriptions s JOIN profiles p ON p.id = s.profile_id"
-    " JOIN databases d ON d.id = p.database_id WHERE s.resource_id = ? AND s.channel = 'sms'"
-)
-
-
-class _Subscriptions:
-    """SQL the Store interface does not have yet. Each method is one short statement."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def find(self, resource_id: int, *, profile_id: int | None = None,
-             phone: str | None = None, database_id: int | None = None) -> list[Subscription]:
-        sql = _SELECT
-        args: list[Any] = [resource_id]
-        if profile_id is not None:
-            sql += " AND s.profile_id = ?"
-            args.append(profile_id)
-        if phone is not None:
-            sql += " AND s.phone = ?"
-            args.append(phone)
-        if database_id is not None:
-            sql += " AND p.database_id = ?"
-            args.append(database_id)
-        sql += " ORDER BY s.profile_id, s.priority DESC, s.id LIMIT 1000"
-        return [Subscription(*row) for row in self.conn.execute(sql, args)]
-
-    def profile(self, profile_id: int) -> tuple[int, str | None] | None:
-        """(database id, phone) of a profile."""
-        row = self.conn.execute(
-            "SELECT database_id, phone FROM profiles WHERE id = ?", (profile_id,)
-        ).fetchone()
-        return None if row is None else (int(row[0]), row[1])
-
-    def subscribe(self, resource_id: int, profile_id: int, phone: str) -> int:
-        now = time.time()
-        cur = self.conn.execute(
-            "INSERT INTO subscriptions (profile_id, resource_id, channel, phone, status,"
-            " created_at, updated_at) VALUES (?, ?, 'sms', ?, 'subscribed', ?, ?)"
-            " ON CONFLICT (profile_id, resource_id, channel, phone) DO UPDATE"
-            " SET status = 'subscribed', updated_at = excluded.updated_at"
-            " WHERE status != 'subscribed'",
-            (profile_id, resource_id, phone, now, now),
-        )
-        return cur.rowcount
-
-    def unsubscribe_phone(self, resource_id: int, phone: str, *,
-                          profile_id: int | None, database_id: int | None) -> int:
-        sql = ("UPDATE subscriptions SET status = 'unsubscribed', updated_at = ?"
-               " WHERE resource_id = ? AND channel = 'sms' AND phone = ?"
-               " AND status != 'unsubscribed'")
-        args: list[Any] = [time.time(), resource_id, phone]
-        if profile_id is not None:
-            sql += " AND profile_id = ?"
-            args.append(profile_id)
-        if database_id is not None:
-            sql += " AND profile_id IN (SELECT id FROM profiles WHERE database_id = ?)"
-            args.append(database_id)
-        return self.conn.execute(sql, args).rowcount
+def _rows(rows: list[SubscriptionRow]) -> list[Subscription]:
+    return [Subscription(*row) for row in rows]
 
 
 def _resource(state: ApiState, name: str) -> None:
@@ -209,9 +146,10 @@ async def read_subscriptions(
     if profile_id is None and phone is None:
         raise ApiError(400, "give profile_id or phone", "profile_id")
     e164 = _phone(state, phone)
-    rid = await state.herald.store.resource_id(name)
-    found = _Subscriptions(state.store.conn).find(rid, profile_id=profile_id, phone=e164)
-    return SubscriptionList(name, found)
+    store = state.store
+    rid = await store.resource_id(name)
+    found = await store.find_subscriptions(rid, profile_id=profile_id, phone=e164)
+    return SubscriptionList(name, _rows(found))
 
 
 @post("/resources/{name:str}/subscribe", **guarded("sender", 400, 404, 413),
@@ -222,13 +160,12 @@ async def subscribe(
     """Subscribe a profile, or a phone in a database (its profile is created if need be)."""
     state = api_state(request)
     _resource(state, name)
-    sql = _Subscriptions(state.store.conn)
-    store = state.herald.store
+    store = state.store
     rid = await store.resource_id(name)
     phone = _phone(state, data.phone)
     database_id = await _database(state, data.database)
     if data.profile_id is not None:
-        profile = sql.profile(data.profile_id)
+        profile = await store.profile_phone(data.profile_id)
         if profile is None:
             raise ApiError(404, f"no profile with id {data.profile_id}", "profile_id")
         if database_id is not None and profile[0] != database_id:
@@ -252,8 +189,9 @@ async def subscribe(
         pid = found[phone]
     else:
         raise ApiError(400, "give profile_id, or phone and database", "profile_id")
-    changed = sql.subscribe(rid, pid, phone)
-    return SubscriptionList(name, sql.find(rid, profile_id=pid), changed)
+    changed = await store.subscribe(rid, pid, phone)
+    return SubscriptionList(name, _rows(await store.find_subscriptions(rid, profile_id=pid)),
+                            changed)
 
 
 @post("/resources/{name:str}/unsubscribe", **guarded("sender", 400, 404, 413),
@@ -264,23 +202,22 @@ async def unsubscribe(
     """Unsubscribe a profile (all its phones, or ``phone``), or a phone everywhere."""
     state = api_state(request)
     _resource(state, name)
-    sql = _Subscriptions(state.store.conn)
-    rid = await state.herald.store.resource_id(name)
+    store = state.store
+    rid = await store.resource_id(name)
     phone = _phone(state, data.phone)
     database_id = await _database(state, data.database)
     if data.profile_id is not None and phone is None:
-        if sql.profile(data.profile_id) is None:
+        if await store.profile_phone(data.profile_id) is None:
             raise ApiError(404, f"no profile with id {data.profile_id}", "profile_id")
-        changed = await state.herald.store.set_subscription_status(
-            rid, [data.profile_id], "unsubscribed"
-        )
+        changed = await store.set_subscription_status(rid, [data.profile_id], "unsubscribed")
     elif phone is not None:
-        changed = sql.unsubscribe_phone(rid, phone, profile_id=data.profile_id,
-                                        database_id=database_id)
+        changed = await store.unsubscribe_phone(rid, phone, profile_id=data.profile_id,
+                                                database_id=database_id)
     else:
         raise ApiError(400, "give profile_id or phone", "profile_id")
-    found = sql.find(rid, profile_id=data.profile_id, phone=phone, database_id=database_id)
-    return SubscriptionList(name, found, changed)
+    found = await store.find_subscriptions(rid, profile_id=data.profile_id, phone=phone,
+                                           database_id=database_id)
+    return SubscriptionList(name, _rows(found), changed)
 
 
 ROUTES = [list_resources, read_subscriptions, subscribe, unsubscribe]

@@ -16,14 +16,14 @@ from engine.api.tokens import TokenStore
 from engine.core.phones import PhoneNormaliser
 from engine.runner import Herald
 from engine.service import MailingService
-from engine.store.sqlite import SQLiteStore
+from engine.store.base import Store
 
 __all__ = ["MAX_ID", "ApiState", "Req", "api_state", "service_of"]
 
 #: A request, as route handlers take it.
 Req = Request[Any, Any, Any]
 
-#: Every id in a path or body is a SQLite integer.
+#: Every id in a path or body fits a signed 64-bit integer (SQLite's, PostgreSQL's bigint).
 MAX_ID = 2**63 - 1
 
 
@@ -43,12 +43,9 @@ class ApiState:
         self.auth_failures = AuthFailures(self.herald.config.api.auth_failures_per_minute)
 
     @property
-    def store(self) -> SQLiteStore:
-        """The SQLite store (the only one Herald opens); the API reads it directly here
-        and there until the ``Store`` interface grows the methods."""
-        store = self.herald.store
-        assert isinstance(store, SQLiteStore)
-        return store
+    def store(self) -> Store:
+        """The workspace's store, whichever database it is."""
+        return self.herald.store
 
 
 def api_state(connection: ASGIConnection[Any, Any, Any, Any]) -> ApiState:

@@ -1,11 +1,11 @@
 """The HTTP API's bearer tokens: created once, shown once, stored as SHA-256 hashes.
 
-A token is ``hrld_`` and 43 urlsafe characters (32 random bytes). The table ``api_tokens``
-keeps its hash, role, optional name and group; revoking stamps ``revoked_at``. Verified
-hashes are cached in memory for ``ttl`` seconds, so authenticating a request costs a hash
-and a dict lookup, not a SQLite read: a token revoked from another process (``herald token
-revoke`` while ``herald serve`` runs) stops working within ``ttl``; one revoked through
-this ``TokenStore`` stops at once.
+A token is ``hrld_`` and 43 urlsafe characters (32 random bytes). The store (its
+``ApiTokenStore`` role) keeps its hash, role, optional name and group; revoking stamps
+``revoked_at``. Verified hashes are cached in memory for ``ttl`` seconds, so authenticating
+a request costs a hash and a dict lookup, not a database read: a token revoked from another
+process (``herald token revoke`` while ``herald serve`` runs) stops working within ``ttl``;
+one revoked through this ``TokenStore`` stops at once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import builtins
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -22,6 +21,7 @@ from typing import Literal
 import msgspec
 
 from engine.errors import InputError, NotFound
+from engine.store.base import ApiTokenStore, TokenRow
 
 __all__ = ["PREFIX", "ROLES", "Role", "Token", "TokenStore", "allows"]
 
@@ -30,7 +30,6 @@ Role = Literal["viewer", "sender", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "sender", "admin")
 PREFIX = "hrld_"
 _RANK: dict[str, int] = {role: rank for rank, role in enumerate(ROLES)}
-_COLUMNS = "id, name, role, group_name, created_at, revoked_at, hash"
 
 
 class Token(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,29 +53,31 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _token(row: tuple[object, ...]) -> Token:
+def _token(row: TokenRow) -> Token:
     return msgspec.convert(
-        dict(zip(("id", "name", "role", "group", "created_at", "revoked_at"), row[:6],
-                 strict=True)),
+        {"id": row.id, "name": row.name, "role": row.role, "group": row.group,
+         "created_at": row.created_at, "revoked_at": row.revoked_at},
         Token,
     )
 
 
 class TokenStore:
-    """Tokens in the ``api_tokens`` table of a store's SQLite connection."""
+    """Tokens kept by a store's ``ApiTokenStore`` role (any ``Store``)."""
 
-    def __init__(self, conn: sqlite3.Connection, *, ttl: float = 30.0,
+    def __init__(self, store: ApiTokenStore, *, ttl: float = 30.0,
                  max_cached: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.conn = conn
+        self.store = store
         self.ttl = ttl
         #: Seconds, for the cache's expiry (a fake clock in tests).
         self.clock = clock
         self.max_cached = max_cached
         #: hash -> (token, monotonic expiry)
         self._cache: dict[str, tuple[Token, float]] = {}
+        #: Bumped by each revoke: a verify whose read a revoke overtook caches nothing.
+        self._revokes = 0
 
-    def create(
+    async def create(
         self, role: str, *, name: str | None = None, group: str | None = None
     ) -> tuple[Token, str]:
         """A new token: its record and the secret, which is not kept anywhere."""
@@ -86,37 +87,30 @@ class TokenStore:
             if value is not None and not (0 < len(value) <= 200 and value.isprintable()):
                 raise InputError(f"{key}: 1 to 200 printable characters")
         secret = PREFIX + secrets.token_urlsafe(32)
-        cur = self.conn.execute(
-            "INSERT INTO api_tokens (name, role, group_name, hash, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (name, role, group, _digest(secret), time.time()),
-        )
-        return self.get(int(cur.lastrowid or 0)), secret
+        row = await self.store.add_token(role=role, digest=_digest(secret), name=name,
+                                         group=group, created_at=time.time())
+        return _token(row), secret
 
-    def get(self, token_id: int) -> Token:
-        row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
-        ).fetchone()
+    async def get(self, token_id: int) -> Token:
+        row = await self.store.token_row(token_id)
         if row is None:
             raise NotFound(f"no token with id {token_id}")
         return _token(row)
 
-    def list(self) -> builtins.list[Token]:
+    async def list(self) -> builtins.list[Token]:
         """Every token, revoked ones too, oldest first."""
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY id").fetchall()
-        return [_token(r) for r in rows]
+        return [_token(r) for r in await self.store.token_rows()]
 
-    def revoke(self, token_id: int) -> Token:
+    async def revoke(self, token_id: int) -> Token:
         """Revoke a token for good (revoking twice keeps the first time)."""
-        self.conn.execute(
-            "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
-            (time.time(), token_id),
-        )
-        token = self.get(token_id)
+        row = await self.store.revoke_token(token_id, time.time())
+        if row is None:
+            raise NotFound(f"no token with id {token_id}")
+        self._revokes += 1
         self._cache = {h: hit for h, hit in self._cache.items() if hit[0].id != token_id}
-        return token
+        return _token(row)
 
-    def verify(self, secret: str) -> Token | None:
+    async def verify(self, secret: str) -> Token | None:
         """The live token whose secret this is, or None."""
         if not secret.startswith(PREFIX) or len(secret) > 100:
             return None
@@ -125,14 +119,14 @@ class TokenStore:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM api_tokens WHERE hash = ? AND revoked_at IS NULL",
-            (digest,),
-        ).fetchone()
-        if row is None or not hmac.compare_digest(str(row[6]), digest):
+        revokes = self._revokes
+        row = await self.store.live_token(digest)
+        if row is None or not hmac.compare_digest(row.digest, digest):
             self._cache.pop(digest, None)
             return None
         token = _token(row)
+        if revokes != self._revokes:
+            return token
         if len(self._cache) >= self.max_cached:
             self._cache.clear()
         self._cache[digest] = (token, now + self.ttl)

@@ -32,6 +32,7 @@ __all__ = [
     "Plan",
     "PreparedBatch",
     "Preparer",
+    "QueuedTrigger",
     "Renderer",
     "Skipped",
 ]
@@ -47,6 +48,25 @@ class AudienceRow(NamedTuple):
     #: The chosen subscription's phone as stored (None: no active subscription).
     phone: str | None
     sub_fields: bytes | str | None = None
+
+
+class QueuedTrigger(Protocol):
+    """A queued trigger as the store reads it (``engine.store.base.TriggerRow``)."""
+
+    @property
+    def queue_id(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def profile_id(self) -> int: ...
+    @property
+    def fields(self) -> bytes | str | None: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def sub_fields(self) -> bytes | str | None: ...
+    @property
+    def content(self) -> bytes | None: ...
 
 
 class Message(NamedTuple):
@@ -289,7 +309,7 @@ class Preparer:
 
 
     def finish_triggers(
-        self, rows: Sequence[tuple[Any, ...]], phones: Sequence[str | None],
+        self, rows: Sequence[QueuedTrigger], phones: Sequence[str | None],
         suppressed: Set[str], now: float,
         policy_counts: Mapping[int | str, int] | None = None,
     ) -> PreparedBatch:
@@ -304,9 +324,8 @@ class Preparer:
         check_blank = self._check_blank
         policy = self.policy if policy_counts is not None else None
         policy_counts = dict(policy_counts or {})
-        for (_, seq, profile_id, fields, phone, sub_fields, content), e164 in zip(
-            rows, phones, strict=True
-        ):
+        for row, e164 in zip(rows, phones, strict=True):
+            seq, profile_id, phone = row.seq, row.profile_id, row.phone
             counts["received"] += 1
             if phone is None:
                 skipped.append(Skipped(seq, profile_id, "", Skip.NOT_SUBSCRIBED))
@@ -326,8 +345,8 @@ class Preparer:
                 counts["policy"] += 1
             else:
                 text, segments, encoding = self.render(
-                    AudienceRow(profile_id, fields, phone, sub_fields),
-                    _json_decode(content or b"{}"),
+                    AudienceRow(profile_id, row.fields, phone, row.sub_fields),
+                    _json_decode(row.content or b"{}"),
                 )
                 if check_blank and (not text or text.isspace()):
                     skipped.append(Skipped(seq, profile_id, e164, Skip.EMPTY))
@@ -344,7 +363,7 @@ class Preparer:
                     policy_counts[key] = policy_counts.get(key, 0) + 1
                 messages.append(Message(seq, f"{uid}-{seq}", profile_id, e164, sender,
                                         text, segments, encoding))
-        checkpoint = rows[-1][0] if rows else 0
+        checkpoint = rows[-1].queue_id if rows else 0
         return PreparedBatch(messages, skipped, checkpoint, False, counts)
 
 

@@ -1,6 +1,7 @@
 """The image gallery: uploads checked by their bytes, kept as content-addressed blobs with
-their metadata (directories, names, tags) in the workspace's SQLite database, and served
-publicly on the tracking domain at ``{scheme}://{domain}/{account}/{n}/{hash}/{name}``.
+their metadata (directories, names, tags) in the workspace's store (its ``GalleryStore``
+role), and served publicly on the tracking domain at
+``{scheme}://{domain}/{account}/{n}/{hash}/{name}``.
 
 ``{account}`` is ``[tracking] account`` (default ``"1"``), ``{n}`` the image id, ``{hash}``
 the first 16 hex digits of its sha256 and ``{name}`` its upload name reduced to URL-safe
@@ -23,12 +24,7 @@ __all__ = ["MAX_IMAGE_BYTES", "BlobStore", "Decoder", "Directory", "FileBlobStor
 
 
 def open_gallery(herald: Herald) -> Gallery:
-    """The gallery of a ``Herald`` workspace (its SQLite store, ``[gallery] storage``)."""
-    from engine.store.sqlite import SQLiteStore
-
-    store = herald.store
-    if not isinstance(store, SQLiteStore):
-        raise TypeError("the gallery keeps its metadata in Herald's SQLite store")
+    """The gallery of a ``Herald`` workspace: its store, blobs in ``[gallery] storage``."""
     config = herald.config
-    return Gallery(store.conn, FileBlobStore(config.resolve(config.gallery.storage)),
+    return Gallery(herald.store, FileBlobStore(config.resolve(config.gallery.storage)),
                    config.tracking)

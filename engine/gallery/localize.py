@@ -128,10 +128,10 @@ async def localize(template: str, gallery: Gallery, fetcher: SafeFetcher, decode
             except InputError as err:
                 result.errors.append(LocalizeError(url, str(err)))
                 continue
-            image = gallery.find_by_digest(digest_of(fetched.data))
+            image = await gallery.find_by_digest(digest_of(fetched.data))
             if image is None:
                 name = urlsplit(url).path.rsplit("/", 1)[-1] or "image"
-                image = gallery.add_image(name[:244], fetched.data, info, now=now,
+                image = await gallery.add_image(name[:244], fetched.data, info, now=now,
                                           directory_id=directory_id, tags=tags)
             if all(i.id != image.id for i in result.images):
                 result.images.append(image)

@@ -11,25 +11,26 @@ each time the segment is read, so a launch sends to whoever matches at that mome
 Conditions read ``lead.*`` only: custom and standard fields of the profile, and
 ``lead._id``, ``lead.phone``, ``lead.email`` from its columns. They mean exactly what
 ``{if ...}`` means in a template (same truthiness, numeric comparison of numbers and numeric
-strings, ``contains``/``in`` as list membership or substring, missing = ``""``). SQLite
-judges what it can reproduce faithfully; Python judges the rest, row by row, streamed (see
-``sql.py``). The date helpers (``dates.py``) take ``now`` as an argument.
+strings, ``contains``/``in`` as list membership or substring, missing = ``""``). This
+package holds no SQL: each store judges what its dialect can reproduce faithfully and
+leaves the rest to :meth:`Condition.residual`, row by row, streamed (``SegmentStore``). The
+date helpers (``dates.py``) take ``now`` as an argument. The ``herald segment`` commands are
+in ``engine.commands.segments``.
 """
 
 from __future__ import annotations
 
-from engine.segments.cli import add_segment_parsers
 from engine.segments.condition import Condition, compile_condition, evaluate, lead_view
 from engine.segments.dates import DATE_FUNCTIONS, Now
 from engine.segments.ops import (
     Member,
     Segment,
     SegmentInfo,
+    condition_of,
     count_segment,
     create_segment,
     get_segment,
     read_profile_ids,
-    segment_chunk,
     show_segment,
 )
 
@@ -40,14 +41,13 @@ __all__ = [
     "Now",
     "Segment",
     "SegmentInfo",
-    "add_segment_parsers",
     "compile_condition",
+    "condition_of",
     "count_segment",
     "create_segment",
     "evaluate",
     "get_segment",
     "lead_view",
     "read_profile_ids",
-    "segment_chunk",
     "show_segment",
 ]

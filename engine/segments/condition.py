@@ -1,10 +1,11 @@
-"""Segment conditions: parsed with the template parser, judged in SQL where SQLite can be
-faithful, and by the template language's own rules in Python for the rest.
+"""Segment conditions: parsed with the template parser, and judged by the template
+language's own rules.
 
 ``compile_condition('lead._city equal "Paris" and lead.age greater 18')`` gives a
-:class:`Condition` whose ``verdict`` is an SQL expression over profiles ``p``: 1 (matches),
-0 (does not) or NULL (Python decides, with :meth:`Condition.residual`). See ``sql.py`` for
-what SQL decides. No clock is read: ``now`` is an argument wherever dates matter.
+:class:`Condition`: its text, its parsed expression and the template functions it was
+compiled with. It holds no SQL: each store turns it into its own dialect and leaves what
+it cannot decide faithfully to :meth:`Condition.residual` (``SegmentStore``). No clock is
+read: ``now`` is an argument wherever dates matter.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -20,41 +22,31 @@ from engine.core.templates import parse_expression
 from engine.core.templates import runtime as rt
 from engine.core.templates.lexer import Source
 from engine.core.templates.nodes import BoolOp, Call, Compare, Const, Expr, Not, Var
-from engine.segments import sql
 from engine.segments.dates import DATE_FUNCTIONS, NOW, Now, as_now
-from engine.segments.fragments import Late
 
 __all__ = ["Condition", "compile_condition", "evaluate", "lead_view", "unparse"]
 
 _decode_fields = msgspec.json.Decoder(dict[str, Any]).decode
+_NO_FUNCTIONS: Mapping[str, Callable[..., Any]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Condition:
-    """A compiled segment condition.
+    """A compiled segment condition, in no store's dialect.
 
-    ``verdict`` is SQL over profiles ``p``: 1 where the profile matches, 0 where it does not,
-    NULL where Python must decide (:meth:`residual`); :meth:`bind` gives its parameters.
-    ``decided`` is true when the verdict is never NULL. ``python_only`` are the parts SQL
-    never answers (function calls, comparisons of two fields, ...), as written.
+    ``functions`` are the template functions it was compiled with besides the built-ins
+    and the date helpers (plugins'); ``key`` tells conditions apart for a store's cache of
+    their SQL: the same text with the same functions compiles the same.
     """
 
     text: str
     expr: Expr
-    verdict: str
-    _params: tuple[Any, ...]
-    decided: bool
-    python_only: tuple[str, ...]
+    functions: Mapping[str, Callable[..., Any]]
 
     @property
-    def sql(self) -> str:
-        """A WHERE fragment over ``p`` keeping every profile that may match."""
-        return f"({self.verdict}) IS NOT 0"
-
-    def bind(self, now: Now) -> tuple[Any, ...]:
-        """The parameters of :attr:`verdict` (and :attr:`sql`) for this ``now``."""
-        at = as_now(now)
-        return tuple(p.compute(at) if isinstance(p, Late) else p for p in self._params)
+    def key(self) -> tuple[str, tuple[tuple[str, int], ...]]:
+        # the functions are held by the condition, so their ids are not reused meanwhile
+        return self.text, tuple(sorted((n, id(f)) for n, f in self.functions.items()))
 
     def residual(self, lead: Mapping[str, Any], now: Now) -> bool:
         """Whether a profile matches, in Python: ``lead`` as :func:`lead_view` builds it."""
@@ -84,21 +76,10 @@ def compile_condition(
 
     ``functions`` adds template functions (plugins') to the built-ins and the date helpers.
     """
-    expr = parse_expression(text, functions={**DATE_FUNCTIONS, **(functions or {})})
+    extra = MappingProxyType(dict(functions)) if functions else _NO_FUNCTIONS
+    expr = parse_expression(text, functions={**DATE_FUNCTIONS, **extra})
     _check_paths(expr, Source(text))
-
-    def fold(part: Expr, now: datetime) -> bool:
-        return _truth(part, {}, now)
-
-    verdict, python_only = sql.translate(expr, fold)
-    return Condition(
-        text=text,
-        expr=expr,
-        verdict=verdict.text,
-        _params=verdict.params,
-        decided=verdict.exact,
-        python_only=tuple(unparse(part) for part in python_only),
-    )
+    return Condition(text=text, expr=expr, functions=extra)
 
 
 _OPS = {"==": "equal", "!=": "not equal", ">": "greater", "<": "less"}

@@ -1,71 +1,47 @@
-"""Segments in the SQLite store: create, count, show, and read one in audience chunks.
+"""Segments over the Store: create, count, show, and read the ids of a static one.
 
-A static segment is a list of profiles (``segment_members``). A dynamic one stores its
-condition text and is evaluated whenever it is read: counting it, or reading it for a
-launch, selects its members at that moment. Reads are keyset-paginated by profile id and
-stream: rows SQL cannot decide are judged in Python a chunk at a time, never all at once.
+A static segment is a list of profiles; a dynamic one stores its condition text and is
+evaluated whenever it is read, so counting it or launching to it selects its members at
+that moment. These functions speak only the store's protocols (``SegmentStore``, and
+``ProfileStore`` to find a database): each store judges conditions in its own SQL, and
+``SegmentStore.condition_plan`` says how much of a condition that is.
 """
 
 from __future__ import annotations
 
-import functools
-import sqlite3
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any
 
 import msgspec
 
-from engine.core.prepare import AudienceRow
-from engine.errors import InputError, NotFound
-from engine.segments.condition import Condition, compile_condition, lead_view
+from engine.errors import InputError
+from engine.segments.condition import Condition, compile_condition
 from engine.segments.dates import Now
-from engine.store.sqlite import _PICK_SUBSCRIPTION, SQLiteStore
+from engine.store.base import ConditionPlan, Member, SegmentRow, SegmentStore, Store
 
 __all__ = [
     "Member",
     "Segment",
     "SegmentInfo",
+    "condition_of",
     "count_segment",
     "create_segment",
     "get_segment",
     "read_profile_ids",
-    "segment_chunk",
     "show_segment",
 ]
 
 Functions = Mapping[str, Callable[..., Any]] | None
 
-_SCAN_CHUNK: Final = 2000  # rows per query when a scan needs Python
-_ID_CHUNK: Final = 10_000  # ids per query when checking a static segment's members
-_json = msgspec.json.Encoder()
-
-
-class Segment(msgspec.Struct, frozen=True, kw_only=True):
-    """A stored segment. ``condition`` is the text of a dynamic segment's condition."""
-
-    id: int
-    name: str
-    database: str
-    database_id: int
-    kind: Literal["static", "dynamic"]
-    condition: str | None
-    created_at: float
-
-
-class Member(msgspec.Struct, frozen=True):
-    """A profile of a segment, as ``segment show`` samples it."""
-
-    id: int
-    phone: str | None
-    email: str | None
+#: A stored segment (``SegmentRow``), under the name this module always gave it.
+Segment = SegmentRow
 
 
 class SegmentInfo(msgspec.Struct, frozen=True, kw_only=True):
     """What ``segment show`` reports. ``count`` is counted now; ``sample`` are the first
-    members by profile id; ``python_only`` are the parts of the condition SQL never
-    decides, and ``decided_in_sql`` says whether SQL decides every profile."""
+    members by profile id; ``python_only`` are the parts of the condition the store's SQL
+    never decides, and ``decided_in_sql`` says whether its SQL decides every profile."""
 
     name: str
     kind: str
@@ -80,15 +56,14 @@ class SegmentInfo(msgspec.Struct, frozen=True, kw_only=True):
 # -- creating ----------------------------------------------------------------------------------
 
 
-def create_segment(
-    store: SQLiteStore,
+async def create_segment(
+    store: Store,
     name: str,
     database: str,
     where: str | None = None,
-    *,
     profile_ids: Iterable[int] | None = None,
     functions: Functions = None,
-) -> Segment:
+) -> SegmentRow:
     """Create a dynamic segment from the condition ``where``, or a static one from
     ``profile_ids`` (each must be a profile of ``database``).
 
@@ -100,37 +75,12 @@ def create_segment(
     name = name.strip()
     if not name:
         raise InputError("a segment needs a name")
-    database_id = store.database_id_sync(database)
-    try:
-        if where is not None:
-            compile_condition(where, functions=functions)
-            with store._tx() as c:
-                c.execute(
-                    "INSERT INTO segments (name, database_id, kind, condition, created_at)"
-                    " VALUES (?, ?, 'dynamic', ?, ?)",
-                    (name, database_id, where, time.time()),
-                )
-        else:
-            assert profile_ids is not None
-            ids = list(dict.fromkeys(profile_ids))
-            _check_members(store, database, database_id, ids)
-            store.create_static_segment(name, database_id, ids)
-    except sqlite3.IntegrityError:
-        raise InputError(f"a segment named {name!r} already exists") from None
-    return get_segment(store, name)
-
-
-def _check_members(store: SQLiteStore, database: str, database_id: int, ids: list[int]) -> None:
-    """InputError naming (up to five) ``ids`` that are not profiles of the database."""
-    for start in range(0, len(ids), _ID_CHUNK):
-        missing = store.conn.execute(
-            "SELECT j.value FROM json_each(?) j LEFT JOIN profiles p ON p.id = j.value"
-            " AND p.database_id = ? WHERE p.id IS NULL LIMIT 5",
-            (_json.encode(ids[start : start + _ID_CHUNK]), database_id),
-        ).fetchall()
-        if missing:
-            shown = ", ".join(str(row[0]) for row in missing)
-            raise InputError(f"no profile with id {shown} in database {database!r}")
+    database_id = await store.database_id(database)
+    if where is not None:
+        compile_condition(where, functions=functions)
+        return await store.create_segment(name, database_id, condition=where)
+    assert profile_ids is not None
+    return await store.create_segment(name, database_id, profile_ids=list(profile_ids))
 
 
 def read_profile_ids(path: str | Path) -> list[int]:
@@ -160,175 +110,41 @@ def read_profile_ids(path: str | Path) -> list[int]:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def get_segment(store: SQLiteStore, name: str) -> Segment:
+async def get_segment(store: SegmentStore, name: str) -> SegmentRow:
     """The segment named ``name``; NotFound if there is none."""
-    row = store.conn.execute(
-        "SELECT g.id, g.name, d.name, g.database_id, g.kind, g.condition, g.created_at"
-        " FROM segments g JOIN databases d ON d.id = g.database_id WHERE g.name = ?",
-        (name,),
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"no segment named {name!r}")
-    return _segment(row)
+    return await store.get_segment(name)
 
 
-def _segment(row: Sequence[Any]) -> Segment:
-    kind: Literal["static", "dynamic"] = "dynamic" if row[4] == "dynamic" else "static"
-    return Segment(id=row[0], name=row[1], database=row[2], database_id=row[3], kind=kind,
-                   condition=row[5], created_at=row[6])
+def condition_of(segment: SegmentRow, functions: Functions = None) -> Condition | None:
+    """A dynamic segment's condition compiled with ``functions`` (a workspace's template
+    functions); None for a static segment."""
+    if segment.condition is None:
+        return None
+    return compile_condition(segment.condition, functions=functions)
 
 
-def _segment_by_id(store: SQLiteStore, segment_id: int) -> Segment:
-    row = store.conn.execute(
-        "SELECT g.id, g.name, d.name, g.database_id, g.kind, g.condition, g.created_at"
-        " FROM segments g JOIN databases d ON d.id = g.database_id WHERE g.id = ?",
-        (segment_id,),
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"no segment with id {segment_id}")
-    return _segment(row)
-
-
-@functools.lru_cache(maxsize=128)
-def _cached(text: str) -> Condition:
-    return compile_condition(text)
-
-
-def _condition(segment: Segment, functions: Functions) -> Condition:
-    assert segment.condition is not None
-    if functions:
-        return compile_condition(segment.condition, functions=functions)
-    return _cached(segment.condition)
-
-
-def count_segment(store: SQLiteStore, name: str, now: Now, *, functions: Functions = None) -> int:
+async def count_segment(
+    store: SegmentStore, name: str, now: Now, *, functions: Functions = None
+) -> int:
     """How many profiles the segment holds now (a dynamic one is evaluated afresh)."""
-    segment = get_segment(store, name)
-    if segment.kind == "static":
-        (n,) = store.conn.execute(
-            "SELECT count(*) FROM segment_members WHERE segment_id = ?", (segment.id,)
-        ).fetchone()
-        return int(n)
-    condition = _condition(segment, functions)
-    params = condition.bind(now)
-    (n,) = store.conn.execute(
-        f"SELECT count(*) FROM profiles p WHERE p.database_id = ? AND ({condition.verdict}) = 1",
-        (segment.database_id, *params),
-    ).fetchone()
-    count = int(n)
-    if not condition.decided:
-        for rows in _undecided(store, segment.database_id, condition, params):
-            count += sum(condition.residual(lead_view(*row), now) for row in rows)
-    return count
+    segment = await store.get_segment(name)
+    return await store.count_segment(segment, condition_of(segment, functions), now)
 
 
-def _undecided(
-    store: SQLiteStore, database_id: int, condition: Condition, params: tuple[Any, ...]
-) -> Iterator[list[Any]]:
-    """Pages of (id, fields, phone, email) of the profiles SQL leaves to Python."""
-    after = 0
-    while True:
-        rows = store.conn.execute(
-            "SELECT p.id, p.fields, p.phone, p.email FROM profiles p"
-            f" WHERE p.database_id = ? AND p.id > ? AND ({condition.verdict}) IS NULL"
-            " ORDER BY p.id LIMIT ?",
-            (database_id, after, *params, _SCAN_CHUNK),
-        ).fetchall()
-        if not rows:
-            return
-        after = rows[-1][0]
-        yield rows
-
-
-def segment_chunk(
-    store: SQLiteStore,
-    segment_id: int,
-    resource_id: int,
-    after_id: int,
-    limit: int,
-    now: Now,
-    *,
-    functions: Functions = None,
-) -> tuple[list[AudienceRow], int | None]:
-    """The segment's next profiles after ``after_id``, as ``SQLiteStore.audience_chunk``
-    reads them: (profile id, fields, subscription phone, subscription fields), the
-    subscription being the profile's best active SMS one to ``resource_id``, or NULLs.
-
-    Returns the rows and the last profile id scanned, None when nothing is left past
-    ``after_id``. Up to ``limit`` profiles are scanned; those Python rejects are dropped,
-    so the rows may be fewer than ``limit``, or none, while more remain: continue from the
-    returned id.
-    """
-    segment = _segment_by_id(store, segment_id)
-    if segment.kind == "static":
-        rows = store.conn.execute(
-            "SELECT p.id, p.fields, s.phone, s.fields FROM segment_members g"
-            f" JOIN profiles p ON p.id = g.profile_id {_PICK_SUBSCRIPTION}"
-            " WHERE g.segment_id = ? AND g.profile_id > ? ORDER BY g.profile_id LIMIT ?",
-            (resource_id, segment.id, after_id, limit),
-        ).fetchall()
-        return rows, (rows[-1][0] if rows else None)
-    condition = _condition(segment, functions)
-    params = condition.bind(now)
-    verdict = condition.verdict
-    scanned = store.conn.execute(
-        f"SELECT p.id, p.fields, s.phone, s.fields, ({verdict}) IS NULL, p.phone, p.email"
-        f" FROM profiles p {_PICK_SUBSCRIPTION}"
-        f" WHERE p.database_id = ? AND p.id > ? AND ({verdict}) IS NOT 0"
-        " ORDER BY p.id LIMIT ?",
-        (*params, resource_id, segment.database_id, after_id, *params, limit),
-    ).fetchall()
-    if not scanned:
-        return [], None
-    rows = [
-        row[:4] for row in scanned
-        if not row[4] or condition.residual(lead_view(row[0], row[1], row[5], row[6]), now)
-    ]
-    return rows, scanned[-1][0]
-
-
-def show_segment(
-    store: SQLiteStore, name: str, now: Now, *, sample: int = 10, functions: Functions = None
+async def show_segment(
+    store: SegmentStore, name: str, now: Now, *, sample: int = 10, functions: Functions = None
 ) -> SegmentInfo:
     """The segment, its count now and its first ``sample`` members."""
-    segment = get_segment(store, name)
-    members: list[Member] = []
-    decided, python_only = True, []
-    if segment.kind == "static":
-        members = [
-            Member(*row) for row in store.conn.execute(
-                "SELECT p.id, p.phone, p.email FROM segment_members g JOIN profiles p"
-                " ON p.id = g.profile_id WHERE g.segment_id = ? ORDER BY g.profile_id LIMIT ?",
-                (segment.id, sample),
-            )
-        ]
-    else:
-        condition = _condition(segment, functions)
-        decided, python_only = condition.decided, list(condition.python_only)
-        params = condition.bind(now)
-        after = 0
-        while len(members) < sample:
-            scanned = store.conn.execute(
-                f"SELECT p.id, p.phone, p.email, ({condition.verdict}) IS NULL, p.fields"
-                " FROM profiles p WHERE p.database_id = ? AND p.id > ?"
-                f" AND ({condition.verdict}) IS NOT 0 ORDER BY p.id LIMIT ?",
-                (*params, segment.database_id, after, *params, _SCAN_CHUNK),
-            ).fetchall()
-            if not scanned:
-                break
-            after = scanned[-1][0]
-            members += [
-                Member(row[0], row[1], row[2]) for row in scanned
-                if not row[3] or condition.residual(lead_view(row[0], row[4], row[1], row[2]),
-                                                    now)
-            ]
+    segment = await store.get_segment(name)
+    condition = condition_of(segment, functions)
+    plan = ConditionPlan(True, ()) if condition is None else store.condition_plan(condition)
     return SegmentInfo(
         name=segment.name,
         kind=segment.kind,
         database=segment.database,
         condition=segment.condition,
-        count=count_segment(store, name, now, functions=functions),
-        sample=members[:sample],
-        decided_in_sql=decided,
-        python_only=python_only,
+        count=await store.count_segment(segment, condition, now),
+        sample=await store.segment_sample(segment, condition, now, sample),
+        decided_in_sql=plan.decided,
+        python_only=list(plan.python_only),
     )

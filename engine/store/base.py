@@ -1,16 +1,26 @@
-"""The storage interface the engine talks to.
+"""The one storage seam: small protocols by role, and ``Store``, which has them all.
 
-Methods are async and work on whole batches: the embedded SQLite store runs each one
-synchronously on the event loop thread (short statements, no await inside, so each call is
-atomic with respect to other tasks), and a networked store (PostgreSQL, Redis) awaits its
-driver instead. Nothing on this interface is called once per message.
+Every method is async, takes a whole chunk or batch (nothing here is called once per
+message) and is atomic on its own: it runs in one transaction of its database, or says in
+its docstring where it is split into several (``apply_receipts``). No caller may assume
+two calls are atomic together, nor that no other task runs between them: a networked
+database awaits its driver inside every call.
+
+Rows cross the seam as named, typed tuples and Structs. The one exception is the profile
+fields of the hot path (``AudienceRow.fields``, ``TriggerRow.fields``): they stay the JSON
+text the database holds, decoded by the renderer only when a template reads ``lead``
+(decoding every row cost more than the rest of a row's read; ``bench/pipeline.py``).
+
+Implementations: ``engine.store.sqlite`` (the embedded default) and
+``engine.store.postgres``; ``engine.store.open.open_store`` picks one from a URL. The
+contract suite in ``tests/store/`` runs every method on both.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from engine.core.policy import Policy
 from engine.core.prepare import AudienceRow, Message, Skipped
@@ -18,13 +28,42 @@ from engine.core.states import Outcome
 from engine.drivers import Receipt
 from engine.store.models import AudienceSource, Mailing, Run, RunStatus
 
+if TYPE_CHECKING:
+    from engine.segments.condition import Condition
+    from engine.segments.dates import Now
+
 __all__ = [
+    "ApiTokenStore",
+    "AudienceStore",
+    "ConditionPlan",
+    "DirectoryRow",
+    "GalleryDeleted",
+    "GallerySort",
+    "GalleryStore",
+    "ImageQuery",
+    "ImageRow",
     "ImportRecord",
     "ImportResult",
     "JournalBatch",
+    "JournalStore",
+    "Member",
+    "NewImage",
+    "PolicyStore",
+    "ProfileStore",
     "ReceiptReport",
+    "ReceiptStore",
+    "RecipientRow",
     "Reserved",
+    "RunStore",
+    "SegmentRow",
+    "SegmentStore",
     "Store",
+    "SubscriptionRow",
+    "SubscriptionStore",
+    "SuppressionStore",
+    "TokenRow",
+    "TriggerRow",
+    "TriggerStore",
 ]
 
 
@@ -80,10 +119,81 @@ class ReceiptReport(NamedTuple):
     dropped: int = 0
 
 
-class Store(abc.ABC):
-    """Everything the engine persists. See ``engine.store.sqlite.SQLiteStore``."""
+class TriggerRow(NamedTuple):
+    """A queued trigger, with its profile and that profile's chosen subscription."""
 
-    # -- profile data ------------------------------------------------------------------
+    queue_id: int
+    seq: int
+    profile_id: int
+    #: The profile's fields, as JSON text (see the module's docstring).
+    fields: bytes | str | None
+    phone: str | None
+    sub_fields: bytes | str | None
+    #: The trigger call's content (``apicontent``), as JSON.
+    content: bytes | None
+
+
+class RecipientRow(NamedTuple):
+    """A recipient's recorded state."""
+
+    seq: int
+    profile_id: int
+    phone: str
+    state: str
+    reason: str | None
+
+
+class SubscriptionRow(NamedTuple):
+    profile_id: int
+    database: str
+    phone: str
+    channel: str
+    status: str
+    priority: int
+    created_at: float
+    updated_at: float
+
+
+class SegmentRow(NamedTuple):
+    """A stored segment. ``condition`` is the text of a dynamic segment's condition."""
+
+    id: int
+    name: str
+    database: str
+    database_id: int
+    kind: Literal["static", "dynamic"]
+    condition: str | None
+    created_at: float
+
+
+class Member(NamedTuple):
+    """A profile of a segment, as ``segment show`` samples it."""
+
+    id: int
+    phone: str | None
+    email: str | None
+
+
+class ConditionPlan(NamedTuple):
+    """What a store's SQL decides of a condition: ``decided`` when SQL decides every
+    profile; ``python_only``, the parts it never answers, as written."""
+
+    decided: bool
+    python_only: tuple[str, ...]
+
+
+class TokenRow(NamedTuple):
+    id: int
+    name: str | None
+    role: str
+    group: str | None
+    created_at: float
+    revoked_at: float | None
+    digest: str
+
+
+class ProfileStore(abc.ABC):
+    """Profile databases, resources, profiles and their subscriptions."""
 
     @abc.abstractmethod
     async def database_id(self, name: str, *, create: bool = False) -> int:
@@ -121,6 +231,49 @@ class Store(abc.ABC):
         SMS subscriptions to the resource; returns how many changed."""
 
     @abc.abstractmethod
+    async def find_profiles(
+        self, database_id: int, key: str, values: Sequence[str]
+    ) -> dict[str, int]:
+        """Profile ids by ``phone`` (E.164) or ``email``; the oldest profile wins."""
+
+    @abc.abstractmethod
+    async def profile_ids_in(self, database_id: int, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` are profiles of the database."""
+
+
+class SubscriptionStore(abc.ABC):
+    """A resource's SMS subscriptions, one profile or phone at a time (the API's)."""
+
+    @abc.abstractmethod
+    async def find_subscriptions(
+        self, resource_id: int, *, profile_id: int | None = None, phone: str | None = None,
+        database_id: int | None = None, limit: int = 1000,
+    ) -> list[SubscriptionRow]:
+        """The resource's SMS subscriptions matching every filter given, by profile id,
+        then priority (highest first), then age."""
+
+    @abc.abstractmethod
+    async def profile_phone(self, profile_id: int) -> tuple[int, str | None] | None:
+        """(database id, phone) of a profile; None if there is no such profile."""
+
+    @abc.abstractmethod
+    async def subscribe(self, resource_id: int, profile_id: int, phone: str) -> int:
+        """Subscribe the profile's ``phone`` (E.164) to the resource, or re-subscribe it;
+        returns 1 if anything changed, else 0."""
+
+    @abc.abstractmethod
+    async def unsubscribe_phone(
+        self, resource_id: int, phone: str, *, profile_id: int | None = None,
+        database_id: int | None = None,
+    ) -> int:
+        """Unsubscribe ``phone`` from the resource (only the profile's, or only in the
+        database, if given); returns how many subscriptions changed."""
+
+
+class SuppressionStore(abc.ABC):
+    """Suppression lists and what they are attached to."""
+
+    @abc.abstractmethod
     async def add_suppressions(
         self, list_name: str, kind: str, values: Sequence[str], *, is_global: bool = True
     ) -> int:
@@ -137,16 +290,131 @@ class Store(abc.ABC):
     async def suppression_lists(self) -> list[dict[str, Any]]:
         """Each list: name, global, counts by kind, attached databases and mailings."""
 
+
+class SegmentStore(abc.ABC):
+    """Segments: static lists of profiles, and dynamic conditions judged when read.
+
+    A dynamic segment's condition (``engine.segments.Condition``, dialect-free) is turned
+    into SQL by the store, in its own dialect; what SQL cannot decide faithfully is left
+    to ``Condition.residual``, row by row, a chunk at a time. Results equal ``{if ...}``
+    on every store."""
+
     @abc.abstractmethod
     async def segment_id(self, name: str) -> tuple[int, int]:
         """(segment id, its database id) of segment ``name``; NotFound if absent."""
+
+    @abc.abstractmethod
+    async def create_segment(
+        self, name: str, database_id: int, *, condition: str | None = None,
+        profile_ids: Sequence[int] | None = None,
+    ) -> SegmentRow:
+        """A dynamic segment (``condition``, already checked to compile) or a static one
+        (``profile_ids``, each checked to be a profile of the database). InputError for a
+        taken name, or naming up to five ids that are not profiles of the database."""
+
+    @abc.abstractmethod
+    async def get_segment(self, name: str) -> SegmentRow:
+        """NotFound if there is no segment named ``name``."""
+
+    @abc.abstractmethod
+    async def segment_by_id(self, segment_id: int) -> SegmentRow:
+        """NotFound if there is no such segment."""
+
+    @abc.abstractmethod
+    def condition_plan(self, condition: Condition) -> ConditionPlan:
+        """What this store's SQL decides of ``condition``, and what it leaves to Python."""
+
+    @abc.abstractmethod
+    async def count_segment(
+        self, segment: SegmentRow, condition: Condition | None, now: Now
+    ) -> int:
+        """How many profiles the segment holds now (``condition``: a dynamic segment's,
+        compiled; a static segment's is None)."""
+
+    @abc.abstractmethod
+    async def segment_sample(
+        self, segment: SegmentRow, condition: Condition | None, now: Now, limit: int
+    ) -> list[Member]:
+        """The segment's first ``limit`` members by profile id, as of ``now``."""
+
+    @abc.abstractmethod
+    async def segment_page(
+        self, segment: SegmentRow, condition: Condition | None, resource_id: int,
+        after_id: int, limit: int, now: Now,
+    ) -> tuple[list[AudienceRow], int | None]:
+        """The segment's next profiles after ``after_id`` as ``audience_chunk`` reads
+        them, and the last profile id scanned (None: nothing left). Up to ``limit``
+        profiles are scanned; the rows may be fewer than ``limit``, or none, while more
+        remain."""
+
+
+class AudienceStore(abc.ABC):
+    """The audience cursor's reads, and the per-chunk lookups of the hot path."""
 
     @abc.abstractmethod
     async def count_audience(self, source: AudienceSource) -> int:
         """How many profiles the source holds now (for a dynamic segment, its database's
         count: an upper bound, cheap to get). For progress and sizing, not for the log."""
 
-    # -- runs --------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def audience_chunk(
+        self, source: AudienceSource, resource_id: int, after_id: int, limit: int
+    ) -> list[AudienceRow]:
+        """Up to ``limit`` profiles with id > ``after_id``, in id order, each with its
+        highest-priority active SMS subscription to the resource (phone None if none)."""
+
+    @abc.abstractmethod
+    async def audience_page(
+        self, source: AudienceSource, resource_id: int, after_id: int, limit: int, now: float,
+        *, condition: Condition | None = None,
+    ) -> tuple[list[AudienceRow], int | None]:
+        """The audience cursor's next page: up to ``limit`` rows as ``audience_chunk``
+        reads them, and the id to continue after (None: the audience is read to its end).
+        A dynamic segment is evaluated as of ``now`` with ``condition`` (its condition
+        compiled with the workspace's template functions; when None, the store compiles
+        the stored text with the built-in ones). Its page may hold fewer rows than
+        ``limit``, or none, while more remain."""
+
+    @abc.abstractmethod
+    async def audience_rows(
+        self, source: AudienceSource, resource_id: int, profile_ids: Sequence[int]
+    ) -> list[AudienceRow]:
+        """The rows of these profiles, as ``audience_chunk`` reads them (for resume)."""
+
+    @abc.abstractmethod
+    async def lookup(
+        self, run_id: int, phones: Sequence[str], maybe_seen: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        """(the suppressed among ``phones``, the ones among ``maybe_seen`` already recorded
+        as recipients of the run)."""
+
+
+class RunStore(abc.ABC):
+    """Mailings and their runs."""
+
+    @abc.abstractmethod
+    async def create_mailing(
+        self,
+        *,
+        name: str,
+        kind: str,
+        resource: str,
+        source: AudienceSource,
+        template: str,
+        limit: int | None,
+        document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
+    ) -> Mailing:
+        """A mailing with no run yet."""
+
+    @abc.abstractmethod
+    async def get_mailing(self, mailing_id: int) -> Mailing:
+        """NotFound if absent."""
+
+    @abc.abstractmethod
+    async def list_mailings(self, limit: int = 100, *, documents: bool = True) -> list[Mailing]:
+        """Newest first. ``documents=False`` leaves each ``document`` empty (a list that
+        shows none should not decode up to ``[limits] document_bytes`` per mailing)."""
 
     @abc.abstractmethod
     async def create_run(
@@ -163,8 +431,16 @@ class Store(abc.ABC):
         """Create a broadcast mailing and its run, marked running by this process."""
 
     @abc.abstractmethod
+    async def start_run(self, mailing_id: int) -> Run:
+        """A new run of the mailing, marked running by this process."""
+
+    @abc.abstractmethod
     async def get_run(self, run_id: int) -> tuple[Mailing, Run]:
         """The run and its mailing; NotFound if absent."""
+
+    @abc.abstractmethod
+    async def latest_run(self, mailing_id: int) -> Run | None:
+        """The mailing's newest run, if any."""
 
     @abc.abstractmethod
     async def list_runs(self, limit: int = 100) -> list[tuple[Mailing, Run]]:
@@ -185,36 +461,14 @@ class Store(abc.ABC):
     ) -> None:
         """Move a run to ``status``; ``finished`` and ``failed`` stamp the finish time."""
 
-    # -- the hot path (once per chunk or batch) ----------------------------------------
-
     @abc.abstractmethod
-    async def audience_chunk(
-        self, source: AudienceSource, resource_id: int, after_id: int, limit: int
-    ) -> list[AudienceRow]:
-        """Up to ``limit`` profiles with id > ``after_id``, in id order, each with its
-        highest-priority active SMS subscription to the resource (phone None if none)."""
+    async def cancel_run(self, run_id: int) -> None:
+        """Settle a stopped run for good: what was reserved and never handed over is
+        skipped (reason ``cancelled``), what may have been is ``unknown``."""
 
-    @abc.abstractmethod
-    async def audience_page(
-        self, source: AudienceSource, resource_id: int, after_id: int, limit: int, now: float
-    ) -> tuple[list[AudienceRow], int | None]:
-        """The audience cursor's next page: up to ``limit`` rows as ``audience_chunk``
-        reads them, and the id to continue after (None: the audience is read to its end).
-        A dynamic segment is evaluated as of ``now``; its page may hold fewer rows than
-        ``limit``, or none, while more remain."""
 
-    @abc.abstractmethod
-    async def audience_rows(
-        self, source: AudienceSource, resource_id: int, profile_ids: Sequence[int]
-    ) -> list[AudienceRow]:
-        """The rows of these profiles, as ``audience_chunk`` reads them (for resume)."""
-
-    @abc.abstractmethod
-    async def lookup(
-        self, run_id: int, phones: Sequence[str], maybe_seen: Sequence[str]
-    ) -> tuple[set[str], set[str]]:
-        """(the suppressed among ``phones``, the ones among ``maybe_seen`` already recorded
-        as recipients of the run)."""
+class JournalStore(abc.ABC):
+    """The journal of reserved batches, and the recipients' rows."""
 
     @abc.abstractmethod
     async def reserve(
@@ -265,6 +519,26 @@ class Store(abc.ABC):
         is to be retried)."""
 
     @abc.abstractmethod
+    async def journal(self, run_id: int) -> list[JournalBatch]:
+        """The run's reserved batches whose fate is not recorded, oldest first."""
+
+    @abc.abstractmethod
+    def recipient_phones(self, run_id: int, chunk: int = 5000) -> AsyncIterator[list[str]]:
+        """The phones of the run's non-skipped recipients, in chunks (to rebuild dedupe)."""
+
+    @abc.abstractmethod
+    async def recipient_rows(self, run_id: int) -> list[RecipientRow]:
+        """Every recipient row of the run, in seq order (inspection: tests, the CLI)."""
+
+    @abc.abstractmethod
+    async def run_summary(self, run_id: int) -> dict[str, dict[str, int]]:
+        """Recipient counts by state, and by reason within each state."""
+
+
+class ReceiptStore(abc.ABC):
+    """Delivery receipts, kept until their message is recorded."""
+
+    @abc.abstractmethod
     async def apply_receipts(
         self, gateway: str, receipts: Sequence[Receipt], *, senders: Sequence[str],
         cap: int = 100_000, ttl: float = 7 * 86400.0, now: float | None = None,
@@ -284,6 +558,10 @@ class Store(abc.ABC):
         the store): a crash in the middle leaves part applied, which is harmless as a
         receipt applied twice moves nothing. ``now``: the clock (tests)."""
 
+
+class PolicyStore(abc.ABC):
+    """The message history sending policies count."""
+
     @abc.abstractmethod
     async def policy_counts(
         self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float
@@ -292,66 +570,9 @@ class Store(abc.ABC):
         (or per E.164 phone for ``contact`` scope); keys with none are left out. Messages
         count from the moment they are reserved."""
 
-    @abc.abstractmethod
-    async def journal(self, run_id: int) -> list[JournalBatch]:
-        """The run's reserved batches whose fate is not recorded, oldest first."""
 
-    @abc.abstractmethod
-    def recipient_phones(self, run_id: int, chunk: int = 5000) -> AsyncIterator[list[str]]:
-        """The phones of the run's non-skipped recipients, in chunks (to rebuild dedupe)."""
-
-    @abc.abstractmethod
-    async def run_summary(self, run_id: int) -> dict[str, dict[str, int]]:
-        """Recipient counts by state, and by reason within each state."""
-
-    # -- mailings run by the service -------------------------------------------------
-
-    @abc.abstractmethod
-    async def create_mailing(
-        self,
-        *,
-        name: str,
-        kind: str,
-        resource: str,
-        source: AudienceSource,
-        template: str,
-        limit: int | None,
-        document: dict[str, Any] | None = None,
-        policy: Policy | None = None,
-    ) -> Mailing:
-        """A mailing with no run yet."""
-
-    @abc.abstractmethod
-    async def get_mailing(self, mailing_id: int) -> Mailing:
-        """NotFound if absent."""
-
-    @abc.abstractmethod
-    async def list_mailings(self, limit: int = 100, *, documents: bool = True) -> list[Mailing]:
-        """Newest first. ``documents=False`` leaves each ``document`` empty (a list that
-        shows none should not decode up to ``[limits] document_bytes`` per mailing)."""
-
-    @abc.abstractmethod
-    async def start_run(self, mailing_id: int) -> Run:
-        """A new run of the mailing, marked running by this process."""
-
-    @abc.abstractmethod
-    async def latest_run(self, mailing_id: int) -> Run | None:
-        """The mailing's newest run, if any."""
-
-    @abc.abstractmethod
-    async def cancel_run(self, run_id: int) -> None:
-        """Settle a stopped run for good: what was reserved and never handed over is
-        skipped (reason ``cancelled``), what may have been is ``unknown``."""
-
-    @abc.abstractmethod
-    async def find_profiles(
-        self, database_id: int, key: str, values: Sequence[str]
-    ) -> dict[str, int]:
-        """Profile ids by ``phone`` (E.164) or ``email``; the oldest profile wins."""
-
-    @abc.abstractmethod
-    async def profile_ids_in(self, database_id: int, ids: Sequence[int]) -> set[int]:
-        """Which of ``ids`` are profiles of the database."""
+class TriggerStore(abc.ABC):
+    """The queue of a trigger mailing."""
 
     @abc.abstractmethod
     async def enqueue_triggers(
@@ -364,9 +585,191 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def trigger_chunk(
         self, run_id: int, resource_id: int, after_id: int, limit: int
-    ) -> list[tuple[Any, ...]]:
-        """Queued triggers after queue id ``after_id``: (queue id, seq, profile id,
-        profile fields, subscription phone, subscription fields, content)."""
+    ) -> list[TriggerRow]:
+        """Up to ``limit`` queued triggers of the run after queue id ``after_id``, in queue
+        order, each with its profile and the profile's best active SMS subscription to the
+        resource (``phone`` None if none)."""
+
+
+class ApiTokenStore(abc.ABC):
+    """The API's bearer tokens, kept as SHA-256 digests (``engine.api.tokens``)."""
+
+    @abc.abstractmethod
+    async def add_token(
+        self, *, role: str, digest: str, name: str | None = None, group: str | None = None,
+        created_at: float,
+    ) -> TokenRow:
+        """Keep a new token's record."""
+
+    @abc.abstractmethod
+    async def token_row(self, token_id: int) -> TokenRow | None:
+        """The token's record, revoked or not."""
+
+    @abc.abstractmethod
+    async def token_rows(self) -> list[TokenRow]:
+        """Every token's record, revoked ones too, oldest first."""
+
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: int, at: float) -> TokenRow | None:
+        """Stamp ``revoked_at`` (revoking twice keeps the first time); None if absent."""
+
+    @abc.abstractmethod
+    async def live_token(self, digest: str) -> TokenRow | None:
+        """The unrevoked token with this digest, if any."""
+
+
+#: How a gallery listing is ordered: by upload time, by name (ASCII case folded), by size.
+GallerySort = Literal["date", "name", "size"]
+
+
+class DirectoryRow(NamedTuple):
+    """A gallery directory; ``parent_id`` None is the root."""
+
+    id: int
+    name: str
+    parent_id: int | None
+    created_at: float
+
+
+class ImageRow(NamedTuple):
+    """A gallery image's metadata; its bytes and thumbnail are blobs named by sha256."""
+
+    id: int
+    name: str
+    directory_id: int | None
+    sha256: str
+    thumb_sha256: str
+    #: The URL's last segment, fixed at upload (a rename keeps the URL).
+    url_name: str
+    format: str
+    size: int
+    width: int
+    height: int
+    created_at: float
+    #: Sorted by code point.
+    tags: list[str]
+
+
+class NewImage(NamedTuple):
+    """An image to add: its blobs are stored already."""
+
+    name: str
+    directory_id: int | None
+    sha256: str
+    thumb_sha256: str
+    url_name: str
+    format: str
+    size: int
+    width: int
+    height: int
+    created_at: float
+    tags: Sequence[str]
+
+
+class ImageQuery(NamedTuple):
+    """Which images ``gallery_images`` lists: those matching every filter set."""
+
+    #: In their name or one of their tags, ASCII case folded.
+    q: str | None = None
+    #: Tagged exactly this.
+    tag: str | None = None
+    #: Added at or after this time.
+    since: float | None = None
+    #: Only the images of ``directory_id`` (None: the root's).
+    in_directory: bool = False
+    directory_id: int | None = None
+    sort: GallerySort = "date"
+    desc: bool = True
+    limit: int = 1000
+
+
+class GalleryDeleted(NamedTuple):
+    """What a gallery deletion removed."""
+
+    images: int
+    #: Blob digests no image refers to any more: the caller deletes the blobs.
+    orphans: frozenset[str]
+
+
+class GalleryStore(abc.ABC):
+    """The image gallery's metadata (directories, images, tags); the bytes are in a
+    ``engine.gallery.blobs.BlobStore``. Names and tags come checked (``engine.gallery``).
+
+    Directory names are unique among siblings; "ASCII case folded" is SQLite's NOCASE (and
+    its ``lower``): A-Z fold, every other character compares as it is, by code point."""
+
+    @abc.abstractmethod
+    async def gallery_directory(self, directory_id: int) -> DirectoryRow:
+        """NotFound ``no directory {id}`` if absent."""
+
+    @abc.abstractmethod
+    async def gallery_directories(
+        self, parent_id: int | None = None, *, q: str | None = None,
+        sort: GallerySort = "name", desc: bool = False,
+    ) -> list[DirectoryRow]:
+        """The children of ``parent_id`` (None: the root's); with ``q``, every directory
+        whose name holds it (ASCII case folded). By ``sort`` (``size`` is by name), then id."""
+
+    @abc.abstractmethod
+    async def create_gallery_directory(
+        self, name: str, parent_id: int | None, *, now: float
+    ) -> DirectoryRow:
+        """Atomically: NotFound if the parent is absent, StoreError ``a directory named
+        'x' already exists there`` if a sibling has the name, else the new directory."""
+
+    @abc.abstractmethod
+    async def update_gallery_directory(
+        self, directory_id: int, *, name: str | None = None, parent_id: int | None = None,
+        move: bool = False,
+    ) -> DirectoryRow:
+        """Atomically rename (``name``) and/or move under ``parent_id`` (``move``; None: the
+        root). NotFound for an absent directory or parent; InputError (``parent_id: ...``)
+        for a move into itself or below; StoreError for a name taken by a new sibling."""
+
+    @abc.abstractmethod
+    async def delete_gallery_directory(self, directory_id: int) -> GalleryDeleted:
+        """Delete a directory with its subdirectories and their images; NotFound if it is
+        absent."""
+
+    @abc.abstractmethod
+    async def gallery_image(self, image_id: int) -> ImageRow | None:
+        """The image with its tags, if any."""
+
+    @abc.abstractmethod
+    async def gallery_image_by_digest(self, sha256: str) -> ImageRow | None:
+        """The oldest image with this content, if any."""
+
+    @abc.abstractmethod
+    async def gallery_images(self, query: ImageQuery) -> list[ImageRow]:
+        """Up to ``query.limit`` images matching it, by ``query.sort`` (name: ASCII case
+        folded) ascending or ``desc``, then id ascending."""
+
+    @abc.abstractmethod
+    async def add_gallery_image(self, image: NewImage) -> ImageRow:
+        """Atomically: NotFound if its directory is absent, else the image and its tags."""
+
+    @abc.abstractmethod
+    async def update_gallery_image(
+        self, image_id: int, *, name: str | None = None, directory_id: int | None = None,
+        move: bool = False, add_tags: Sequence[str] = (), remove_tags: Sequence[str] = (),
+    ) -> ImageRow:
+        """Atomically rename, move (``move``; None: the root), untag then tag; NotFound
+        ``no image {id}`` or ``no directory {id}``. The image as it is after."""
+
+    @abc.abstractmethod
+    async def delete_gallery_images(self, image_ids: Sequence[int]) -> GalleryDeleted:
+        """Delete the images (unknown ids are ignored)."""
+
+
+class Store(
+    ProfileStore, SubscriptionStore, SuppressionStore, SegmentStore, AudienceStore,
+    RunStore, JournalStore, ReceiptStore, PolicyStore, TriggerStore, ApiTokenStore,
+    GalleryStore,
+):
+    """Everything Herald persists, by role. ``url`` names the database (without a
+    password)."""
+
+    url: str = ""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

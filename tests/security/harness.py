@@ -31,11 +31,10 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from engine.api import TokenStore, create_app
+from engine.api import create_app
 from engine.plugins import load_plugins
 from engine.runner import Herald
-from engine.store.sqlite import SQLiteStore
-from engine.testing import FakeGateway
+from engine.testing import FakeGateway, create_token
 from tests.servers import free_port, wait_healthy
 
 __all__ = ["HostileApi", "Watch", "hostile_api", "rss"]
@@ -85,11 +84,7 @@ class HostileApi:
         anyio.from_thread.run_sync(time.sleep, seconds, token=self._loop_token)
 
     def token(self, role: str = "admin") -> str:
-        store = SQLiteStore.open(self.config.parent / "herald.db")
-        try:
-            return TokenStore(store.conn).create(role)[1]
-        finally:
-            store.conn.close()
+        return create_token(self.config, role)
 
     @staticmethod
     def auth(token: str) -> dict[str, str]:

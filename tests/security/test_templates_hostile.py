@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from engine.store.sqlite import SQLiteStore
-from engine.testing import write_config
+from engine.testing import in_workspace, write_config
 from tests.security.harness import HostileApi, hostile_api
 
 SIZE = 90_000  # under the route's 100 000 characters and [limits] template_bytes
@@ -42,11 +41,8 @@ HOSTILE = {
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileApi]:
     config = write_config(tmp_path_factory.mktemp("hostile"), driver="null")
-    store = SQLiteStore.open(config.parent / "herald.db")
-    try:
-        store.database_id_sync("main", create=True)  # the mailings' audience
-    finally:
-        store.conn.close()
+    # the mailings' audience
+    in_workspace(config, lambda store: store.database_id("main", create=True))
     with hostile_api(config) as api:
         yield api
 

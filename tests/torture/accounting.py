@@ -1,7 +1,8 @@
 """The accounting every fault test ends with: the store's record against the gateway's.
 
 ``account(db, run_id, seen=..., accepted=...)`` reads a run's recipients straight from the
-SQLite file (its own connection, so it works after a ``herald`` process was killed) and
+SQLite file (its own connection, so it works after a ``herald`` process was killed), or
+from the PostgreSQL database ``HERALD_DATABASE`` names when it is set, and
 checks what issue 10 guarantees, collecting every violation before failing:
 
 - the run is finished with nothing left in its journal, and every reserved recipient has
@@ -17,7 +18,9 @@ It returns an ``Accounting`` for the case's own assertions.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -49,6 +52,9 @@ class Accounting:
 
 def read_run(db: Path, run_id: int) -> tuple[str, str, int, list[tuple[int, str, str, str | None]]]:
     """(uid, status, journal batches left, [(seq, phone, state, reason)]) of one run."""
+    url = os.environ.get("HERALD_DATABASE")
+    if url:
+        return _read_run_from(url, run_id)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         uid, status = conn.execute("SELECT uid, status FROM runs WHERE id = ?",
@@ -60,6 +66,35 @@ def read_run(db: Path, run_id: int) -> tuple[str, str, int, list[tuple[int, str,
     finally:
         conn.close()
     return uid, status, journal, rows
+
+
+def _read_run_from(
+    url: str, run_id: int
+) -> tuple[str, str, int, list[tuple[int, str, str, str | None]]]:
+    """``read_run`` through the store's own protocol (any store), on an event loop of its
+    own in a thread (callers may be sync or async)."""
+    import anyio
+
+    from engine.store.open import open_store
+
+    box: list[tuple[str, str, int, list[tuple[int, str, str, str | None]]]] = []
+
+    async def go() -> None:
+        store = await open_store(url)
+        try:
+            _, run = await store.get_run(run_id)
+            journal = await store.journal(run_id)
+            rows = [(r.seq, r.phone, r.state, r.reason)
+                    for r in await store.recipient_rows(run_id)]
+            box.append((run.uid, run.status, len(journal), rows))
+        finally:
+            await store.aclose()
+
+    thread = threading.Thread(target=anyio.run, args=(go,))
+    thread.start()
+    thread.join()
+    assert box, f"could not read run {run_id} from {url}"
+    return box[0]
 
 
 def account(

@@ -11,6 +11,7 @@ after which nothing may be unknown at all.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -45,6 +46,14 @@ def wait_for_requests(sink: Sink, proc: subprocess.Popen[str], since: int) -> No
 
 
 def the_run(ws: Path) -> int:
+    if os.environ.get("HERALD_DATABASE"):  # the PostgreSQL leg
+        from engine.testing import in_workspace
+
+        async def newest(store: Any) -> int:
+            [(_, run)] = await store.list_runs(1)
+            return int(run.id)
+
+        return in_workspace(ws / "herald.toml", newest)
     conn = sqlite3.connect(f"file:{ws / 'herald.db'}?mode=ro", uri=True, timeout=30)
     try:
         (run_id,) = conn.execute("SELECT id FROM runs").fetchone()
@@ -97,6 +106,21 @@ def run_json(ws: Path, backend: str, *args: str) -> Any:
 def test_twenty_kills_lose_nobody_and_send_nobody_twice(
     tmp_path: Path, open_sink: Any, backend: str, idempotent: bool
 ) -> None:
+    twenty_kills(tmp_path, open_sink, backend, idempotent)
+
+
+@pytest.mark.parametrize(("backend", "idempotent"), [("asyncio", True), ("trio", False)],
+                         ids=["asyncio-idempotent", "trio-not-idempotent"])
+def test_twenty_kills_on_postgresql(
+    tmp_path: Path, open_sink: Any, backend: str, idempotent: bool, pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the same, with the workspace's data in PostgreSQL (every herald process inherits it)
+    monkeypatch.setenv("HERALD_DATABASE", pg_url)
+    twenty_kills(tmp_path, open_sink, backend, idempotent)
+
+
+def twenty_kills(tmp_path: Path, open_sink: Any, backend: str, idempotent: bool) -> None:
     sink = open_sink(idempotent=idempotent, log_path=tmp_path / "accepted.tsv")
     plan = make_workspace(tmp_path, sink.url, idempotent=idempotent, profiles=3000,
                           batch=BATCH, concurrency=CONCURRENCY, rate=RATE, burst=BURST)

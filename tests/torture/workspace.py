@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from engine.demo import AudiencePlan, generate
-from engine.store.sqlite import SQLiteStore
+from engine.testing import in_workspace
 
 
 def http_config(
@@ -72,11 +72,9 @@ def make_workspace(
         encoding="utf-8",
     )
     (ws / "t.txt").write_text("Hi {lead._fname}", encoding="utf-8")
-    store = SQLiteStore.open(ws / "herald.db")
-    try:
-        return generate(store, profiles=profiles, database="customers")
-    finally:
-        store.conn.close()
+    # into the store the config names (or $HERALD_DATABASE: the PostgreSQL legs)
+    return in_workspace(ws / "herald.toml",
+                        lambda store: generate(store, profiles=profiles, database="customers"))
 
 
 def herald(ws: Path, backend: str, *args: str) -> subprocess.Popen[str]:

@@ -1,1 +1,0 @@
-"""Sub-commands of ``herald`` that live apart from ``engine/cli.py``."""

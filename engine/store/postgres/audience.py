@@ -1,0 +1,171 @@
+"""The audience cursor and the hot path's lookups (AudienceStore)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.core.prepare import AudienceRow
+from engine.store.models import AudienceSource
+from engine.store.postgres.connection import AUDIENCE_COLUMNS, PICK_SUBSCRIPTION, PgBase
+from engine.store.postgres.db import Tx
+
+if TYPE_CHECKING:
+    from engine.segments.condition import Condition
+    from engine.segments.dates import Now
+    from engine.store.base import SegmentRow
+
+__all__ = ["DDL", "PgAudience"]
+
+#: This role's tables, in the first migration (``schema.py``): none of its own.
+DDL = ""
+
+
+@functools.lru_cache(maxsize=128)
+def _builtin_condition(text: str) -> Condition:
+    """A stored condition compiled with the built-in template functions only."""
+    from engine.segments.condition import compile_condition
+
+    return compile_condition(text)
+
+
+#: The tables the audience cursor reads, kept analyzed (``_fresh_statistics``).
+_AUDIENCE_TABLES = ("profiles", "subscriptions", "segment_members")
+
+
+def _rows(rows: list[tuple[Any, ...]]) -> list[AudienceRow]:
+    return [AudienceRow(*r) for r in rows]
+
+
+class PgAudience(PgBase):
+    if TYPE_CHECKING:  # SegmentStore's (segments.py), which reads a segment's pages
+        async def segment_by_id(self, segment_id: int) -> SegmentRow: ...
+
+        async def segment_page(
+            self, segment: SegmentRow, condition: Condition | None, resource_id: int,
+            after_id: int, limit: int, now: Now,
+        ) -> tuple[list[AudienceRow], int | None]: ...
+
+    async def count_audience(self, source: AudienceSource) -> int:
+        await self._fresh_statistics()
+        async with self.db.transaction() as tx:
+            if source.kind == "segment":
+                row = await tx.fetchone(
+                    "SELECT kind FROM segments WHERE id = %s", (source.segment_id,))
+                if row is None or row[0] != "dynamic":
+                    row = await tx.fetchone(
+                        "SELECT count(*) FROM segment_members WHERE segment_id = %s",
+                        (source.segment_id,),
+                    )
+                    return int(row[0]) if row else 0
+            # A dynamic segment's is its database's: an upper bound, cheap to get (the run
+            # judges the profiles as it reads them anyway).
+            row = await tx.fetchone(
+                "SELECT count(*) FROM profiles WHERE database_id = %s", (source.database_id,))
+            return int(row[0]) if row else 0
+
+    async def _fresh_statistics(self) -> None:
+        """ANALYZE the audience's tables if much of them changed since their statistics
+        were taken (a big import just now: autovacuum takes a minute or more to come).
+        On stale statistics the planner may read a chunk by sorting every profile left.
+        Called once per run, as it starts (``count_audience``)."""
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT relname FROM pg_stat_user_tables"
+                " WHERE schemaname = current_schema() AND relname = ANY(%s::text[])"
+                " AND n_mod_since_analyze >= 1000 AND n_mod_since_analyze * 10 >= n_live_tup",
+                (list(_AUDIENCE_TABLES),),
+            )
+            for (table,) in rows:
+                if table in _AUDIENCE_TABLES:  # a name from the list above: safe to quote
+                    await tx.execute(f'ANALYZE "{table}"')
+
+    async def audience_chunk(
+        self, source: AudienceSource, resource_id: int, after_id: int, limit: int
+    ) -> list[AudienceRow]:
+        # The page's profiles are picked first (LIMIT inside), then joined to their
+        # subscription: the join never runs for more than ``limit`` profiles, whatever
+        # the planner believes of the tables.
+        if source.kind == "segment":
+            sql = (
+                f"SELECT {AUDIENCE_COLUMNS} FROM (SELECT profile_id FROM segment_members"
+                "  WHERE segment_id = %s AND profile_id > %s ORDER BY profile_id LIMIT %s) g"
+                f" JOIN profiles p ON p.id = g.profile_id {PICK_SUBSCRIPTION}"
+                " ORDER BY p.id"
+            )
+            args: tuple[Any, ...] = (source.segment_id, after_id, limit, resource_id)
+        else:
+            sql = (
+                f"SELECT {AUDIENCE_COLUMNS} FROM (SELECT id, fields FROM profiles"
+                "  WHERE database_id = %s AND id > %s ORDER BY id LIMIT %s) p"
+                f" {PICK_SUBSCRIPTION} ORDER BY p.id"
+            )
+            args = (source.database_id, after_id, limit, resource_id)
+        return _rows(await self.db.fetchall(sql, args))
+
+    async def audience_page(
+        self, source: AudienceSource, resource_id: int, after_id: int, limit: int, now: float,
+        *, condition: Condition | None = None,
+    ) -> tuple[list[AudienceRow], int | None]:
+        if source.kind == "segment":
+            assert source.segment_id is not None
+            segment = await self.segment_by_id(source.segment_id)
+            if segment.kind == "dynamic" and condition is None:
+                assert segment.condition is not None
+                condition = _builtin_condition(segment.condition)
+            return await self.segment_page(
+                segment, condition if segment.kind == "dynamic" else None, resource_id,
+                after_id, limit, now,
+            )
+        rows = await self.audience_chunk(source, resource_id, after_id, limit)
+        return rows, (rows[-1][0] if rows else None)
+
+    async def audience_rows(
+        self, source: AudienceSource, resource_id: int, profile_ids: Sequence[int]
+    ) -> list[AudienceRow]:
+        if not profile_ids:
+            return []
+        return _rows(await self.db.fetchall(
+            f"SELECT {AUDIENCE_COLUMNS} FROM profiles p {PICK_SUBSCRIPTION}"
+            " WHERE p.id = ANY(%s::bigint[]) ORDER BY p.id",
+            (resource_id, list(profile_ids)),
+        ))
+
+    async def lookup(
+        self, run_id: int, phones: Sequence[str], maybe_seen: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        suppressed: set[str] = set()
+        seen: set[str] = set()
+        if not phones and not maybe_seen:
+            return suppressed, seen
+        async with self.db.transaction() as tx:
+            lists = await self._lists_for_run(tx, run_id) if phones else []
+            # One round trip: the suppressed phones (0), and the accepted ones (1), which
+            # ``reserve`` keeps in run_phones (journal.py) as integers.
+            rows = await tx.fetchall(
+                "SELECT 0, value FROM suppressions WHERE value = ANY(%s::text[])"
+                " AND kind = 'phone' AND list_id = ANY(%s::bigint[])"
+                " UNION ALL SELECT 1, '+' || phone FROM run_phones"
+                " WHERE run_id = %s AND phone = ANY(%s::bigint[])",
+                (list(phones) if lists else [], lists, run_id,
+                 [int(p[1:]) for p in maybe_seen]),
+            )
+        for which, phone in rows:
+            (seen if which else suppressed).add(phone)
+        return suppressed, seen
+
+    async def _lists_for_run(self, tx: Tx, run_id: int) -> list[int]:
+        """The suppression lists that apply to a run: global ones, and those attached to
+        its mailing or its mailing's database (cached; ``attach`` clears the cache)."""
+        lists = self._run_lists.get(run_id)
+        if lists is None:
+            rows = await tx.fetchall(
+                "SELECT l.id FROM suppression_lists l WHERE l.is_global OR l.id IN"
+                " (SELECT a.list_id FROM suppression_attachments a JOIN runs r ON r.id = %s"
+                "  JOIN mailings m ON m.id = r.mailing_id"
+                "  WHERE a.mailing_id = m.id OR a.database_id = m.database_id)",
+                (run_id,),
+            )
+            lists = self._run_lists[run_id] = [int(r[0]) for r in rows]
+        return lists

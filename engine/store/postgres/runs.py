@@ -1,0 +1,248 @@
+"""Mailings and runs (RunStore)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from engine.core.policy import Policy
+from engine.errors import NotFound, StoreError
+from engine.store.models import AudienceSource, Mailing, Run, RunStatus, run_is_live
+from engine.store.postgres.connection import PgBase
+from engine.store.postgres.journal import decode_entries, json_rows
+
+__all__ = ["DDL", "PgRuns"]
+
+#: This role's tables, in the first migration (``schema.py``). A mailing's document is
+#: ``json``, kept as written (its keys in the user's order); counts and timings are jsonb.
+DDL = """
+CREATE TABLE mailings (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL,
+    kind text NOT NULL,
+    resource text NOT NULL,
+    source_kind text NOT NULL,
+    database_id bigint NOT NULL REFERENCES databases(id),
+    segment_id bigint,
+    template text NOT NULL,
+    limit_n bigint,
+    document json NOT NULL DEFAULT '{}',
+    created_at double precision NOT NULL,
+    policy jsonb
+);
+CREATE TABLE runs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    uid text NOT NULL UNIQUE,
+    mailing_id bigint NOT NULL REFERENCES mailings(id),
+    status text NOT NULL,
+    started_at double precision NOT NULL,
+    finished_at double precision,
+    checkpoint bigint NOT NULL DEFAULT 0,
+    next_seq bigint NOT NULL DEFAULT 1,
+    audience_done boolean NOT NULL DEFAULT false,
+    counts jsonb NOT NULL DEFAULT '{}',
+    timings jsonb NOT NULL DEFAULT '{}',
+    pid integer,
+    host text,
+    error text
+);
+CREATE INDEX runs_mailing ON runs(mailing_id, id);
+"""
+
+_json = msgspec.json.Encoder()
+_decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_counts = msgspec.json.Decoder(dict[str, int]).decode
+_decode_timings = msgspec.json.Decoder(dict[str, float]).decode
+_decode_policy = msgspec.json.Decoder(Policy).decode
+
+_MAILING_COLUMNS = (
+    "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
+    " m.template, m.limit_n, m.document::text, m.created_at, m.policy::text"
+)
+_RUN_COLUMNS = (
+    "r.id, r.uid, r.mailing_id, r.status, r.started_at, r.finished_at, r.checkpoint,"
+    " r.next_seq, r.audience_done, r.counts::text, r.timings::text, r.pid, r.host, r.error, "
+    + _MAILING_COLUMNS
+)
+_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
+
+
+def _mailing_from_row(row: Sequence[Any]) -> Mailing:
+    return Mailing(
+        id=row[0], name=row[1], kind=row[2], resource=row[3],
+        source=AudienceSource(row[4], row[5], row[6]), template=row[7], limit=row[8],
+        document=_decode_dict(row[9]), created_at=row[10],
+        policy=_decode_policy(row[11]) if row[11] else None,
+    )
+
+
+def _run_from_row(row: Sequence[Any]) -> tuple[Mailing, Run]:
+    run = Run(
+        id=row[0], uid=row[1], mailing_id=row[2], status=row[3], started_at=row[4],
+        finished_at=row[5], checkpoint=row[6], next_seq=row[7], audience_done=row[8],
+        counts=_decode_counts(row[9]), timings=_decode_timings(row[10]), pid=row[11],
+        host=row[12], error=row[13],
+    )
+    return _mailing_from_row(row[14:]), run
+
+
+class PgRuns(PgBase):
+    async def create_mailing(
+        self,
+        *,
+        name: str,
+        kind: str,
+        resource: str,
+        source: AudienceSource,
+        template: str,
+        limit: int | None,
+        document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
+    ) -> Mailing:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "INSERT INTO mailings (name, kind, resource, source_kind, database_id,"
+                " segment_id, template, limit_n, document, created_at, policy)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s::jsonb)"
+                f" RETURNING {_MAILING_COLUMNS.replace('m.', '')}",
+                (name, kind, resource, source.kind, source.database_id, source.segment_id,
+                 template, limit, _json.encode(document or {}).decode(), time.time(),
+                 _json.encode(policy).decode() if policy else None),
+            )
+        assert row is not None
+        return _mailing_from_row(row)
+
+    async def get_mailing(self, mailing_id: int) -> Mailing:
+        row = await self.db.fetchone(
+            f"SELECT {_MAILING_COLUMNS} FROM mailings m WHERE m.id = %s", (mailing_id,)
+        )
+        if row is None:
+            raise NotFound(f"no mailing {mailing_id}")
+        return _mailing_from_row(row)
+
+    async def list_mailings(self, limit: int = 100, *, documents: bool = True) -> list[Mailing]:
+        columns = _MAILING_COLUMNS if documents else _MAILING_COLUMNS.replace(
+            "m.document::text", "'{}'")
+        rows = await self.db.fetchall(
+            f"SELECT {columns} FROM mailings m ORDER BY m.id DESC LIMIT %s", (limit,)
+        )
+        return [_mailing_from_row(r) for r in rows]
+
+    async def create_run(
+        self,
+        *,
+        name: str,
+        resource: str,
+        source: AudienceSource,
+        template: str,
+        limit: int | None,
+        document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
+    ) -> tuple[Mailing, Run]:
+        mailing = await self.create_mailing(
+            name=name, kind="broadcast", resource=resource, source=source, template=template,
+            limit=limit, document=document, policy=policy,
+        )
+        run = await self.start_run(mailing.id)
+        return mailing, run
+
+    async def start_run(self, mailing_id: int) -> Run:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "INSERT INTO runs (uid, mailing_id, status, started_at, pid, host)"
+                " VALUES (%s, %s, 'running', %s, %s, %s) RETURNING id",
+                (secrets.token_hex(5), mailing_id, time.time(), os.getpid(),
+                 socket.gethostname()),
+            )
+        assert row is not None
+        return (await self.get_run(int(row[0])))[1]
+
+    async def get_run(self, run_id: int) -> tuple[Mailing, Run]:
+        row = await self.db.fetchone(f"{_RUNS} WHERE r.id = %s", (run_id,))
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        return _run_from_row(row)
+
+    async def latest_run(self, mailing_id: int) -> Run | None:
+        row = await self.db.fetchone(
+            f"{_RUNS} WHERE r.mailing_id = %s ORDER BY r.id DESC LIMIT 1", (mailing_id,)
+        )
+        return None if row is None else _run_from_row(row)[1]
+
+    async def list_runs(self, limit: int = 100) -> list[tuple[Mailing, Run]]:
+        rows = await self.db.fetchall(f"{_RUNS} ORDER BY r.id DESC LIMIT %s", (limit,))
+        return [_run_from_row(r) for r in rows]
+
+    async def claim_run(self, run_id: int) -> Run:
+        async with self.db.transaction() as tx:
+            # The row lock makes claims of one run take turns: the second sees the first's.
+            row = await tx.fetchone(f"{_RUNS} WHERE r.id = %s FOR UPDATE OF r", (run_id,))
+            if row is None:
+                raise NotFound(f"no run {run_id}")
+            _, run = _run_from_row(row)
+            if run_is_live(run):
+                raise StoreError(
+                    f"run {run_id} is still running (pid {run.pid} on {run.host})"
+                )
+            if run.status == "finished":
+                raise StoreError(f"run {run_id} is finished; nothing to resume")
+            row = await tx.fetchone(
+                "UPDATE runs r SET status = 'running', pid = %s, host = %s, error = NULL"
+                f" FROM mailings m WHERE m.id = r.mailing_id AND r.id = %s"
+                f" RETURNING {_RUN_COLUMNS}",
+                (os.getpid(), socket.gethostname(), run_id),
+            )
+        assert row is not None
+        return _run_from_row(row)[1]
+
+    async def set_run_status(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        timings: dict[str, float] | None = None,
+        error: str | None = None,
+    ) -> None:
+        finished = time.time() if status in ("finished", "failed") else None
+        await self.db.execute(
+            "UPDATE runs SET status = %s, finished_at = coalesce(%s, finished_at),"
+            " timings = coalesce(%s::jsonb, timings), error = %s WHERE id = %s",
+            (status, finished, _json.encode(timings).decode() if timings else None,
+             error, run_id),
+        )
+
+    async def cancel_run(self, run_id: int) -> None:
+        now = time.time()
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT j.batch, j.sender, j.messages, s.batch IS NOT NULL FROM journal j"
+                " LEFT JOIN journal_sending s ON s.run_id = j.run_id AND s.batch = j.batch"
+                " WHERE j.run_id = %s",
+                (run_id,),
+            )
+            batches = [r[0] for r in rows]
+            settled = [
+                (e.seq, e.profile_id, e.phone, "unknown" if maybe else "skipped",
+                 "interrupted" if maybe else "cancelled", sender)
+                for _, sender, blob, maybe in rows for e in decode_entries(blob)
+            ]
+            # Only the batches read: one reserved since is not settled unseen.
+            await tx.execute(
+                "WITH settled AS (INSERT INTO recipients (run_id, seq, profile_id, phone,"
+                " state, reason, sender, updated_at)"
+                " SELECT %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2, r->>3, r->>4,"
+                " r->>5, %(now)s FROM jsonb_array_elements(%(rows)s::jsonb) AS r),"
+                " dropped AS (DELETE FROM journal WHERE run_id = %(run)s"
+                " AND batch = ANY(%(batches)s::bigint[])),"
+                " unmarked AS (DELETE FROM journal_sending WHERE run_id = %(run)s"
+                " AND batch = ANY(%(batches)s::bigint[]))"
+                " UPDATE runs SET status = 'cancelled', finished_at = %(now)s,"
+                " audience_done = true WHERE id = %(run)s",
+                {"run": run_id, "now": now, "rows": json_rows(settled), "batches": batches},
+            )

@@ -1,0 +1,28 @@
+"""The PostgreSQL schema's migrations, applied in order; ``herald_schema`` keeps the
+number applied. The first is each role module's ``DDL``, in dependency order."""
+
+from __future__ import annotations
+
+from engine.store.postgres import (
+    gallery,
+    journal,
+    policy,
+    profiles,
+    receipts,
+    runs,
+    segments,
+    subscriptions,
+    suppression,
+    tokens,
+    triggers,
+)
+
+__all__ = ["MIGRATIONS"]
+
+MIGRATIONS: list[str] = [
+    "\n".join(
+        m.DDL
+        for m in (profiles, subscriptions, suppression, segments, runs, journal, receipts,
+                  policy, triggers, tokens, gallery)
+    ),
+]

@@ -1,0 +1,103 @@
+"""What every SQLite role module shares: the connection, its transactions, the caches."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from engine.segments.condition import Condition
+    from engine.store.sqlite.conditions import Verdict
+
+__all__ = ["PICK_SUBSCRIPTION", "ConditionKey", "SQLiteBase", "Transaction", "json", "sql_text"]
+
+ConditionKey = tuple[str, tuple[tuple[str, int], ...]]
+
+#: JSON of the values bound through ``json_each(?)``, of counts and of documents.
+json = msgspec.json.Encoder()
+
+#: Joins each profile ``p`` to its highest-priority active SMS subscription to resource ?.
+PICK_SUBSCRIPTION = (
+    "LEFT JOIN subscriptions s ON s.id = (SELECT id FROM subscriptions"
+    " WHERE profile_id = p.id AND resource_id = ? AND channel = 'sms'"
+    " AND status = 'subscribed' ORDER BY priority DESC, id LIMIT 1)"
+)
+
+
+class Transaction:
+    """``with`` block around BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def sql_text(value: str) -> str:
+    """A string as an SQL literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class SQLiteBase:
+    """The state the role mixins of ``SQLiteStore`` share.
+
+    Each method runs its statements synchronously on the event loop thread, in one
+    transaction, and is short (keyset-paginated reads, one transaction per batch)."""
+
+    conn: sqlite3.Connection
+    path: Path
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        #: resource name -> id (resources are never deleted)
+        self._resources: dict[str, int] = {}
+        #: run id -> its mailing's resource id (for the policy history)
+        self._run_resource: dict[int, int] = {}
+        #: run id -> the suppression lists that apply to it
+        self._run_lists: dict[int, list[int]] = {}
+        #: the private scratch database of the dedupe record, and the runs it holds
+        self._scratch: sqlite3.Connection | None = None
+        self._seen_tables: set[int] = set()
+        #: compiled segment conditions and their verdicts, by ``Condition.key``
+        self._verdicts: dict[ConditionKey, tuple[Condition, Verdict]] = {}
+
+    def _tx(self) -> Transaction:
+        return Transaction(self.conn)
+
+    def _resource_id(self, name: str) -> int:
+        """The id of resource ``name``, its row created on first use."""
+        if name in self._resources:
+            return self._resources[name]
+        self.conn.execute(
+            "INSERT OR IGNORE INTO resources (name, created_at) VALUES (?, ?)",
+            (name, time.time()),
+        )
+        (rid,) = self.conn.execute(
+            "SELECT id FROM resources WHERE name = ?", (name,)
+        ).fetchone()
+        self._resources[name] = int(rid)
+        return int(rid)
+
+    def _run_resource_id(self, c: sqlite3.Connection, run_id: int) -> int:
+        """The resource id of a run's mailing (cached: a run never changes resource)."""
+        resource_id = self._run_resource.get(run_id)
+        if resource_id is None:
+            (name,) = c.execute(
+                "SELECT m.resource FROM runs r JOIN mailings m ON m.id = r.mailing_id"
+                " WHERE r.id = ?", (run_id,)).fetchone()
+            resource_id = self._run_resource[run_id] = self._resource_id(name)
+        return resource_id

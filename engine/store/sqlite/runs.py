@@ -1,0 +1,217 @@
+"""Mailings and their runs (RunStore)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from engine.core.policy import Policy
+from engine.errors import NotFound, StoreError
+from engine.store.base import Reserved
+from engine.store.models import AudienceSource, Mailing, Run, RunStatus, run_is_live
+from engine.store.sqlite.connection import SQLiteBase
+
+__all__ = ["SQLiteRuns"]
+
+_json = msgspec.json.Encoder()
+_decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_counts = msgspec.json.Decoder(dict[str, int]).decode
+_decode_timings = msgspec.json.Decoder(dict[str, float]).decode
+_decode_policy = msgspec.json.Decoder(Policy).decode
+_decode_entries = msgspec.msgpack.Decoder(list[Reserved]).decode
+
+_RUN_COLUMNS = (
+    "r.id, r.uid, r.mailing_id, r.status, r.started_at, r.finished_at, r.checkpoint,"
+    " r.next_seq, r.audience_done, r.counts, r.timings, r.pid, r.host, r.error,"
+    " m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
+    " m.template, m.limit_n, m.document, m.created_at, m.policy"
+)
+_MAILING_COLUMNS = (
+    "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
+    " m.template, m.limit_n, m.document, m.created_at, m.policy"
+)
+
+
+def _mailing_from_row(row: Sequence[Any]) -> Mailing:
+    return Mailing(
+        id=row[0], name=row[1], kind=row[2], resource=row[3],
+        source=AudienceSource(row[4], row[5], row[6]), template=row[7], limit=row[8],
+        document=_decode_dict(row[9]), created_at=row[10],
+        policy=_decode_policy(row[11]) if row[11] else None,
+    )
+
+
+def _run_from_row(row: Sequence[Any]) -> tuple[Mailing, Run]:
+    run = Run(
+        id=row[0], uid=row[1], mailing_id=row[2], status=row[3], started_at=row[4],
+        finished_at=row[5], checkpoint=row[6], next_seq=row[7], audience_done=bool(row[8]),
+        counts=_decode_counts(row[9]), timings=_decode_timings(row[10]), pid=row[11],
+        host=row[12], error=row[13],
+    )
+    return _mailing_from_row(row[14:]), run
+
+
+class SQLiteRuns(SQLiteBase):
+    async def create_run(
+        self,
+        *,
+        name: str,
+        resource: str,
+        source: AudienceSource,
+        template: str,
+        limit: int | None,
+        document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
+    ) -> tuple[Mailing, Run]:
+        mailing = await self.create_mailing(
+            name=name, kind="broadcast", resource=resource, source=source, template=template,
+            limit=limit, document=document, policy=policy,
+        )
+        run = await self.start_run(mailing.id)
+        return mailing, run
+
+    async def create_mailing(
+        self,
+        *,
+        name: str,
+        kind: str,
+        resource: str,
+        source: AudienceSource,
+        template: str,
+        limit: int | None,
+        document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
+    ) -> Mailing:
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO mailings (name, kind, resource, source_kind, database_id,"
+                " segment_id, template, limit_n, document, created_at, policy)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, kind, resource, source.kind, source.database_id, source.segment_id,
+                 template, limit, _json.encode(document or {}).decode(), time.time(),
+                 _json.encode(policy) if policy else None),
+            )
+            mailing_id = int(cur.lastrowid or 0)
+        return await self.get_mailing(mailing_id)
+
+    async def get_mailing(self, mailing_id: int) -> Mailing:
+        row = self.conn.execute(
+            f"SELECT {_MAILING_COLUMNS} FROM mailings m WHERE m.id = ?", (mailing_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no mailing {mailing_id}")
+        return _mailing_from_row(row)
+
+    async def list_mailings(self, limit: int = 100, *, documents: bool = True) -> list[Mailing]:
+        columns = _MAILING_COLUMNS if documents else _MAILING_COLUMNS.replace(
+            "m.document", "'{}'")
+        rows = self.conn.execute(
+            f"SELECT {columns} FROM mailings m ORDER BY m.id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_mailing_from_row(r) for r in rows]
+
+    async def start_run(self, mailing_id: int) -> Run:
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO runs (uid, mailing_id, status, started_at, pid, host)"
+                " VALUES (?, ?, 'running', ?, ?, ?)",
+                (secrets.token_hex(5), mailing_id, time.time(), os.getpid(),
+                 socket.gethostname()),
+            )
+            run_id = int(cur.lastrowid or 0)
+        return self._get_run(run_id)[1]
+
+    async def latest_run(self, mailing_id: int) -> Run | None:
+        row = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
+            " WHERE r.mailing_id = ? ORDER BY r.id DESC LIMIT 1",
+            (mailing_id,),
+        ).fetchone()
+        return None if row is None else _run_from_row(row)[1]
+
+    def _get_run(self, run_id: int) -> tuple[Mailing, Run]:
+        row = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
+            " WHERE r.id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        return _run_from_row(row)
+
+    async def get_run(self, run_id: int) -> tuple[Mailing, Run]:
+        return self._get_run(run_id)
+
+    async def list_runs(self, limit: int = 100) -> list[tuple[Mailing, Run]]:
+        rows = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
+            " ORDER BY r.id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_run_from_row(r) for r in rows]
+
+    async def claim_run(self, run_id: int) -> Run:
+        with self._tx() as c:
+            _, run = self._get_run(run_id)
+            if run_is_live(run):
+                raise StoreError(
+                    f"run {run_id} is still running (pid {run.pid} on {run.host})"
+                )
+            if run.status == "finished":
+                raise StoreError(f"run {run_id} is finished; nothing to resume")
+            c.execute(
+                "UPDATE runs SET status = 'running', pid = ?, host = ?, error = NULL"
+                " WHERE id = ?",
+                (os.getpid(), socket.gethostname(), run_id),
+            )
+        return self._get_run(run_id)[1]
+
+    async def set_run_status(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        timings: dict[str, float] | None = None,
+        error: str | None = None,
+    ) -> None:
+        finished = time.time() if status in ("finished", "failed") else None
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET status = ?, finished_at = coalesce(?, finished_at),"
+                " timings = coalesce(?, timings), error = ? WHERE id = ?",
+                (status, finished, _json.encode(timings).decode() if timings else None,
+                 error, run_id),
+            )
+
+    async def cancel_run(self, run_id: int) -> None:
+        now = time.time()
+        with self._tx() as c:
+            sending = {b for (b,) in c.execute(
+                "SELECT batch FROM journal_sending WHERE run_id = ?", (run_id,))}
+            rows = []
+            for batch, sender, blob in c.execute(
+                "SELECT batch, sender, messages FROM journal WHERE run_id = ?", (run_id,)
+            ).fetchall():
+                maybe = batch in sending
+                for e in _decode_entries(blob):
+                    rows.append((run_id, e.seq, e.profile_id, e.phone,
+                                 "unknown" if maybe else "skipped",
+                                 "interrupted" if maybe else "cancelled", sender, now))
+            c.executemany(
+                "INSERT INTO recipients (run_id, seq, profile_id, phone, state, reason, sender,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            c.execute("DELETE FROM journal WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM journal_sending WHERE run_id = ?", (run_id,))
+            c.execute(
+                "UPDATE runs SET status = 'cancelled', finished_at = ?, audience_done = 1"
+                " WHERE id = ?",
+                (now, run_id),
+            )

@@ -1,0 +1,130 @@
+"""RunStore on every store: mailings, their runs, claiming a run to resume it, statuses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from engine.core.policy import Policy
+from engine.errors import NotFound, StoreError
+from engine.store.base import Store
+from engine.store.models import Mailing, Run
+from tests.store.helpers import make_world, new_run
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_mailing_keeps_what_it_was_made_with(store: Store) -> None:
+    w = await make_world(store, 1)
+    before = time.time()
+    policy = Policy(max_messages=2, period_days=7, scope="contact")
+    mailing = await store.create_mailing(
+        name="Spring", kind="trigger", resource="news", source=w.source(),
+        template="hi {lead.name}", limit=10,
+        document={"subject": "Spring", "tags": ["a", "b"], "nested": {"n": 1.5}},
+        policy=policy,
+    )
+    assert isinstance(mailing, Mailing)
+    assert (mailing.name, mailing.kind, mailing.resource, mailing.source, mailing.template,
+            mailing.limit, mailing.policy) == (
+        "Spring", "trigger", "news", w.source(), "hi {lead.name}", 10, policy)
+    assert mailing.document == {"subject": "Spring", "tags": ["a", "b"], "nested": {"n": 1.5}}
+    assert before - 1 <= mailing.created_at <= time.time() + 1
+    assert await store.get_mailing(mailing.id) == mailing
+    assert await store.latest_run(mailing.id) is None
+    plain = await store.create_mailing(
+        name="Plain", kind="broadcast", resource="news", source=w.source(), template="x",
+        limit=None)
+    assert (plain.limit, plain.document, plain.policy) == (None, {}, None)
+    with pytest.raises(NotFound, match=f"no mailing {plain.id + 100}"):
+        await store.get_mailing(plain.id + 100)
+
+
+async def test_list_mailings_newest_first_with_or_without_documents(store: Store) -> None:
+    w = await make_world(store, 1)
+    made = [
+        await store.create_mailing(name=f"m{i}", kind="broadcast", resource="news",
+                                   source=w.source(), template="x", limit=None,
+                                   document={"i": i})
+        for i in range(3)
+    ]
+    listed = await store.list_mailings()
+    assert [m.id for m in listed] == [m.id for m in reversed(made)]
+    assert listed[0].document == {"i": 2}
+    assert [m.name for m in await store.list_mailings(2)] == ["m2", "m1"]
+    bare = await store.list_mailings(documents=False)
+    assert [m.document for m in bare] == [{}, {}, {}]
+    assert [m.name for m in bare] == ["m2", "m1", "m0"]
+
+
+async def test_create_run_makes_a_broadcast_run_held_by_this_process(store: Store) -> None:
+    w = await make_world(store, 1)
+    before = time.time()
+    mailing, run = await new_run(store, w)
+    assert mailing.kind == "broadcast" and isinstance(run, Run)
+    assert (run.mailing_id, run.status, run.pid, run.host) == (
+        mailing.id, "running", os.getpid(), socket.gethostname())
+    assert (run.checkpoint, run.next_seq, run.audience_done, run.counts, run.timings) == (
+        0, 1, False, {}, {})
+    assert run.finished_at is None and run.error is None
+    assert before - 1 <= run.started_at <= time.time() + 1
+    assert await store.get_run(run.id) == (mailing, run)
+    assert await store.latest_run(mailing.id) == run
+    with pytest.raises(NotFound, match=f"no run {run.id + 100}"):
+        await store.get_run(run.id + 100)
+
+
+async def test_start_run_adds_a_newer_run_to_the_mailing(store: Store) -> None:
+    w = await make_world(store, 1)
+    mailing, first = await new_run(store, w)
+    second = await store.start_run(mailing.id)
+    assert second.id != first.id and second.uid != first.uid
+    assert second.mailing_id == mailing.id and second.status == "running"
+    assert await store.latest_run(mailing.id) == second
+    other, third = await new_run(store, w, name="other")
+    listed = await store.list_runs()
+    assert [(m.id, r.id) for m, r in listed] == [
+        (other.id, third.id), (mailing.id, second.id), (mailing.id, first.id)]
+    assert [r.id for _, r in await store.list_runs(1)] == [third.id]
+
+
+async def test_set_run_status_stamps_the_finish_of_a_finished_or_failed_run(
+    store: Store,
+) -> None:
+    w = await make_world(store, 1)
+    _, run = await new_run(store, w)
+    await store.set_run_status(run.id, "interrupted")
+    _, now = await store.get_run(run.id)
+    assert (now.status, now.finished_at) == ("interrupted", None)
+    before = time.time()
+    await store.set_run_status(run.id, "finished", timings={"prepare": 1.5, "send": 0.25})
+    _, now = await store.get_run(run.id)
+    assert now.status == "finished" and now.timings == {"prepare": 1.5, "send": 0.25}
+    assert now.finished_at is not None and before - 1 <= now.finished_at <= time.time() + 1
+    _, failed = await new_run(store, w, name="f")
+    await store.set_run_status(failed.id, "failed", error="gateway gone")
+    _, now = await store.get_run(failed.id)
+    assert (now.status, now.error) == ("failed", "gateway gone")
+    assert now.finished_at is not None and now.timings == {}
+
+
+async def test_claim_run_resumes_a_stopped_run_but_not_a_live_or_finished_one(
+    store: Store,
+) -> None:
+    w = await make_world(store, 1)
+    _, run = await new_run(store, w)
+    with pytest.raises(StoreError, match=f"run {run.id} is still running"):
+        await store.claim_run(run.id)
+    await store.set_run_status(run.id, "interrupted", error="killed")
+    claimed = await store.claim_run(run.id)
+    assert (claimed.status, claimed.pid, claimed.host, claimed.error) == (
+        "running", os.getpid(), socket.gethostname(), None)
+    assert claimed.id == run.id and claimed.uid == run.uid
+    await store.set_run_status(run.id, "finished")
+    with pytest.raises(StoreError, match=f"run {run.id} is finished; nothing to resume"):
+        await store.claim_run(run.id)
+    with pytest.raises(NotFound):
+        await store.claim_run(run.id + 100)
