@@ -32,6 +32,7 @@ from engine.errors import ConfigError, ConfigProblem, redact, secret_values
 
 __all__ = [
     "ApiConfig",
+    "ClusterConfig",
     "Config",
     "DatabaseConfig",
     "EngineConfig",
@@ -146,6 +147,29 @@ class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     auth_failures_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 30
     #: Seconds a request body may take to arrive, in all.
     body_timeout: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+
+
+class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``[cluster]``: Herald on several processes and machines (``herald worker``).
+
+    Present, it makes ``herald send`` and ``herald serve`` share runs with the workers
+    through the store (PostgreSQL) and the senders' limits through Redis or Valkey."""
+
+    #: Seconds a worker's lease on a chunk lasts without a heartbeat; after it, another
+    #: worker takes the chunk over (a worker killed with SIGKILL loses its chunks so).
+    lease_ttl: Annotated[float, Meta(ge=1, le=3600)] = 30.0
+    #: Seconds between heartbeats (renewals of a worker's leases; each also looks for
+    #: pause and cancel). Default: lease_ttl / 10, at most 1 s.
+    heartbeat: Annotated[float, Meta(gt=0, le=600)] | None = None
+    #: Profiles per chunk of a broadcast run: the unit of work a worker leases.
+    chunk_profiles: Annotated[int, Meta(ge=100, le=10_000_000)] = 20_000
+    #: Where each sender's rate (GCRA) and window live, cluster-wide: redis:// or
+    #: rediss:// (Redis or Valkey). Unset: each process keeps its own (one machine).
+    redis: str | None = None
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.heartbeat if self.heartbeat is not None else min(1.0, self.lease_ttl / 10)
 
 
 class GatewayConfig(msgspec.Struct, frozen=True):
@@ -264,6 +288,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     gallery: GalleryConfig = GalleryConfig()
     limits: LimitsConfig = LimitsConfig()
     api: ApiConfig = ApiConfig()
+    #: None: no ``[cluster]`` table, one process does all the work (as before).
+    cluster: ClusterConfig | None = None
 
     def field_specs(self, database: str) -> dict[str, FieldSpec]:
         """The custom field types declared for ``database`` (none: all text)."""
@@ -367,7 +393,7 @@ class _Decoder:
 
 
 _TOP_LEVEL = ("engine", "gateways", "senders", "virtual_senders", "resources", "databases",
-              "tracking", "gallery", "limits", "api")
+              "tracking", "gallery", "limits", "api", "cluster")
 
 
 def parse_config(
@@ -384,6 +410,7 @@ def parse_config(
             d.fail(key, f"unknown table (expected one of: {', '.join(_TOP_LEVEL)})")
     engine = d.convert(d.table(raw, "engine"), EngineConfig, "engine") or EngineConfig()
     from engine.store.open import bad_url
+    from engine.store.open import is_postgres as is_postgres_url
 
     if (why := bad_url(engine.database)) is not None:
         d.fail("engine.database", why)
@@ -392,6 +419,15 @@ def parse_config(
     gallery = d.convert(d.table(raw, "gallery"), GalleryConfig, "gallery") or GalleryConfig()
     limits = d.convert(d.table(raw, "limits"), LimitsConfig, "limits") or LimitsConfig()
     api = d.convert(d.table(raw, "api"), ApiConfig, "api") or ApiConfig()
+    cluster = (d.convert(d.table(raw, "cluster"), ClusterConfig, "cluster") or ClusterConfig()
+               if "cluster" in raw else None)
+    if cluster is not None:
+        if cluster.redis is not None and not cluster.redis.startswith(
+                ("redis://", "rediss://", "unix://")):
+            d.fail("cluster.redis", f"{cluster.redis!r}: expected redis://HOST[:PORT][/DB]")
+        if not is_postgres_url(os.environ.get("HERALD_DATABASE") or engine.database):
+            d.fail("engine.database", "a [cluster] shares its work through PostgreSQL:"
+                   " expected a postgresql:// URL")
 
     def gateway(value: dict[str, Any], where: str) -> GatewayConfig | None:
         options = dict(value)
@@ -487,6 +523,7 @@ def parse_config(
         gallery=gallery,
         limits=limits,
         api=api,
+        cluster=cluster,
     )
 
 

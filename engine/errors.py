@@ -38,6 +38,7 @@ __all__ = [
     "GatewayError",
     "HeraldError",
     "InputError",
+    "LeaseLost",
     "NotFound",
     "PermanentGatewayError",
     "PluginError",
@@ -168,6 +169,11 @@ def _clip(line: str, at: int) -> tuple[str, int]:
 
 class StoreError(HeraldError):
     """The store refused an operation."""
+
+
+class LeaseLost(StoreError):
+    """A worker's lease on a chunk was taken over (it missed its heartbeats): what it
+    would write is refused, and it must drop the chunk without recording anything more."""
 
 
 class NotFound(StoreError):

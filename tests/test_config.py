@@ -105,7 +105,7 @@ def test_driver_options_are_checked_by_the_driver(tmp_path: Path) -> None:
 def test_unknown_table_and_bad_toml(tmp_path: Path) -> None:
     assert problems(tmp_path, GOOD + "[sender.s2]\ngateway = 'out'\n") == [
         "sender: unknown table (expected one of: engine, gateways, senders, virtual_senders,"
-        " resources, databases, tracking, gallery, limits, api)"
+        " resources, databases, tracking, gallery, limits, api, cluster)"
     ]
     path = tmp_path / "bad.toml"
     path.write_text("[engine]\ndatabase = \n", encoding="utf-8")
@@ -168,3 +168,42 @@ def test_any_document_is_a_config_or_a_config_error(raw: dict[str, Any]) -> None
         parse_config(raw, drivers=DRIVERS, file="f.toml")
     except ConfigError as err:
         assert err.problems and all(p.file == "f.toml" for p in err.problems)
+
+
+def test_the_store_url_is_checked_where_it_is_written(tmp_path: Path) -> None:
+    text = GOOD.replace('database = "herald.db"', 'database = "mysql://root@db/herald"')
+    [problem] = problems(tmp_path, text)
+    # (the user in a URL is redacted from messages, as a password would be)
+    assert problem == ("engine.database: 'mysql://***@db/herald': expected a file path,"
+                       " sqlite:///PATH or a postgresql:// URL")
+
+
+def test_herald_database_overrides_the_config(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "herald.toml"
+    path.write_text(GOOD, encoding="utf-8")
+    monkeypatch.setenv("HERALD_DATABASE", "postgresql://postgres@db.example/herald")
+    assert load_config(path, drivers=DRIVERS).database_url == (
+        "postgresql://postgres@db.example/herald")
+    monkeypatch.setenv("HERALD_DATABASE", "sqlite:///elsewhere.db")
+    assert load_config(path, drivers=DRIVERS).database_url == (
+        "sqlite:///" + str(path.parent.resolve() / "elsewhere.db"))
+
+
+def test_a_cluster_needs_postgresql_and_a_redis_url(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HERALD_DATABASE", raising=False)
+    text = GOOD + '[cluster]\nredis = "localhost:6379"\nlease_tll = 5\n'
+    needs_pg = ("engine.database: a [cluster] shares its work through PostgreSQL:"
+                " expected a postgresql:// URL")
+    assert problems(tmp_path, text) == ["cluster.lease_tll: unknown key (misspelled?)", needs_pg]
+    text = GOOD + '[cluster]\nredis = "localhost:6379"\n'
+    assert problems(tmp_path, text) == [
+        "cluster.redis: 'localhost:6379': expected redis://HOST[:PORT][/DB]", needs_pg,
+    ]
+    path = tmp_path / "herald.toml"
+    path.write_text(GOOD.replace('"herald.db"', '"postgresql://postgres@127.0.0.1/h"')
+                    + '[cluster]\nlease_ttl = 5\nredis = "redis://127.0.0.1:6379/0"\n',
+                    encoding="utf-8")
+    cluster = load_config(path, drivers=DRIVERS).cluster
+    assert cluster is not None and cluster.lease_ttl == 5 and cluster.heartbeat_s == 0.5

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ApiTokenStore",
     "AudienceStore",
+    "ChunkRow",
+    "ClusterStore",
     "ConditionPlan",
     "DirectoryRow",
     "GalleryDeleted",
@@ -46,6 +48,7 @@ __all__ = [
     "ImportResult",
     "JournalBatch",
     "JournalStore",
+    "Lease",
     "Member",
     "NewImage",
     "PolicyStore",
@@ -64,6 +67,7 @@ __all__ = [
     "TokenRow",
     "TriggerRow",
     "TriggerStore",
+    "WorkerRow",
 ]
 
 
@@ -117,6 +121,50 @@ class ReceiptReport(NamedTuple):
     ignored: int
     #: Kept receipts dropped, oldest first, to keep the gateway's under its cap.
     dropped: int = 0
+
+
+class Lease(NamedTuple):
+    """A worker's lease on a chunk of a cluster run. ``fence`` goes up at each claim: a
+    write under an older fence is refused (LeaseLost)."""
+
+    run_id: int
+    chunk: int
+    #: The chunk's profile ids: lo < id <= hi (hi None: no upper bound).
+    lo: int
+    hi: int | None
+    fence: int
+    worker: str
+    #: Where the chunk's reading stands (a profile id; every id <= it is settled).
+    checkpoint: int
+    #: The next seq the chunk gives a message (chunks have disjoint seq ranges).
+    next_seq: int
+    audience_done: bool
+    #: True when the chunk was taken over from a worker whose lease expired: its journal
+    #: must be settled first, as ``resume`` does.
+    taken_over: bool
+
+
+class ChunkRow(NamedTuple):
+    run_id: int
+    chunk: int
+    lo: int
+    hi: int | None
+    #: pending, leased or done
+    state: str
+    worker: str | None
+    #: Seconds until the lease expires (negative: expired); None unless leased.
+    lease_left: float | None
+    checkpoint: int
+    fence: int
+
+
+class WorkerRow(NamedTuple):
+    worker: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    chunks: int
 
 
 class TriggerRow(NamedTuple):
@@ -481,33 +529,51 @@ class JournalStore(abc.ABC):
         next_seq: int | None,
         counts: dict[str, int],
         audience_done: bool,
-    ) -> None:
+        lease: Lease | None = None,
+    ) -> set[int]:
         """Atomically: journal the (batch id, sender, messages) batches, record the skips,
         advance the checkpoint (and ``next_seq``, unless None) and add ``counts`` to the
         run's counters. The journal keeps each message's seq, profile and phone, not its
-        text."""
+        text.
+
+        Returns the seqs of the messages refused as duplicates: their phone was already
+        accepted in the run by another worker (the ``(run, phone)`` backstop of exact
+        dedupe). They are recorded ``skipped``, reason ``duplicate``, counted under
+        ``duplicate`` (not ``reserved``) and left out of the journal and of the policy
+        history; the caller must not send them. Always empty with one process.
+
+        ``lease``: the chunk of a cluster run this reserve belongs to. The checkpoint,
+        ``next_seq`` and ``audience_done`` are then the chunk's, and LeaseLost (nothing
+        written) if the lease was taken over. The same holds for ``mark_sending``,
+        ``unmark_sending``, ``move_batch`` and ``record``."""
 
     @abc.abstractmethod
-    async def mark_sending(self, run_id: int, batch: int) -> None:
+    async def mark_sending(
+        self, run_id: int, batch: int, *, lease: Lease | None = None
+    ) -> None:
         """The batch is about to be handed to its gateway (durably, before it is).
 
         Called just before a request is written, never while the batch still waits for
         its sender's window or rate: a batch marked ``sending`` may be at its gateway."""
 
     @abc.abstractmethod
-    async def unmark_sending(self, run_id: int, batch: int) -> None:
+    async def unmark_sending(
+        self, run_id: int, batch: int, *, lease: Lease | None = None
+    ) -> None:
         """The batch is back to merely reserved: its gateway certainly has none of what is
         still pending (it answered "not taken" for all of it)."""
 
     @abc.abstractmethod
-    async def move_batch(self, run_id: int, batch: int, sender: str) -> None:
+    async def move_batch(
+        self, run_id: int, batch: int, sender: str, *, lease: Lease | None = None
+    ) -> None:
         """A journalled batch fails over to another sender (its messages keep their ids)."""
 
     @abc.abstractmethod
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
         outcomes: Sequence[Outcome], keep: Sequence[Message] = (),
-        keep_sending: bool = False,
+        keep_sending: bool = False, lease: Lease | None = None,
     ) -> None:
         """Atomically: write the batch's recipient rows and drop it from the journal.
 
@@ -761,10 +827,58 @@ class GalleryStore(abc.ABC):
         """Delete the images (unknown ids are ignored)."""
 
 
+class ClusterStore(abc.ABC):
+    """Chunks of cluster runs, leased by workers; and the workers themselves.
+
+    Only a store that several processes share implements it (PostgreSQL); the SQLite
+    store raises StoreError("a cluster needs PostgreSQL"). Times are the database
+    server's clock, so workers on machines whose clocks differ agree on leases."""
+
+    @abc.abstractmethod
+    async def create_chunks(self, run_id: int, source: AudienceSource, *, size: int) -> int:
+        """Cut the run's audience into chunks of about ``size`` profiles (ranges of
+        profile ids, the last one open-ended so profiles added meanwhile are read too);
+        returns how many. A run that has chunks keeps them (resume, a second call)."""
+
+    @abc.abstractmethod
+    async def claim_chunk(
+        self, worker: str, ttl: float, *, run_id: int | None = None
+    ) -> Lease | None:
+        """Lease a chunk for ``ttl`` seconds: a pending chunk of a running run (of
+        ``run_id`` only, if given), or one whose lease expired (taken over: its fence goes
+        up, so its old owner can write nothing more). None if there is none. Uses
+        ``FOR UPDATE SKIP LOCKED``: any number of workers claim at once."""
+
+    @abc.abstractmethod
+    async def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        """Extend the lease by ``ttl`` seconds from now; False if it was taken over."""
+
+    @abc.abstractmethod
+    async def release_chunk(self, lease: Lease, *, done: bool) -> bool:
+        """Give the chunk up: ``done`` (its audience is read and none of its batches is
+        journalled any more) or back to pending for any worker (a pause, a stop). Returns
+        True when this made every chunk of the run done. LeaseLost if taken over."""
+
+    @abc.abstractmethod
+    async def chunks(self, run_id: int) -> list[ChunkRow]:
+        """The run's chunks, in order."""
+
+    @abc.abstractmethod
+    async def worker_heartbeat(
+        self, worker: str, *, host: str, pid: int, chunks: int, ttl: float
+    ) -> None:
+        """Say the worker is alive (and holds ``chunks`` leases); rows of workers not
+        heard from for ``ttl`` seconds are dropped by whoever calls this."""
+
+    @abc.abstractmethod
+    async def workers(self) -> list[WorkerRow]:
+        """The live workers, oldest first."""
+
+
 class Store(
     ProfileStore, SubscriptionStore, SuppressionStore, SegmentStore, AudienceStore,
     RunStore, JournalStore, ReceiptStore, PolicyStore, TriggerStore, ApiTokenStore,
-    GalleryStore,
+    GalleryStore, ClusterStore,
 ):
     """Everything Herald persists, by role. ``url`` names the database (without a
     password)."""

@@ -35,9 +35,9 @@ def bad_url(url: str) -> str | None:
             return f"{url!r}: a SQLite URL is sqlite:///PATH (sqlite:////PATH if absolute)"
         return None
     if "://" in url:
-        return f"{url!r}: expected a file path, sqlite:///PATH or postgresql://USER@HOST/DB"
+        return f"{url!r}: expected a file path, sqlite:///PATH or a postgresql:// URL"
     if not url.strip():
-        return "expected a file path, sqlite:///PATH or postgresql://USER@HOST/DB"
+        return "expected a file path, sqlite:///PATH or a postgresql:// URL"
     return None
 
 

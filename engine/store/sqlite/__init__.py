@@ -24,6 +24,7 @@ from typing import Any
 from engine.errors import StoreError
 from engine.store.base import Store
 from engine.store.sqlite.audience import SQLiteAudience
+from engine.store.sqlite.cluster import SQLiteCluster
 from engine.store.sqlite.gallery import SQLiteGallery
 from engine.store.sqlite.policy import SQLitePolicy
 from engine.store.sqlite.profiles import SQLiteProfiles
@@ -39,7 +40,7 @@ __all__ = ["RECEIPT_CHUNK", "SQLiteStore"]
 
 class SQLiteStore(
     SQLiteProfiles, SQLiteAudience, SQLiteRuns, SQLiteReceipts, SQLitePolicy, SQLiteTriggers,
-    SQLiteTokens, SQLiteSubscriptions, SQLiteGallery, Store,
+    SQLiteTokens, SQLiteSubscriptions, SQLiteGallery, SQLiteCluster, Store,
 ):
     """``SQLiteStore.open(path)`` creates or migrates the file and returns a store."""
 

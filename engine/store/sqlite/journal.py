@@ -19,7 +19,8 @@ import msgspec
 
 from engine.core.prepare import Message, Skipped
 from engine.core.states import Outcome
-from engine.store.base import JournalBatch, RecipientRow, Reserved
+from engine.store.base import JournalBatch, Lease, RecipientRow, Reserved
+from engine.store.sqlite.cluster import no_cluster
 from engine.store.sqlite.connection import SQLiteBase, sql_text
 from engine.store.sqlite.policy import count_sent
 from engine.store.sqlite.receipts import apply_pending
@@ -81,7 +82,9 @@ class SQLiteJournal(SQLiteBase):
         next_seq: int | None,
         counts: dict[str, int],
         audience_done: bool,
-    ) -> None:
+        lease: Lease | None = None,
+    ) -> set[int]:
+        no_cluster(lease)
         now = time.time()
         if batches:
             scratch, table = self._seen_table(run_id)
@@ -116,18 +119,28 @@ class SQLiteJournal(SQLiteBase):
                 (checkpoint, next_seq, _json.encode(total).decode(), int(audience_done),
                  run_id),
             )
+        return set()  # one process: its own dedupe saw every phone of the run
 
-    async def mark_sending(self, run_id: int, batch: int) -> None:
+    async def mark_sending(
+        self, run_id: int, batch: int, *, lease: Lease | None = None
+    ) -> None:
+        no_cluster(lease)
         self.conn.execute(
             "INSERT OR IGNORE INTO journal_sending (run_id, batch) VALUES (?, ?)", (run_id, batch)
         )
 
-    async def unmark_sending(self, run_id: int, batch: int) -> None:
+    async def unmark_sending(
+        self, run_id: int, batch: int, *, lease: Lease | None = None
+    ) -> None:
+        no_cluster(lease)
         self.conn.execute(
             "DELETE FROM journal_sending WHERE run_id = ? AND batch = ?", (run_id, batch)
         )
 
-    async def move_batch(self, run_id: int, batch: int, sender: str) -> None:
+    async def move_batch(
+        self, run_id: int, batch: int, sender: str, *, lease: Lease | None = None
+    ) -> None:
+        no_cluster(lease)
         self.conn.execute(
             "UPDATE journal SET sender = ? WHERE run_id = ? AND batch = ?", (sender, run_id, batch)
         )
@@ -135,8 +148,9 @@ class SQLiteJournal(SQLiteBase):
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
         outcomes: Sequence[Outcome], keep: Sequence[Message] = (),
-        keep_sending: bool = False,
+        keep_sending: bool = False, lease: Lease | None = None,
     ) -> None:
+        no_cluster(lease)
         # Batch-wide values are written into the statement as literals: binding them once
         # per row cost 40% of the insert (bench/pipeline.py). They are an int, a float and
         # a quoted config name, never user text.
