@@ -149,13 +149,18 @@ class SenderLimits:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._limits: dict[str, tuple[tuple[float, int, int], LocalSenderLimit]] = {}
+        self._limits: dict[str, tuple[tuple[float, int, int], SenderLimit]] = {}
 
     def get(self, name: str, config: SenderConfig) -> SenderLimit:
         key = (config.rate, config.burst, config.window)
         found = self._limits.get(name)
         if found is not None and found[0] == key:
             return found[1]
-        limit = LocalSenderLimit(config.rate, config.burst, config.window, self._clock)
+        limit = self.make(name, config)
         self._limits[name] = (key, limit)
         return limit
+
+    def make(self, name: str, config: SenderConfig) -> SenderLimit:
+        """A fresh limit for sender ``name`` (the factory hook: a subclass such as
+        ``engine.cluster.limits.RedisSenderLimits`` makes limits kept elsewhere)."""
+        return LocalSenderLimit(config.rate, config.burst, config.window, self._clock)

@@ -19,27 +19,34 @@ submission, otherwise recorded as ``unknown`` for the operator), and where the c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from engine.config import Config
+from engine.config import Config, SenderConfig
 from engine.core.dedupe import Dedupe
 from engine.core.phones import PhoneNormaliser
 from engine.core.prepare import AudienceRow, Message, Preparer, Renderer
 from engine.core.states import Outcome, State
 from engine.dispatch import Batch, Dispatcher, SenderRuntime, SenderStats, split_parts
 from engine.drivers import Driver
-from engine.limits import SenderLimits
+from engine.limits import SenderLimit, SenderLimits
 from engine.segments import Condition, compile_condition
-from engine.store.base import Store, TriggerRow
+from engine.store.base import JournalBatch, Lease, Store, TriggerRow
 from engine.store.models import Mailing, Run
 
-__all__ = ["Pipeline", "PipelineStats"]
+__all__ = ["Limits", "Pipeline", "PipelineStats"]
+
+
+class Limits(Protocol):
+    """Where each sender's pace and window come from: this process's memory
+    (``engine.limits.SenderLimits``) or, on a cluster, Redis."""
+
+    def get(self, name: str, config: SenderConfig) -> SenderLimit: ...
 
 
 class PipelineStats(msgspec.Struct, frozen=True):
@@ -63,7 +70,15 @@ class PipelineStats(msgspec.Struct, frozen=True):
 
 
 class Pipeline:
-    """Runs (or resumes) one mailing run to its end, or until ``stop()``."""
+    """Runs (or resumes) one mailing run to its end, or until ``stop()``.
+
+    With ``lease``, it runs one chunk of a cluster run (``engine.cluster.worker``): it
+    reads only the chunk's profiles (``lo < id <= hi``) from the chunk's checkpoint, gives
+    seqs from the chunk's ``next_seq``, and, when the chunk was taken over from a dead
+    worker, settles only the chunk's journal batches first. ``store`` is then the
+    ``LeasedStore`` that fences every write with the lease. The ``(run, phone)`` backstop
+    of the store dedupes across chunks: ``reserve`` hands back the seqs it refused as
+    duplicates, which are not sent."""
 
     def __init__(
         self,
@@ -78,10 +93,14 @@ class Pipeline:
         resource_id: int,
         total: int,
         clock: Callable[[], float] = time.monotonic,
-        limits: SenderLimits | None = None,
+        limits: Limits | None = None,
         functions: Mapping[str, Callable[..., Any]] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.store = store
+        #: The chunk of a cluster run this pipeline runs (None: the whole run).
+        self.lease = lease
+        self._audience_done = run.audience_done if lease is None else lease.audience_done
         #: The workspace's template functions (plugins'), for a dynamic segment's condition.
         self.functions = functions
         self.config = config
@@ -108,7 +127,11 @@ class Pipeline:
         single = [t.sender for t in vs.rules[0].senders] if len(vs.rules) == 1 else []
         self._multi = len(single) != 1
         route = _constant(single[0]) if len(single) == 1 else self.router.choose
-        self.dedupe = Dedupe(total + run.next_seq, eng.dedupe_fp_rate)
+        # a chunk's seqs start high (disjoint ranges per chunk): size its filter by the
+        # audience alone
+        next_seq = run.next_seq if lease is None else lease.next_seq
+        self.dedupe = Dedupe(total + (run.next_seq if lease is None else 1),
+                             eng.dedupe_fp_rate)
         counts = run.counts
         self.preparer = Preparer(
             run_uid=run.uid,
@@ -127,7 +150,7 @@ class Pipeline:
                 },
                 "json": mailing.document,
             },
-            next_seq=run.next_seq,
+            next_seq=next_seq,
             limit=mailing.limit,
             reserved=counts.get("reserved", 0),
             # triggers are transactional: only their mailing's own policy holds them back
@@ -164,9 +187,23 @@ class Pipeline:
         return {**self._busy, **self.dispatcher.busy}
 
     async def complete(self) -> bool:
-        """True when the audience is read to its end and no batch is left unrecorded."""
+        """True when the audience (a chunk's: its part of it) is read to its end and no
+        batch is left unrecorded."""
+        if self.lease is not None:
+            return self._audience_done and not await self._journal()
         _, run = await self.store.get_run(self.run.id)
         return run.audience_done and not await self.store.journal(self.run.id)
+
+    async def _journal(self) -> list[JournalBatch]:
+        """The run's journal, or in chunk mode only the chunk's batches (those of its
+        profiles)."""
+        batches = await self.store.journal(self.run.id)
+        if self.lease is None:
+            return batches
+        lo, hi = self.lease.lo, self.lease.hi
+        return [jb for jb in batches
+                if jb.entries and lo < jb.entries[0].profile_id
+                and (hi is None or jb.entries[0].profile_id <= hi)]
 
     def statistics(self) -> PipelineStats:
         c = self._counts
@@ -205,7 +242,7 @@ class Pipeline:
                         chunks_send, chunks_receive = anyio.create_memory_object_stream[
                             list[AudienceRow]
                         ](4)
-                        if self.run.audience_done or self.preparer.limit_reached:
+                        if self._audience_done or self.preparer.limit_reached:
                             chunks_send.close()
                         else:
                             feed.start_soon(self._cursor, chunks_send)
@@ -214,11 +251,13 @@ class Pipeline:
                 sender.send.close()
 
     async def _recover(self) -> list[Batch]:
-        """Rebuild dedupe and settle the journal of an interrupted run."""
-        async for phones in self.store.recipient_phones(self.run.id):
-            self.dedupe.remember(phones)
+        """Rebuild dedupe and settle the journal of an interrupted run (in chunk mode: of
+        the chunk, whose dedupe across the run is the store's backstop)."""
+        if self.lease is None:
+            async for phones in self.store.recipient_phones(self.run.id):
+                self.dedupe.remember(phones)
         backlog = []
-        for jb in await self.store.journal(self.run.id):
+        for jb in await self._journal():
             self.dedupe.remember(e.phone for e in jb.entries)
             sender = jb.sender
             if sender not in self.senders:
@@ -250,7 +289,8 @@ class Pipeline:
     async def _cursor(self, out: MemoryObjectSendStream[list[AudienceRow]]) -> None:
         store, source = self.store, self.mailing.source
         chunk = self.config.engine.chunk_size
-        after = self.run.checkpoint
+        after = self.run.checkpoint if self.lease is None else self.lease.checkpoint
+        hi = None if self.lease is None else self.lease.hi
         # a dynamic segment is judged as of the run's start, resumed or not
         as_of = self.run.started_at
         condition = await self._condition()
@@ -263,6 +303,11 @@ class Pipeline:
                 self._busy["cursor"] += elapsed
                 if self.cursor_ms is None:
                     self.cursor_ms = elapsed * 1000
+                if hi is not None and rows and rows[-1].profile_id > hi:
+                    rows = [r for r in rows if r.profile_id <= hi]  # the next chunk's
+                    next_after = None
+                if hi is not None and next_after is not None and next_after >= hi:
+                    next_after = None
                 if rows:
                     try:
                         await out.send(rows)
@@ -371,7 +416,7 @@ class Pipeline:
                 result = prep.finish_triggers(rows, phones, suppressed, self.clock(),
                                               policy_counts)
                 batches = _group(result.messages, self.senders, batch_size)
-                await store.reserve(
+                refused = await store.reserve(
                     run_id,
                     batches=[(b.batch, b.sender, b.messages) for b in batches],
                     skipped=result.skipped,
@@ -383,6 +428,7 @@ class Pipeline:
                 for k in self._counts:
                     self._counts[k] += result.counts.get(k, 0)
                 self._counts["reserved"] += len(result.messages)
+                batches = self._drop_refused(batches, refused)
                 self._busy["prepare"] += time.perf_counter() - t0
                 for b in batches:
                     await self._enqueue(b)
@@ -406,7 +452,7 @@ class Pipeline:
                 result = prep.finish(plan, suppressed, seen, self.clock(), policy_counts)
                 batches = _group(result.messages, self.senders, batch_size)
                 done = result.limit_reached
-                await store.reserve(
+                refused = await store.reserve(
                     run_id,
                     batches=[(b.batch, b.sender, b.messages) for b in batches],
                     skipped=result.skipped,
@@ -418,16 +464,36 @@ class Pipeline:
                 for k, v in result.counts.items():
                     self._counts[k] += v
                 self._counts["reserved"] += len(result.messages)
+                batches = self._drop_refused(batches, refused)
                 self._busy["prepare"] += time.perf_counter() - t0
                 for b in batches:
                     await self._enqueue(b)
                 if done:
+                    self._audience_done = True
                     return
-        # The audience is exhausted: say so, so that resume does not read it again.
+        # The audience (the chunk's part) is exhausted: say so, so that resume does not
+        # read it again.
+        end = _MAX_ID if self.lease is None or self.lease.hi is None else self.lease.hi
         await store.reserve(
-            run_id, batches=[], skipped=[], checkpoint=_MAX_ID, next_seq=prep.next_seq,
+            run_id, batches=[], skipped=[], checkpoint=end, next_seq=prep.next_seq,
             counts={}, audience_done=True,
         )
+        self._audience_done = True
+
+    def _drop_refused(self, batches: list[Batch], refused: Collection[int]) -> list[Batch]:
+        """The batches as the store journalled them: without the messages it refused as
+        duplicates (another worker of the cluster took their phone first; the store
+        recorded them skipped), which count as duplicates, not reserved."""
+        if not refused:
+            return batches
+        self._counts["duplicate"] += len(refused)
+        self._counts["reserved"] -= len(refused)
+        out = []
+        for b in batches:
+            kept = [m for m in b.messages if m.seq not in refused]
+            if kept:
+                out.append(b if len(kept) == len(b.messages) else b._replace(messages=kept))
+        return out
 
 _MAX_ID = 2**63 - 1
 #: Seconds between looks at a trigger queue when nobody wakes the pipeline.

@@ -42,7 +42,7 @@ from engine.drivers import Driver, Receipt
 from engine.errors import InputError
 from engine.limits import SenderLimits
 from engine.mailing_log import MailingLog, build_log
-from engine.pipeline import Pipeline, PipelineStats
+from engine.pipeline import Limits, Pipeline, PipelineStats
 from engine.plugins import Plugins, load_plugins
 from engine.store.base import ReceiptReport, Store
 from engine.store.models import Mailing, Run, run_is_live
@@ -93,8 +93,9 @@ class Herald:
         #: The pipeline of the run in progress, if any (for progress and stop()).
         self.pipeline: Pipeline | None = None
         self._receipt_parsers: dict[str, Driver] = {}
-        #: Each sender's pace and window, shared by every run of this workspace.
-        self.limits = SenderLimits()
+        #: Each sender's pace and window, shared by every run of this workspace; on a
+        #: cluster with ``[cluster] redis``, shared by every process through Redis.
+        self.limits: Limits = SenderLimits()
 
     @classmethod
     async def open(
@@ -104,7 +105,18 @@ class Herald:
         if not isinstance(config, Config):
             config = load_config(config, drivers=plugins.drivers)
         store = await open_store(config.database_url)
-        return cls(config, plugins, store)
+        herald = cls(config, plugins, store)
+        if config.cluster is not None and config.cluster.redis is not None:
+            from engine.cluster.limits import RedisSenderLimits
+
+            limits = RedisSenderLimits(config.cluster.redis)
+            try:
+                await limits.__aenter__()  # its client, for this event loop
+            except BaseException:
+                await store.aclose()
+                raise
+            herald.limits = limits
+        return herald
 
     async def __aenter__(self) -> Herald:
         return self
@@ -115,7 +127,12 @@ class Herald:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self.store.aclose()
+        try:
+            close = getattr(self.limits, "close", None)  # Redis's connections, if any
+            if close is not None:
+                await close()
+        finally:
+            await self.store.aclose()
 
     # -- sending -----------------------------------------------------------------------
 
@@ -135,6 +152,28 @@ class Herald:
     ) -> MailingLog:
         """Run a broadcast mailing now, to its end; return its mailing log. ``policy``
         overrides the resource's and the account's sending policy for this mailing."""
+        mailing, run, compiled = await self.create_broadcast(
+            resource=resource, template=template, database=database, segment=segment,
+            limit=limit, name=name, document=document, policy=policy,
+        )
+        return await self.execute(mailing, run, template=compiled, progress=progress,
+                                  handle_signals=handle_signals)
+
+    async def create_broadcast(
+        self,
+        *,
+        resource: str,
+        template: str,
+        database: str | None = None,
+        segment: str | None = None,
+        limit: int | None = None,
+        name: str | None = None,
+        document: dict[str, Any] | None = None,
+        policy: Policy | None = None,
+    ) -> tuple[Mailing, Run, Any]:
+        """A broadcast mailing and its run, running, nothing sent yet; with the compiled
+        template. (``send``'s first half; a cluster's ``herald send`` cuts the run into
+        chunks for the workers then.)"""
         if limit is not None and limit < 0:
             raise InputError("--limit must be 0 or more")
         compiled = refuse_blank(self._compile(template))  # nobody gets a blank SMS
@@ -151,8 +190,7 @@ class Herald:
             document=document,
             policy=policy,
         )
-        return await self.execute(mailing, run, template=compiled, progress=progress,
-                                  handle_signals=handle_signals)
+        return mailing, run, compiled
 
     async def resume(
         self, run_id: int, *, progress: Progress | None = None, handle_signals: bool = False
@@ -192,6 +230,10 @@ class Herald:
             limits=TemplateLimits.of(self.config.limits),
             compiler=compiler,
         )
+
+    def drivers(self) -> dict[str, Driver]:
+        """A fresh driver of each gateway a sender uses (its owner closes them)."""
+        return self._drivers()
 
     def _drivers(self) -> dict[str, Driver]:
         out: dict[str, Driver] = {}

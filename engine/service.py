@@ -5,6 +5,13 @@ The HTTP API (``herald serve``) and embedding applications drive mailings throug
 paused, resumed and cancelled, and each trigger mailing has a queue that a background
 pipeline drains, so a trigger call answers with message ids at once.
 
+On a cluster (a ``[cluster]`` table) the service runs no broadcast itself: ``start`` cuts
+the run into chunks that ``herald worker`` processes lease, and pause, resume and cancel
+only move the run's status in the store, which every worker reads at each heartbeat. So
+several service instances may run at once and any of them answers for any broadcast.
+Trigger mailings still run in the process that took them (their queue drained by its own
+pipeline): distributing trigger queues over the workers is left for later.
+
 ::
 
     async with MailingService.running(herald) as service:
@@ -161,11 +168,12 @@ class MailingService:
     def __init__(self, herald: Herald, tg: TaskGroup) -> None:
         self.herald = herald
         self._tg = tg
+        self._cluster = herald.config.cluster
         self._active: dict[int, _Active] = {}
         self._finished_busy: dict[str, float] = {}
         self._finished_senders: dict[str, SenderMetrics] = {}
         self._normaliser = PhoneNormaliser(herald.config.engine.default_region)
-        self._settled_cache: dict[int, tuple[float, tuple[int, int, int]]] = {}
+        self._settled_cache: dict[int, tuple[float, tuple[int, int, int], str | None]] = {}
 
     @classmethod
     @asynccontextmanager
@@ -190,7 +198,12 @@ class MailingService:
             run = await self.herald.store.latest_run(mailing.id)
             if run is not None and run.status in ("running", "interrupted") \
                     and not run_is_live(run):
-                run = await self.herald.store.claim_run(run.id)
+                try:
+                    run = await self.herald.store.claim_run(run.id)
+                except StoreError:
+                    if self._cluster is None:
+                        raise
+                    continue  # another instance of the cluster claimed it first
                 # the run renders {json.*}: this one needs its document
                 await self._launch(await store.get_mailing(mailing.id), run, resume=True)
 
@@ -243,12 +256,24 @@ class MailingService:
             raise StoreError(f"mailing {mailing_id} has a {run.status} run {run.id};"
                              " resume or cancel it")
         run = await self.herald.store.start_run(mailing_id)
-        await self._launch(mailing, run, resume=False)
+        if self._cluster is not None:
+            await self._queue_chunks(mailing, run)
+        else:
+            await self._launch(mailing, run, resume=False)
         return await self.status(mailing_id)
 
     async def pause(self, mailing_id: int) -> MailingStatus:
-        """Stop gracefully; ``resume`` carries on without losing or repeating anyone."""
+        """Stop gracefully; ``resume`` carries on without losing or repeating anyone.
+
+        On a cluster the run is marked interrupted at once; its workers stop within a
+        heartbeat and hand its chunks back."""
         active = self._active.get(mailing_id)
+        if active is None and await self._is_clustered(mailing_id):
+            run = await self.herald.store.latest_run(mailing_id)
+            if run is None or run.status != "running":
+                raise StoreError(f"mailing {mailing_id} is not running")
+            await self.herald.store.set_run_status(run.id, "interrupted")
+            return await self.status(mailing_id)
         if active is None:
             await self.herald.store.get_mailing(mailing_id)  # NotFound first
             raise StoreError(f"mailing {mailing_id} is not running")
@@ -266,12 +291,21 @@ class MailingService:
         if run is None or run.status not in ("interrupted", "running", "failed"):
             state = "never started" if run is None else run.status
             raise StoreError(f"mailing {mailing_id} has nothing to resume ({state})")
+        if self._is_clustered_mailing(mailing):
+            if run.status == "running":
+                raise StoreError(f"mailing {mailing_id} is already running")
+            await self._queue_chunks(mailing, run)
+            return await self.status(mailing_id)
         run = await self.herald.store.claim_run(run.id)
         await self._launch(mailing, run, resume=True)
         return await self.status(mailing_id)
 
     async def cancel(self, mailing_id: int) -> MailingStatus:
-        """Stop for good: what was never handed to a gateway is skipped as cancelled."""
+        """Stop for good: what was never handed to a gateway is skipped as cancelled.
+
+        On a cluster the run is paused first, and settled once no live worker holds a
+        chunk of it any more (StoreError if one still does after ``lease_ttl``, a
+        heartbeat and ``shutdown_grace``: the run stays paused)."""
         if mailing_id in self._active:
             await self.pause(mailing_id)
         run = await self.herald.store.latest_run(mailing_id)
@@ -280,8 +314,57 @@ class MailingService:
             raise StoreError(f"mailing {mailing_id} was never started")
         if run.status in ("finished", "cancelled"):
             raise StoreError(f"mailing {mailing_id}'s run is {run.status}")
+        if await self._is_clustered(mailing_id):
+            if run.status == "running":
+                await self.herald.store.set_run_status(run.id, "interrupted")
+            await self._wait_chunks_released(run.id)
         await self.herald.store.cancel_run(run.id)
+        self._settled_cache.pop(run.id, None)
         return await self.status(mailing_id)
+
+    # -- cluster -----------------------------------------------------------------------
+
+    def _is_clustered_mailing(self, mailing: Mailing) -> bool:
+        """Its runs are the workers' (a broadcast on a cluster), not this process's."""
+        return self._cluster is not None and mailing.kind == "broadcast"
+
+    async def _is_clustered(self, mailing_id: int) -> bool:
+        if self._cluster is None:
+            return False
+        return self._is_clustered_mailing(await self.herald.store.get_mailing(mailing_id))
+
+    async def _queue_chunks(self, mailing: Mailing, run: Run) -> None:
+        """Hand the run to the workers: its chunks (cut once: a resumed run keeps its
+        own), and the status ``running`` they lease chunks of."""
+        assert self._cluster is not None
+        store = self.herald.store
+        chunks = await store.create_chunks(run.id, mailing.source,
+                                           size=self._cluster.chunk_profiles)
+        if chunks == 0:  # nothing to read: no worker would ever finish it
+            await store.set_run_status(run.id, "finished")
+        elif run.status != "running":
+            await store.set_run_status(run.id, "running")
+        self._settled_cache.pop(run.id, None)
+
+    async def _wait_chunks_released(self, run_id: int) -> None:
+        """Until no live worker holds a lease on a chunk of the (paused) run."""
+        assert self._cluster is not None
+        store = self.herald.store
+        # a worker sees the pause within a heartbeat, settles its batches within the
+        # shutdown grace; a dead one's lease runs out within lease_ttl
+        patience = (self._cluster.lease_ttl + self._cluster.heartbeat_s
+                    + self.herald.config.engine.shutdown_grace)
+        with anyio.move_on_after(patience):
+            while True:
+                live = {w.worker for w in await store.workers()}
+                holders = sorted({c.worker for c in await store.chunks(run_id)
+                                  if c.state == "leased" and c.worker in live
+                                  and (c.lease_left or 0.0) > 0})
+                if not holders:
+                    return
+                await anyio.sleep(self._cluster.heartbeat_s)
+        raise StoreError(f"run {run_id}: workers {', '.join(holders)} still hold chunks of"
+                         " it; it stays paused, cancel it again later")
 
     async def _launch(self, mailing: Mailing, run: Run, *, resume: bool) -> None:
         active = _Active(run)
@@ -347,17 +430,21 @@ class MailingService:
             out.sent, out.failed, out.unknown = (
                 base[0] + stats.sent, base[1] + stats.failed, base[2] + stats.unknown)
             return out
-        out.status = _STATUS.get(run.status, "paused")  # type: ignore[assignment]
+        if run.status == "running" and self._is_clustered_mailing(mailing):
+            out.status = "running"  # the workers' (a run of this process would be active)
+        else:
+            out.status = _STATUS.get(run.status, "paused")  # type: ignore[assignment]
         out.received, out.reserved = run.counts.get("received", 0), run.counts.get(
             "reserved", 0)
-        out.sent, out.failed, out.unknown = await self._settled(run.id)
+        out.sent, out.failed, out.unknown = await self._settled(run.id, run.status)
         return out
 
-    async def _settled(self, run_id: int) -> tuple[int, int, int]:
-        """(sent, failed, unknown) of a run, counted at most every few seconds."""
+    async def _settled(self, run_id: int, status: str | None = None) -> tuple[int, int, int]:
+        """(sent, failed, unknown) of a run, counted at most every few seconds (and again
+        when its status changed: a cluster run's workers may have finished it since)."""
         now = anyio.current_time()
         cached = self._settled_cache.get(run_id)
-        if cached is not None and now - cached[0] < SETTLED_TTL:
+        if cached is not None and now - cached[0] < SETTLED_TTL and cached[2] == status:
             return cached[1]
         summary = await self.herald.store.run_summary(run_id)
         settled = (
@@ -366,7 +453,7 @@ class MailingService:
             sum(summary.get("failed", {}).values()),
             sum(summary.get("unknown", {}).values()),
         )
-        self._settled_cache[run_id] = (now, settled)
+        self._settled_cache[run_id] = (now, settled, status)
         return settled
 
     async def list(self) -> builtins.list[MailingStatus]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from engine.cli.cluster import add_cluster_parsers
 from engine.cli.config import add_config_parsers
 from engine.cli.demo import add_demo_parser
 from engine.cli.gallery import add_gallery_parsers
@@ -25,6 +26,7 @@ from engine.cli.simulate import add_simulate_parser
 from engine.cli.suppression import add_suppression_parsers
 from engine.cli.templates import add_template_parsers
 from engine.cli.tokens import add_token_parsers
+from engine.cli.worker import add_worker_parser
 from engine.cli.workspace import run_command
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -57,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_template_parsers(sub)
     add_simulate_parser(sub)
     add_serve_parser(sub)
+    add_worker_parser(sub)
     add_token_parsers(sub)
     add_segment_parsers(sub)
     add_gallery_parsers(sub)
     add_run_parsers(sub)
+    add_cluster_parsers(sub)
     return parser
 
 

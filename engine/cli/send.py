@@ -80,6 +80,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         herald = await open_herald(args)
         async with herald:
             refuse_blank(herald.compile(template))  # before a run exists, like a typo
+            if herald.config.cluster is not None:
+                log = await _send_on_cluster(herald, args, template)
+                show_log(log, args.json)
+                return 0 if log.status == "finished" else 1
             with ProgressBar(not args.json) as bar:
                 log = await herald.send(
                     resource=args.resource, database=args.database, segment=args.segment,
@@ -90,6 +94,19 @@ def cmd_send(args: argparse.Namespace) -> int:
         return 0 if log.status == "finished" else 1
 
     return run_backend(go)
+
+
+async def _send_on_cluster(herald: Any, args: argparse.Namespace, template: str) -> MailingLog:
+    """``herald send`` on a cluster: the run is cut into chunks that this process works
+    on with every ``herald worker``; the log once every chunk is done."""
+    from engine.cluster.worker import send_on_cluster
+
+    log: MailingLog = await send_on_cluster(
+        herald, resource=args.resource, database=args.database, segment=args.segment,
+        template=template, limit=args.limit, name=args.name, policy=args.policy,
+        handle_signals=True,
+    )
+    return log
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

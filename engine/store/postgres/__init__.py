@@ -13,6 +13,7 @@ import psycopg
 from engine.errors import StoreError
 from engine.store.base import Store
 from engine.store.postgres.audience import PgAudience
+from engine.store.postgres.cluster import PgCluster
 from engine.store.postgres.db import connect, redact_url
 from engine.store.postgres.gallery import PgGallery
 from engine.store.postgres.journal import PgJournal
@@ -34,7 +35,7 @@ _MIGRATION_LOCK = 0x4845_5241_4C44  # "HERALD"
 
 class PostgresStore(
     PgProfiles, PgSubscriptions, PgSuppression, PgSegments, PgAudience, PgRuns, PgJournal,
-    PgReceipts, PgPolicy, PgTriggers, PgTokens, PgGallery, Store,
+    PgReceipts, PgPolicy, PgTriggers, PgTokens, PgGallery, PgCluster, Store,
 ):
     """Everything Herald persists, in one PostgreSQL database."""
 

@@ -12,6 +12,13 @@ travel as one JSON array of arrays (``json_rows``), which the server unpacks wit
 E.164 number, as an integer): the ``(run, phone)`` key behind the dedupe filter. It is
 written by ``reserve`` in the transaction that journals the messages, read by ``lookup``
 (``audience.py``), and durable, so a resumed run needs no rebuild.
+
+Under a cluster lease (``cluster.py``) every write first holds the lease (``LEASE_HELD``,
+in the same statement), or raises LeaseLost having written nothing. ``reserve`` then
+costs two statements: the first holds the lease and inserts the batch's phones into
+``run_phones`` (``ON CONFLICT DO NOTHING``, in phone order); a phone it did not insert
+was accepted by another worker (or earlier in the batch), and its message is refused as
+a duplicate in the second.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from engine.core.policy import utc_day
 from engine.core.prepare import Message, Skipped
 from engine.core.states import TRANSITIONS, Outcome
 from engine.errors import NotFound
-from engine.store.base import JournalBatch, RecipientRow, Reserved
+from engine.store.base import JournalBatch, Lease, RecipientRow, Reserved
+from engine.store.postgres.cluster import LEASE_HELD, lease_lost
 from engine.store.postgres.connection import PgBase
 from engine.store.postgres.db import Tx
 
@@ -120,9 +128,11 @@ def _entries(messages: Sequence[Message]) -> bytes:
     return _msgpack.encode([(m.seq, m.profile_id, m.phone) for m in messages])
 
 
-#: ``reserve``: the policy history, the journal, the run's phones, the skips and the run's
-#: counters, in one statement. History keys are counted first (a profile twice in a
-#: batch counts twice) and written in key order, so concurrent runs lock rows in one order.
+#: ``reserve``: the policy history, the journal, the run's phones (``{accepted}``), the
+#: skips, the reading position (the run's, ``{position}``, or the chunk's, ``{chunk}``)
+#: and the run's counters, in one statement. History keys are counted first (a profile
+#: twice in a batch counts twice) and written in key order, so concurrent runs lock rows
+#: in one order.
 _RESERVE = """
 WITH sent AS (
     SELECT (r->>0)::bigint AS profile_id, (r->>1)::bigint AS phone
@@ -136,10 +146,7 @@ WITH sent AS (
     INSERT INTO history_contact (phone, day, n)
     SELECT phone, %(day)s, count(*) FROM sent GROUP BY phone ORDER BY phone
     ON CONFLICT (phone, day) DO UPDATE SET n = history_contact.n + excluded.n
-), accepted AS (
-    INSERT INTO run_phones (run_id, phone) SELECT %(run)s, phone FROM sent
-    ON CONFLICT DO NOTHING
-), journalled AS (
+){accepted}, journalled AS (
     INSERT INTO journal (run_id, batch, sender, messages)
     SELECT %(run)s, b, s, m
     FROM unnest(%(batches)s::bigint[], %(senders)s::text[], %(blobs)s::bytea[]) AS t(b, s, m)
@@ -147,11 +154,10 @@ WITH sent AS (
     INSERT INTO recipients (run_id, seq, profile_id, phone, state, reason, updated_at)
     SELECT %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2, 'skipped', r->>3, %(now)s
     FROM jsonb_array_elements(%(skipped)s::jsonb) AS r
-)
-UPDATE runs SET checkpoint = %(checkpoint)s, next_seq = coalesce(%(next_seq)s, next_seq),
-    audience_done = %(done)s,
+){chunk}
+UPDATE runs SET {position}
     counts = (
-        SELECT coalesce(jsonb_object_agg(key, n), '{}') FROM (
+        SELECT coalesce(jsonb_object_agg(key, n), '{{}}') FROM (
             SELECT key, sum(value::bigint) AS n FROM (
                 SELECT key, value FROM jsonb_each_text(runs.counts)
                 UNION ALL SELECT key, value FROM jsonb_each_text(%(counts)s::jsonb)
@@ -160,17 +166,82 @@ UPDATE runs SET checkpoint = %(checkpoint)s, next_seq = coalesce(%(next_seq)s, n
     )
 WHERE id = %(run)s
 """
+#: One process: the run's phones are written with the rest, and its position.
+_RESERVE_ALONE = _RESERVE.format(
+    accepted=""", accepted AS (
+    INSERT INTO run_phones (run_id, phone) SELECT %(run)s, phone FROM sent
+    ON CONFLICT DO NOTHING
+)""",
+    chunk="",
+    position="""checkpoint = %(checkpoint)s, next_seq = coalesce(%(next_seq)s, next_seq),
+    audience_done = %(done)s,""",
+)
+#: Under a lease: the phones were accepted by ``_ACCEPT``; the position is the chunk's.
+_RESERVE_LEASED = _RESERVE.format(
+    accepted="",
+    chunk=""", chunk_position AS (
+    UPDATE run_chunks SET checkpoint = %(checkpoint)s,
+        next_seq = coalesce(%(next_seq)s, next_seq), audience_done = %(done)s
+    WHERE run_id = %(run)s AND chunk = %(chunk)s
+)""",
+    position="",
+)
 
-#: ``record``: the batch's recipient rows, and the journal's change (``{journal}``).
+#: ``reserve`` under a lease, first: hold the lease and insert the batches' phones into
+#: the run's, in phone order (concurrent reserves of one run wait for each other in one
+#: order). Its row: whether the lease is held, and the phones inserted (JSON).
+_ACCEPT = f"""
+WITH lease AS ({LEASE_HELD}), accepted AS (
+    INSERT INTO run_phones (run_id, phone)
+    SELECT DISTINCT %(run)s, p::bigint
+    FROM jsonb_array_elements_text(%(phones)s::jsonb) AS p
+    WHERE EXISTS (SELECT 1 FROM lease) ORDER BY 2
+    ON CONFLICT DO NOTHING RETURNING phone
+)
+SELECT EXISTS (SELECT 1 FROM lease),
+    (SELECT coalesce(json_agg(phone), '[]')::text FROM accepted)
+"""
+
+_decode_phones = msgspec.json.Decoder(list[int]).decode
+
+
+def _lease_params(run_id: int, lease: Lease) -> dict[str, int]:
+    """``LEASE_HELD``'s parameters: the lease's chunk of ``run_id`` at its fence."""
+    return {"run": run_id, "chunk": lease.chunk, "fence": lease.fence}
+
+
+def _held(write: str, lease: Lease | None) -> str:
+    """A one-table write (``{held}`` where its condition ends): as it is, or under a lease,
+    done only if the lease is held, the statement's one row saying whether it was."""
+    if lease is None:
+        return write.format(held="")
+    return (f"WITH lease AS ({LEASE_HELD}), w AS"
+            f" ({write.format(held=' AND EXISTS (SELECT 1 FROM lease)')})"
+            " SELECT count(*) FROM lease")
+
+
+_MARK_SENDING = (
+    "INSERT INTO journal_sending (run_id, batch) SELECT %(run)s, %(batch)s"
+    " WHERE true{held} ON CONFLICT DO NOTHING"
+)
+_UNMARK_SENDING = (
+    "DELETE FROM journal_sending WHERE run_id = %(run)s AND batch = %(batch)s{held}"
+)
+_MOVE_BATCH = (
+    "UPDATE journal SET sender = %(sender)s WHERE run_id = %(run)s AND batch = %(batch)s{held}"
+)
+
+#: ``record``: the batch's recipient rows, and the journal's change (``{journal}``); under
+#: a lease (``{lease}``), only if it is held (``{where}``), which the row says.
 _RECORD = """
-WITH settled AS (
+WITH {lease}settled AS (
     INSERT INTO recipients (run_id, seq, profile_id, phone, state, reason, sender, segments,
                             encoding, provider_id, error, attempts, updated_at)
     SELECT %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2, r->>3, r->>4, %(sender)s,
            (r->>5)::int, r->>6, r->>7, r->>8, (r->>9)::int, %(now)s
-    FROM jsonb_array_elements(%(rows)s::jsonb) AS r
+    FROM jsonb_array_elements(%(rows)s::jsonb) AS r{where}
 ){journal}
-SELECT {lock}
+SELECT {lock}, {held}
 """
 
 #: ``record``, when the batch has provider ids: the receipts its gateway sent before the
@@ -227,14 +298,19 @@ class PgJournal(PgBase):
         next_seq: int | None,
         counts: dict[str, int],
         audience_done: bool,
-    ) -> None:
+        lease: Lease | None = None,
+    ) -> set[int]:
         now = time.time()
+        refused: set[int] = set()
         async with self.db.transaction() as tx:
+            if lease is not None:
+                batches, skipped, counts, refused = await self._accept(
+                    tx, run_id, lease, batches, skipped, counts)
             # Messages count in the policy history from the moment they are reserved, so
             # one still at its gateway counts too: a policy never lets one through twice.
             resource = await self._run_resource_id(tx, run_id) if any(
                 msgs for _, _, msgs in batches) else None
-            await tx.execute(_RESERVE, {
+            await tx.execute(_RESERVE_ALONE if lease is None else _RESERVE_LEASED, {
                 "run": run_id, "now": now, "day": utc_day(now), "resource": resource,
                 "sent": json_rows([(m.profile_id, int(m.phone[1:]))
                                    for _, _, msgs in batches for m in msgs]),
@@ -244,29 +320,81 @@ class PgJournal(PgBase):
                 "skipped": json_rows(skipped),
                 "checkpoint": checkpoint, "next_seq": next_seq, "done": audience_done,
                 "counts": json_rows(counts),
+                "chunk": None if lease is None else lease.chunk,
             })
+        return refused
 
-    async def mark_sending(self, run_id: int, batch: int) -> None:
-        await self.db.execute(
-            "INSERT INTO journal_sending (run_id, batch) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (run_id, batch),
-        )
+    async def _accept(
+        self, tx: Tx, run_id: int, lease: Lease,
+        batches: Sequence[tuple[int, str, Sequence[Message]]], skipped: Sequence[Skipped],
+        counts: dict[str, int],
+    ) -> tuple[list[tuple[int, str, Sequence[Message]]], list[Skipped], dict[str, int],
+               set[int]]:
+        """Hold the lease and accept the batches' phones into the run's: the messages whose
+        phone another worker accepted first (or an earlier message of these batches) are
+        refused, skipped as duplicates. Returns what is left to reserve and the refused
+        seqs. LeaseLost if the lease is not held."""
+        row = await tx.fetchone(_ACCEPT, {
+            **_lease_params(run_id, lease),
+            "phones": json_rows([m.phone[1:] for _, _, msgs in batches for m in msgs]),
+        })
+        if row is None or not row[0]:
+            raise lease_lost(lease)
+        fresh = set(_decode_phones(row[1]))
+        kept: list[tuple[int, str, Sequence[Message]]] = []
+        refusals: list[Skipped] = []
+        for batch, sender, msgs in batches:
+            accepted: list[Message] = []
+            for m in msgs:
+                number = int(m.phone[1:])
+                if number in fresh:
+                    fresh.discard(number)  # the first message to the phone has it
+                    accepted.append(m)
+                else:
+                    refusals.append(Skipped(m.seq, m.profile_id, m.phone, "duplicate"))
+            if accepted:  # a batch left with no message is not journalled
+                kept.append((batch, sender, accepted))
+        if not refusals:
+            return kept, list(skipped), counts, set()
+        counts = dict(counts)
+        counts["duplicate"] = counts.get("duplicate", 0) + len(refusals)
+        if "reserved" in counts:
+            counts["reserved"] -= len(refusals)
+        return kept, [*skipped, *refusals], counts, {r.seq for r in refusals}
 
-    async def unmark_sending(self, run_id: int, batch: int) -> None:
-        await self.db.execute(
-            "DELETE FROM journal_sending WHERE run_id = %s AND batch = %s", (run_id, batch)
-        )
+    async def _held_write(self, write: str, params: dict[str, Any],
+                          lease: Lease | None) -> None:
+        """One of the small journal writes, under ``lease`` if given (LeaseLost, nothing
+        written, if it is not held)."""
+        if lease is None:
+            await self.db.execute(_held(write, None), params)
+            return
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(_held(write, lease), {
+                **params, **_lease_params(params["run"], lease)})
+            if row is None or not row[0]:
+                raise lease_lost(lease)
 
-    async def move_batch(self, run_id: int, batch: int, sender: str) -> None:
-        await self.db.execute(
-            "UPDATE journal SET sender = %s WHERE run_id = %s AND batch = %s",
-            (sender, run_id, batch),
-        )
+    async def mark_sending(
+        self, run_id: int, batch: int, *, lease: Lease | None = None
+    ) -> None:
+        await self._held_write(_MARK_SENDING, {"run": run_id, "batch": batch}, lease)
+
+    async def unmark_sending(
+        self, run_id: int, batch: int, *, lease: Lease | None = None
+    ) -> None:
+        await self._held_write(_UNMARK_SENDING, {"run": run_id, "batch": batch}, lease)
+
+    async def move_batch(
+        self, run_id: int, batch: int, sender: str, *, lease: Lease | None = None
+    ) -> None:
+        await self._held_write(
+            _MOVE_BATCH, {"run": run_id, "batch": batch, "sender": sender}, lease)
 
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
         outcomes: Sequence[Outcome], keep: Sequence[Message] = (),
-        keep_sending: bool = False,
+        keep_sending: bool = False, lease: Lease | None = None,
     ) -> None:
         settled = [
             # a clean send keeps no reason, whatever the dispatcher said
@@ -276,23 +404,34 @@ class PgJournal(PgBase):
             for m, o in zip(messages, outcomes, strict=True)
         ]
         provider_ids = [o.provider_id for o in outcomes if o.provider_id]
+        held = "" if lease is None else " AND EXISTS (SELECT 1 FROM lease)"
         journal = (
             ", kept AS (UPDATE journal SET sender = %(sender)s, messages = %(keep)s"
-            " WHERE run_id = %(run)s AND batch = %(batch)s)" if keep else
-            ", dropped AS (DELETE FROM journal WHERE run_id = %(run)s AND batch = %(batch)s)"
+            f" WHERE run_id = %(run)s AND batch = %(batch)s{held})" if keep else
+            ", dropped AS (DELETE FROM journal WHERE run_id = %(run)s AND batch = %(batch)s"
+            f"{held})"
         )
         if not (keep and keep_sending):
             journal += (", unmarked AS (DELETE FROM journal_sending WHERE run_id = %(run)s"
-                        " AND batch = %(batch)s)")
+                        f" AND batch = %(batch)s{held})")
         # Held to the commit: receipts are not judged "too early" meanwhile (sender_lock).
         lock = "pg_advisory_xact_lock_shared(%(lock)s)" if provider_ids else "1"
+        sql = _RECORD.format(
+            journal=journal, lock=lock,
+            lease="" if lease is None else f"lease AS ({LEASE_HELD}), ",
+            where="" if lease is None else " WHERE EXISTS (SELECT 1 FROM lease)",
+            held="true" if lease is None else "EXISTS (SELECT 1 FROM lease)",
+        )
         now = time.time()
         async with self.db.transaction() as tx:
-            await tx.execute(_RECORD.format(journal=journal, lock=lock), {
+            row = await tx.fetchone(sql, {
                 "run": run_id, "batch": batch, "sender": sender, "now": now,
                 "rows": json_rows(settled), "keep": _entries(keep) if keep else None,
                 "lock": sender_lock(sender),
+                **({} if lease is None else _lease_params(run_id, lease)),
             })
+            if lease is not None and (row is None or not row[1]):
+                raise lease_lost(lease)
             if provider_ids:
                 await tx.execute(_APPLY_PENDING, {
                     "sender": sender, "ids": json_rows(provider_ids), "now": now,

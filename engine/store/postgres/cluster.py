@@ -1,0 +1,223 @@
+"""Chunks of cluster runs, their leases, and the workers (ClusterStore).
+
+A cluster run's audience is cut into ranges of profile ids (``run_chunks``), each with its
+own reading position and its own range of seqs (chunk ``k`` gives seqs from ``k * 2**32 +
+1``: message ids ``{uid}-{seq}`` stay unique whoever sends them). A worker leases a chunk
+with ``FOR UPDATE SKIP LOCKED``; each claim raises the chunk's ``fence``, and every write
+of the journal under a lease (``journal.py``) first takes ``LEASE_HELD``: the chunk's row
+``FOR SHARE`` at the lease's fence. So a worker whose lease was taken over writes nothing
+more (LeaseLost), and a takeover waits for the write in progress to commit (a claim skips
+the row meanwhile).
+
+Every time is the database server's (``NOW``), in epoch seconds like the rest of the
+schema: workers on machines whose clocks differ agree on who holds what.
+"""
+
+from __future__ import annotations
+
+from engine.errors import LeaseLost, NotFound
+from engine.store.base import ChunkRow, Lease, WorkerRow
+from engine.store.models import AudienceSource
+from engine.store.postgres.connection import PgBase
+
+__all__ = ["DDL", "LEASE_HELD", "SEQS_PER_CHUNK", "PgCluster", "lease_lost"]
+
+#: This role's tables: the second migration (``schema.py``).
+DDL = """
+-- The chunks of cluster runs: profile ids lo < id <= hi (hi NULL: no upper bound).
+CREATE TABLE run_chunks (
+    run_id bigint NOT NULL REFERENCES runs(id),
+    chunk integer NOT NULL,
+    lo bigint NOT NULL,
+    hi bigint,
+    state text NOT NULL DEFAULT 'pending',
+    worker text,
+    lease_until double precision,
+    fence bigint NOT NULL DEFAULT 0,
+    checkpoint bigint NOT NULL,
+    next_seq bigint NOT NULL,
+    audience_done boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (run_id, chunk)
+);
+CREATE INDEX run_chunks_open ON run_chunks(run_id, chunk) WHERE state <> 'done';
+-- The live workers, as their heartbeats say.
+CREATE TABLE cluster_workers (
+    worker text PRIMARY KEY,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    started_at double precision NOT NULL,
+    heartbeat_at double precision NOT NULL,
+    chunks integer NOT NULL DEFAULT 0
+);
+"""
+
+#: The server's clock, in epoch seconds (statements here are one per transaction).
+NOW = "extract(epoch FROM clock_timestamp())::float8"
+
+#: Seqs each chunk may give: chunk k's are k * SEQS_PER_CHUNK + 1 onwards.
+SEQS_PER_CHUNK = 2**32
+
+#: A CTE body that holds a lease, for the journal's writes: the chunk's row locked
+#: ``FOR SHARE`` if it is still leased at the lease's fence, else no row. Parameters
+#: ``%(run)s``, ``%(chunk)s``, ``%(fence)s``.
+LEASE_HELD = (
+    "SELECT 1 AS held FROM run_chunks WHERE run_id = %(run)s AND chunk = %(chunk)s"
+    " AND fence = %(fence)s AND state = 'leased' FOR SHARE"
+)
+
+#: The high half of the advisory locks that make releases of one run's chunks take turns.
+_RELEASE_LOCKS = 0x4852_4348 << 32  # "HRCH"
+
+_LEASE_COLUMNS = (
+    "c.run_id, c.chunk, c.lo, c.hi, c.fence, c.worker, c.checkpoint, c.next_seq,"
+    " c.audience_done"
+)
+
+#: One statement: the first claimable chunk (pending, or leased and expired) of a running
+#: run, skipping the rows other claims or writes hold, leased with its fence raised.
+_CLAIM = f"""
+UPDATE run_chunks c SET worker = %(worker)s, fence = c.fence + 1, state = 'leased',
+    lease_until = {NOW} + %(ttl)s
+FROM (
+    SELECT rc.run_id, rc.chunk, rc.state AS was FROM run_chunks rc
+    JOIN runs r ON r.id = rc.run_id
+    WHERE r.status = 'running' AND rc.state <> 'done'
+      AND (rc.state = 'pending' OR (rc.state = 'leased' AND rc.lease_until < {NOW}))
+      AND (%(run)s::bigint IS NULL OR rc.run_id = %(run)s::bigint)
+    ORDER BY rc.run_id, rc.chunk LIMIT 1
+    FOR UPDATE OF rc SKIP LOCKED
+) pick
+WHERE c.run_id = pick.run_id AND c.chunk = pick.chunk
+RETURNING {_LEASE_COLUMNS}, pick.was = 'leased'
+"""
+
+#: One statement: the chunks of a run's audience, from the ids of ``ids`` (a CTE placed
+#: in front): a cut after every ``size``-th id but the last, the last chunk open-ended
+#: (``size`` 0: one chunk).
+_CHUNKS = """
+numbered AS (
+    SELECT id, row_number() OVER (ORDER BY id) AS n, count(*) OVER () AS total FROM ids
+), cuts AS (
+    SELECT id AS hi, row_number() OVER (ORDER BY id) AS k FROM numbered
+    WHERE mod(n, %(size)s) = 0 AND n < total
+), bounds AS (
+    SELECT k - 1 AS chunk, coalesce(lag(hi) OVER (ORDER BY k), 0) AS lo, hi FROM cuts
+    UNION ALL
+    SELECT (SELECT count(*) FROM cuts), coalesce((SELECT max(hi) FROM cuts), 0), NULL
+)
+INSERT INTO run_chunks (run_id, chunk, lo, hi, state, fence, checkpoint, next_seq)
+SELECT %(run)s, chunk, lo, hi, 'pending', 0, lo, chunk * %(seqs)s + 1 FROM bounds
+"""
+
+
+def lease_lost(lease: Lease) -> LeaseLost:
+    """The error of a write under a lease that was taken over (or given up)."""
+    return LeaseLost(
+        f"run {lease.run_id} chunk {lease.chunk}: the lease of {lease.worker}"
+        f" (fence {lease.fence}) was taken over"
+    )
+
+
+def _lease_params(lease: Lease) -> dict[str, int]:
+    return {"run": lease.run_id, "chunk": lease.chunk, "fence": lease.fence}
+
+
+class PgCluster(PgBase):
+    async def create_chunks(self, run_id: int, source: AudienceSource, *, size: int) -> int:
+        async with self.db.transaction() as tx:
+            # The run's row lock makes two first calls take turns: the second sees the
+            # first's chunks and keeps them.
+            if await tx.fetchone("SELECT 1 FROM runs WHERE id = %s FOR UPDATE",
+                                 (run_id,)) is None:
+                raise NotFound(f"no run {run_id}")
+            row = await tx.fetchone(
+                "SELECT count(*) FROM run_chunks WHERE run_id = %s", (run_id,))
+            if row and row[0]:
+                return int(row[0])
+            static = False
+            if source.kind == "segment":
+                row = await tx.fetchone(
+                    "SELECT kind FROM segments WHERE id = %s", (source.segment_id,))
+                static = row is not None and row[0] == "static"
+            # A dynamic segment is judged as it is read: its chunks cut its database.
+            ids = (
+                "SELECT profile_id AS id FROM segment_members WHERE segment_id = %(source)s"
+                if static else "SELECT id FROM profiles WHERE database_id = %(source)s"
+            )
+            return int(await tx.execute(f"WITH ids AS ({ids}), {_CHUNKS}", {
+                "run": run_id, "size": size if size > 0 else 2**62, "seqs": SEQS_PER_CHUNK,
+                "source": source.segment_id if static else source.database_id,
+            }))
+
+    async def claim_chunk(
+        self, worker: str, ttl: float, *, run_id: int | None = None
+    ) -> Lease | None:
+        row = await self.db.fetchone(_CLAIM, {"worker": worker, "ttl": ttl, "run": run_id})
+        return None if row is None else Lease(*row)
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        n = await self.db.execute(
+            f"UPDATE run_chunks SET lease_until = {NOW} + %(ttl)s WHERE run_id = %(run)s"
+            " AND chunk = %(chunk)s AND fence = %(fence)s AND state = 'leased'",
+            {**_lease_params(lease), "ttl": ttl},
+        )
+        return n == 1
+
+    async def release_chunk(self, lease: Lease, *, done: bool) -> bool:
+        async with self.db.transaction() as tx:
+            if done:
+                # Releases of a run's chunks take turns, so the one that makes the last
+                # chunk done sees every other one done (each statement's snapshot is
+                # taken after the lock).
+                await tx.execute("SELECT pg_advisory_xact_lock(%s)",
+                                 (_RELEASE_LOCKS | (lease.run_id & 0xFFFF_FFFF),))
+            n = await tx.execute(
+                "UPDATE run_chunks SET state = %(state)s, lease_until = NULL,"
+                " worker = CASE WHEN %(done)s THEN worker END"
+                " WHERE run_id = %(run)s AND chunk = %(chunk)s AND fence = %(fence)s"
+                " AND state = 'leased'",
+                {**_lease_params(lease), "state": "done" if done else "pending",
+                 "done": done},
+            )
+            if n != 1:
+                raise lease_lost(lease)
+            if not done:
+                return False
+            last = await tx.fetchone(
+                "UPDATE runs SET audience_done = true WHERE id = %(run)s AND NOT EXISTS"
+                " (SELECT 1 FROM run_chunks WHERE run_id = %(run)s AND state <> 'done')"
+                " RETURNING id",
+                {"run": lease.run_id},
+            )
+            return last is not None
+
+    async def chunks(self, run_id: int) -> list[ChunkRow]:
+        rows = await self.db.fetchall(
+            "SELECT run_id, chunk, lo, hi, state, worker,"
+            f" CASE WHEN state = 'leased' THEN lease_until - {NOW} END, checkpoint, fence"
+            " FROM run_chunks WHERE run_id = %s ORDER BY chunk",
+            (run_id,),
+        )
+        return [ChunkRow(*r) for r in rows]
+
+    async def worker_heartbeat(
+        self, worker: str, *, host: str, pid: int, chunks: int, ttl: float
+    ) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO cluster_workers (worker, host, pid, started_at, heartbeat_at,"
+                f" chunks) VALUES (%(worker)s, %(host)s, %(pid)s, {NOW}, {NOW}, %(chunks)s)"
+                " ON CONFLICT (worker) DO UPDATE SET host = excluded.host,"
+                " pid = excluded.pid, heartbeat_at = excluded.heartbeat_at,"
+                " chunks = excluded.chunks",
+                {"worker": worker, "host": host, "pid": pid, "chunks": chunks},
+            )
+            await tx.execute(
+                f"DELETE FROM cluster_workers WHERE heartbeat_at < {NOW} - %s", (ttl,))
+
+    async def workers(self) -> list[WorkerRow]:
+        rows = await self.db.fetchall(
+            "SELECT worker, host, pid, started_at, heartbeat_at, chunks FROM cluster_workers"
+            " ORDER BY started_at, worker"
+        )
+        return [WorkerRow(*r) for r in rows]
