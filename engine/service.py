@@ -7,8 +7,10 @@ pipeline drains, so a trigger call answers with message ids at once.
 
 On a cluster (a ``[cluster]`` table) the service runs no broadcast itself: ``start`` cuts
 the run into chunks that ``herald worker`` processes lease, and pause, resume and cancel
-only move the run's status in the store, which every worker reads at each heartbeat. So
-several service instances may run at once and any of them answers for any broadcast.
+only move the run's status in the store, then tell every worker at once (a NOTIFY,
+``engine.cluster.control``); each worker also reads the status at each heartbeat, should
+the notification be lost. So several service instances may run at once and any of them
+answers for any broadcast.
 Trigger mailings still run in the process that took them (their queue drained by its own
 pipeline): distributing trigger queues over the workers is left for later.
 
@@ -33,6 +35,7 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from engine.audience import resolve_audience
+from engine.cluster.control import notify
 from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy
 from engine.core.templates import refuse_blank
@@ -258,6 +261,7 @@ class MailingService:
         run = await self.herald.store.start_run(mailing_id)
         if self._cluster is not None:
             await self._queue_chunks(mailing, run)
+            await notify(self.herald.store, run.id, "start")  # idle workers claim now
         else:
             await self._launch(mailing, run, resume=False)
         return await self.status(mailing_id)
@@ -265,14 +269,16 @@ class MailingService:
     async def pause(self, mailing_id: int) -> MailingStatus:
         """Stop gracefully; ``resume`` carries on without losing or repeating anyone.
 
-        On a cluster the run is marked interrupted at once; its workers stop within a
-        heartbeat and hand its chunks back."""
+        On a cluster the run is marked interrupted at once and the workers are notified:
+        they stop at once (within a heartbeat if the notification is lost) and hand its
+        chunks back."""
         active = self._active.get(mailing_id)
         if active is None and await self._is_clustered(mailing_id):
             run = await self.herald.store.latest_run(mailing_id)
             if run is None or run.status != "running":
                 raise StoreError(f"mailing {mailing_id} is not running")
             await self.herald.store.set_run_status(run.id, "interrupted")
+            await notify(self.herald.store, run.id, "pause")  # its chunks stop now
             return await self.status(mailing_id)
         if active is None:
             await self.herald.store.get_mailing(mailing_id)  # NotFound first
@@ -295,6 +301,7 @@ class MailingService:
             if run.status == "running":
                 raise StoreError(f"mailing {mailing_id} is already running")
             await self._queue_chunks(mailing, run)
+            await notify(self.herald.store, run.id, "resume")  # idle workers claim now
             return await self.status(mailing_id)
         run = await self.herald.store.claim_run(run.id)
         await self._launch(mailing, run, resume=True)
@@ -317,6 +324,7 @@ class MailingService:
         if await self._is_clustered(mailing_id):
             if run.status == "running":
                 await self.herald.store.set_run_status(run.id, "interrupted")
+                await notify(self.herald.store, run.id, "cancel")  # its chunks stop now
             await self._wait_chunks_released(run.id)
         await self.herald.store.cancel_run(run.id)
         self._settled_cache.pop(run.id, None)
@@ -362,7 +370,8 @@ class MailingService:
                                   and (c.lease_left or 0.0) > 0})
                 if not holders:
                     return
-                await anyio.sleep(self._cluster.heartbeat_s)
+                # workers stop at once (NOTIFY); the heartbeat is only the fallback
+                await anyio.sleep(min(0.25, self._cluster.heartbeat_s))
         raise StoreError(f"run {run_id}: workers {', '.join(holders)} still hold chunks of"
                          " it; it stays paused, cancel it again later")
 

@@ -3,7 +3,12 @@
 Read from the store (PostgreSQL), so any machine of the cluster sees the same: each live
 worker (its host, pid, the age of its last heartbeat, the chunks it holds) and each run in
 progress (its chunks pending, leased and done, and its counts so far). On SQLite it exits
-2: a cluster needs PostgreSQL."""
+2: a cluster needs PostgreSQL.
+
+Per-sender rates are not read here: the recipients table has no index on ``updated_at``
+(one would cost every write of the journal), so "sent in the last minute" would read every
+recipient of the running runs. Each worker's ``/metrics`` has them instead
+(``herald_sender_sent_total{sender=...}``, and the pace: ``herald_sender_limit_*``)."""
 
 from __future__ import annotations
 

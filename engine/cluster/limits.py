@@ -37,6 +37,9 @@ each limit and in ``statistics()``) says since when; the logger ``herald.cluster
 once when Redis goes and once when it comes back. A Redis restarted without persistence
 has forgotten every ``tat``, so a sender may send one ``burst`` more at that moment.
 
+The key prefix is ``prefix=`` if given, else ``$HERALD_REDIS_PREFIX``, else ``herald``: so
+several clusters (or tests) may share one Redis, each under keys of its own.
+
 A wait cancelled while its call is at the server may leave that call's segments taken and
 unused: the sender then goes a little slower, never faster.
 
@@ -52,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -330,11 +334,13 @@ class RedisSenderLimits(SenderLimits):
     """
 
     def __init__(
-        self, url: str, *, prefix: str = "herald", clock: Callable[[], float] = time.monotonic,
+        self, url: str, *, prefix: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(clock)
         self.url = url
-        self.prefix = prefix
+        #: ``prefix=``, else ``$HERALD_REDIS_PREFIX``, else ``herald`` (see the module doc)
+        self.prefix = prefix or os.environ.get("HERALD_REDIS_PREFIX") or "herald"
         self._link: _Link | None = None
 
     def make(self, name: str, config: SenderConfig) -> SenderLimit:

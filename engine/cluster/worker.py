@@ -6,6 +6,9 @@
     heartbeat: every [cluster] heartbeat: renew_lease for each held chunk (a refusal stops
                that chunk at once), look at each held run's status (paused or cancelled:
                stop its chunks with the usual grace, release them pending), worker_heartbeat
+    control:   LISTEN herald_control (engine.cluster.control): a pause or cancel stops that
+               run's chunks at once, as the heartbeat would; a start or resume wakes the
+               idle slots. The heartbeat's look stays the fallback for a lost message.
 
 A chunk is a range of profile ids of one run (``ClusterStore.create_chunks``). A worker
 killed with SIGKILL stops renewing; after ``lease_ttl`` another worker claims the chunk
@@ -31,8 +34,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import anyio
 
+from engine.cluster.control import Control, listen
 from engine.cluster.leased import LeasedStore
 from engine.config import ClusterConfig
+from engine.core.ratelimit import GcraStats
 from engine.core.sms import measure
 from engine.errors import InputError, LeaseLost
 from engine.mailing_log import MailingLog
@@ -42,15 +47,29 @@ from engine.store.base import Lease, Store
 if TYPE_CHECKING:
     from engine.runner import Herald
 
-__all__ = ["Worker", "WorkerStats", "send_on_cluster"]
+__all__ = ["SenderGauge", "Worker", "WorkerStats", "send_on_cluster"]
 
-#: Seconds between looks for a chunk when there was none (no LISTEN/NOTIFY yet).
+#: Seconds between looks for a chunk when there was none (a start or resume notified
+#: wakes the slots at once; this finds chunks given back or whose lease ran out).
 IDLE_POLL = 0.3
 #: Seconds before claiming again after the store failed to answer a claim.
 CLAIM_BACKOFF = 1.0
 #: Seconds ``herald send`` waits for the worker that released the last chunk to mark the
 #: run finished before doing it itself.
 FINISH_WAIT = 5.0
+
+
+class SenderGauge(NamedTuple):
+    """A sender as this worker sees it: its pace (GCRA, in Redis on a cluster with
+    ``redis``), its window, whether Redis answers for it, and what this worker sent."""
+
+    gcra: GcraStats
+    in_flight: int
+    #: Redis is unreachable for this sender: this worker sends nothing through it.
+    unreachable: bool
+    sent: int
+    failed: int
+    throttled: int
 
 
 class WorkerStats(NamedTuple):
@@ -64,6 +83,8 @@ class WorkerStats(NamedTuple):
     failed: int
     unknown: int
     pipelines: list[PipelineStats]
+    #: each configured sender, by name
+    senders: dict[str, SenderGauge]
 
 
 class _Held:
@@ -104,6 +125,8 @@ class Worker:
         self._wake = anyio.Event()
         self._done = self._lost = 0
         self._results = {"sent": 0, "failed": 0, "unknown": 0}
+        #: per sender: (sent, failed, throttled) of the chunks finished so far
+        self._sender_totals: dict[str, tuple[int, int, int]] = {}
 
     @property
     def store(self) -> Store:
@@ -130,7 +153,38 @@ class Worker:
             failed=r["failed"] + sum(p.failed for p in pipelines),
             unknown=r["unknown"] + sum(p.unknown for p in pipelines),
             pipelines=pipelines,
+            senders=self._sender_gauges(pipelines),
         )
+
+    def _sender_gauges(self, pipelines: list[PipelineStats]) -> dict[str, SenderGauge]:
+        totals = dict(self._sender_totals)
+        for p in pipelines:
+            for s in p.senders:
+                sent, failed, throttled = totals.get(s.name, (0, 0, 0))
+                totals[s.name] = (sent + s.sent, failed + s.failed, throttled + s.throttled)
+        out = {}
+        for name, config in self.herald.config.senders.items():
+            limit = self.herald.limits.get(name, config)  # the one the pipelines share
+            gcra = limit.statistics()
+            down = getattr(gcra, "unreachable_since", None)
+            sent, failed, throttled = totals.get(name, (0, 0, 0))
+            out[name] = SenderGauge(
+                gcra=gcra, in_flight=limit.in_flight,
+                unreachable=down is not None and gcra.rate > 0,  # unlimited: no Redis
+                sent=sent, failed=failed, throttled=throttled)
+        return out
+
+    def _on_control(self, control: Control | None) -> None:
+        """A control message (``engine.cluster.control``); None: some may have been lost."""
+        if control is None or control.action in ("start", "resume"):
+            wake, self._wake = self._wake, anyio.Event()
+            wake.set()  # the idle slots claim now
+        if control is None or control.action not in ("pause", "cancel"):
+            return
+        for held in list(self._held.values()):  # as the heartbeat does, only sooner
+            if held.lease.run_id == control.run and not held.leased.lost \
+                    and not held.pipeline.stopped:
+                held.pipeline.stop()
 
     # -- the work ----------------------------------------------------------------------
 
@@ -139,6 +193,8 @@ class Worker:
         async with anyio.create_task_group() as tg:
             if handle_signals:
                 tg.start_soon(self._stop_on_signal)
+            # listening before the first claim: a pause of a chunk claimed is heard
+            await tg.start(listen, self.store, self._on_control)
             tg.start_soon(self._heartbeat)
             async with anyio.create_task_group() as slots:
                 for _ in range(self.concurrency):
@@ -224,6 +280,10 @@ class Worker:
                 self._results["sent"] += stats.sent
                 self._results["failed"] += stats.failed
                 self._results["unknown"] += stats.unknown
+                for s in stats.senders:
+                    sent, failed, throttled = self._sender_totals.get(s.name, (0, 0, 0))
+                    self._sender_totals[s.name] = (
+                        sent + s.sent, failed + s.failed, throttled + s.throttled)
             with anyio.CancelScope(shield=True):
                 for driver in drivers.values():
                     await driver.aclose()

@@ -15,12 +15,29 @@ schema: workers on machines whose clocks differ agree on who holds what.
 
 from __future__ import annotations
 
-from engine.errors import LeaseLost, NotFound
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import psycopg
+
+from engine.errors import LeaseLost, NotFound, StoreError
 from engine.store.base import ChunkRow, Lease, WorkerRow
 from engine.store.models import AudienceSource
 from engine.store.postgres.connection import PgBase
+from engine.store.postgres.db import redact_url
 
-__all__ = ["DDL", "LEASE_HELD", "SEQS_PER_CHUNK", "PgCluster", "lease_lost"]
+__all__ = ["CONTROL_CHANNEL", "DDL", "LEASE_HELD", "SEQS_PER_CHUNK", "PgCluster",
+           "lease_lost"]
+
+#: The channel of control messages (``engine.cluster.control``: pause, resume, cancel...).
+CONTROL_CHANNEL = "herald_control"
+#: Seconds a listener's worker thread (trio) waits for a notification before it looks
+#: whether it was cancelled: the longest a cancelled listener takes to end.
+LISTEN_POLL = 0.2
 
 #: This role's tables: the second migration (``schema.py``).
 DDL = """
@@ -221,3 +238,107 @@ class PgCluster(PgBase):
             " ORDER BY started_at, worker"
         )
         return [WorkerRow(*r) for r in rows]
+
+    # -- control messages (LISTEN/NOTIFY) ----------------------------------------------
+
+    async def notify_control(self, payload: str) -> None:
+        """``NOTIFY herald_control, payload``: to every connection of this database that
+        listens now (a listener that is not connected at that moment never gets it)."""
+        await self.db.execute("SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, payload))
+
+    @asynccontextmanager
+    async def listen_control(self) -> AsyncIterator[AsyncIterator[str]]:
+        """A dedicated connection (autocommit) that LISTENs on ``herald_control``, for the
+        block: ``async for payload in it``. The async connection on asyncio; on trio the
+        sync one, waited on in a worker thread ``LISTEN_POLL`` at a time. StoreError if
+        the connection cannot be made or breaks."""
+        listener: _AsyncListener | _ThreadListener
+        try:
+            if self.db.mode == "async":
+                aconn = await psycopg.AsyncConnection.connect(
+                    self.db.url, autocommit=True, connect_timeout=10)
+                listener = _AsyncListener(aconn)
+            else:
+                conn = await anyio.to_thread.run_sync(lambda: psycopg.Connection.connect(
+                    self.db.url, autocommit=True, connect_timeout=10))
+                listener = _ThreadListener(conn)
+        except psycopg.Error as err:
+            raise StoreError(f"{redact_url(self.db.url)}: cannot listen ({err})") from err
+        try:
+            await listener.listen()
+            yield listener
+        finally:
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+
+
+def _broken(url: str, err: psycopg.Error) -> StoreError:
+    return StoreError(f"{redact_url(url)}: the control listener broke ({err})")
+
+
+class _AsyncListener:
+    """``herald_control``'s payloads from psycopg's AsyncConnection (asyncio)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+        self._notifies: Any = None
+
+    async def listen(self) -> None:
+        try:
+            await self.conn.execute(f"LISTEN {CONTROL_CHANNEL}")
+        except psycopg.Error as err:
+            raise _broken(self.conn.info.dsn, err) from err
+        self._notifies = self.conn.notifies()
+
+    def __aiter__(self) -> _AsyncListener:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            notify = await anext(self._notifies)
+        except psycopg.Error as err:
+            raise _broken(self.conn.info.dsn, err) from err
+        return str(notify.payload)
+
+    async def aclose(self) -> None:
+        try:
+            if self._notifies is not None:
+                await self._notifies.aclose()
+        finally:
+            await self.conn.close()
+
+
+class _ThreadListener:
+    """``herald_control``'s payloads from psycopg's sync Connection in a worker thread
+    (trio): each wait lasts at most ``LISTEN_POLL``, so a cancellation is seen soon."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._ready: deque[str] = deque()
+        # its own thread: the store's statements keep every token of the default limiter
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def listen(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(
+                self.conn.execute, f"LISTEN {CONTROL_CHANNEL}", limiter=self._limiter)
+        except psycopg.Error as err:
+            raise _broken(self.conn.info.dsn, err) from err
+
+    def _wait(self) -> list[str]:
+        return [n.payload for n in self.conn.notifies(timeout=LISTEN_POLL, stop_after=1)]
+
+    def __aiter__(self) -> _ThreadListener:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._ready:
+            try:
+                got = await anyio.to_thread.run_sync(self._wait, limiter=self._limiter)
+            except psycopg.Error as err:
+                raise _broken(self.conn.info.dsn, err) from err
+            self._ready.extend(got)
+        return self._ready.popleft()
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self.conn.close, limiter=self._limiter)
