@@ -47,7 +47,7 @@ from engine.core.states import Outcome, State
 from engine.core.submission import Submission
 from engine.drivers import Driver
 from engine.errors import GatewayError, TransientGatewayError
-from engine.limits import LocalSenderLimit, SenderLimit
+from engine.limits import SEND_SLACK, LocalSenderLimit, SenderLimit
 from engine.store.base import Store
 
 __all__ = ["Batch", "Dispatcher", "SenderRuntime", "SenderStats", "split_parts"]
@@ -236,6 +236,8 @@ class Dispatcher:
             if not await self._wait_turn(sender, taken, segments):
                 await self._stopped(batch, sender, part, remaining, settled, sub)
                 return None
+            granted = self.clock()
+            stale = False
             # Handing over: shielded, so what a gateway may have gets recorded, within the
             # grace a stop sets.
             error: BaseException | None = None
@@ -245,6 +247,17 @@ class Dispatcher:
                     if not marked:
                         await self.store.mark_sending(self.run_id, batch.batch)
                         marked = True
+                        if sender.limit.rate and self.clock() - granted > SEND_SLACK:
+                            # The mark took so long (a database's commit stalling) that
+                            # the turn is stale: parts granted meanwhile, here or on other
+                            # workers, would reach the gateway together with this one.
+                            # Nothing went: back to reserved, and a fresh turn (the old
+                            # one is lost: the sender sends less, never more).
+                            await self.store.unmark_sending(self.run_id, batch.batch)
+                            marked = False
+                            stale = True
+                    if stale:
+                        continue
                     t0 = time.perf_counter()
                     try:
                         results = await sender.driver.send_batch(sub.next_attempt())

@@ -31,7 +31,13 @@ import anyio
 from engine.config import SenderConfig
 from engine.core.ratelimit import Gcra, GcraStats, InFlightWindow
 
-__all__ = ["LocalSenderLimit", "SenderLimit", "SenderLimits"]
+__all__ = ["SEND_SLACK", "LocalSenderLimit", "SenderLimit", "SenderLimits"]
+
+#: Seconds a turn may take from its grant to its write (the journal's ``sending`` mark in
+#: between) before it is stale and taken again (``engine.dispatch``). The cluster's pace
+#: keeps this much of the rate back from the burst (``engine.cluster.limits``), so parts
+#: granted in time reach the gateway within rate + burst in any window.
+SEND_SLACK = 0.01
 
 #: Shortest sleep between two looks at the bucket (a float-rounding delay of 1e-12 s would
 #: otherwise spin).

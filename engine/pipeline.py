@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 import anyio.lowlevel
@@ -78,7 +78,12 @@ class Pipeline:
     worker, settles only the chunk's journal batches first. ``store`` is then the
     ``LeasedStore`` that fences every write with the lease. The ``(run, phone)`` backstop
     of the store dedupes across chunks: ``reserve`` hands back the seqs it refused as
-    duplicates, which are not sent."""
+    duplicates, which are not sent.
+
+    A trigger mailing's run on a cluster is one chunk (lo 0, no hi) whose checkpoint is
+    the last queue id settled: the queue is read from there, its reserves are fenced by
+    the lease (``reserve_triggers``: no phone is refused, each call is its own message),
+    and it is never complete while the mailing is active (a stop gives it back)."""
 
     def __init__(
         self,
@@ -376,7 +381,8 @@ class Pipeline:
         """A trigger mailing's queue, in order, for as long as the run goes on."""
         store = self.store
         chunk = self.config.engine.chunk_size
-        after = self.run.checkpoint
+        # a trigger run on a cluster: its one chunk's position (the last queue id settled)
+        after = self.run.checkpoint if self.lease is None else self.lease.checkpoint
         async with out:
             while True:
                 t0 = time.perf_counter()
@@ -416,19 +422,27 @@ class Pipeline:
                 result = prep.finish_triggers(rows, phones, suppressed, self.clock(),
                                               policy_counts)
                 batches = _group(result.messages, self.senders, batch_size)
-                refused = await store.reserve(
-                    run_id,
-                    batches=[(b.batch, b.sender, b.messages) for b in batches],
-                    skipped=result.skipped,
-                    checkpoint=result.checkpoint,
-                    next_seq=None,  # trigger calls hand out seqs as they queue
-                    counts={**result.counts, "reserved": len(result.messages)},
-                    audience_done=False,
-                )
+                counts = {**result.counts, "reserved": len(result.messages)}
+                if self.lease is not None:
+                    # fenced by the trigger chunk's lease, without the (run, phone)
+                    # backstop: two calls to one phone are two messages
+                    await cast(Any, store).reserve_triggers(
+                        run_id, batches=[(b.batch, b.sender, b.messages) for b in batches],
+                        skipped=result.skipped, checkpoint=result.checkpoint,
+                        counts=counts, lease=self.lease)
+                else:
+                    await store.reserve(
+                        run_id,
+                        batches=[(b.batch, b.sender, b.messages) for b in batches],
+                        skipped=result.skipped,
+                        checkpoint=result.checkpoint,
+                        next_seq=None,  # trigger calls hand out seqs as they queue
+                        counts=counts,
+                        audience_done=False,
+                    )
                 for k in self._counts:
                     self._counts[k] += result.counts.get(k, 0)
                 self._counts["reserved"] += len(result.messages)
-                batches = self._drop_refused(batches, refused)
                 self._busy["prepare"] += time.perf_counter() - t0
                 for b in batches:
                     await self._enqueue(b)

@@ -11,8 +11,11 @@ only move the run's status in the store, then tell every worker at once (a NOTIF
 ``engine.cluster.control``); each worker also reads the status at each heartbeat, should
 the notification be lost. So several service instances may run at once and any of them
 answers for any broadcast.
-Trigger mailings still run in the process that took them (their queue drained by its own
-pipeline): distributing trigger queues over the workers is left for later.
+A trigger mailing on a cluster is the workers' too: its run is one chunk that one worker
+holds at a time (``ClusterStore`` of PostgreSQL: ``create_trigger_chunk``). A trigger call
+is queued here (group commit, as in one process) and answered with its ids at once, then a
+``start`` notification for the run wakes the worker holding the chunk, which reads the
+queue within ``trigger_linger``; any instance takes calls for any trigger mailing.
 
 ::
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -136,6 +139,23 @@ class ServiceStats(msgspec.Struct, kw_only=True):
     running: int
 
 
+class _Calls:
+    """Trigger calls not yet queued, and the signal that there are some."""
+
+    def __init__(self) -> None:
+        self.calls: list[_Call] = []
+        self.calls_waiting = anyio.Event()
+
+
+class _Queue(_Calls):
+    """A trigger mailing on a cluster: its calls are queued here, sent by the workers."""
+
+    def __init__(self, mailing: Mailing) -> None:
+        super().__init__()
+        self.mailing = mailing
+        self.scope = anyio.CancelScope()
+
+
 class _Call:
     """A trigger call waiting for its message ids."""
 
@@ -146,19 +166,17 @@ class _Call:
         self.done = anyio.Event()
 
 
-class _Active:
+class _Active(_Calls):
     """A mailing whose run is going on in the background."""
 
     def __init__(self, run: Run) -> None:
+        super().__init__()
         self.run = run
         self.pipeline: Pipeline | None = None
         self.ready = anyio.Event()
         self.done = anyio.Event()
         #: (sent, failed, unknown) recorded before this session of the run.
         self.settled_before = (0, 0, 0)
-        #: Trigger calls not yet queued, and the signal that there are some.
-        self.calls: list[_Call] = []
-        self.calls_waiting = anyio.Event()
 
     def started(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
@@ -173,6 +191,8 @@ class MailingService:
         self._tg = tg
         self._cluster = herald.config.cluster
         self._active: dict[int, _Active] = {}
+        #: trigger mailings on a cluster that took calls here: their group committers
+        self._queues: dict[int, _Queue] = {}
         self._finished_busy: dict[str, float] = {}
         self._finished_senders: dict[str, SenderMetrics] = {}
         self._normaliser = PhoneNormaliser(herald.config.engine.default_region)
@@ -193,12 +213,17 @@ class MailingService:
                     await service._stop_all()
 
     async def _restore(self) -> None:
-        """Trigger mailings keep taking calls across restarts: resume their runs."""
+        """Trigger mailings keep taking calls across restarts: resume their runs (on a
+        cluster: see that each running one has its chunk, for the workers)."""
         store = self.herald.store
         for mailing in await store.list_mailings(limit=10_000, documents=False):
             if mailing.kind != "trigger" or mailing.resource not in self.herald.config.resources:
                 continue
             run = await self.herald.store.latest_run(mailing.id)
+            if self._cluster is not None:
+                if run is not None and run.status == "running":
+                    await _create_trigger_chunk(store, run.id)  # begun by one process
+                continue
             if run is not None and run.status in ("running", "interrupted") \
                     and not run_is_live(run):
                 try:
@@ -211,6 +236,8 @@ class MailingService:
                 await self._launch(await store.get_mailing(mailing.id), run, resume=True)
 
     async def _stop_all(self) -> None:
+        for queue in list(self._queues.values()):
+            queue.scope.cancel()
         for active in list(self._active.values()):
             await active.ready.wait()
             assert active.pipeline is not None
@@ -245,7 +272,11 @@ class MailingService:
         )
         if spec.kind == "trigger":
             run = await herald.store.start_run(mailing.id)
-            await self._launch(mailing, run, resume=False)
+            if self._cluster is not None:
+                await _create_trigger_chunk(herald.store, run.id)
+                await notify(herald.store, run.id, "start")  # an idle worker claims it now
+            else:
+                await self._launch(mailing, run, resume=False)
         return await self._status(mailing)
 
     async def start(self, mailing_id: int) -> MailingStatus:
@@ -333,8 +364,8 @@ class MailingService:
     # -- cluster -----------------------------------------------------------------------
 
     def _is_clustered_mailing(self, mailing: Mailing) -> bool:
-        """Its runs are the workers' (a broadcast on a cluster), not this process's."""
-        return self._cluster is not None and mailing.kind == "broadcast"
+        """Its runs are the workers' (any mailing on a cluster), not this process's."""
+        return self._cluster is not None
 
     async def _is_clustered(self, mailing_id: int) -> bool:
         if self._cluster is None:
@@ -346,8 +377,12 @@ class MailingService:
         own), and the status ``running`` they lease chunks of."""
         assert self._cluster is not None
         store = self.herald.store
-        chunks = await store.create_chunks(run.id, mailing.source,
-                                           size=self._cluster.chunk_profiles)
+        if mailing.kind == "trigger":  # one chunk, never done while the mailing is active
+            await _create_trigger_chunk(store, run.id)
+            chunks = 1
+        else:
+            chunks = await store.create_chunks(run.id, mailing.source,
+                                               size=self._cluster.chunk_profiles)
         if chunks == 0:  # nothing to read: no worker would ever finish it
             await store.set_run_status(run.id, "finished")
         elif run.status != "running":
@@ -387,7 +422,8 @@ class MailingService:
             try:
                 async with anyio.create_task_group() as tg:
                     if mailing.kind == "trigger":
-                        tg.start_soon(self._take_calls, active)
+                        tg.start_soon(self._take_calls, active,
+                                      lambda requests: self._queue_active(active, requests))
                     await self.herald.execute(mailing, run, template=template,
                                               resume=resume, started=active.started)
                     tg.cancel_scope.cancel()
@@ -490,7 +526,9 @@ class MailingService:
 
         Concurrent calls are queued together: one lookup and one transaction for all of
         them (group commit), which is what lets one process take thousands of calls a
-        second."""
+        second. On a cluster the workers send them (see the module docstring)."""
+        if self._cluster is not None:
+            return await self._trigger_on_cluster(mailing_id, requests)
         active = self._active.get(mailing_id)
         if active is None:
             mailing = await self.herald.store.get_mailing(mailing_id)
@@ -506,18 +544,65 @@ class MailingService:
             raise call.error
         return call.answers
 
-    async def _take_calls(self, active: _Active) -> None:
-        """The trigger mailing's group committer: every call waiting is queued at once."""
+    async def _trigger_on_cluster(
+        self, mailing_id: int, requests: Sequence[TriggerRequest]
+    ) -> builtins.list[TriggerAccepted]:
+        queue = self._queues.get(mailing_id)
+        if queue is None:
+            mailing = await self.herald.store.get_mailing(mailing_id)
+            if mailing.kind != "trigger":
+                raise InputError(f"mailing {mailing_id} is a {mailing.kind}, not a trigger")
+            queue = self._queues.get(mailing_id)  # another call may have made it meanwhile
+            if queue is None:
+                queue = self._queues[mailing_id] = _Queue(mailing)
+                self._tg.start_soon(self._commit_on_cluster, queue)
+        call = _Call(requests)
+        queue.calls.append(call)
+        queue.calls_waiting.set()
+        await call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.answers
+
+    async def _commit_on_cluster(self, queue: _Queue) -> None:
+        """A clustered trigger mailing's group committer, for as long as the service."""
+        store, mailing = self.herald.store, queue.mailing
+
+        async def enqueue(
+            requests: Sequence[TriggerRequest],
+        ) -> builtins.list[TriggerAccepted]:
+            # its status as the store has it now: any instance may have paused it
+            run = await store.latest_run(mailing.id)
+            if run is None or run.status != "running":
+                raise StoreError(f"trigger mailing {mailing.id} is paused or cancelled")
+            answers, queued = await self._queue_triggers(mailing, run, requests)
+            if queued:  # the worker holding its chunk reads the queue now
+                await notify(store, run.id, "start")
+            return answers
+
+        try:
+            with queue.scope:
+                await self._take_calls(queue, enqueue)
+        finally:
+            self._queues.pop(mailing.id, None)
+            for call in queue.calls:
+                call.error = StoreError("the service is stopping")
+                call.done.set()
+
+    async def _take_calls(
+        self, waiting: _Calls,
+        enqueue: Callable[[Sequence[TriggerRequest]], Awaitable[builtins.list[TriggerAccepted]]],
+    ) -> None:
+        """A trigger mailing's group committer: every call waiting is queued at once."""
         while True:
-            await active.calls_waiting.wait()
-            active.calls_waiting = anyio.Event()
+            await waiting.calls_waiting.wait()
+            waiting.calls_waiting = anyio.Event()
             await anyio.lowlevel.checkpoint()  # let the calls arriving now join
-            calls, active.calls = active.calls, []
+            calls, waiting.calls = waiting.calls, []
             if not calls:
                 continue
             try:
-                answers = await self._queue_triggers(
-                    active, [r for call in calls for r in call.requests])
+                answers = await enqueue([r for call in calls for r in call.requests])
             except Exception as err:
                 for call in calls:
                     call.error = err
@@ -529,12 +614,21 @@ class MailingService:
                 start += len(call.requests)
                 call.done.set()
 
-    async def _queue_triggers(
+    async def _queue_active(
         self, active: _Active, requests: Sequence[TriggerRequest]
     ) -> builtins.list[TriggerAccepted]:
+        """Queue the calls of a trigger mailing whose pipeline runs here, and wake it."""
         pipeline = active.pipeline
         assert pipeline is not None
-        mailing, run = pipeline.mailing, active.run
+        answers, queued = await self._queue_triggers(pipeline.mailing, active.run, requests)
+        if queued:
+            pipeline.wake()
+        return answers
+
+    async def _queue_triggers(
+        self, mailing: Mailing, run: Run, requests: Sequence[TriggerRequest]
+    ) -> tuple[builtins.list[TriggerAccepted], bool]:
+        """The answers to the calls, and whether any was queued."""
         database_id = mailing.source.database_id
         answers: list[TriggerAccepted | None] = [None] * len(requests)
         profile_of: list[int | None] = [None] * len(requests)
@@ -586,8 +680,8 @@ class MailingService:
                 positions, await store.enqueue_triggers(mailing.id, run.id, items), strict=True
             ):
                 answers[i] = TriggerAccepted(message_id=f"{run.uid}-{seq}", duplicate=duplicate)
-            pipeline.wake()
-        return [a if a is not None else TriggerAccepted(error="not processed") for a in answers]
+        return [a if a is not None else TriggerAccepted(error="not processed")
+                for a in answers], bool(items)
 
     # -- metrics -----------------------------------------------------------------------
 
@@ -615,6 +709,12 @@ SETTLED_TTL = 5.0
 _STATUS = {"running": "paused", "interrupted": "paused", "finished": "finished",
            "cancelled": "cancelled", "failed": "failed"}
 _encode = msgspec.json.Encoder().encode
+
+
+async def _create_trigger_chunk(store: Any, run_id: int) -> None:
+    """The one chunk of a trigger run on a cluster (PostgreSQL's ``ClusterStore``); kept
+    if it has it."""
+    await store.create_trigger_chunk(run_id)
 
 
 def _add_sender(total: SenderMetrics, sender: SenderRuntime) -> None:

@@ -1,14 +1,19 @@
 """``herald serve``: the API on Hypercorn, on asyncio (with uvloop) or trio, until SIGINT or
 SIGTERM; then connections finish, the mailing service stops its runs gracefully (what is
-left stays in the journal) and the workspace closes."""
+left stays in the journal) and the workspace closes.
+
+Under ``herald serve --workers N`` each of the N processes serves here on the socket the
+parent bound (``fd``), and names itself in an ``X-Herald-Process`` header (its pid)."""
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
+from typing import Any
 
 import anyio
 import sniffio
@@ -18,7 +23,7 @@ from engine.api.app import create_app
 from engine.errors import InputError
 from engine.runner import Herald
 
-__all__ = ["bind_address", "listen", "serve"]
+__all__ = ["bind_address", "listen", "listen_or_refuse", "serve"]
 
 
 def bind_address(host: str, port: int) -> str:
@@ -50,14 +55,58 @@ def listen(host: str, port: int) -> tuple[int, int]:
     return sock.detach(), bound
 
 
-async def serve(herald: Herald, *, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve ``herald``'s API on ``host:port`` until SIGINT or SIGTERM; InputError if the
-    address cannot be listened on."""
+def listen_or_refuse(host: str, port: int) -> tuple[int, int]:
+    """:func:`listen`, with an InputError naming the address if it cannot be listened on."""
     try:
-        fd, port = listen(host, port)
+        return listen(host, port)
     except OSError as err:
         raise InputError(f"cannot listen on {bind_address(host, port)}:"
                          f" {err.strerror or err}") from None
+
+
+def _bound_to(fd: int) -> tuple[str, int]:
+    """The address the socket ``fd`` is bound to (the socket stays open)."""
+    sock = socket.socket(fileno=fd)
+    try:
+        host, port = sock.getsockname()[:2]
+    finally:
+        sock.detach()
+    return str(host), int(port)
+
+
+def _naming_the_process(app: Any) -> Any:
+    """``app`` with an ``X-Herald-Process: <pid>`` header on every HTTP response: which of
+    ``--workers N`` answered."""
+    header = (b"x-herald-process", str(os.getpid()).encode())
+
+    async def named(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_named(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        await app(scope, receive, send_named)
+
+    return named
+
+
+async def serve(
+    herald: Herald, *, host: str = "127.0.0.1", port: int = 8080, fd: int | None = None
+) -> None:
+    """Serve ``herald``'s API on ``host:port`` until SIGINT or SIGTERM; InputError if the
+    address cannot be listened on. ``fd``: serve on that bound socket instead (one of the
+    processes of ``herald serve --workers N``, whose parent bound it); its responses then
+    carry ``X-Herald-Process``."""
+    if fd is None:
+        fd, port = listen_or_refuse(host, port)
+        worker = False
+    else:
+        host, port = _bound_to(fd)
+        worker = True
     config = HypercornConfig()
     config.bind = [f"fd://{fd}"]
     config.accesslog = None
@@ -68,20 +117,23 @@ async def serve(herald: Herald, *, host: str = "127.0.0.1", port: int = 8080) ->
     config.keep_alive_max_requests = 100_000
     config.backlog = 1024
     config.include_server_header = False
-    app = create_app(herald)
+    app: Any = create_app(herald)
+    if worker:
+        app = _naming_the_process(app)
     # What start-up made lives as long as the server: out of the collector's sight, a full
     # collection (which a request's allocations can trigger in any thread, holding every
     # thread and so the event loop) has far less to walk.
     gc.collect()
     gc.freeze()
     library = sniffio.current_async_library()
-    print(f"herald: serving http://{bind_address(host, port)} on {library}", file=sys.stderr,
-          flush=True)
+    process = f" (process {os.getpid()})" if worker else ""
+    print(f"herald: serving http://{bind_address(host, port)} on {library}{process}",
+          file=sys.stderr, flush=True)
     if library == "trio":
         from hypercorn.trio import serve as trio_serve
 
-        await trio_serve(app, config, shutdown_trigger=_until_signal, mode="asgi")  # type: ignore[arg-type]
+        await trio_serve(app, config, shutdown_trigger=_until_signal, mode="asgi")
     else:
         from hypercorn.asyncio import serve as asyncio_serve
 
-        await asyncio_serve(app, config, shutdown_trigger=_until_signal, mode="asgi")  # type: ignore[arg-type]
+        await asyncio_serve(app, config, shutdown_trigger=_until_signal, mode="asgi")

@@ -19,6 +19,11 @@ is ``engine.core.ratelimit.Gcra``'s, with the server's ``TIME`` as ``now``, so w
 machines whose clocks disagree still share one pace. Within a process the waiters of a
 sender queue in order (one at the head asks Redis, sleeps for the wait it was given and
 asks again), as in ``LocalSenderLimit``. ``rate = 0`` (unlimited) makes no Redis call.
+A part is taken only when it may go, never in advance: taking slots ahead (measured) kept
+the average exactly at the rate but let parts whose worker woke late (an event loop busy
+preparing a chunk) bunch up with the next at the gateway, past rate + burst.
+``SEND_SLACK`` keeps a little of the burst back for the way from the grant to the
+gateway.
 
 ``penalize`` (a gateway's "throttled, retry after") pauses this process at once and is
 pushed to the sender's hash by the next call of this process (the waiter at the head is
@@ -69,7 +74,7 @@ from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from engine.config import SenderConfig
 from engine.core.ratelimit import Gcra, GcraStats, InFlightWindow
-from engine.limits import SenderLimit, SenderLimits
+from engine.limits import SEND_SLACK, SenderLimit, SenderLimits
 
 __all__ = ["CALL_TIMEOUT", "RedisGcraStats", "RedisSenderLimit", "RedisSenderLimits"]
 
@@ -87,6 +92,7 @@ _MIN_SLEEP = 0.0001
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError, OSError, ReadOnlyError, ClusterDownError, TryAgainError,
 )
+
 
 #: KEYS[1]: the sender's hash. ARGV: microseconds per segment, burst (segments), cost
 #: (segments; -1: only push the pause), pause to push (microseconds from now; 0: none).
@@ -205,6 +211,11 @@ class RedisSenderLimit:
         self._clock = clock
         self._unlimited = rate == 0
         self._interval_us = 0.0 if self._unlimited else 1e6 / rate
+        #: The burst granted on Redis's clock: the sender's, less what ``SEND_SLACK`` of
+        #: its rate comes to. A part reaches the gateway a little after its grant, and
+        #: parts of several workers delayed by different amounts bunch up there; the
+        #: margin keeps what the gateway sees in any window within rate + burst.
+        self._grant_burst = max(0, burst - math.ceil(rate * SEND_SLACK))
         self._paused_until = 0.0  # this process's pause (monotonic)
         self._push_until = 0.0    # a pause not yet pushed to Redis (monotonic)
         #: the last answer: (when, tat - now, paused - now or None if never paused)
@@ -265,7 +276,7 @@ class RedisSenderLimit:
                         return
                 push_us = math.ceil((push_until - now) * 1e6) if push_until > now else 0
                 reply = await self._owner._call(
-                    self.key, [self._interval_us, self.burst, segments, push_us])
+                    self.key, [self._interval_us, self._grant_burst, segments, push_us])
                 if reply is None:
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF[1])
@@ -316,6 +327,11 @@ class RedisSenderLimit:
             tokens = 0.0
         return RedisGcraStats(rate=self.rate, burst=self.burst, tat=tat, tokens=tokens,
                               paused_until=paused, unreachable_since=down)
+
+    @property
+    def grant_burst(self) -> int:
+        """The burst Redis grants: ``burst`` less ``SEND_SLACK`` of the rate."""
+        return self._grant_burst
 
     def __repr__(self) -> str:
         return f"RedisSenderLimit({self.key!r}, rate={self.rate!r}, burst={self.burst!r})"

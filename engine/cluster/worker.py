@@ -1,4 +1,4 @@
-"""``herald worker``: a stateless process that leases chunks of broadcast runs and runs them.
+"""``herald worker``: a stateless process that leases chunks of broadcast and trigger runs.
 
 ::
 
@@ -8,7 +8,15 @@
                stop its chunks with the usual grace, release them pending), worker_heartbeat
     control:   LISTEN herald_control (engine.cluster.control): a pause or cancel stops that
                run's chunks at once, as the heartbeat would; a start or resume wakes the
-               idle slots. The heartbeat's look stays the fallback for a lost message.
+               idle slots and the pipelines of that run (a trigger run's new calls).
+               The heartbeat's look stays the fallback for a lost message.
+
+A trigger mailing's run is one chunk (``create_trigger_chunk``: every profile, its
+checkpoint the last queue id settled) that one worker holds for as long as the mailing is
+active, in one of its slots: it is never done, a pause, a cancel or a stop gives it back
+pending. The service queues each trigger call, then notifies ``start`` for its run: the
+worker holding the chunk reads the queue at once (within ``trigger_linger``), the others'
+idle slots look for a claimable chunk.
 
 A chunk is a range of profile ids of one run (``ClusterStore.create_chunks``). A worker
 killed with SIGKILL stops renewing; after ``lease_ttl`` another worker claims the chunk
@@ -179,6 +187,9 @@ class Worker:
         if control is None or control.action in ("start", "resume"):
             wake, self._wake = self._wake, anyio.Event()
             wake.set()  # the idle slots claim now
+            for held in list(self._held.values()):
+                if control is None or held.lease.run_id == control.run:
+                    held.pipeline.wake()  # a trigger run's queue has new calls: read it
         if control is None or control.action not in ("pause", "cancel"):
             return
         for held in list(self._held.values()):  # as the heartbeat does, only sooner

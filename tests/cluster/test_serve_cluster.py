@@ -176,23 +176,6 @@ async def test_cancel_refuses_while_a_worker_holds_on(
 
 
 @pytest.mark.anyio
-async def test_trigger_mailings_still_run_in_the_service(
-    open_herald: Callable[..., Any], pg_url: str
-) -> None:
-    from engine.service import TriggerRequest
-
-    gateway = FakeGateway()
-    async with await _herald(open_herald, pg_url, gateway) as herald:
-        await generate(herald.store, profiles=5, database="main", messy=False)
-        async with MailingService.running(herald) as service:
-            m = await service.create(MailingSpec(name="t", kind="trigger", resource="news",
-                                                 template="Hi", database="main"))
-            [accepted] = await service.trigger(m.id, [TriggerRequest(profile_id=1)])
-            assert accepted.message_id is not None
-            assert service.statistics().running == 1
-
-
-@pytest.mark.anyio
 async def test_a_worker_finishes_what_the_service_started(
     open_herald: Callable[..., Any], pg_url: str
 ) -> None:

@@ -110,6 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         sink = self.server.sink
+        # when the request came, before its body is read and parsed: a handler thread that
+        # waits for the GIL must not make requests look bunched that were not
+        arrived = time.monotonic()
         try:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
@@ -124,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError):
             self._send(400, {"error": "not herald-json"})
             return
-        action, results = sink.take(messages)
+        action, results = sink.take(messages, arrived)
         if action.kind in ("reset_before", "stall"):
             if action.kind == "stall":
                 sink.stopping.wait(action.delay)
@@ -244,15 +247,19 @@ class Sink:
             for mid in ids:
                 self.ledger.seen[mid.decode()] += 1
 
-    def take(self, messages: Sequence[dict[str, Any]]) -> tuple[Action, list[dict[str, Any]]]:
-        """Log a whole request, decide its fate and, if it is taken, its results."""
+    def take(
+        self, messages: Sequence[dict[str, Any]], arrived: float | None = None
+    ) -> tuple[Action, list[dict[str, Any]]]:
+        """Log a whole request (``arrived``: when it came, monotonic), decide its fate and,
+        if it is taken, its results."""
         with self.lock:
             ledger = self.ledger
             n = ledger.requests
             ledger.requests += 1
             for m in messages:
                 ledger.seen[m["id"]] += 1
-            ledger.arrivals.append((time.monotonic(), sum(m["segments"] for m in messages)))
+            ledger.arrivals.append((time.monotonic() if arrived is None else arrived,
+                                    sum(m["segments"] for m in messages)))
             action = self.script(n, messages)
             results: list[dict[str, Any]] = []
             if not action.accept or action.kind == "status":

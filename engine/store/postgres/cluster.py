@@ -9,21 +9,31 @@ of the journal under a lease (``journal.py``) first takes ``LEASE_HELD``: the ch
 more (LeaseLost), and a takeover waits for the write in progress to commit (a claim skips
 the row meanwhile).
 
+A trigger run on a cluster is one chunk (``create_trigger_chunk``: chunk 0, lo 0, hi NULL)
+that one worker at a time leases and keeps with heartbeats for as long as the mailing is
+active; its checkpoint is the last ``trigger_queue`` id settled. Its seqs are handed out
+as calls are queued (``runs.next_seq``), not from the chunk's range, and its reserves go
+through ``reserve_triggers``: fenced like ``reserve``, but without the ``(run, phone)``
+backstop, since two calls to one phone are two messages.
+
 Every time is the database server's (``NOW``), in epoch seconds like the rest of the
 schema: workers on machines whose clocks differ agree on who holds what.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.to_thread
 import psycopg
 
+from engine.core.policy import utc_day
+from engine.core.prepare import Message, Skipped
 from engine.errors import LeaseLost, NotFound, StoreError
 from engine.store.base import ChunkRow, Lease, WorkerRow
 from engine.store.models import AudienceSource
@@ -165,6 +175,53 @@ class PgCluster(PgBase):
                 "run": run_id, "size": size if size > 0 else 2**62, "seqs": SEQS_PER_CHUNK,
                 "source": source.segment_id if static else source.database_id,
             }))
+
+    async def create_trigger_chunk(self, run_id: int) -> None:
+        """The one chunk of a trigger run, pending, from the run's own position (a run
+        begun by a single process goes on after what it settled). A run that has it
+        keeps it."""
+        n = await self.db.execute(
+            "INSERT INTO run_chunks (run_id, chunk, lo, hi, state, fence, checkpoint,"
+            " next_seq) SELECT id, 0, 0, NULL, 'pending', 0, checkpoint, next_seq"
+            " FROM runs WHERE id = %s ON CONFLICT (run_id, chunk) DO NOTHING", (run_id,))
+        if n == 0 and not await self.db.fetchone(
+                "SELECT 1 FROM runs WHERE id = %s", (run_id,)):
+            raise NotFound(f"no run {run_id}")
+
+    async def reserve_triggers(
+        self,
+        run_id: int,
+        *,
+        batches: Sequence[tuple[int, str, Sequence[Message]]],
+        skipped: Sequence[Skipped],
+        checkpoint: int,
+        counts: dict[str, int],
+        lease: Lease,
+    ) -> None:
+        """``reserve`` of queued triggers under the trigger run's lease: the batches
+        journalled, the skips recorded, the chunk's checkpoint (a queue id) and counters
+        advanced, in one transaction that holds the lease (LeaseLost, nothing written, if
+        it was taken over). No phone is refused: each trigger call is its own message."""
+        # journal.py imports this module for LEASE_HELD: its statement is taken here late
+        from engine.store.postgres import journal
+
+        now = time.time()
+        async with self.db.transaction() as tx:
+            if await tx.fetchone(LEASE_HELD, _lease_params(lease)) is None:
+                raise lease_lost(lease)
+            resource = await cast(Any, self)._run_resource_id(tx, run_id) if any(
+                msgs for _, _, msgs in batches) else None
+            await tx.execute(journal._RESERVE_LEASED, {
+                "run": run_id, "now": now, "day": utc_day(now), "resource": resource,
+                "sent": journal.json_rows([(m.profile_id, int(m.phone[1:]))
+                                           for _, _, msgs in batches for m in msgs]),
+                "batches": [b for b, _, _ in batches],
+                "senders": [sender for _, sender, _ in batches],
+                "blobs": [journal._entries(msgs) for _, _, msgs in batches],
+                "skipped": journal.json_rows(skipped),
+                "checkpoint": checkpoint, "next_seq": None, "done": False,
+                "counts": journal.json_rows(counts), "chunk": lease.chunk,
+            })
 
     async def claim_chunk(
         self, worker: str, ttl: float, *, run_id: int | None = None

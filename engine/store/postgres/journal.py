@@ -155,16 +155,16 @@ WITH sent AS (
     SELECT %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2, 'skipped', r->>3, %(now)s
     FROM jsonb_array_elements(%(skipped)s::jsonb) AS r
 ){chunk}
-UPDATE runs SET {position}
+UPDATE {table} SET {position}
     counts = (
         SELECT coalesce(jsonb_object_agg(key, n), '{{}}') FROM (
             SELECT key, sum(value::bigint) AS n FROM (
-                SELECT key, value FROM jsonb_each_text(runs.counts)
+                SELECT key, value FROM jsonb_each_text({table}.counts)
                 UNION ALL SELECT key, value FROM jsonb_each_text(%(counts)s::jsonb)
             ) AS c GROUP BY key
         ) AS totals
     )
-WHERE id = %(run)s
+WHERE {row}
 """
 #: One process: the run's phones are written with the rest, and its position.
 _RESERVE_ALONE = _RESERVE.format(
@@ -175,16 +175,16 @@ _RESERVE_ALONE = _RESERVE.format(
     chunk="",
     position="""checkpoint = %(checkpoint)s, next_seq = coalesce(%(next_seq)s, next_seq),
     audience_done = %(done)s,""",
+    table="runs", row="id = %(run)s",
 )
-#: Under a lease: the phones were accepted by ``_ACCEPT``; the position is the chunk's.
+#: Under a lease: the phones were accepted by ``_ACCEPT``; the position and the counters
+#: are the chunk's (the run's are summed when it is read: ``runs.RUN_COUNTS``).
 _RESERVE_LEASED = _RESERVE.format(
     accepted="",
-    chunk=""", chunk_position AS (
-    UPDATE run_chunks SET checkpoint = %(checkpoint)s,
-        next_seq = coalesce(%(next_seq)s, next_seq), audience_done = %(done)s
-    WHERE run_id = %(run)s AND chunk = %(chunk)s
-)""",
-    position="",
+    chunk="",
+    position="""checkpoint = %(checkpoint)s, next_seq = coalesce(%(next_seq)s, next_seq),
+    audience_done = %(done)s,""",
+    table="run_chunks", row="run_id = %(run)s AND chunk = %(chunk)s",
 )
 
 #: ``reserve`` under a lease, first: hold the lease and insert the batches' phones into

@@ -65,9 +65,18 @@ _MAILING_COLUMNS = (
     "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
     " m.template, m.limit_n, m.document::text, m.created_at, m.policy::text"
 )
+#: A run's counters: its row's, plus those its chunks keep (a cluster run's reserves add
+#: to their chunk's row, not to the run's, so concurrent workers do not wait on one row).
+RUN_COUNTS = (
+    "(SELECT coalesce(jsonb_object_agg(key, n), '{}')::text FROM (SELECT key,"
+    " sum(value::bigint) AS n FROM (SELECT key, value FROM jsonb_each_text(r.counts)"
+    " UNION ALL SELECT e.key, e.value FROM run_chunks c, jsonb_each_text(c.counts) AS e"
+    " WHERE c.run_id = r.id) AS parts GROUP BY key) AS totals)"
+)
 _RUN_COLUMNS = (
     "r.id, r.uid, r.mailing_id, r.status, r.started_at, r.finished_at, r.checkpoint,"
-    " r.next_seq, r.audience_done, r.counts::text, r.timings::text, r.pid, r.host, r.error, "
+    " r.next_seq, r.audience_done, " + RUN_COUNTS + ", r.timings::text, r.pid, r.host,"
+    " r.error, "
     + _MAILING_COLUMNS
 )
 _RUNS = f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"

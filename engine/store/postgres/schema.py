@@ -29,4 +29,7 @@ MIGRATIONS: list[str] = [
     ),
     # 2: cluster runs' chunks and the workers (issue 12)
     cluster.DDL,
+    # 3: each chunk keeps its own counters (a run's are its row's plus its chunks'), so
+    # workers reserving at once do not queue on the run's row lock
+    "ALTER TABLE run_chunks ADD COLUMN counts jsonb NOT NULL DEFAULT '{}';",
 ]
