@@ -464,7 +464,6 @@ class RunStore(abc.ABC):
         """Newest first. ``documents=False`` leaves each ``document`` empty (a list that
         shows none should not decode up to ``[limits] document_bytes`` per mailing)."""
 
-    @abc.abstractmethod
     async def create_run(
         self,
         *,
@@ -477,6 +476,11 @@ class RunStore(abc.ABC):
         policy: Policy | None = None,
     ) -> tuple[Mailing, Run]:
         """Create a broadcast mailing and its run, marked running by this process."""
+        mailing = await self.create_mailing(
+            name=name, kind="broadcast", resource=resource, source=source, template=template,
+            limit=limit, document=document, policy=policy,
+        )
+        return mailing, await self.start_run(mailing.id)
 
     @abc.abstractmethod
     async def start_run(self, mailing_id: int) -> Run:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
 
 from engine.core.policy import Policy
 
-__all__ = ["AudienceSource", "Mailing", "Run", "RunStatus", "run_is_live"]
+__all__ = [
+    "AudienceSource", "Mailing", "Run", "RunStatus", "mailing_from_row", "run_from_row",
+    "run_is_live",
+]
 
 RunStatus = Literal["running", "finished", "interrupted", "failed", "cancelled"]
 
@@ -74,3 +78,32 @@ def run_is_live(run: Run) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_counts = msgspec.json.Decoder(dict[str, int]).decode
+_decode_timings = msgspec.json.Decoder(dict[str, float]).decode
+_decode_policy = msgspec.json.Decoder(Policy).decode
+
+
+def mailing_from_row(row: Sequence[Any]) -> Mailing:
+    """A mailing from the stores' column order: id, name, kind, resource, source kind,
+    database id, segment id, template, limit, document (JSON), created at, policy (JSON)."""
+    return Mailing(
+        id=row[0], name=row[1], kind=row[2], resource=row[3],
+        source=AudienceSource(row[4], row[5], row[6]), template=row[7], limit=row[8],
+        document=_decode_dict(row[9]), created_at=row[10],
+        policy=_decode_policy(row[11]) if row[11] else None,
+    )
+
+
+def run_from_row(row: Sequence[Any]) -> tuple[Mailing, Run]:
+    """A run and its mailing from the stores' column order: the run's 14 columns (counts
+    and timings as JSON), then the mailing's (``mailing_from_row``)."""
+    run = Run(
+        id=row[0], uid=row[1], mailing_id=row[2], status=row[3], started_at=row[4],
+        finished_at=row[5], checkpoint=row[6], next_seq=row[7], audience_done=bool(row[8]),
+        counts=_decode_counts(row[9]), timings=_decode_timings(row[10]), pid=row[11],
+        host=row[12], error=row[13],
+    )
+    return mailing_from_row(row[14:]), run

@@ -6,14 +6,21 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from engine.core.policy import Policy
 from engine.errors import NotFound, StoreError
-from engine.store.models import AudienceSource, Mailing, Run, RunStatus, run_is_live
+from engine.store.models import (
+    AudienceSource,
+    Mailing,
+    Run,
+    RunStatus,
+    mailing_from_row,
+    run_from_row,
+    run_is_live,
+)
 from engine.store.postgres.connection import PgBase
 from engine.store.postgres.journal import decode_entries, json_rows
 
@@ -56,10 +63,6 @@ CREATE INDEX runs_mailing ON runs(mailing_id, id);
 """
 
 _json = msgspec.json.Encoder()
-_decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
-_decode_counts = msgspec.json.Decoder(dict[str, int]).decode
-_decode_timings = msgspec.json.Decoder(dict[str, float]).decode
-_decode_policy = msgspec.json.Decoder(Policy).decode
 
 _MAILING_COLUMNS = (
     "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
@@ -82,23 +85,6 @@ _RUN_COLUMNS = (
 _RUNS = f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
 
 
-def _mailing_from_row(row: Sequence[Any]) -> Mailing:
-    return Mailing(
-        id=row[0], name=row[1], kind=row[2], resource=row[3],
-        source=AudienceSource(row[4], row[5], row[6]), template=row[7], limit=row[8],
-        document=_decode_dict(row[9]), created_at=row[10],
-        policy=_decode_policy(row[11]) if row[11] else None,
-    )
-
-
-def _run_from_row(row: Sequence[Any]) -> tuple[Mailing, Run]:
-    run = Run(
-        id=row[0], uid=row[1], mailing_id=row[2], status=row[3], started_at=row[4],
-        finished_at=row[5], checkpoint=row[6], next_seq=row[7], audience_done=row[8],
-        counts=_decode_counts(row[9]), timings=_decode_timings(row[10]), pid=row[11],
-        host=row[12], error=row[13],
-    )
-    return _mailing_from_row(row[14:]), run
 
 
 class PgRuns(PgBase):
@@ -125,7 +111,7 @@ class PgRuns(PgBase):
                  _json.encode(policy).decode() if policy else None),
             )
         assert row is not None
-        return _mailing_from_row(row)
+        return mailing_from_row(row)
 
     async def get_mailing(self, mailing_id: int) -> Mailing:
         row = await self.db.fetchone(
@@ -133,7 +119,7 @@ class PgRuns(PgBase):
         )
         if row is None:
             raise NotFound(f"no mailing {mailing_id}")
-        return _mailing_from_row(row)
+        return mailing_from_row(row)
 
     async def list_mailings(self, limit: int = 100, *, documents: bool = True) -> list[Mailing]:
         columns = _MAILING_COLUMNS if documents else _MAILING_COLUMNS.replace(
@@ -141,25 +127,7 @@ class PgRuns(PgBase):
         rows = await self.db.fetchall(
             f"SELECT {columns} FROM mailings m ORDER BY m.id DESC LIMIT %s", (limit,)
         )
-        return [_mailing_from_row(r) for r in rows]
-
-    async def create_run(
-        self,
-        *,
-        name: str,
-        resource: str,
-        source: AudienceSource,
-        template: str,
-        limit: int | None,
-        document: dict[str, Any] | None = None,
-        policy: Policy | None = None,
-    ) -> tuple[Mailing, Run]:
-        mailing = await self.create_mailing(
-            name=name, kind="broadcast", resource=resource, source=source, template=template,
-            limit=limit, document=document, policy=policy,
-        )
-        run = await self.start_run(mailing.id)
-        return mailing, run
+        return [mailing_from_row(r) for r in rows]
 
     async def start_run(self, mailing_id: int) -> Run:
         async with self.db.transaction() as tx:
@@ -176,17 +144,17 @@ class PgRuns(PgBase):
         row = await self.db.fetchone(f"{_RUNS} WHERE r.id = %s", (run_id,))
         if row is None:
             raise NotFound(f"no run {run_id}")
-        return _run_from_row(row)
+        return run_from_row(row)
 
     async def latest_run(self, mailing_id: int) -> Run | None:
         row = await self.db.fetchone(
             f"{_RUNS} WHERE r.mailing_id = %s ORDER BY r.id DESC LIMIT 1", (mailing_id,)
         )
-        return None if row is None else _run_from_row(row)[1]
+        return None if row is None else run_from_row(row)[1]
 
     async def list_runs(self, limit: int = 100) -> list[tuple[Mailing, Run]]:
         rows = await self.db.fetchall(f"{_RUNS} ORDER BY r.id DESC LIMIT %s", (limit,))
-        return [_run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def claim_run(self, run_id: int) -> Run:
         async with self.db.transaction() as tx:
@@ -194,7 +162,7 @@ class PgRuns(PgBase):
             row = await tx.fetchone(f"{_RUNS} WHERE r.id = %s FOR UPDATE OF r", (run_id,))
             if row is None:
                 raise NotFound(f"no run {run_id}")
-            _, run = _run_from_row(row)
+            _, run = run_from_row(row)
             if run_is_live(run):
                 raise StoreError(
                     f"run {run_id} is still running (pid {run.pid} on {run.host})"
@@ -208,7 +176,7 @@ class PgRuns(PgBase):
                 (os.getpid(), socket.gethostname(), run_id),
             )
         assert row is not None
-        return _run_from_row(row)[1]
+        return run_from_row(row)[1]
 
     async def set_run_status(
         self,

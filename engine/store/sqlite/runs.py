@@ -6,7 +6,6 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -14,16 +13,20 @@ import msgspec
 from engine.core.policy import Policy
 from engine.errors import NotFound, StoreError
 from engine.store.base import Reserved
-from engine.store.models import AudienceSource, Mailing, Run, RunStatus, run_is_live
+from engine.store.models import (
+    AudienceSource,
+    Mailing,
+    Run,
+    RunStatus,
+    mailing_from_row,
+    run_from_row,
+    run_is_live,
+)
 from engine.store.sqlite.connection import SQLiteBase
 
 __all__ = ["SQLiteRuns"]
 
 _json = msgspec.json.Encoder()
-_decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
-_decode_counts = msgspec.json.Decoder(dict[str, int]).decode
-_decode_timings = msgspec.json.Decoder(dict[str, float]).decode
-_decode_policy = msgspec.json.Decoder(Policy).decode
 _decode_entries = msgspec.msgpack.Decoder(list[Reserved]).decode
 
 _RUN_COLUMNS = (
@@ -38,44 +41,9 @@ _MAILING_COLUMNS = (
 )
 
 
-def _mailing_from_row(row: Sequence[Any]) -> Mailing:
-    return Mailing(
-        id=row[0], name=row[1], kind=row[2], resource=row[3],
-        source=AudienceSource(row[4], row[5], row[6]), template=row[7], limit=row[8],
-        document=_decode_dict(row[9]), created_at=row[10],
-        policy=_decode_policy(row[11]) if row[11] else None,
-    )
-
-
-def _run_from_row(row: Sequence[Any]) -> tuple[Mailing, Run]:
-    run = Run(
-        id=row[0], uid=row[1], mailing_id=row[2], status=row[3], started_at=row[4],
-        finished_at=row[5], checkpoint=row[6], next_seq=row[7], audience_done=bool(row[8]),
-        counts=_decode_counts(row[9]), timings=_decode_timings(row[10]), pid=row[11],
-        host=row[12], error=row[13],
-    )
-    return _mailing_from_row(row[14:]), run
 
 
 class SQLiteRuns(SQLiteBase):
-    async def create_run(
-        self,
-        *,
-        name: str,
-        resource: str,
-        source: AudienceSource,
-        template: str,
-        limit: int | None,
-        document: dict[str, Any] | None = None,
-        policy: Policy | None = None,
-    ) -> tuple[Mailing, Run]:
-        mailing = await self.create_mailing(
-            name=name, kind="broadcast", resource=resource, source=source, template=template,
-            limit=limit, document=document, policy=policy,
-        )
-        run = await self.start_run(mailing.id)
-        return mailing, run
-
     async def create_mailing(
         self,
         *,
@@ -106,7 +74,7 @@ class SQLiteRuns(SQLiteBase):
         ).fetchone()
         if row is None:
             raise NotFound(f"no mailing {mailing_id}")
-        return _mailing_from_row(row)
+        return mailing_from_row(row)
 
     async def list_mailings(self, limit: int = 100, *, documents: bool = True) -> list[Mailing]:
         columns = _MAILING_COLUMNS if documents else _MAILING_COLUMNS.replace(
@@ -114,7 +82,7 @@ class SQLiteRuns(SQLiteBase):
         rows = self.conn.execute(
             f"SELECT {columns} FROM mailings m ORDER BY m.id DESC LIMIT ?", (limit,)
         ).fetchall()
-        return [_mailing_from_row(r) for r in rows]
+        return [mailing_from_row(r) for r in rows]
 
     async def start_run(self, mailing_id: int) -> Run:
         with self._tx() as c:
@@ -133,7 +101,7 @@ class SQLiteRuns(SQLiteBase):
             " WHERE r.mailing_id = ? ORDER BY r.id DESC LIMIT 1",
             (mailing_id,),
         ).fetchone()
-        return None if row is None else _run_from_row(row)[1]
+        return None if row is None else run_from_row(row)[1]
 
     def _get_run(self, run_id: int) -> tuple[Mailing, Run]:
         row = self.conn.execute(
@@ -143,7 +111,7 @@ class SQLiteRuns(SQLiteBase):
         ).fetchone()
         if row is None:
             raise NotFound(f"no run {run_id}")
-        return _run_from_row(row)
+        return run_from_row(row)
 
     async def get_run(self, run_id: int) -> tuple[Mailing, Run]:
         return self._get_run(run_id)
@@ -154,7 +122,7 @@ class SQLiteRuns(SQLiteBase):
             " ORDER BY r.id DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        return [_run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def claim_run(self, run_id: int) -> Run:
         with self._tx() as c:
