@@ -11,8 +11,8 @@ settles what it left.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from engine.core.prepare import Message, Skipped
 from engine.core.states import Outcome
@@ -20,6 +20,8 @@ from engine.errors import LeaseLost
 from engine.store.base import Lease, Store
 
 __all__ = ["LeasedStore"]
+
+T = TypeVar("T")
 
 
 class LeasedStore:
@@ -44,10 +46,17 @@ class LeasedStore:
         if self._on_lost is not None:
             self._on_lost()
 
-    def _check(self) -> None:
+    async def _fenced(self, write: Callable[[], Awaitable[T]]) -> T:
+        """``write()`` under the lease: refused at once if the lease is known lost, and the
+        lease marked lost when the store refuses it."""
         if self.lost:
             raise LeaseLost(
                 f"run {self.lease.run_id} chunk {self.lease.chunk}: the lease was taken over")
+        try:
+            return await write()
+        except LeaseLost:
+            self.lose()
+            raise
 
     async def reserve(
         self,
@@ -60,50 +69,27 @@ class LeasedStore:
         counts: dict[str, int],
         audience_done: bool,
     ) -> set[int]:
-        self._check()
-        try:
-            return await self.store.reserve(
-                run_id, batches=batches, skipped=skipped, checkpoint=checkpoint,
-                next_seq=next_seq, counts=counts, audience_done=audience_done,
-                lease=self.lease,
-            )
-        except LeaseLost:
-            self.lose()
-            raise
+        return await self._fenced(lambda: self.store.reserve(
+            run_id, batches=batches, skipped=skipped, checkpoint=checkpoint,
+            next_seq=next_seq, counts=counts, audience_done=audience_done, lease=self.lease,
+        ))
 
     async def mark_sending(self, run_id: int, batch: int) -> None:
-        self._check()
-        try:
-            await self.store.mark_sending(run_id, batch, lease=self.lease)
-        except LeaseLost:
-            self.lose()
-            raise
+        await self._fenced(lambda: self.store.mark_sending(run_id, batch, lease=self.lease))
 
     async def unmark_sending(self, run_id: int, batch: int) -> None:
-        self._check()
-        try:
-            await self.store.unmark_sending(run_id, batch, lease=self.lease)
-        except LeaseLost:
-            self.lose()
-            raise
+        await self._fenced(lambda: self.store.unmark_sending(run_id, batch, lease=self.lease))
 
     async def move_batch(self, run_id: int, batch: int, sender: str) -> None:
-        self._check()
-        try:
-            await self.store.move_batch(run_id, batch, sender, lease=self.lease)
-        except LeaseLost:
-            self.lose()
-            raise
+        await self._fenced(
+            lambda: self.store.move_batch(run_id, batch, sender, lease=self.lease))
 
     async def record(
         self, run_id: int, batch: int, sender: str, messages: Sequence[Message],
         outcomes: Sequence[Outcome], keep: Sequence[Message] = (),
         keep_sending: bool = False,
     ) -> None:
-        self._check()
-        try:
-            await self.store.record(run_id, batch, sender, messages, outcomes, keep=keep,
-                                    keep_sending=keep_sending, lease=self.lease)
-        except LeaseLost:
-            self.lose()
-            raise
+        await self._fenced(lambda: self.store.record(
+            run_id, batch, sender, messages, outcomes, keep=keep, keep_sending=keep_sending,
+            lease=self.lease,
+        ))
