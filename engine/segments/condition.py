@@ -24,7 +24,7 @@ from engine.core.templates.lexer import Source
 from engine.core.templates.nodes import BoolOp, Call, Compare, Const, Expr, Not, Var
 from engine.segments.dates import DATE_FUNCTIONS, NOW, Now, as_now
 
-__all__ = ["Condition", "compile_condition", "evaluate", "lead_view", "unparse"]
+__all__ = ["Condition", "compile_condition", "evaluate", "lead_view", "reads_lead", "unparse"]
 
 _decode_fields = msgspec.json.Decoder(dict[str, Any]).decode
 _NO_FUNCTIONS: Mapping[str, Callable[..., Any]] = MappingProxyType({})
@@ -205,3 +205,20 @@ def _compare(expr: Compare, lead: Mapping[str, Any], now: datetime) -> bool:
         return rt.contains(right, left)
     return not rt.contains(right, left)
 
+
+
+def reads_lead(expr: Expr) -> bool:
+    """Whether ``expr`` reads a profile (``lead.*``, or a date helper's field): a part
+    that does not is the same for every row, so a store binds its value, not SQL."""
+    if isinstance(expr, Var):
+        return True
+    if isinstance(expr, Not):
+        return reads_lead(expr.operand)
+    if isinstance(expr, BoolOp):
+        return any(reads_lead(e) for e in expr.operands)
+    if isinstance(expr, Compare):
+        return reads_lead(expr.left) or reads_lead(expr.right)
+    if isinstance(expr, Call):
+        return any(reads_lead(a) for a in expr.args) or any(
+            v.root != NOW for v in expr.context)
+    return False

@@ -41,7 +41,7 @@ from typing import Any, Final
 from engine.core.templates.nodes import BoolOp, Call, Compare, Const, Expr, Not, Var
 from engine.core.templates.runtime import numeric, render_value
 from engine.segments import dates
-from engine.segments.condition import Condition, evaluate, unparse
+from engine.segments.condition import Condition, evaluate, reads_lead, unparse
 from engine.segments.dates import Now, as_now
 
 __all__ = ["Verdict", "verdict_of"]
@@ -439,27 +439,13 @@ def _compare(expr: Compare) -> Fragment | None:
 # -- the whole expression ----------------------------------------------------------------
 
 
-def _reads_lead(expr: Expr) -> bool:
-    if isinstance(expr, Var):
-        return True
-    if isinstance(expr, Not):
-        return _reads_lead(expr.operand)
-    if isinstance(expr, BoolOp):
-        return any(_reads_lead(e) for e in expr.operands)
-    if isinstance(expr, Compare):
-        return _reads_lead(expr.left) or _reads_lead(expr.right)
-    if isinstance(expr, Call):
-        return any(_reads_lead(a) for a in expr.args) or any(
-            v.root != dates.NOW for v in expr.context)
-    return False
-
 
 @dataclass
 class _Translator:
     python_only: list[Expr] = field(default_factory=list)
 
     def verdict(self, expr: Expr) -> Fragment:
-        if not _reads_lead(expr):
+        if not reads_lead(expr):
             def fold(now: datetime, part: Expr = expr) -> bool:
                 return evaluate(part, {}, now)
 

@@ -27,6 +27,7 @@ from typing import Any, Final
 from engine.core.templates.nodes import BoolOp, Call, Compare, Const, Expr, Not, Var
 from engine.core.templates.runtime import numeric, render_value
 from engine.segments import dates
+from engine.segments.condition import reads_lead
 from engine.store.sqlite.conditions.fragments import (
     FALSE,
     TRUE,
@@ -269,7 +270,7 @@ class _Translator:
     python_only: list[Expr] = field(default_factory=list)
 
     def verdict(self, expr: Expr) -> Fragment:
-        if not _reads_lead(expr):
+        if not reads_lead(expr):
             return param(Late(lambda now: int(self.evaluate(expr, now))))
         if isinstance(expr, Not):
             return q("(NOT {})", self.verdict(expr.operand))
@@ -313,20 +314,6 @@ def _compare(expr: Compare) -> Fragment | None:
     found = _contains(src, value) if field_is_container else _inside(render_value(value), src)
     return q("(NOT {})", found) if negate else found
 
-
-def _reads_lead(expr: Expr) -> bool:
-    if isinstance(expr, Var):
-        return True
-    if isinstance(expr, Not):
-        return _reads_lead(expr.operand)
-    if isinstance(expr, BoolOp):
-        return any(_reads_lead(e) for e in expr.operands)
-    if isinstance(expr, Compare):
-        return _reads_lead(expr.left) or _reads_lead(expr.right)
-    if isinstance(expr, Call):
-        return any(_reads_lead(a) for a in expr.args) or any(
-            v.root != dates.NOW for v in expr.context)
-    return False
 
 
 def translate(
