@@ -47,7 +47,7 @@ from engine.core.states import Outcome, State
 from engine.core.submission import Submission
 from engine.drivers import Driver
 from engine.errors import GatewayError, TransientGatewayError
-from engine.limits import SEND_SLACK, LocalSenderLimit, SenderLimit
+from engine.limits import LocalSenderLimit, SenderLimit
 from engine.store.base import Store
 
 __all__ = ["Batch", "Dispatcher", "SenderRuntime", "SenderStats", "split_parts"]
@@ -232,32 +232,27 @@ class Dispatcher:
         while True:
             taken = len(sub.pending)
             segments = sum(part[i].segments for i in sub.pending)
-            # Waiting for room and for the pace: a stop here hands nothing over.
-            if not await self._wait_turn(sender, taken, segments):
+            # Room in the window, then the journal's mark, then the pace: the mark is
+            # written before the turn is taken, so nothing is awaited between the grant and
+            # the hand-over (a commit that stalls delays the part, it does not waste a turn).
+            # A stop before the hand-over hands nothing over: the mark is taken back.
+            if not await self._wait_room(sender, taken):
                 await self._stopped(batch, sender, part, remaining, settled, sub)
                 return None
-            granted = self.clock()
-            stale = False
+            if not marked:
+                with anyio.CancelScope(shield=True):
+                    await self.store.mark_sending(self.run_id, batch.batch)
+                marked = True
+            if not await self._wait_pace(sender, segments):
+                sender.limit.release_window(taken)
+                await self._stopped(batch, sender, part, remaining, settled, sub)
+                return None
             # Handing over: shielded, so what a gateway may have gets recorded, within the
             # grace a stop sets.
             error: BaseException | None = None
             with anyio.CancelScope(shield=True, deadline=self._deadline) as scope:
                 self._sending_scopes.add(scope)
                 try:
-                    if not marked:
-                        await self.store.mark_sending(self.run_id, batch.batch)
-                        marked = True
-                        if sender.limit.rate and self.clock() - granted > SEND_SLACK:
-                            # The mark took so long (a database's commit stalling) that
-                            # the turn is stale: parts granted meanwhile, here or on other
-                            # workers, would reach the gateway together with this one.
-                            # Nothing went: back to reserved, and a fresh turn (the old
-                            # one is lost: the sender sends less, never more).
-                            await self.store.unmark_sending(self.run_id, batch.batch)
-                            marked = False
-                            stale = True
-                    if stale:
-                        continue
                     t0 = time.perf_counter()
                     try:
                         results = await sender.driver.send_batch(sub.next_attempt())
@@ -310,26 +305,31 @@ class Dispatcher:
                 await self._stopped(batch, sender, part, remaining, settled, sub)
                 return None
 
-    async def _wait_turn(self, sender: SenderRuntime, n: int, segments: int) -> bool:
-        """Take room for ``n`` messages and wait for the pace of ``segments``; False (and
-        nothing taken) when the run stops meanwhile."""
+    async def _wait_room(self, sender: SenderRuntime, n: int) -> bool:
+        """Take room in the sender's window for ``n`` messages; False (and nothing taken)
+        when the run stops meanwhile."""
         if self.stopping:
             return False
-        limit = sender.limit
-        took = False
         with anyio.CancelScope() as scope:
             self._waiting_scopes.add(scope)
             try:
-                await limit.take_window(n)
-                took = True
-                await limit.acquire(segments)
+                await sender.limit.take_window(n)
             finally:
                 self._waiting_scopes.discard(scope)
-        if scope.cancelled_caught:
-            if took:
-                limit.release_window(n)
+        return not scope.cancelled_caught
+
+    async def _wait_pace(self, sender: SenderRuntime, segments: int) -> bool:
+        """Wait until ``segments`` may go at the sender's pace, and take them; False (and
+        nothing taken) when the run stops meanwhile."""
+        if self.stopping:
             return False
-        return True
+        with anyio.CancelScope() as scope:
+            self._waiting_scopes.add(scope)
+            try:
+                await sender.limit.acquire(segments)
+            finally:
+                self._waiting_scopes.discard(scope)
+        return not scope.cancelled_caught
 
     async def _wait(self, delay: float) -> bool:
         """Sleep before a retry; False when the run stops meanwhile."""

@@ -33,10 +33,10 @@ from engine.core.ratelimit import Gcra, GcraStats, InFlightWindow
 
 __all__ = ["SEND_SLACK", "LocalSenderLimit", "SenderLimit", "SenderLimits"]
 
-#: Seconds a turn may take from its grant to its write (the journal's ``sending`` mark in
-#: between) before it is stale and taken again (``engine.dispatch``). The cluster's pace
-#: keeps this much of the rate back from the burst (``engine.cluster.limits``), so parts
-#: granted in time reach the gateway within rate + burst in any window.
+#: Seconds a part may take from its grant to the gateway. ``engine.dispatch`` writes the
+#: journal's ``sending`` mark before it takes the turn, so only the driver's own work lies in
+#: between; the cluster's pace keeps this much of the rate back from the burst
+#: (``engine.cluster.limits``), so parts reach the gateway within rate + burst in any window.
 SEND_SLACK = 0.01
 
 #: Shortest sleep between two looks at the bucket (a float-rounding delay of 1e-12 s would
