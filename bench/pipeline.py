@@ -3,6 +3,7 @@
     python bench/pipeline.py --profiles 1000000
     python bench/pipeline.py --profiles 200000 --database postgresql://postgres@127.0.0.1/bench
     python bench/pipeline.py --rss-scaling 1000000 5000000
+    python bench/pipeline.py --links
 
 (a) the engine: ``Herald.send`` through the ``null`` driver, no rate limit;
 (b) a bare loop: a keyset read of the same rows (sqlite3, or psycopg on ``--database
@@ -11,6 +12,11 @@
 Prints messages/s and CPU µs/message for each, ``ratio=`` (engine throughput / bare
 throughput, by CPU time) and the process's peak RSS. ``--rss-scaling`` runs the engine alone
 in a fresh process per size and prints peak RSS per size and their ratio.
+
+``--links`` measures what shortening a template link costs per message: the same template
+(one literal link) is sent with and without a ``[tracking] domain``, and the prepare stage
+(``Preparer.finish``) is also timed alone on the same rows with and without the run's
+``Shortener``; it prints both differences in µs per message (the target: at most 1).
 
 The audience is built once per size under ``--dir`` (default: a temp dir kept for reuse),
 or once per size in the PostgreSQL database ``--database`` names (profile database
@@ -40,6 +46,8 @@ from engine.store.open import open_store
 
 CHUNK, BATCH = 1000, 500
 TEMPLATE = "Hi {lead._fname}! New arrivals in our {lead._city} store this week."
+LINK_TEMPLATE = ("Hi {lead._fname}! New arrivals in our {lead._city} store:"
+                 " https://shop.example.com/new?utm_source=sms")
 CONFIG = """\
 [engine]
 database = "{database}"
@@ -218,20 +226,83 @@ def bare_loop_pg(url: str) -> tuple[int, float, float]:
 
 
 async def engine_run(
-    ws: Path, config: str = "herald.toml"
+    ws: Path, config: str = "herald.toml", template: str = TEMPLATE
 ) -> tuple[int, float, float, dict[str, float]]:
     async with await Herald.open(ws / config, plugins=load_plugins()) as herald:
         w0, c0 = time.perf_counter(), time.process_time()
-        log = await herald.send(resource="news", database="customers", template=TEMPLATE)
+        log = await herald.send(resource="news", database="customers", template=template)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     return log.recipients, wall, cpu, log.stage_busy_s
 
 
 def run_engine(
-    ws: Path, backend: str, config: str = "herald.toml"
+    ws: Path, backend: str, config: str = "herald.toml", template: str = TEMPLATE
 ) -> tuple[int, float, float, dict[str, float]]:
     options = {"use_uvloop": True} if backend == "asyncio" else {}
-    return anyio.run(engine_run, ws, config, backend=backend, backend_options=options)
+    return anyio.run(engine_run, ws, config, template, backend=backend,
+                     backend_options=options)
+
+
+def prepare_core(rows: int = 20_000, repeats: int = 7) -> tuple[float, float]:
+    """``Preparer.finish`` alone over ``rows`` audience rows of ``LINK_TEMPLATE``, without
+    and with a Shortener (a tracking domain): the best µs per message of each."""
+    from engine.core.dedupe import Dedupe
+    from engine.core.links import Shortener, link_request
+    from engine.core.phones import PhoneNormaliser
+    from engine.core.prepare import AudienceRow, Preparer
+    from engine.core.sms import measure
+    from engine.core.templates import compile_template
+
+    template = compile_template(LINK_TEMPLATE)
+    audience = [AudienceRow(i, msgspec.json.encode({"_fname": f"Name{i}", "_city": "Kazan"}),
+                            f"+7916{i:07d}") for i in range(1, rows + 1)]
+    base = "https://t.example.com"
+    urls, slots = link_request(template, base)
+    links = [(i + 1, url) for i, url in enumerate([*urls, *[None] * slots])]
+
+    class Row(tuple[int, str | None]):
+        id = property(lambda self: self[0])
+        url = property(lambda self: self[1])
+
+    best = {False: float("inf"), True: float("inf")}
+    for _ in range(repeats):
+        for tracked in (False, True):
+            prep = Preparer(
+                run_uid="bench", run_id=1, normaliser=PhoneNormaliser("RU"),
+                dedupe=Dedupe(rows), template=template, measure=measure,
+                route=lambda phone, now: "s", max_segments={"s": 0},
+                context={"resource": {"id": 1, "name": "news", "unsubscribe_url": ""}},
+            )
+            if tracked:
+                prep.track(Shortener.of(template, base=base, secret=b"k" * 32, run_id=1,
+                                        links=[Row(r) for r in links]))
+            plans = [prep.screen(audience[i : i + CHUNK]) for i in range(0, rows, CHUNK)]
+            t0 = time.perf_counter()
+            for plan in plans:
+                prep.finish(plan, set(), set(), 0.0)
+            best[tracked] = min(best[tracked], (time.perf_counter() - t0) / rows * 1e6)
+    return best[False], best[True]
+
+
+def bench_links(ws: Path, backend: str) -> None:
+    text = (ws / "herald.toml").read_text(encoding="utf-8")
+    (ws / "links.toml").write_text(text + '[tracking]\ndomain = "t.example.com"\n',
+                                   encoding="utf-8")
+    run_engine(ws, backend, "links.toml", LINK_TEMPLATE)  # warm up
+    results = []
+    for config in ("herald.toml", "links.toml", "herald.toml", "links.toml"):
+        n, _, cpu, busy = run_engine(ws, backend, config, LINK_TEMPLATE)
+        results.append((config, cpu / n * 1e6, busy["prepare"] / n * 1e6))
+        print(f"{config:<12} cpu_us_per_msg={results[-1][1]:.2f}"
+              f"  prepare_us_per_msg={results[-1][2]:.2f}")
+    without = [r for r in results if r[0] == "herald.toml"]
+    with_ = [r for r in results if r[0] == "links.toml"]
+    extra = (sum(r[2] for r in with_) - sum(r[2] for r in without)) / 2
+    print(f"engine_links_us_per_msg={extra:.2f}  (prepare stage, mean of two runs each)")
+    plain, tracked = prepare_core()
+    print(f"core prepare_us_per_msg: plain={plain:.3f} links={tracked:.3f}")
+    print(f"links_us_per_msg={tracked - plain:.3f}  (Preparer.finish alone, best of 7;"
+          " target <= 1)")
 
 
 def line(name: str, n: int, wall: float, cpu: float) -> str:
@@ -252,6 +323,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=BATCH, help="engine.batch_size")
     parser.add_argument("--policy", action="store_true",
                         help="measure what a sending-policy check adds per message")
+    parser.add_argument("--links", action="store_true",
+                        help="measure what shortening a template link adds per message")
     parser.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-scaling", type=int, nargs=2, metavar=("SMALL", "LARGE"))
     parser.add_argument("--database", metavar="URL",
@@ -293,6 +366,9 @@ def main() -> None:
                 {"messages": n, "wall": wall, "cpu_us": cpu / n * 1e6, "peak_rss_mb": peak_rss_mb()}
             )
         )
+        return
+    if args.links:
+        bench_links(ws, args.backend)
         return
     if args.policy:
         text = (ws / "herald.toml").read_text(encoding="utf-8")

@@ -84,15 +84,36 @@ class EngineConfig(_Strict):
     #: Seconds a delivery receipt whose message is not recorded (yet) is kept waiting for
     #: it; older ones are dropped. Default 7 days.
     receipt_ttl: Annotated[float, Meta(gt=0)] = 7 * 86400.0
+    #: Inbound texts that unsubscribe their phone (``POST /api/v1/inbound/{gateway}``),
+    #: matched case-insensitively against the whole trimmed text.
+    stop_words: list[Annotated[str, Meta(min_length=1, max_length=64)]] = msgspec.field(
+        default_factory=lambda: ["STOP", "СТОП", "UNSUBSCRIBE", "ОТПИСКА"])
+
+
+_Domain = Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]
 
 
 class TrackingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """``[tracking]``: the public domain gallery images (and later, links) are served on."""
+    """``[tracking]``: the public domain that serves short links, unsubscribe pages and
+    gallery images (``engine.tracking``).
 
-    domain: Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")] = "localhost"
+    Links are shortened only where a domain is set, here or on the resource
+    (``[resources.X] tracking_domain``): without one, URLs go out as written and
+    ``{unsubscribe}`` renders the resource's static ``unsubscribe_url``."""
+
+    #: The domain (and port) that reaches ``herald serve``; None: no tracked links.
+    domain: _Domain | None = None
     scheme: Literal["http", "https"] = "https"
     #: The account segment of public URLs: ``{scheme}://{domain}/{account}/{n}/{hash}/{name}``.
     account: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$")] = "1"
+    #: Shorten the links of SMS texts where a tracking domain is set (a resource may
+    #: say otherwise).
+    track_links: bool = True
+
+    @property
+    def host(self) -> str:
+        """The domain gallery URLs are made on (``localhost`` when none is set)."""
+        return self.domain or "localhost"
 
 
 class GalleryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -259,9 +280,14 @@ class ResourceConfig(_Strict):
     virtual_sender: Name
     channel: Literal["sms"] = "sms"
     databases: list[Name] = msgspec.field(default_factory=list)
+    #: The static unsubscribe link, for ``{unsubscribe}`` where no tracking domain is set.
     unsubscribe_url: str | None = None
     #: This resource's sending policy (over the account's).
     policy: Policy | None = None
+    #: This resource's tracking domain (over ``[tracking] domain``).
+    tracking_domain: _Domain | None = None
+    #: Shorten this resource's links (None: as ``[tracking] track_links`` says).
+    track_links: bool | None = None
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -295,6 +321,29 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         """The custom field types declared for ``database`` (none: all text)."""
         db = self.databases.get(database)
         return db.field_specs() if db else {}
+
+    def tracking_base(self, resource: str) -> str | None:
+        """``{scheme}://{domain}`` on which the resource's links and unsubscribe pages are
+        made, or None when its links are not tracked (no domain, or ``track_links``
+        off)."""
+        res = self.resources.get(resource)
+        domain = (res.tracking_domain if res else None) or self.tracking.domain
+        track = res.track_links if res is not None and res.track_links is not None \
+            else self.tracking.track_links
+        if domain is None or not track:
+            return None
+        return f"{self.tracking.scheme}://{domain}"
+
+    def resources_of_gateway(self, gateway: str) -> list[str]:
+        """The resources that can send through ``gateway`` (through a sender of one of its
+        virtual sender's rules): the ones a STOP reply to that gateway unsubscribes from."""
+        senders = {name for name, s in self.senders.items() if s.gateway == gateway}
+        out = []
+        for name, res in self.resources.items():
+            vs = self.virtual_senders.get(res.virtual_sender)
+            if vs is not None and any(t.sender in senders for r in vs.rules for t in r.senders):
+                out.append(name)
+        return out
 
     @property
     def base_dir(self) -> Path:

@@ -38,11 +38,14 @@ default_region = "RU"          # numbers written without a country code are Russ
 driver = "http"                # herald-json over HTTP/1.1 (docs/wire-format.md)
 url = "{main_url}"
 batch_size = 100
+# the simulators post receipts and replies to POST /api/v1/dlr|inbound/NAME?secret=...
+receipt_secret = "{secret}"
 
 [gateways.backup]
 driver = "http"
 url = "{backup_url}"
 batch_size = 100
+receipt_secret = "{secret}"
 
 [senders.main]
 gateway = "main"
@@ -69,6 +72,12 @@ channel = "sms"
 databases = ["customers"]
 virtual_sender = "default"
 unsubscribe_url = "https://herald.example/u"
+
+# The demo served the tracking domain on loopback: each text's link went out as a short
+# per-recipient link there, and {{unsubscribe}} as a per-recipient page.
+[tracking]
+domain = "{tracking}"
+scheme = "http"
 """
 
 DEMO_TEMPLATE = (
@@ -77,6 +86,7 @@ DEMO_TEMPLATE = (
     "{else}New arrivals in {lead._city} this week.{end}"
     "{if lead.interests} Picked for you: "
     "{for item in lead.interests}{item}{if not loop.last}, {end}{end}.{end}"
+    " https://shop.example/new?utm_source=sms Stop: {unsubscribe}"
 )
 
 _FIRST = ["Anna", "Boris", "Chloé", "Dmitri", "Elena", "Farid", "Galina", "Hugo", "Irina",
@@ -209,12 +219,75 @@ async def generate(store: Store, *, profiles: int, resource: str = "news",
 
 
 def write_workspace(directory: Path, *, main_url: str, backup_url: str,
-                    database: str = "herald.db") -> Path:
+                    database: str = "herald.db", tracking: str = "127.0.0.1:8080",
+                    secret: str = "demo-receipt-secret") -> Path:
     """Write the demo config and template into ``directory``; return the config path.
-    ``database``: the store's URL (default: a SQLite file in ``directory``)."""
+    ``database``: the store's URL (default: a SQLite file in ``directory``); ``tracking``:
+    the tracking domain (where the demo serves the API); ``secret``: the gateways'
+    receipt secret."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "herald.toml"
     config.write_text(DEMO_CONFIG.format(main_url=main_url, backup_url=backup_url,
-                                         database=json.dumps(database)), encoding="utf-8")
+                                         database=json.dumps(database), tracking=tracking,
+                                         secret=secret), encoding="utf-8")
     (directory / "template.txt").write_text(DEMO_TEMPLATE, encoding="utf-8")
     return config
+
+
+#: The link of ``DEMO_TEMPLATE``: every text carries it as a short link.
+DEMO_LINK = "https://shop.example/new?utm_source=sms"
+#: A link-preview bot's user agent: redirected, never counted as a click.
+PREVIEW_BOT = "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"
+
+
+class TrackingDemo(msgspec.Struct, frozen=True):
+    """What ``exercise_tracking`` did through the real routes."""
+
+    clicks: int
+    clickers: int
+    bot_clicks: int
+    stop_phone: str | None
+
+
+async def exercise_tracking(
+    store: Store, run_id: int, base: str, *, people: int = 12, twice: int = 3,
+    seed: int = 1,
+) -> TrackingDemo:
+    """Click the short link of ``people`` sent messages through ``base`` (the served
+    tracking domain): ``twice`` of them click again, and a link-preview bot fetches one.
+    Each answer must be a 302 to ``DEMO_LINK``. Returns what was done."""
+    import httpx
+
+    from engine.core.codes import Codec
+
+    rng = random.Random(seed)
+    links = [row for row in await store.ensure_links(run_id, [], 0) if row.url == DEMO_LINK]
+    if not links:
+        return TrackingDemo(0, 0, 0, None)
+    codec = Codec(await store.tracking_secret(), b"link")
+    sent = [r for r in await store.recipient_rows(run_id)
+            if r.state in ("sent", "delivered", "undelivered")]
+    chosen = rng.sample(sent, min(people, len(sent)))
+    clicks = bots = 0
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        for i, recipient in enumerate(chosen):
+            url = f"/{codec.encode(links[0].id, recipient.seq)}"
+            for _ in range(2 if i < twice else 1):
+                answer = await client.get(url, headers={"user-agent": "Mozilla/5.0 (demo)"})
+                if answer.status_code != 302 or answer.headers.get("location") != DEMO_LINK:
+                    raise StoreError(f"short link {base}{url} answered {answer.status_code},"
+                                     f" not a 302 to {DEMO_LINK}")
+                clicks += 1
+        if chosen:
+            await client.get(f"/{codec.encode(links[0].id, chosen[0].seq)}",
+                             headers={"user-agent": PREVIEW_BOT})
+            bots += 1
+    # a STOP reply matches subscriptions by their phone in E.164, as imports store it; the
+    # generator wrote most phones as people write them, so take one it wrote in E.164
+    news = await store.resource_id("news")
+    stop = None
+    for recipient in reversed(sent):
+        if await store.find_subscriptions(news, phone=recipient.phone, limit=1):
+            stop = recipient.phone
+            break
+    return TrackingDemo(clicks, len(chosen), bots, stop)

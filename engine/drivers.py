@@ -19,6 +19,7 @@ __all__ = [
     "Capabilities",
     "Driver",
     "DriverConfig",
+    "Inbound",
     "OutboundMessage",
     "Receipt",
     "SendResult",
@@ -68,6 +69,19 @@ class Receipt(msgspec.Struct, frozen=True):
     id: str | None = None
     error: str | None = None
     #: When the gateway says it happened (seconds since the epoch), if it says.
+    at: float | None = None
+
+
+class Inbound(msgspec.Struct, frozen=True):
+    """A message a recipient sent back (a reply), as a driver parsed it from its gateway's
+    inbound callback. A STOP reply unsubscribes ``phone`` (``engine.tracking.inbound``)."""
+
+    #: Who sent it: the recipient's phone, as the gateway wrote it (normalised by Herald).
+    phone: str
+    text: str
+    #: The number or caller id the reply was sent to, if the gateway says.
+    to: str | None = None
+    #: When the gateway received it (seconds since the epoch), if it says.
     at: float | None = None
 
 
@@ -126,3 +140,15 @@ class Driver(abc.ABC):
         declare ``supports_dlr`` implement it.
         """
         raise NotImplementedError(f"the {self.name} driver does not take delivery receipts")
+
+    def parse_inbound(self, body: bytes, headers: dict[str, str]) -> list[Inbound]:
+        """Parse an inbound-message callback of this driver's gateway (sans-I/O): the
+        replies recipients sent. Raise ``InputError`` naming the bad field for a malformed
+        body. Optional: a driver that takes inbound messages overrides it
+        (``takes_inbound``)."""
+        raise NotImplementedError(f"the {self.name} driver does not take inbound messages")
+
+    @classmethod
+    def takes_inbound(cls) -> bool:
+        """Whether the driver parses inbound messages (overrides ``parse_inbound``)."""
+        return cls.parse_inbound is not Driver.parse_inbound

@@ -28,7 +28,9 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from engine.config import Config, SenderConfig
+from engine.core.codes import MAX_VALUE
 from engine.core.dedupe import Dedupe
+from engine.core.links import Shortener, link_request
 from engine.core.phones import PhoneNormaliser
 from engine.core.prepare import AudienceRow, Message, Preparer, Renderer
 from engine.core.states import Outcome, State
@@ -138,8 +140,12 @@ class Pipeline:
         self.dedupe = Dedupe(total + (run.next_seq if lease is None else 1),
                              eng.dedupe_fp_rate)
         counts = run.counts
+        #: Where this mailing's links and unsubscribe pages are (None: links go as written).
+        self.tracking_base = config.tracking_base(mailing.resource)
+        self._static_unsubscribe = resource.unsubscribe_url or ""
         self.preparer = Preparer(
             run_uid=run.uid,
+            run_id=run.id,
             normaliser=PhoneNormaliser(eng.default_region),
             dedupe=self.dedupe,
             template=template,
@@ -227,6 +233,7 @@ class Pipeline:
     # -- the run -----------------------------------------------------------------------
 
     async def execute(self, *, resume: bool = False) -> None:
+        await self._track_links()
         backlog: list[Batch] = []
         if resume:
             backlog = await self._recover()
@@ -254,6 +261,28 @@ class Pipeline:
                         feed.start_soon(self._prepare, chunks_receive, backlog)
             for sender in self.senders.values():
                 sender.send.close()
+
+    async def _track_links(self) -> None:
+        """Where the resource has a tracking domain, give the preparer the run's shortener:
+        its link rows made (or, on a resume or another worker, read back: the same ids, so
+        a message re-rendered gets the same codes). Nothing at all without a domain.
+
+        Codes carry ``seq - seq_base`` in 29 bits: a cluster chunk (whose seqs start at
+        ``k * 2**32 + 1``) has link rows of its own, for the multiple of ``MAX_VALUE`` its
+        seqs start from."""
+        base = self.tracking_base
+        if base is None:
+            return
+        seq_base = 0 if self.lease is None else \
+            (self.lease.next_seq - 1) // MAX_VALUE * MAX_VALUE
+        template = self.preparer.template
+        urls, slots = link_request(template, base)
+        links = await self.store.ensure_links(
+            self.run.id, urls, slots, seq_base=seq_base) if urls or slots else []
+        secret = await self.store.tracking_secret()
+        self.preparer.track(Shortener.of(
+            template, base=base, secret=secret, links=links, seq_base=seq_base,
+            static_unsubscribe=self._static_unsubscribe))
 
     async def _recover(self) -> list[Batch]:
         """Rebuild dedupe and settle the journal of an interrupted run (in chunk mode: of
@@ -339,6 +368,14 @@ class Pipeline:
         """Hand a reserved batch to its sender's workers. When that sender's queue is full
         and another sender of the batch's rule has room, the batch moves there (same ids):
         a slow sender never holds the others up. When all are full, wait for room."""
+        try:
+            await self._enqueue_now(batch)
+        except anyio.BrokenResourceError:
+            if not self.stopped:
+                raise
+            # a stop: the sender's workers are gone, the batch waits in the journal
+
+    async def _enqueue_now(self, batch: Batch) -> None:
         while True:
             target = self.senders[batch.sender]
             try:
@@ -355,6 +392,16 @@ class Pipeline:
                 continue
             room = self.dispatcher.room
             await room.wait()
+
+    async def _send_backlog(self, backlog: list[Batch]) -> None:
+        """The batches a resume settles first, each to its own sender."""
+        for batch in backlog:
+            try:
+                await self.senders[batch.sender].send.send(batch)
+            except anyio.BrokenResourceError:
+                if not self.stopped:
+                    raise
+                return  # a stop: they wait in the journal
 
     async def _move_to_room(self, batch: Batch) -> Batch | None:
         allowed: set[str] | None = None
@@ -402,8 +449,7 @@ class Pipeline:
     async def _prepare_triggers(
         self, chunks: MemoryObjectReceiveStream[list[TriggerRow]], backlog: list[Batch]
     ) -> None:
-        for batch in backlog:
-            await self.senders[batch.sender].send.send(batch)
+        await self._send_backlog(backlog)
         store, run_id, prep = self.store, self.run.id, self.preparer
         normalise = prep.normaliser.normalise
         batch_size = self.config.engine.batch_size
@@ -429,7 +475,7 @@ class Pipeline:
                     await cast(Any, store).reserve_triggers(
                         run_id, batches=[(b.batch, b.sender, b.messages) for b in batches],
                         skipped=result.skipped, checkpoint=result.checkpoint,
-                        counts=counts, lease=self.lease)
+                        counts=counts, lease=self.lease, links=result.links)
                 else:
                     await store.reserve(
                         run_id,
@@ -439,6 +485,7 @@ class Pipeline:
                         next_seq=None,  # trigger calls hand out seqs as they queue
                         counts=counts,
                         audience_done=False,
+                        links=result.links,
                     )
                 for k in self._counts:
                     self._counts[k] += result.counts.get(k, 0)
@@ -450,8 +497,7 @@ class Pipeline:
     async def _prepare(
         self, chunks: MemoryObjectReceiveStream[list[AudienceRow]], backlog: list[Batch]
     ) -> None:
-        for batch in backlog:
-            await self.senders[batch.sender].send.send(batch)
+        await self._send_backlog(backlog)
         store, run_id, prep = self.store, self.run.id, self.preparer
         batch_size = self.config.engine.batch_size
         async with chunks:
@@ -474,6 +520,7 @@ class Pipeline:
                     next_seq=prep.next_seq,
                     counts={**result.counts, "reserved": len(result.messages)},
                     audience_done=done,
+                    links=result.links,
                 )
                 for k, v in result.counts.items():
                     self._counts[k] += v

@@ -26,7 +26,7 @@ from engine.testing import FakeGateway, write_config
 pytestmark = pytest.mark.anyio
 
 #: Routes a gateway or a load balancer calls without a token.
-OPEN = {"/healthz", "/api/v1/healthz", "/api/v1/dlr/{gateway}"}
+OPEN = {"/healthz", "/api/v1/healthz", "/api/v1/dlr/{gateway}", "/api/v1/inbound/{gateway}"}
 PATH_VALUES = {"{mailing_id}": "1", "{name}": "news", "{gateway}": "gw", "{image_id}": "1",
                "{directory_id}": "1"}
 

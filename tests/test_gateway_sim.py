@@ -289,6 +289,7 @@ def test_simulate_flags_map_to_sim_options() -> None:
         reject_rate=0.2, reject_code="bad_number", retry_rate=0.1, idempotent=True,
         receipt_url="http://127.0.0.1:9/dlr", receipt_delay=0.5, undelivered_rate=0.3,
         undelivered_code="gone", track_ids=False, seed=7,
+        inbound_url="http://127.0.0.1:9/inbound",
     )
     # Every field is set: a new SimOptions field needs a flag here too.
     assert all(getattr(expected, f.name) != f.default for f in msgspec.structs.fields(SimOptions))
@@ -300,7 +301,7 @@ def test_simulate_flags_map_to_sim_options() -> None:
         "--reject-code", "bad_number", "--retry-rate", "0.1", "--idempotent",
         "--receipt-url", "http://127.0.0.1:9/dlr", "--receipt-delay", "0.5",
         "--undelivered-rate", "0.3", "--undelivered-code", "gone", "--no-track-ids",
-        "--seed", "7",
+        "--seed", "7", "--inbound-url", "http://127.0.0.1:9/inbound",
     ])
     assert (args.port, args.host, args.backend) == (0, "127.0.0.1", "trio")
     assert options_from_args(args) == expected

@@ -18,6 +18,14 @@ Routes (JSON in and out; the roles are ``viewer`` < ``sender`` < ``admin``)::
     POST /api/v1/mailings/{id}/trigger              sender   one message, its id at once
     POST /api/v1/mailings/{id}/trigger/batch        sender
     POST /api/v1/dlr/{gateway}                      the gateway's shared secret
+    POST /api/v1/inbound/{gateway}                  the gateway's shared secret (STOP)
+    GET  /api/v1/reports/channel|undeliveries|clicks   viewer   ?format=csv|xlsx downloads
+
+The tracking domain's public routes (no token; ``engine.tracking``)::
+
+    GET  /{code}                                    302 to a short link's URL, the click kept
+    GET  /u/{code}, /ua/{code}                      an unsubscribe page (one confirm button)
+    POST /u/{code}, /ua/{code}                      unsubscribe (``/ua/``: every resource)
 
 ``/healthz`` and ``/metrics`` are also under ``/api/v1``. Tokens come from ``herald token
 create --role R``; errors are described in ``engine.api.errors``.

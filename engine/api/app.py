@@ -2,7 +2,9 @@
 
 ``create_app(herald)`` starts the mailing service in the app's lifespan (what ``herald
 serve`` does); ``create_app(herald, service)`` uses a running one (tests, embedding). The
-app runs on any ASGI server, on asyncio (with uvloop) or trio.
+lifespan also runs the tracking domain's click writer, which writes the clicks left
+buffered when it ends (on SIGTERM, once the connections are done). The app runs on any
+ASGI server, on asyncio (with uvloop) or trio.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, Reference, SecurityScheme
 
 from engine import __version__
-from engine.api import gallery, mailings, metrics, profiles, receipts, resources, triggers
+from engine.api import (
+    gallery,
+    inbound,
+    mailings,
+    metrics,
+    profiles,
+    receipts,
+    reports,
+    resources,
+    triggers,
+)
 from engine.api.auth import require
 from engine.api.connections import body_deadline
 from engine.api.errors import exception_handlers
@@ -27,6 +39,9 @@ from engine.api.state import ApiState
 from engine.api.tokens import TokenStore
 from engine.runner import Herald
 from engine.service import MailingService
+from engine.tracking import routes as tracking_routes
+from engine.tracking.clicks import ClickWriter
+from engine.tracking.redirect import fast_path
 
 __all__ = ["MAX_BODY", "create_app"]
 
@@ -60,13 +75,26 @@ def _service_lifespan(api: ApiState) -> Callable[[Litestar], AbstractAsyncContex
     return lifespan
 
 
+def _clicks_lifespan(api: ApiState) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async with ClickWriter(api.store, interval=api.click_interval).running() as writer:
+            api.clicks = writer
+            try:
+                yield
+            finally:
+                api.clicks = None
+
+    return lifespan
+
+
 def create_app(herald: Herald, service: MailingService | None = None, *,
                token_ttl: float = 30.0) -> Litestar:
     """The HTTP API of ``herald``; see the package docstring for the routes."""
     state = ApiState(herald, TokenStore(herald.store, ttl=token_ttl), service)
     api = Router("/api/v1", route_handlers=[
         *profiles.ROUTES, *resources.ROUTES, *mailings.ROUTES, *triggers.ROUTES,
-        *receipts.ROUTES, *gallery.ROUTES,
+        *receipts.ROUTES, *gallery.ROUTES, *inbound.ROUTES, *reports.ROUTES,
     ])
     schemes: dict[str, SecurityScheme | Reference] = {
         "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="hrld_..."),
@@ -87,16 +115,19 @@ def create_app(herald: Herald, service: MailingService | None = None, *,
     )
     app = Litestar(
         route_handlers=[api, healthz, *metrics.ROUTES, *gallery.PUBLIC_ROUTES,
-                        *GALLERY_PAGE],
+                        *GALLERY_PAGE, *tracking_routes.ROUTES],
         exception_handlers=exception_handlers(),
         openapi_config=openapi,
         request_max_body_size=MAX_BODY,
         state=State({"api": state}),
-        lifespan=[] if service is not None else [_service_lifespan(state)],
+        lifespan=[_clicks_lifespan(state),
+                  *([] if service is not None else [_service_lifespan(state)])],
         logging_config=None,
         debug=False,
     )
     # around the router, not a route's middleware: a 404 or 405 that leaves a body unread
     # must say Connection: close too
     app.asgi_handler = body_deadline(herald.config.api.body_timeout)(app.asgi_handler)
+    # short links, the hot path, are answered before the framework routes anything
+    app.asgi_handler = fast_path(state)(app.asgi_handler)
     return app

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -95,18 +96,20 @@ def _naming_the_process(app: Any) -> Any:
 
 
 async def serve(
-    herald: Herald, *, host: str = "127.0.0.1", port: int = 8080, fd: int | None = None
+    herald: Herald, *, host: str = "127.0.0.1", port: int = 8080, fd: int | None = None,
+    until: Callable[[], Awaitable[None]] | None = None, quiet: bool = False,
 ) -> None:
     """Serve ``herald``'s API on ``host:port`` until SIGINT or SIGTERM; InputError if the
     address cannot be listened on. ``fd``: serve on that bound socket instead (one of the
     processes of ``herald serve --workers N``, whose parent bound it); its responses then
-    carry ``X-Herald-Process``."""
+    carry ``X-Herald-Process``. ``until``: stop when it returns instead of on a signal
+    (``herald demo``); ``quiet``: no "serving" line."""
     if fd is None:
         fd, port = listen_or_refuse(host, port)
         worker = False
     else:
         host, port = _bound_to(fd)
-        worker = True
+        worker = until is None
     config = HypercornConfig()
     config.bind = [f"fd://{fd}"]
     config.accesslog = None
@@ -127,13 +130,15 @@ async def serve(
     gc.freeze()
     library = sniffio.current_async_library()
     process = f" (process {os.getpid()})" if worker else ""
-    print(f"herald: serving http://{bind_address(host, port)} on {library}{process}",
-          file=sys.stderr, flush=True)
+    if not quiet:
+        print(f"herald: serving http://{bind_address(host, port)} on {library}{process}",
+              file=sys.stderr, flush=True)
+    trigger = until or _until_signal
     if library == "trio":
         from hypercorn.trio import serve as trio_serve
 
-        await trio_serve(app, config, shutdown_trigger=_until_signal, mode="asgi")
+        await trio_serve(app, config, shutdown_trigger=trigger, mode="asgi")
     else:
         from hypercorn.asyncio import serve as asyncio_serve
 
-        await asyncio_serve(app, config, shutdown_trigger=_until_signal, mode="asgi")
+        await asyncio_serve(app, config, shutdown_trigger=trigger, mode="asgi")

@@ -1,4 +1,5 @@
-"""What the routes share: the workspace, the mailing service, tokens, a phone normaliser."""
+"""What the routes share: the workspace, the mailing service, tokens, a phone normaliser,
+and the tracking domain's code resolver, bot detector, click writer and inbound taker."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from engine.core.phones import PhoneNormaliser
 from engine.runner import Herald
 from engine.service import MailingService
 from engine.store.base import Store
+from engine.tracking.bots import BotDetector
+from engine.tracking.clicks import ClickWriter
+from engine.tracking.inbound import InboundTaker
+from engine.tracking.links import Resolver
 
 __all__ = ["MAX_ID", "ApiState", "Req", "api_state", "service_of"]
 
@@ -35,12 +40,25 @@ class ApiState:
     service: MailingService | None = None
     #: Monotonic seconds, for the failed-authentication windows (a fake clock in tests).
     clock: Callable[[], float] = time.monotonic
+    #: Writes clicks in batches; set for the app's lifetime by its lifespan (None: the
+    #: routes write each click at once).
+    clicks: ClickWriter | None = None
+    #: Seconds a click waits at most before it is written (tests make it long).
+    click_interval: float = 0.5
     normaliser: PhoneNormaliser = field(init=False)
     auth_failures: AuthFailures = field(init=False)
+    resolver: Resolver = field(init=False)
+    bots: BotDetector = field(init=False)
+    inbound: InboundTaker = field(init=False)
 
     def __post_init__(self) -> None:
-        self.normaliser = PhoneNormaliser(self.herald.config.engine.default_region)
-        self.auth_failures = AuthFailures(self.herald.config.api.auth_failures_per_minute)
+        herald = self.herald
+        self.normaliser = PhoneNormaliser(herald.config.engine.default_region)
+        self.auth_failures = AuthFailures(herald.config.api.auth_failures_per_minute)
+        self.resolver = Resolver(herald.store)
+        self.bots = BotDetector()
+        self.inbound = InboundTaker(herald.config, herald.plugins, herald.store,
+                                    self.normaliser)
 
     @property
     def store(self) -> Store:

@@ -19,6 +19,7 @@ from engine.cli.config import add_config_parsers
 from engine.cli.demo import add_demo_parser
 from engine.cli.gallery import add_gallery_parsers
 from engine.cli.imports import add_import_parsers
+from engine.cli.report import add_report_parsers
 from engine.cli.segments import add_segment_parsers
 from engine.cli.send import add_run_parsers, add_send_parser
 from engine.cli.serve import add_serve_parser
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gallery_parsers(sub)
     add_run_parsers(sub)
     add_cluster_parsers(sub)
+    add_report_parsers(sub)
     return parser
 
 

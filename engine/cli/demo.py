@@ -6,8 +6,11 @@ import argparse
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from engine.backends import run as run_backend
 from engine.cli.send import ProgressBar, positive, show_log
@@ -21,11 +24,16 @@ __all__ = ["add_demo_parser"]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import generate, write_workspace
+    from engine.api.server import listen, serve
+    from engine.demo import exercise_tracking, generate, write_workspace
+    from engine.reports.output import table
+    from engine.reports.tables import channel_report, undeliveries_report
     from engine.runner import Herald
     from engine.simulator import GatewaySimulator
+    from engine.store.base import ReportFilter
 
     workspace = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="herald-demo-"))
+    secret = "demo-" + os.urandom(12).hex()
 
     async def go() -> int:
         # before the simulators start: an error in their task group would come out wrapped
@@ -35,15 +43,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
             await _refuse_a_used_store(store)
         finally:
             await store.aclose()
-        main_gw = GatewaySimulator(latency=0.01, error_rate=0.01, reject_rate=0.002, seed=1)
-        backup_gw = GatewaySimulator(latency=0.02, seed=2)
+        # the API (and so the tracking domain) on loopback, while the demo runs
+        fd, port = listen("127.0.0.1", 0)
+        api = f"http://127.0.0.1:{port}/api/v1"
+        main_gw = GatewaySimulator(
+            latency=0.01, error_rate=0.01, reject_rate=0.002, seed=1,
+            receipt_url=f"{api}/dlr/main?secret={secret}", receipt_delay=0.2,
+            undelivered_rate=0.04, undelivered_code="absent subscriber",
+            inbound_url=f"{api}/inbound/main?secret={secret}")
+        backup_gw = GatewaySimulator(
+            latency=0.02, seed=2, receipt_url=f"{api}/dlr/backup?secret={secret}",
+            receipt_delay=0.2, undelivered_rate=0.02, undelivered_code="expired")
+        stopped = anyio.Event()
         async with main_gw, backup_gw:
             config_path = write_workspace(workspace, main_url=main_gw.send_url,
                                           backup_url=backup_gw.send_url,
-                                          database=args.database or "herald.db")
+                                          database=args.database or "herald.db",
+                                          tracking=f"127.0.0.1:{port}", secret=secret)
             template = read_template(workspace / "template.txt")
             herald = await Herald.open(config_path)  # the new workspace, not --config's
-            async with herald:
+            async with herald, anyio.create_task_group() as tg:
+                tg.start_soon(partial(serve, herald, fd=fd, until=stopped.wait, quiet=True))
                 t0 = time.perf_counter()
                 plan = await generate(herald.store, profiles=args.profiles)
                 if not args.json:
@@ -57,22 +77,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     )
                     print(f"gateways: simulators at {main_gw.url} (weight 70, a little faulty)"
                           f" and {backup_gw.url} (weight 30); a sender whose queue is full"
-                          " passes its overflow to the other\n")
+                          " passes its overflow to the other")
+                    print(f"tracking domain: http://127.0.0.1:{port} (herald serve, on"
+                          " loopback): links and unsubscribe pages per recipient\n")
                 with ProgressBar(not args.json) as bar:
                     log = await herald.send(
                         resource="news", database="customers", template=template,
                         name="demo broadcast", progress=bar, handle_signals=True,
                     )
+                where = ReportFilter(mailings=(log.mailing_id,))
+                await _receipts_settle(herald.store, where, log.sent)
+                done = await exercise_tracking(herald.store, log.run_id,
+                                               f"http://127.0.0.1:{port}")
+                stop = "no STOP reply was sent"
+                if done.stop_phone is not None:
+                    status = await main_gw.send_inbound(done.stop_phone, "stop")
+                    subs = await herald.store.find_subscriptions(
+                        await herald.store.resource_id("news"), phone=done.stop_phone)
+                    gone = bool(subs) and all(sub.status != "subscribed" for sub in subs)
+                    stop = (f"a STOP reply from {done.stop_phone} (answered {status})"
+                            + (" unsubscribed it" if gone else " left it subscribed"))
+                stopped.set()  # the server flushes its clicks as it stops
             stats = {"main": main_gw.statistics(), "backup": backup_gw.statistics()}
+            async with await Herald.open(config_path) as herald:
+                channel = await channel_report(herald.store, where, "sender")
+                reasons = await undeliveries_report(herald.store, where)
         show_log(log, args.json)
         if not args.json:
             for name, st in stats.items():
                 print(f"gateway {name}: {st.requests:,} requests, {st.accepted:,} accepted,"
-                      f" {st.rejected:,} rejected, {st.errors:,} answered 500")
+                      f" {st.rejected:,} rejected, {st.errors:,} answered 500,"
+                      f" {st.receipts_sent:,} receipts posted")
+            print(f"tracking: {done.clicks} clicks by {done.clickers} recipients on their"
+                  f" short links, {done.bot_clicks} by a link-preview bot (not counted);"
+                  f" {stop}")
+            print("\nchannel report (herald report channel --by sender):")
+            print(table(channel))
+            print("\nundeliveries (herald report undeliveries):")
+            print(table(reasons))
             print(f"\nagain:    herald --config {config_path} log {log.run_id}")
+            print(f"          herald --config {config_path} report channel"
+                  f" --mailing {log.mailing_id}")
         return 0 if log.status == "finished" else 1
 
     return run_backend(go)
+
+
+async def _receipts_settle(store: Store, where: Any, sent: int, within: float = 10.0) -> None:
+    """Wait until the simulators' receipts for ``sent`` messages are in (or ``within`` s)."""
+    with anyio.move_on_after(within):
+        while True:
+            rows = await store.report_channel(where, None)
+            if rows and rows[0].delivered + rows[0].undelivered >= sent:
+                return
+            await anyio.sleep(0.1)
 
 
 async def _refuse_a_used_store(store: Store) -> None:

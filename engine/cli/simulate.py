@@ -58,6 +58,8 @@ _HELP = {
     "idempotent": "answer a resubmitted accepted id with its first provider id",
     "receipt_url": "POST delivery receipts here (http:// on loopback)",
     "receipt_delay": "seconds from acceptance to receipt",
+    "inbound_url": "POST recipients' replies here (POST /inbound relays them; http:// on"
+                   " loopback)",
     "undelivered_rate": "share of receipts that say 'undelivered'",
     "undelivered_code": "error code of an undelivered receipt",
     "track_ids": "count acceptances per message id (memory grows with the ids)",

@@ -1,12 +1,12 @@
 """The store as one chunk of a cluster run sees it: every fenced write carries the lease.
 
 The pipeline and the dispatcher write through ``LeasedStore`` exactly as they write
-through the store itself; it adds ``lease=`` to ``reserve``, ``mark_sending``,
-``unmark_sending``, ``move_batch`` and ``record``, so that a worker whose lease was taken
-over writes nothing more (the store refuses with LeaseLost). Once the lease is lost (the
-store said so, or a renewal failed), every fenced write is refused here at once, without
-asking the store, and ``on_lost`` is called once: the chunk stops now, its new owner
-settles what it left.
+through the store itself; it adds ``lease=`` to ``reserve`` (forwarding its ``links=``),
+``mark_sending``, ``unmark_sending``, ``move_batch`` and ``record``, so that a worker whose
+lease was taken over writes nothing more (the store refuses with LeaseLost). Once the
+lease is lost (the store said so, or a renewal failed), every fenced write is refused here
+at once, without asking the store, and ``on_lost`` is called once: the chunk stops now,
+its new owner settles what it left.
 """
 
 from __future__ import annotations
@@ -68,10 +68,12 @@ class LeasedStore:
         next_seq: int | None,
         counts: dict[str, int],
         audience_done: bool,
+        links: Sequence[tuple[int, int, str]] = (),
     ) -> set[int]:
         return await self._fenced(lambda: self.store.reserve(
             run_id, batches=batches, skipped=skipped, checkpoint=checkpoint,
             next_seq=next_seq, counts=counts, audience_done=audience_done, lease=self.lease,
+            links=links,
         ))
 
     async def mark_sending(self, run_id: int, batch: int) -> None:

@@ -12,6 +12,12 @@ measure: a text that is empty or only whitespace is skipped as ``empty``, the re
 routed, and a text over its sender's segment cap is skipped as ``too_long``. The rest become
 messages with a run-wide sequence number; their id is ``{run_uid}-{seq}`` and never changes
 afterwards.
+
+Where the run's resource has a tracking domain, the shell hands the Preparer a
+:class:`~engine.core.links.Shortener` (:meth:`Preparer.track`): each text's links are
+shortened right after rendering, so emptiness, segments and ``too_long`` are judged on the
+text that is sent, and the URLs from data that took a link slot come back in
+``PreparedBatch.links`` for the shell to reserve with the messages.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 
 from engine.core.dedupe import Dedupe, Screen
+from engine.core.links import DataLink, Shortener
 from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy, over_limit
 from engine.core.states import Skip
@@ -116,6 +123,9 @@ class PreparedBatch(NamedTuple):
     #: True when the run's limit was reached inside this chunk.
     limit_reached: bool
     counts: dict[str, int]
+    #: ``(slot link id, seq, url)`` of the URLs from data of these messages that were
+    #: shortened (``JournalStore.reserve(links=...)``).
+    links: Sequence[DataLink] = ()
 
 
 class Preparer:
@@ -125,6 +135,7 @@ class Preparer:
         self,
         *,
         run_uid: str,
+        run_id: int = 0,
         normaliser: PhoneNormaliser,
         dedupe: Dedupe,
         template: Renderer,
@@ -136,8 +147,10 @@ class Preparer:
         limit: int | None = None,
         reserved: int = 0,
         policy: Policy | None = None,
+        shortener: Shortener | None = None,
     ) -> None:
         self.run_uid = run_uid
+        self.run_id = run_id
         self.normaliser = normaliser
         self.dedupe = dedupe
         self.template = template
@@ -157,6 +170,17 @@ class Preparer:
         self._needs_lead = "lead" in template.roots
         self._needs_sub = "subscription" in template.roots
         self._resource_id = self.context.get("resource", {}).get("id")
+        #: Rewrites each text's links on the tracking domain (None: no tracking domain).
+        self.shortener: Shortener | None = None
+        if shortener is not None:
+            self.track(shortener)
+
+    def track(self, shortener: Shortener) -> None:
+        """Shorten every text rendered from now on with ``shortener``, and render the
+        unsubscribe functions as its per-recipient links."""
+        self.shortener = shortener
+        self.context["resource"] = {**self.context.get("resource", {}),
+                                    **shortener.resource_fields}
 
     @property
     def limit_reached(self) -> bool:
@@ -215,6 +239,7 @@ class Preparer:
         reserved = self.reserved
         render, route, accept = self.render, self.route, self.dedupe.accept
         caps = self.max_segments
+        links: list[DataLink] = []
         stop_at = len(rows)  # rows[:stop_at] are settled by this call
         found = 0
         for k, i in enumerate(plan.subscribed):
@@ -238,17 +263,20 @@ class Preparer:
                 skipped.append(Skipped(seq, profile_id, e164, Skip.POLICY))
                 counts["policy"] += 1
             else:
-                text, segments, encoding = render(row)
+                linked = len(links)
+                text, segments, encoding = render(row, None, seq, links)
                 # before routing: a blank text takes no sender's share
                 if check_blank and (not text or text.isspace()):
                     skipped.append(Skipped(seq, profile_id, e164, Skip.EMPTY))
                     counts["empty"] += 1
+                    del links[linked:]
                 else:
                     sender = route(e164, now)
                     cap = caps.get(sender, 0)
                     if cap and segments > cap:
                         skipped.append(Skipped(seq, profile_id, e164, Skip.TOO_LONG))
                         counts["too_long"] += 1
+                        del links[linked:]
                     else:
                         accept(e164)
                         messages.append(
@@ -266,13 +294,16 @@ class Preparer:
             checkpoint = checkpoint_before(rows)
         limit_reached = self.limit_reached
         self.next_seq = seq
-        return PreparedBatch(messages, skipped, checkpoint, limit_reached, counts)
+        return PreparedBatch(messages, skipped, checkpoint, limit_reached, counts, links)
 
 
     def render(
-        self, row: AudienceRow, apicontent: dict[str, Any] | None = None
+        self, row: AudienceRow, apicontent: dict[str, Any] | None = None, seq: int = 0,
+        links: list[DataLink] | None = None,
     ) -> tuple[str, int, str]:
-        """The text for one audience row, its length in SMS segments and its encoding."""
+        """The text of message ``seq`` for one audience row (its links shortened, the URLs
+        from data that took a slot appended to ``links``), its length in SMS segments and
+        its encoding."""
         ctx = self.context.copy()
         if apicontent is not None:
             ctx["apicontent"] = apicontent
@@ -286,6 +317,8 @@ class Preparer:
             sub.setdefault("resource_id", self._resource_id)
             ctx["subscription"] = sub
         text = self.template.render(ctx)
+        if self.shortener is not None:
+            text = self.shortener.shorten(text, seq, [] if links is None else links)
         info = self.measure(text)
         return text, info.segments, info.encoding
 
@@ -293,7 +326,9 @@ class Preparer:
         self, entries: Sequence[tuple[int, int, str]], rows: Sequence[AudienceRow], sender: str
     ) -> tuple[list[Message], list[tuple[int, int, str]]]:
         """Messages again for journalled (seq, profile id, phone) entries, under their
-        original ids; also the entries whose profile no longer exists."""
+        original ids and with the same links (a link's code is derived from its seq; the
+        URLs from data were reserved with the batch); also the entries whose profile no
+        longer exists."""
         by_id = {row[0]: row for row in rows}
         messages: list[Message] = []
         missing = []
@@ -302,7 +337,7 @@ class Preparer:
             if row is None:
                 missing.append((seq, profile_id, phone))
                 continue
-            text, segments, encoding = self.render(row)
+            text, segments, encoding = self.render(row, None, seq)
             messages.append(Message(seq, f"{self.run_uid}-{seq}", profile_id, phone, sender,
                                     text, segments, encoding))
         return messages, missing
@@ -324,6 +359,7 @@ class Preparer:
         check_blank = self._check_blank
         policy = self.policy if policy_counts is not None else None
         policy_counts = dict(policy_counts or {})
+        links: list[DataLink] = []
         for row, e164 in zip(rows, phones, strict=True):
             seq, profile_id, phone = row.seq, row.profile_id, row.phone
             counts["received"] += 1
@@ -344,19 +380,22 @@ class Preparer:
                 skipped.append(Skipped(seq, profile_id, e164, Skip.POLICY))
                 counts["policy"] += 1
             else:
+                linked = len(links)
                 text, segments, encoding = self.render(
                     AudienceRow(profile_id, row.fields, phone, row.sub_fields),
-                    _json_decode(row.content or b"{}"),
+                    _json_decode(row.content or b"{}"), seq, links,
                 )
                 if check_blank and (not text or text.isspace()):
                     skipped.append(Skipped(seq, profile_id, e164, Skip.EMPTY))
                     counts["empty"] += 1
+                    del links[linked:]
                     continue
                 sender = route(e164, now)
                 cap = caps.get(sender, 0)
                 if cap and segments > cap:
                     skipped.append(Skipped(seq, profile_id, e164, Skip.TOO_LONG))
                     counts["too_long"] += 1
+                    del links[linked:]
                     continue
                 if policy is not None:  # several triggers in one chunk count against it too
                     key = e164 if policy.key == "phone" else profile_id
@@ -364,7 +403,7 @@ class Preparer:
                 messages.append(Message(seq, f"{uid}-{seq}", profile_id, e164, sender,
                                         text, segments, encoding))
         checkpoint = rows[-1].queue_id if rows else 0
-        return PreparedBatch(messages, skipped, checkpoint, False, counts)
+        return PreparedBatch(messages, skipped, checkpoint, False, counts, links)
 
 
 def checkpoint_before(rows: Sequence[AudienceRow]) -> int:

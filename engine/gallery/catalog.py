@@ -94,12 +94,12 @@ class Gallery:
                 f"{image.url_name}")
 
     def url(self, image: Image) -> str:
-        return f"{self.tracking.scheme}://{self.tracking.domain}{self.path_of(image)}"
+        return f"{self.tracking.scheme}://{self.tracking.host}{self.path_of(image)}"
 
     def is_own_url(self, url: str) -> bool:
         """Whether ``url`` already points into this gallery (nothing to localise)."""
         parts = urlsplit(url)
-        return (parts.netloc.lower() == self.tracking.domain.lower()
+        return (parts.netloc.lower() == self.tracking.host.lower()
                 and parts.path.startswith(f"/{self.tracking.account}/"))
 
     async def resolve_public(self, account: str, n: int, short_hash: str,

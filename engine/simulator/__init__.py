@@ -2,7 +2,7 @@
 
 Wire format ("herald-json", HTTP/1.1 with keep-alive, on loopback only, 127.0.0.1 by default):
 
-- ``POST /send`` (any path but ``/stats`` is treated as a send) with
+- ``POST /send`` (any path but ``/stats`` and ``/inbound`` is treated as a send) with
   ``{"messages": [{"id", "to", "from", "text", "segments"}]}`` is answered ``200`` with
   ``{"results": [{"id", "status": "accepted"|"rejected"|"retry", "provider_id", "error"}]}``,
   one result per message, in order.
@@ -11,6 +11,10 @@ Wire format ("herald-json", HTTP/1.1 with keep-alive, on loopback only, 127.0.0.
 - ``500``: a simulated server error (whole request refused). ``400``: the body is not valid
   herald-json. A simulated timeout never answers and closes after ``hang`` seconds.
 - ``GET /stats``: the ``SimStats`` counters as JSON.
+- ``POST /inbound`` with ``{"inbound": [{"from": "+44...", "text": "STOP", "to", "at"}]}``:
+  recipients' replies, POSTed on as they are to ``inbound_url`` (Herald's
+  ``/api/v1/inbound/{gateway}?secret=...``, loopback only); answered ``{"status": <the
+  status Herald answered, 0 for none>}``. In Python: ``await sim.send_inbound(phone, text)``.
 - Delivery receipts, when ``receipt_url`` is set (loopback only), are POSTed there
   ``receipt_delay`` seconds after acceptance, many per request:
   ``{"receipts": [{"provider_id", "id", "status": "delivered"|"undelivered", "error"}]}``.
@@ -34,6 +38,7 @@ ReceiptSink), ``cli`` (``herald simulate``).
 from engine.simulator.options import SimOptions, SimStats
 from engine.simulator.receipts import ReceiptSink
 from engine.simulator.server import GatewaySimulator
-from engine.simulator.wire import Receipt
+from engine.simulator.wire import InboundMessage, Receipt
 
-__all__ = ["GatewaySimulator", "Receipt", "ReceiptSink", "SimOptions", "SimStats"]
+__all__ = ["GatewaySimulator", "InboundMessage", "Receipt", "ReceiptSink", "SimOptions",
+           "SimStats"]

@@ -22,7 +22,8 @@ class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     second (0 = unlimited; ``burst`` at once, 0 = one second's worth) answers 429 with the
     exact wait. Per message: ``reject_rate`` rejects with ``reject_code``, ``retry_rate``
     answers "retry", the rest are accepted. Receipts go to ``receipt_url`` after
-    ``receipt_delay``, ``undelivered_rate`` of them "undelivered".
+    ``receipt_delay``, ``undelivered_rate`` of them "undelivered". Inbound messages
+    (recipients' replies: ``send_inbound``, ``POST /inbound``) go to ``inbound_url``.
     """
 
     latency: float = 0.0
@@ -45,6 +46,7 @@ class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     undelivered_code: str = "expired"
     track_ids: bool = True
     seed: int | None = None
+    inbound_url: str | None = None
 
     def __post_init__(self) -> None:
         rates = ("error_rate", "timeout_rate", "throttle_rate", "reject_rate", "retry_rate")
@@ -58,11 +60,14 @@ class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         for name in ("latency", "jitter", "max_throughput", "hang", "retry_after"):
             if not 0.0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0")
-        if self.receipt_url is not None:
-            parts = urlsplit(self.receipt_url)
+        for name in ("receipt_url", "inbound_url"):
+            url = getattr(self, name)
+            if url is None:
+                continue
+            parts = urlsplit(url)
             if parts.scheme != "http" or parts.hostname not in _LOOPBACK_NAMES:
                 raise ValueError(
-                    f"receipt_url must be http:// on loopback (127.0.0.1), not {self.receipt_url!r}"
+                    f"{name} must be http:// on loopback (127.0.0.1), not {url!r}"
                 )
 
 
@@ -87,3 +92,6 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
     accepted_twice: int
     receipts_sent: int
     receipts_failed: int
+    #: Inbound messages POSTed to ``inbound_url`` and answered 2xx, or not.
+    inbound_sent: int = 0
+    inbound_failed: int = 0

@@ -20,10 +20,13 @@ from engine.simulator.http import DEFAULT_HOST, LoopbackServer, format_response
 from engine.simulator.options import SimOptions, SimStats
 from engine.simulator.receipts import DueReceipts, post_receipts
 from engine.simulator.wire import (
+    InboundBatch,
+    InboundMessage,
     Receipt,
     SendResponse,
     WireMessage,
     WireResult,
+    decode_inbound,
     decode_send,
     encode,
 )
@@ -94,7 +97,32 @@ class GatewaySimulator(LoopbackServer):
             accepted_twice=sum(1 for n in self.accepted_ids.values() if n > 1),
             receipts_sent=c["receipts_sent"],
             receipts_failed=c["receipts_failed"],
+            inbound_sent=c["inbound_sent"],
+            inbound_failed=c["inbound_failed"],
         )
+
+    async def send_inbound(self, phone: str, text: str, *, to: str | None = None,
+                           at: float | None = None) -> int:
+        """A recipient's reply: POST it to ``inbound_url`` as herald-json, ``{"inbound":
+        [{"from": phone, "text": text, ...}]}``; returns the HTTP status (0: no answer)."""
+        return await self._post_inbound([InboundMessage(phone, text, to, at)])
+
+    async def _post_inbound(self, messages: list[InboundMessage]) -> int:
+        import httpx
+
+        url = self.options.inbound_url
+        if url is None:
+            raise RuntimeError("the simulator has no inbound_url to send replies to")
+        try:
+            response = await self._client.post(
+                url, content=encode(InboundBatch(messages)),
+                headers={"content-type": "application/json"})
+        except httpx.HTTPError:
+            self._counts["inbound_failed"] += len(messages)
+            return 0
+        key = "inbound_sent" if response.is_success else "inbound_failed"
+        self._counts[key] += len(messages)
+        return response.status_code
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:
         import httpx  # not at the top: `herald` imports this package to build its parser
@@ -114,6 +142,8 @@ class GatewaySimulator(LoopbackServer):
             if method != b"GET":
                 return format_response(405, encode({"error": "GET /stats"}))
             return format_response(200, encode(self.statistics()))
+        if target == b"/inbound":
+            return await self._relay_inbound(method, body)
         if method != b"POST":
             return format_response(405, encode({"error": "POST herald-json to /send"}))
         counts = self._counts
@@ -148,6 +178,21 @@ class GatewaySimulator(LoopbackServer):
         if latency:
             await anyio.sleep(latency)
         return answer
+
+    async def _relay_inbound(self, method: bytes, body: bytes) -> bytes:
+        """``POST /inbound`` with ``{"inbound": [...]}``: send those replies to Herald
+        (``inbound_url``); answers ``{"status": <Herald's HTTP status>}``."""
+        if method != b"POST":
+            return format_response(405, encode({"error": "POST replies to /inbound"}))
+        try:
+            messages = decode_inbound(body).inbound
+        except msgspec.DecodeError as err:
+            self.bad_requests += 1
+            return format_response(400, encode({"error": f"not herald-json inbound: {err}"}))
+        if self.options.inbound_url is None:
+            return format_response(400, encode({"error": "start the simulator with an"
+                                                " inbound_url (--inbound-url)"}))
+        return format_response(200, encode({"status": await self._post_inbound(messages)}))
 
     def _over_throughput(self, messages: int) -> float | None:
         """None if ``messages`` fit under ``max_throughput`` now, else the seconds to wait."""

@@ -7,12 +7,15 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "InboundBatch",
+    "InboundMessage",
     "Receipt",
     "ReceiptBatch",
     "SendRequest",
     "SendResponse",
     "WireMessage",
     "WireResult",
+    "decode_inbound",
     "decode_receipts",
     "decode_send",
     "encode",
@@ -65,6 +68,22 @@ class ReceiptBatch(msgspec.Struct):
     receipts: list[Receipt]
 
 
+class InboundMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A recipient's reply, as POSTed to ``inbound_url``."""
+
+    from_: str = msgspec.field(name="from")
+    text: str = ""
+    to: str | None = None
+    at: float | None = None
+
+
+class InboundBatch(msgspec.Struct):
+    """The body of one inbound callback (and of the simulator's ``POST /inbound``)."""
+
+    inbound: list[InboundMessage]
+
+
 encode = msgspec.json.Encoder().encode
 decode_send = msgspec.json.Decoder(SendRequest).decode
 decode_receipts = msgspec.json.Decoder(ReceiptBatch).decode
+decode_inbound = msgspec.json.Decoder(InboundBatch).decode

@@ -35,10 +35,15 @@ if TYPE_CHECKING:
 __all__ = [
     "ApiTokenStore",
     "AudienceStore",
+    "ChannelRow",
     "ChunkRow",
+    "Click",
+    "ClickReport",
     "ClusterStore",
     "ConditionPlan",
     "DirectoryRow",
+    "EventRow",
+    "EventStore",
     "GalleryDeleted",
     "GallerySort",
     "GalleryStore",
@@ -49,13 +54,18 @@ __all__ = [
     "JournalBatch",
     "JournalStore",
     "Lease",
+    "LinkRow",
+    "LinkStat",
     "Member",
     "NewImage",
     "PolicyStore",
     "ProfileStore",
     "ReceiptReport",
     "ReceiptStore",
+    "RecipientRef",
     "RecipientRow",
+    "ReportFilter",
+    "ReportStore",
     "Reserved",
     "RunStore",
     "SegmentRow",
@@ -65,6 +75,7 @@ __all__ = [
     "SubscriptionStore",
     "SuppressionStore",
     "TokenRow",
+    "TrackingStore",
     "TriggerRow",
     "TriggerStore",
     "WorkerRow",
@@ -534,11 +545,16 @@ class JournalStore(abc.ABC):
         counts: dict[str, int],
         audience_done: bool,
         lease: Lease | None = None,
+        links: Sequence[tuple[int, int, str]] = (),
     ) -> set[int]:
         """Atomically: journal the (batch id, sender, messages) batches, record the skips,
         advance the checkpoint (and ``next_seq``, unless None) and add ``counts`` to the
         run's counters. The journal keeps each message's seq, profile and phone, not its
         text.
+
+        ``links``: ``(slot link id, seq, url)`` of the URLs that came from data in these
+        messages' texts (``TrackingStore.data_link_url`` answers them from now on). Written
+        again for the same ``(link, seq)`` (a resume re-renders), the url is replaced.
 
         Returns the seqs of the messages refused as duplicates: their phone was already
         accepted in the run by another worker (the ``(run, phone)`` backstop of exact
@@ -557,8 +573,10 @@ class JournalStore(abc.ABC):
     ) -> None:
         """The batch is about to be handed to its gateway (durably, before it is).
 
-        Called just before a request is written, never while the batch still waits for
-        its sender's window or rate: a batch marked ``sending`` may be at its gateway."""
+        Called once the batch has room in its sender's window, before it waits for the
+        sender's pace (so that no commit lies between the pace's grant and the request):
+        a batch marked ``sending`` may be at its gateway, and what a kill leaves marked is
+        at most a window of messages per sender."""
 
     @abc.abstractmethod
     async def unmark_sending(
@@ -586,7 +604,12 @@ class JournalStore(abc.ABC):
         gateway refused): the batch stays in the journal with just those, ``reserved``, for
         ``resume`` to send or ``cancel`` to record ``cancelled``. With ``keep_sending`` they
         stay marked ``sending`` instead (a gateway may have some: an ambiguous attempt that
-        is to be retried)."""
+        is to be retried).
+
+        The same transaction adds to the event record a ``send_sms`` event per message
+        recorded ``sent`` (``engine.core.events``), and to the report counters
+        (``ReportStore``) the batch's recipients, sent (and their segments), failed and
+        unknown, under its sender and the hour it is recorded in."""
 
     @abc.abstractmethod
     async def journal(self, run_id: int) -> list[JournalBatch]:
@@ -626,7 +649,12 @@ class ReceiptStore(abc.ABC):
 
         The receipts may be applied in several transactions (a big callback does not hold
         the store): a crash in the middle leaves part applied, which is harmless as a
-        receipt applied twice moves nothing. ``now``: the clock (tests)."""
+        receipt applied twice moves nothing. ``now``: the clock (tests).
+
+        Each receipt that moves a recipient (now, or later when its message is recorded)
+        adds a ``deliv_sms`` or ``undeliv_sms`` event (the latter with the provider's
+        ``error``) and counts under ``delivered`` or ``undelivered`` (with its reason,
+        ``engine.core.events.normalise_reason``) in the hour it is applied."""
 
 
 class PolicyStore(abc.ABC):
@@ -879,10 +907,214 @@ class ClusterStore(abc.ABC):
         """The live workers, oldest first."""
 
 
+# -- the tracking domain: links, clicks, unsubscribes; the event record; reports ------------
+
+
+class LinkRow(NamedTuple):
+    """A run's short link target. ``url`` None: a data slot, whose URL is each message's
+    own (``TrackingStore.data_link_url``)."""
+
+    id: int
+    run_id: int
+    url: str | None
+    #: The seq that a code's second number counts from: codes carry ``seq - seq_base``
+    #: (``engine.core.codes`` has 29 bits for it, and a cluster chunk's seqs start at
+    #: ``k * 2**32 + 1``). A multiple of ``engine.core.codes.MAX_VALUE``; 0 but in a
+    #: cluster chunk past the first.
+    seq_base: int = 0
+
+
+class Click(NamedTuple):
+    """A click on a short link, as the tracking domain saw it."""
+
+    link_id: int
+    seq: int
+    at: float
+    ip: str | None
+    user_agent: str | None
+    #: A crawler or a link-preview bot: kept, never counted or made an event.
+    bot: bool
+
+
+class ClickReport(NamedTuple):
+    #: Clicks written (people and bots).
+    recorded: int
+    #: People's clicks that were their recipient's first on that link.
+    unique: int
+    #: Clicks on a (link, seq) with no recipient recorded in the link's run: dropped.
+    unknown: int
+
+
+class RecipientRef(NamedTuple):
+    """Who a (run, seq) of a sent message is: what an unsubscribe page needs."""
+
+    run_id: int
+    seq: int
+    mailing_id: int
+    #: The mailing's resource (its config name).
+    resource: str
+    profile_id: int
+    phone: str
+    database_id: int
+    #: Whether the recipient's profile has an active SMS subscription to ``resource``.
+    subscribed: bool
+
+
+class EventRow(NamedTuple):
+    """One event of the record, in the order events happened (``id`` grows)."""
+
+    id: int
+    #: ``engine.core.events.EventKind``.
+    kind: str
+    at: float
+    mailing_id: int | None
+    run_id: int | None
+    seq: int | None
+    profile_id: int | None
+    phone: str
+    #: The message id (``{run uid}-{seq}``), None for a STOP reply with no message.
+    message_id: str | None
+    sender: str | None
+    #: The provider's error (``undeliv_sms``).
+    error: str | None
+    #: The short link's target (``click_sms``, ``uclick_sms``).
+    url: str | None
+
+
+class ReportFilter(NamedTuple):
+    """What a report covers: mailings (any if empty), a resource, and a time range (events
+    at ``since <= at < until``, seconds since the epoch)."""
+
+    mailings: tuple[int, ...] = ()
+    resource: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+class ChannelRow(NamedTuple):
+    """Counts of the channel report for one key of its grouping."""
+
+    #: ``by="day"``: "YYYY-MM-DD" (UTC); ``"hour"``: "YYYY-MM-DDTHH:00Z"; ``"mailing"``:
+    #: the mailing id; ``"resource"``, ``"sender"``: the name; ``None``: no grouping (one
+    #: row, all of it).
+    key: str | int | None
+    recipients: int
+    sent: int
+    delivered: int
+    undelivered: int
+    failed: int
+    unknown: int
+    segments: int
+    clicks: int
+    unique_clicks: int
+    unsubscribed: int
+
+
+class LinkStat(NamedTuple):
+    url: str
+    clicks: int
+    #: Distinct recipients who clicked this URL.
+    unique_clicks: int
+
+
+class TrackingStore(abc.ABC):
+    """Short links of runs, the clicks on them, and unsubscribes from their messages."""
+
+    @abc.abstractmethod
+    async def tracking_secret(self) -> bytes:
+        """32 random bytes made on the first call and the same ever after, for every
+        process on this store: the key of ``engine.core.codes``."""
+
+    @abc.abstractmethod
+    async def ensure_links(
+        self, run_id: int, urls: Sequence[str], slots: int, *, seq_base: int = 0
+    ) -> list[LinkRow]:
+        """The run's links for the seqs from ``seq_base`` (a multiple of
+        ``engine.core.codes.MAX_VALUE``): one per template URL of ``urls`` (in that
+        order), then ``slots`` data slots (``url`` None). Made on the first call for that
+        (run, seq_base); any later one (a resume, another worker) returns the same rows,
+        whatever it asks. Each seq_base has rows of its own: a code carries ``seq -
+        link.seq_base``, and the first row is the anchor of the unsubscribe codes of
+        those seqs. Everything else (``data_link_url``, ``Click``, ``reserve(links=...)``)
+        takes the real seq."""
+
+    @abc.abstractmethod
+    async def link(self, link_id: int) -> LinkRow | None:
+        """The link row ``link_id`` (with its ``seq_base``), None if there is none."""
+
+    @abc.abstractmethod
+    async def data_link_url(self, link_id: int, seq: int) -> str | None:
+        """The URL of data slot ``link_id`` in message ``seq`` (``reserve(links=...)``)."""
+
+    @abc.abstractmethod
+    async def add_clicks(self, clicks: Sequence[Click]) -> ClickReport:
+        """One transaction: write the clicks. Each person's click (not ``bot``) adds a
+        ``click_sms`` event with the link's URL and counts under ``clicks``; the first of
+        its (link, seq) also adds ``uclick_sms`` and counts under ``unique_clicks``. They
+        count under the recipient's sender, in the hour of the click."""
+
+    @abc.abstractmethod
+    async def recipient_ref(self, run_id: int, seq: int) -> RecipientRef | None:
+        """The recipient of message ``seq`` of the run, if it was recorded (not skipped)."""
+
+    @abc.abstractmethod
+    async def unsubscribe_recipient(
+        self, run_id: int, seq: int, *, everywhere: bool = False, at: float
+    ) -> int:
+        """Unsubscribe the recipient of message ``seq``: its profile's SMS subscriptions
+        to the run's resource, or with ``everywhere`` to every resource (of the profile's
+        database). One transaction, with an ``unsub_sms`` event and an ``unsubscribed``
+        count when anything changed. Returns the subscriptions changed (0: already
+        unsubscribed, or no such recipient)."""
+
+    @abc.abstractmethod
+    async def unsubscribe_reply(
+        self, phone: str, resource_ids: Sequence[int], *, at: float
+    ) -> int:
+        """A STOP reply from ``phone`` (E.164): unsubscribe every subscription with that
+        phone to any of the resources, whatever its profile. Each profile unsubscribed
+        adds an ``unsub_sms`` event, credited (with an ``unsubscribed`` count) to the last
+        message sent to the phone on one of the resources, if any. Returns the
+        subscriptions changed."""
+
+
+class EventStore(abc.ABC):
+    """The event record: what hooks deliver (through their own cursors) and tests read."""
+
+    @abc.abstractmethod
+    async def events(
+        self, *, after: int = 0, limit: int = 1000, run_id: int | None = None
+    ) -> list[EventRow]:
+        """Events with ``id > after``, oldest first, at most ``limit`` (of one run only,
+        if given)."""
+
+
+class ReportStore(abc.ABC):
+    """Counters kept as events arrive, per (run, sender, hour): reports read them, so a
+    report over a mailing of millions of recipients answers in milliseconds."""
+
+    @abc.abstractmethod
+    async def report_channel(
+        self, where: ReportFilter, by: Literal["day", "hour", "mailing", "resource", "sender"]
+        | None = None,
+    ) -> list[ChannelRow]:
+        """The counts by ``by``, in key order (one row with key None when ``by`` is None;
+        none at all when nothing matches)."""
+
+    @abc.abstractmethod
+    async def report_undeliveries(self, where: ReportFilter) -> list[tuple[str, int]]:
+        """(normalised reason, undeliveries), most first, then by reason."""
+
+    @abc.abstractmethod
+    async def report_clicks(self, where: ReportFilter) -> list[LinkStat]:
+        """People's clicks (not bots) per URL, most unique clicks first, then by URL."""
+
+
+
 class Store(
     ProfileStore, SubscriptionStore, SuppressionStore, SegmentStore, AudienceStore,
     RunStore, JournalStore, ReceiptStore, PolicyStore, TriggerStore, ApiTokenStore,
-    GalleryStore, ClusterStore,
+    GalleryStore, ClusterStore, TrackingStore, EventStore, ReportStore,
 ):
     """Everything Herald persists, by role. ``url`` names the database (without a
     password)."""

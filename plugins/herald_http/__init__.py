@@ -13,7 +13,8 @@
 Capabilities: ``max_batch = batch_size * max_connections`` (one wave of concurrent
 requests: with ``batch_size = 1`` the engine hands over up to ``max_connections`` messages
 and they go out as that many concurrent single-message requests), ``supports_dlr``, and
-``idempotent`` as configured.
+``idempotent`` as configured. It parses herald-json receipts and inbound messages (STOP
+replies, ``wire.parse_inbound``).
 
 Outcomes: a request's per-message results come back as they are. A request is written at
 most once: the driver never sends it again by itself, and says what a failure means with
@@ -84,6 +85,7 @@ from engine.drivers import (
     Capabilities,
     Driver,
     DriverConfig,
+    Inbound,
     OutboundMessage,
     Receipt,
     SendResult,
@@ -98,7 +100,7 @@ from herald_http.pool import (
     Transport,
     TransportError,
 )
-from herald_http.wire import encode_messages, parse_receipts, read_answer
+from herald_http.wire import encode_messages, parse_inbound, parse_receipts, read_answer
 
 __all__ = [
     "HttpConfig",
@@ -254,6 +256,10 @@ class HttpDriver(Driver):
     def parse_receipts(self, body: bytes, headers: dict[str, str]) -> list[Receipt]:
         """The receipts of a herald-json callback (``{"receipts": [...]}``)."""
         return parse_receipts(body)
+
+    def parse_inbound(self, body: bytes, headers: dict[str, str]) -> list[Inbound]:
+        """The messages of a herald-json inbound callback (``{"inbound": [...]}``)."""
+        return parse_inbound(body)
 
     async def aclose(self) -> None:
         await self._transport.aclose()

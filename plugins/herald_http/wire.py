@@ -1,4 +1,5 @@
-"""The herald-json wire format, sans-I/O: request bodies, what an answer means, receipts.
+"""The herald-json wire format, sans-I/O: request bodies, what an answer means, receipts,
+inbound messages.
 
 ``docs/wire-format.md`` is the specification; this module is its executable form. Nothing
 here does I/O or reads a clock: ``read_answer`` takes the HTTP status, headers and body of
@@ -14,10 +15,10 @@ from collections.abc import Sequence
 
 import msgspec
 
-from engine.drivers import OutboundMessage, Receipt, SendResult
+from engine.drivers import Inbound, OutboundMessage, Receipt, SendResult
 from engine.errors import InputError, PermanentGatewayError, TransientGatewayError
 
-__all__ = ["encode_messages", "parse_receipts", "read_answer", "retry_after"]
+__all__ = ["encode_messages", "parse_inbound", "parse_receipts", "read_answer", "retry_after"]
 
 logger = logging.getLogger("herald_http")
 
@@ -53,12 +54,24 @@ class _ReceiptBatch(msgspec.Struct):
     receipts: list[Receipt]
 
 
+class _WireInbound(msgspec.Struct):
+    from_: str = msgspec.field(name="from")
+    text: str = ""
+    to: str | None = None
+    at: float | None = None
+
+
+class _InboundBatch(msgspec.Struct):
+    inbound: list[_WireInbound]
+
+
 _encode = msgspec.json.Encoder().encode
 _decode_answer = msgspec.json.Decoder(_SendResponse).decode
 _decode_loose = msgspec.json.Decoder(_LooseResponse).decode
 _decode_result = msgspec.json.Decoder(SendResult).decode
 _decode_error = msgspec.json.Decoder(_ErrorBody).decode
 _decode_receipts = msgspec.json.Decoder(_ReceiptBatch).decode
+_decode_inbound = msgspec.json.Decoder(_InboundBatch).decode
 
 _TRANSIENT_4XX = frozenset({408, 425, 429})
 
@@ -191,6 +204,25 @@ def parse_receipts(body: bytes) -> list[Receipt]:
         raise InputError(f"malformed delivery receipts: {_where(str(err))}") from None
     except msgspec.DecodeError as err:
         raise InputError(f"delivery receipts are not JSON: {err}") from None
+
+
+def parse_inbound(body: bytes) -> list[Inbound]:
+    """The messages of a herald-json inbound callback: what recipients sent back.
+
+    ``{"inbound": [{"from": "+447911000001", "text": "STOP", "to": "ACME", "at":
+    1760000000}]}``: ``from`` (the sender, required), ``text`` (default empty), ``to`` (the
+    number or caller id replied to) and ``at`` (seconds since the epoch) optional; other
+    keys are ignored. ``InputError`` names what is wrong and where, as for receipts.
+    """
+    if not body.strip():
+        raise InputError("inbound messages: the body is empty")
+    try:
+        wire = _decode_inbound(body).inbound
+    except msgspec.ValidationError as err:
+        raise InputError(f"malformed inbound messages: {_where(str(err))}") from None
+    except msgspec.DecodeError as err:
+        raise InputError(f"inbound messages are not JSON: {err}") from None
+    return [Inbound(m.from_, m.text, m.to, m.at) for m in wire]
 
 
 def _where(message: str) -> str:

@@ -55,6 +55,15 @@ Blank templates
 Metadata
     ``Template.urls`` are the distinct URLs of each run of literal text, in order; a URL
     continued by a tag (``https://x.ru/?id={lead._id}``) is found up to the tag.
+    ``closed_urls`` are those wholly inside literal text: followed, in the same run of
+    text, by what ends a URL (a space, a quote...) or at the template's very end. The
+    others are *open*: a tag may continue them (``https://x.ru/{lead.id}``, or
+    ``https://x.ru{if a}/a{end}``), so the rendered URL is partly data. For link tracking
+    (``engine.core.links.Shortener``): ``url_marks`` counts the ``://`` of the literal text
+    outside any ``{if}`` or ``{for}`` (every rendered text holds them), ``open_urls`` says
+    whether some literal URL is open (or some ``://`` of literal text is in no URL, as in
+    ``{lead.scheme}://x.ru``), and ``prints_data`` whether any tag outputs a value (a text
+    may then hold URLs from data).
 Functions
     A function that raises at render time renders as ``""`` (its value is ``None``): data
     problems never stop a mailing. Literal arguments are checked at compile time where a
@@ -65,7 +74,13 @@ Functions
     ``date(x [format])`` defaults to ``"%d.%m.%Y"`` and also takes Unix timestamps (UTC);
     ``jsonpath(doc path [mode])`` supports ``$ .a ['a'] [n] [*] .* ..a ..*`` (see
     ``jsonpath.py``), mode ``"item"`` (default, first match) or ``"array"``, and decodes a
-    string ``doc`` as JSON; ``len(x)``; ``unsubscribe`` renders ``resource.unsubscribe_url``.
+    string ``doc`` as JSON; ``len(x)``; ``unsubscribe`` renders the recipient's own
+    unsubscribe link where the resource has a tracking domain
+    (``resource.unsubscribe_link``, which the engine sets), else
+    ``resource.unsubscribe_url``; ``globalunsubscribe`` renders the link that unsubscribes
+    the recipient from every resource of the profile's database
+    (``resource.globalunsubscribe_link``) and without a tracking domain falls back to the
+    same static ``resource.unsubscribe_url``.
 """
 
 from __future__ import annotations
@@ -75,7 +90,7 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.core.links import find_urls
+from engine.core.links import find_urls, literal_urls
 from engine.core.templates import runtime
 from engine.core.templates.codegen import (
     PythonCompiler,
@@ -133,15 +148,17 @@ class Template:
     as ``""``.
 
     ``variables`` are the dotted context paths the template reads, ``roots`` their first
-    names (build only those), ``urls`` the http(s) URLs in its literal text. ``blank`` is
+    names (build only those), ``urls`` the http(s) URLs in its literal text;
+    ``closed_urls``, ``url_marks``, ``open_urls`` and ``prints_data`` describe them for link
+    tracking (see the module docstring, *Metadata*). ``blank`` is
     True when it can only render whitespace, whatever the data (see :func:`refuse_blank`);
     ``never_blank`` when it can never render blank (it has literal text outside any tag),
     so the engine need not look at each message's text for it.
     """
 
     __slots__ = (
-        "blank", "name", "never_blank", "python_source", "render", "roots", "source", "urls",
-        "variables",
+        "blank", "closed_urls", "name", "never_blank", "open_urls", "prints_data",
+        "python_source", "render", "roots", "source", "url_marks", "urls", "variables",
     )
 
     render: RenderFunction
@@ -153,6 +170,10 @@ class Template:
     python_source: str
     blank: bool
     never_blank: bool
+    closed_urls: tuple[str, ...]
+    url_marks: int
+    open_urls: bool
+    prints_data: bool
 
     def __init__(
         self,
@@ -166,6 +187,10 @@ class Template:
         python_source: str,
         blank: bool = False,
         never_blank: bool = False,
+        closed_urls: tuple[str, ...] = (),
+        url_marks: int = 0,
+        open_urls: bool = False,
+        prints_data: bool = True,
     ) -> None:
         self.render = render
         self.source = source
@@ -176,6 +201,10 @@ class Template:
         self.python_source = python_source
         self.blank = blank
         self.never_blank = never_blank
+        self.closed_urls = closed_urls
+        self.url_marks = url_marks
+        self.open_urls = open_urls
+        self.prints_data = prints_data
 
     def __repr__(self) -> str:
         return f"<Template {self.name} reads {sorted(self.variables)}>"
@@ -219,6 +248,45 @@ def _texts(nodes: tuple[Node, ...]) -> list[str]:
         elif isinstance(node, For):
             found += _texts(node.body)
     return found
+
+
+class _Links:
+    """What the literal text of a template holds for link tracking (see *Metadata*)."""
+
+    def __init__(self, nodes: tuple[Node, ...]) -> None:
+        self.closed: dict[str, None] = {}
+        self.marks = 0
+        self.open = False
+        self.outputs = False
+        self._walk(nodes, top=True)
+
+    def _walk(self, nodes: tuple[Node, ...], top: bool) -> None:
+        for i, node in enumerate(nodes):
+            if isinstance(node, TextNode):
+                text = node.value
+                # at the template's very end nothing can continue a URL
+                at_end = top and i == len(nodes) - 1
+                in_urls = 0
+                for start, end, runs_on in literal_urls(text):
+                    url = text[start:end]
+                    in_urls += url.count("://")
+                    if runs_on and not at_end:
+                        self.open = True
+                    else:
+                        self.closed[url] = None
+                marks = text.count("://")
+                if marks > in_urls:
+                    self.open = True
+                if top:
+                    self.marks += marks
+            elif isinstance(node, Output):
+                self.outputs = True
+            elif isinstance(node, If):
+                for _, body in node.branches:
+                    self._walk(body, False)
+                self._walk(node.otherwise, False)
+            elif isinstance(node, For):
+                self._walk(node.body, False)
 
 
 def is_blank(text: str) -> bool:
@@ -288,6 +356,7 @@ def _compile(
         for text in _texts(nodes):
             for start, end in find_urls(text):
                 urls[text[start:end]] = None
+        links = _Links(nodes)
         blank = _always_blank(nodes)
         never_blank = any(isinstance(n, TextNode) and not is_blank(n.value) for n in nodes)
     except (SyntaxError, RecursionError, MemoryError, OverflowError) as exc:
@@ -303,6 +372,10 @@ def _compile(
         python_source=python_source,
         blank=blank,
         never_blank=never_blank,
+        closed_urls=tuple(links.closed),
+        url_marks=links.marks,
+        open_urls=links.open,
+        prints_data=links.outputs,
     )
     return template, parser.context_vars, src
 

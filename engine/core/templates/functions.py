@@ -9,7 +9,7 @@ Two optional attributes refine a function:
 
 - ``herald_context`` (set by :func:`context_function`): dotted context paths whose values are
   passed ahead of the written arguments, e.g. ``{unsubscribe}`` receives
-  ``resource.unsubscribe_url``.
+  ``resource.unsubscribe_url`` and ``resource.unsubscribe_link``.
 - ``herald_check``: ``check(args) -> (index, message) | None``, called at compile time with the
   literal arguments (:data:`NOT_LITERAL` for the others) to reject bad literals early.
 """
@@ -234,10 +234,23 @@ def length(value: Any) -> int:
     return len(render_value(value))
 
 
-@context_function("resource.unsubscribe_url")
-def unsubscribe(url: Any) -> str:
-    """The unsubscribe link of the resource (``resource.unsubscribe_url``), or ``""``."""
+@context_function("resource.unsubscribe_url", "resource.unsubscribe_link")
+def unsubscribe(url: Any, link: Any) -> str:
+    """The recipient's unsubscribe link: the per-recipient one the engine sets where the
+    resource has a tracking domain (``resource.unsubscribe_link``), else the resource's
+    static ``resource.unsubscribe_url``, else ``""``."""
+    if isinstance(link, str) and link:
+        return link
     return url if isinstance(url, str) else ""
+
+
+@context_function("resource.unsubscribe_url", "resource.globalunsubscribe_link")
+def globalunsubscribe(url: Any, link: Any) -> str:
+    """The link that unsubscribes the recipient from every resource of the profile's
+    database (``resource.globalunsubscribe_link``, set where there is a tracking domain).
+    Without a tracking domain there is no such page: the resource's static
+    ``unsubscribe_url``, as for ``unsubscribe``."""
+    return unsubscribe(url, link)
 
 
 jsonpath.herald_check = _check_jsonpath  # type: ignore[attr-defined]
@@ -248,6 +261,7 @@ BUILTIN_FUNCTIONS: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
         "capitalize": capitalize,
         "date": date_,
         "default": default,
+        "globalunsubscribe": globalunsubscribe,
         "jsonpath": jsonpath,
         "len": length,
         "lower": lower,

@@ -3,7 +3,9 @@
 ``PostgresStore.open(url)`` connects a pool (``db.py``: async connections on asyncio,
 threads on trio), creates or migrates the schema (``schema.py``) and returns the store.
 Writes are set-based, one statement per chunk (``unnest`` of arrays, or COPY into a temp
-table then ``INSERT ... ON CONFLICT``), never one per message.
+table then ``INSERT ... ON CONFLICT``), never one per message. Those that make events
+write them, and add to the report counters, in the same statement (``events.py``);
+``tracking.py`` keeps links and clicks, ``reports.py`` reads the counters.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from engine.store.base import Store
 from engine.store.postgres.audience import PgAudience
 from engine.store.postgres.cluster import PgCluster
 from engine.store.postgres.db import connect, redact_url
+from engine.store.postgres.events import PgEvents
 from engine.store.postgres.gallery import PgGallery
 from engine.store.postgres.journal import PgJournal
 from engine.store.postgres.policy import PgPolicy
 from engine.store.postgres.profiles import PgProfiles
 from engine.store.postgres.receipts import PgReceipts
+from engine.store.postgres.reports import PgReports
 from engine.store.postgres.runs import PgRuns
 from engine.store.postgres.segments import PgSegments
 from engine.store.postgres.subscriptions import PgSubscriptions
 from engine.store.postgres.suppression import PgSuppression
 from engine.store.postgres.tokens import PgTokens
+from engine.store.postgres.tracking import PgTracking
 from engine.store.postgres.triggers import PgTriggers
 
 __all__ = ["PostgresStore"]
@@ -35,7 +40,8 @@ _MIGRATION_LOCK = 0x4845_5241_4C44  # "HERALD"
 
 class PostgresStore(
     PgProfiles, PgSubscriptions, PgSuppression, PgSegments, PgAudience, PgRuns, PgJournal,
-    PgReceipts, PgPolicy, PgTriggers, PgTokens, PgGallery, PgCluster, Store,
+    PgReceipts, PgPolicy, PgTriggers, PgTokens, PgGallery, PgCluster, PgTracking, PgEvents,
+    PgReports, Store,
 ):
     """Everything Herald persists, in one PostgreSQL database."""
 

@@ -197,6 +197,7 @@ class PgCluster(PgBase):
         checkpoint: int,
         counts: dict[str, int],
         lease: Lease,
+        links: Sequence[tuple[int, int, str]] = (),
     ) -> None:
         """``reserve`` of queued triggers under the trigger run's lease: the batches
         journalled, the skips recorded, the chunk's checkpoint (a queue id) and counters
@@ -221,6 +222,9 @@ class PgCluster(PgBase):
                 "skipped": journal.json_rows(skipped),
                 "checkpoint": checkpoint, "next_seq": None, "done": False,
                 "counts": journal.json_rows(counts), "chunk": lease.chunk,
+                "links": journal.json_rows([(k[0], k[1], url) for k, url in
+                                            {(link, seq): url
+                                             for link, seq, url in links}.items()]),
             })
 
     async def claim_chunk(

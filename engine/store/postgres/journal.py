@@ -3,7 +3,12 @@
 Each write of the hot path is one statement per batch, whatever its size: the parts of a
 write go in data-modifying ``WITH`` clauses of that one statement, so a ``reserve`` or a
 ``record`` costs one round trip (``record`` two when it has provider ids: receipts that
-came early are applied in a second statement, which sees the first one's rows). The rows
+came early are applied in a second statement, which sees the first one's rows, and a
+third writes their events when any moved). ``record``'s statement also writes the
+batch's ``send_sms`` events and adds to its report counters (``events.py``); ``reserve``'s
+writes the URLs of its data links. The send events (a row and three index entries per
+message) cost about as much as the recipients' rows: a 500-message ``record`` went from
+6.3 to 9.5 ms on a loaded 2-core machine, the counters' upsert adding nothing measurable. The rows
 travel as one JSON array of arrays (``json_rows``), which the server unpacks with
 ``jsonb_array_elements``: psycopg adapts a Python list for ``unnest`` at 2-4 us an element
 (3-5 ms of a 500-message ``record``), msgspec encodes the whole batch in tens of us.
@@ -30,14 +35,17 @@ from typing import Any
 
 import msgspec
 
+from engine.core.events import SENT as SENT_EVENT
 from engine.core.policy import utc_day
 from engine.core.prepare import Message, Skipped
 from engine.core.states import TRANSITIONS, Outcome
 from engine.errors import NotFound
 from engine.store.base import JournalBatch, Lease, RecipientRow, Reserved
+from engine.store.counters import COUNTS, Tally, count_receipt, hour_of
 from engine.store.postgres.cluster import LEASE_HELD, lease_lost
 from engine.store.postgres.connection import PgBase
 from engine.store.postgres.db import Tx
+from engine.store.postgres.events import WRITE_TALLY, tally_params
 
 __all__ = [
     "DDL", "MOVES", "PgJournal", "decode_entries", "json_rows", "sender_lock", "text_array",
@@ -154,6 +162,11 @@ WITH sent AS (
     INSERT INTO recipients (run_id, seq, profile_id, phone, state, reason, updated_at)
     SELECT %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2, 'skipped', r->>3, %(now)s
     FROM jsonb_array_elements(%(skipped)s::jsonb) AS r
+), data_urls AS (
+    INSERT INTO data_links (link_id, seq, url)
+    SELECT (r->>0)::bigint, (r->>1)::bigint, r->>2
+    FROM jsonb_array_elements(%(links)s::jsonb) AS r ORDER BY 1, 2
+    ON CONFLICT (link_id, seq) DO UPDATE SET url = excluded.url
 ){chunk}
 UPDATE {table} SET {position}
     counts = (
@@ -231,8 +244,9 @@ _MOVE_BATCH = (
     "UPDATE journal SET sender = %(sender)s WHERE run_id = %(run)s AND batch = %(batch)s{held}"
 )
 
-#: ``record``: the batch's recipient rows, and the journal's change (``{journal}``); under
-#: a lease (``{lease}``), only if it is held (``{where}``), which the row says.
+#: ``record``: the batch's recipient rows, their ``send_sms`` events, its counters (under
+#: part ``%(part)s``, ``events.py``) and the journal's change (``{journal}``); under a lease
+#: (``{lease}``), only if it is held (``{where}``, ``{held_and}``), which the row says.
 _RECORD = """
 WITH {lease}settled AS (
     INSERT INTO recipients (run_id, seq, profile_id, phone, state, reason, sender, segments,
@@ -240,9 +254,25 @@ WITH {lease}settled AS (
     SELECT %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2, r->>3, r->>4, %(sender)s,
            (r->>5)::int, r->>6, r->>7, r->>8, (r->>9)::int, %(now)s
     FROM jsonb_array_elements(%(rows)s::jsonb) AS r{where}
+), sends AS (
+    INSERT INTO events (kind, at, run_id, seq, profile_id, phone, sender)
+    SELECT '{sent_event}', %(now)s, %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2,
+           %(sender)s
+    FROM jsonb_array_elements(%(rows)s::jsonb) AS r WHERE r->>3 = 'sent'{held_and}
+), counted AS (
+    INSERT INTO report_counts (run_id, sender, hour, part, {count_columns})
+    SELECT %(run)s, %(sender)s, %(hour)s, %(part)s, {count_values}
+    WHERE %(counted)s{held_and}
+    ON CONFLICT (run_id, sender, hour, part) DO UPDATE SET {count_sums}
 ){journal}
 SELECT {lock}, {held}
 """
+_RECORD_COUNTS = {
+    "sent_event": SENT_EVENT,
+    "count_columns": ", ".join(COUNTS),
+    "count_values": ", ".join(f"%(c_{c})s" for c in COUNTS),
+    "count_sums": ", ".join(f"{c} = report_counts.{c} + excluded.{c}" for c in COUNTS),
+}
 
 #: ``record``, when the batch has provider ids: the receipts its gateway sent before the
 #: messages were recorded, applied (not expired; as far as ``can_move`` allows; to that
@@ -259,9 +289,12 @@ WITH gw AS (
     FROM found f
     WHERE r.provider_id = f.provider_id AND r.state || '>' || f.status = ANY({MOVES})
       AND r.sender IN (SELECT s.sender FROM receipt_senders s JOIN gw ON s.gateway = gw.gateway)
+    RETURNING r.run_id, r.seq, r.profile_id, r.phone, r.sender, f.status, f.error
+), dropped AS (
+    DELETE FROM receipts_pending p USING gw
+    WHERE p.gateway = gw.gateway AND p.provider_id = ANY({text_array("%(ids)s")})
 )
-DELETE FROM receipts_pending p USING gw
-WHERE p.gateway = gw.gateway AND p.provider_id = ANY({text_array("%(ids)s")})
+SELECT run_id, seq, profile_id, phone, sender, status, error FROM moved
 """
 
 
@@ -299,6 +332,7 @@ class PgJournal(PgBase):
         counts: dict[str, int],
         audience_done: bool,
         lease: Lease | None = None,
+        links: Sequence[tuple[int, int, str]] = (),
     ) -> set[int]:
         now = time.time()
         refused: set[int] = set()
@@ -321,6 +355,9 @@ class PgJournal(PgBase):
                 "checkpoint": checkpoint, "next_seq": next_seq, "done": audience_done,
                 "counts": json_rows(counts),
                 "chunk": None if lease is None else lease.chunk,
+                # one row per (link, seq): the last url given for it
+                "links": json_rows([(k[0], k[1], url) for k, url in
+                                    {(link, seq): url for link, seq, url in links}.items()]),
             })
         return refused
 
@@ -403,6 +440,15 @@ class PgJournal(PgBase):
              m.segments, m.encoding, o.provider_id, o.error, o.attempts)
             for m, o in zip(messages, outcomes, strict=True)
         ]
+        counts = dict.fromkeys(COUNTS, 0)
+        for m, o in zip(messages, outcomes, strict=True):
+            if o.state == "sent":
+                counts["sent"] += 1
+                counts["segments"] += m.segments
+            elif o.state in ("failed", "unknown"):
+                counts[o.state] += 1
+            if o.state != "skipped":
+                counts["recipients"] += 1
         provider_ids = [o.provider_id for o in outcomes if o.provider_id]
         held = "" if lease is None else " AND EXISTS (SELECT 1 FROM lease)"
         journal = (
@@ -420,22 +466,34 @@ class PgJournal(PgBase):
             journal=journal, lock=lock,
             lease="" if lease is None else f"lease AS ({LEASE_HELD}), ",
             where="" if lease is None else " WHERE EXISTS (SELECT 1 FROM lease)",
+            held_and=held,
             held="true" if lease is None else "EXISTS (SELECT 1 FROM lease)",
+            **_RECORD_COUNTS,
         )
         now = time.time()
+        # a chunk's counters are its own (events.py): its records already take turns
+        part = 0 if lease is None else lease.chunk
         async with self.db.transaction() as tx:
             row = await tx.fetchone(sql, {
                 "run": run_id, "batch": batch, "sender": sender, "now": now,
                 "rows": json_rows(settled), "keep": _entries(keep) if keep else None,
-                "lock": sender_lock(sender),
+                "lock": sender_lock(sender), "hour": hour_of(now), "part": part,
+                "counted": counts["recipients"] > 0,
+                **{f"c_{c}": n for c, n in counts.items()},
                 **({} if lease is None else _lease_params(run_id, lease)),
             })
             if lease is not None and (row is None or not row[1]):
                 raise lease_lost(lease)
             if provider_ids:
-                await tx.execute(_APPLY_PENDING, {
+                moved = await tx.fetchall(_APPLY_PENDING, {
                     "sender": sender, "ids": json_rows(provider_ids), "now": now,
                 })
+                if moved:  # receipts that came early: their events and counts, now
+                    tally = Tally()
+                    for run, seq, profile_id, phone, owner, status, error in moved:
+                        count_receipt(tally, int(run), int(seq), int(profile_id), phone,
+                                      owner, status, error, now)
+                    await tx.execute(WRITE_TALLY, tally_params(tally, part))
 
     async def journal(self, run_id: int) -> list[JournalBatch]:
         rows = await self.db.fetchall(

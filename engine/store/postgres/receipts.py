@@ -4,8 +4,9 @@ A call is applied chunk by chunk (``RECEIPT_CHUNK`` receipts per transaction). E
 takes the advisory locks of its gateway's senders (``journal.sender_lock``) before it
 reads, so it never keeps a receipt for a message a concurrent ``record`` has written but
 not yet committed; then it reads the recipients and kept receipts its ids name in one
-statement, decides in Python (as the SQLite store does) and writes in one more. Rows
-travel as JSON (``journal.json_rows``).
+statement, decides in Python (as the SQLite store does) and writes in one more, with the
+events and counts of the receipts that moved a recipient (``events.TALLY``). Rows travel
+as JSON (``journal.json_rows``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 from engine.core.states import State, can_move
 from engine.drivers import Receipt
 from engine.store.base import ReceiptReport
+from engine.store.counters import Tally, count_receipt
 from engine.store.postgres.connection import PgBase
 from engine.store.postgres.db import Tx
+from engine.store.postgres.events import TALLY, tally_params
 from engine.store.postgres.journal import json_rows, sender_lock, text_array
 
 __all__ = ["DDL", "RECEIPT_CHUNK", "PgReceipts"]
@@ -71,24 +74,24 @@ SELECT pg_advisory_xact_lock(k) FROM (
 ) AS locks
 """
 
-#: The chunk's recipients ('r', provider id, run, seq, state, sender) and the receipts
-#: kept for its ids ('p', provider id, -, -, status, -).
+#: The chunk's recipients ('r', provider id, run, seq, state, sender, profile id, phone)
+#: and the receipts kept for its ids ('p', provider id, -, -, status, -, -, -).
 _READ = f"""
-SELECT 'r', provider_id, run_id, seq, state, sender FROM recipients
+SELECT 'r', provider_id, run_id, seq, state, sender, profile_id, phone FROM recipients
 WHERE provider_id = ANY({text_array("%(ids)s")})
 UNION ALL
-SELECT 'p', provider_id, NULL, NULL, status, NULL FROM receipts_pending
+SELECT 'p', provider_id, NULL, NULL, status, NULL, NULL, NULL FROM receipts_pending
 WHERE gateway = %(gateway)s AND provider_id = ANY({text_array("%(ids)s")})
 """
 
-#: The moves (run id, seq, state, error, at) and the receipts to keep (provider id,
-#: status, error, at), in that order.
-_WRITE = """
+#: The moves (run id, seq, state, error, at), their events and counts (``TALLY``) and
+#: the receipts to keep (provider id, status, error, at), in that order.
+_WRITE = f"""
 WITH moved AS (
     UPDATE recipients r SET state = u->>2, error = u->>3, updated_at = (u->>4)::float8
     FROM jsonb_array_elements(%(moves)s::jsonb) AS u
     WHERE r.run_id = (u->>0)::bigint AND r.seq = (u->>1)::bigint
-)
+), {TALLY}
 INSERT INTO receipts_pending (gateway, provider_id, status, error, at, received_at,
                               expires_at)
 SELECT %(gateway)s, k->>0, k->>1, k->>2, (k->>3)::float8, %(now)s, %(expires)s
@@ -111,14 +114,16 @@ DELETE FROM receipts_pending WHERE id IN (
 
 def decide(
     chunk: Sequence[Receipt], targets: dict[str, list[list[Any]]], kept: dict[str, State],
-    now: float,
+    now: float, tally: Tally,
 ) -> tuple[dict[tuple[int, int], tuple[str, str | None, float]], dict[str, Receipt],
            tuple[int, int, int]]:
     """What a chunk does, in order: the recipients' moves by (run id, seq), the receipts
-    to keep by provider id, and (matched, pending, ignored).
+    to keep by provider id, and (matched, pending, ignored); each move's event and count
+    go to ``tally``.
 
-    ``targets``: [run id, seq, state] of the gateway's recipients by provider id;
-    ``kept``: the state of the receipt kept for each id. Both are updated as it goes."""
+    ``targets``: [run id, seq, state, sender, profile id, phone] of the gateway's
+    recipients by provider id; ``kept``: the state of the receipt kept for each id. Both
+    are updated as it goes."""
     matched = pending = ignored = 0
     moves: dict[tuple[int, int], tuple[str, str | None, float]] = {}
     keep: dict[str, Receipt] = {}
@@ -141,6 +146,8 @@ def decide(
                 # the error of the state reached: a delivery clears an earlier one
                 target[2] = new
                 moves[target[0], target[1]] = (r.status, r.error, now if r.at is None else r.at)
+                count_receipt(tally, target[0], target[1], target[4], target[5], target[3],
+                              r.status, r.error, now)
                 matched += 1
             else:
                 ignored += 1
@@ -181,16 +188,19 @@ class PgReceipts(PgBase):
             await tx.execute(_LOCK, (locks,))
         targets: dict[str, list[list[Any]]] = {}
         kept: dict[str, State] = {}
-        for kind, pid, run_id, seq, state, sender in await tx.fetchall(
+        for kind, pid, run_id, seq, state, sender, profile_id, phone in await tx.fetchall(
             _READ, {"ids": json_rows(list({r.provider_id for r in chunk})), "gateway": gateway}
         ):
             if kind == "p":
                 kept[pid] = State(state)
             elif sender in ours:  # another gateway's recipients are not seen
-                targets.setdefault(pid, []).append([run_id, seq, State(state)])
-        moves, keep, (matched, pending, ignored) = decide(chunk, targets, kept, now)
+                targets.setdefault(pid, []).append(
+                    [int(run_id), int(seq), State(state), sender, int(profile_id), phone])
+        tally = Tally()
+        moves, keep, (matched, pending, ignored) = decide(chunk, targets, kept, now, tally)
         if moves or keep:
             await tx.execute(_WRITE, {
+                **tally_params(tally),
                 "gateway": gateway, "now": now, "expires": now + ttl,
                 "moves": json_rows([(*key, *move) for key, move in moves.items()]),
                 "keep": json_rows([(r.provider_id, r.status, r.error, r.at)

@@ -12,6 +12,7 @@ import msgspec
 
 from engine.core.policy import Policy
 from engine.errors import NotFound, StoreError
+from engine.store.counters import RECIPIENTS, UNKNOWN, Tally
 from engine.store.models import (
     AudienceSource,
     Mailing,
@@ -22,6 +23,7 @@ from engine.store.models import (
     run_is_live,
 )
 from engine.store.postgres.connection import PgBase
+from engine.store.postgres.events import TALLY, tally_params
 from engine.store.postgres.journal import decode_entries, json_rows
 
 __all__ = ["DDL", "PgRuns"]
@@ -209,10 +211,16 @@ class PgRuns(PgBase):
                  "interrupted" if maybe else "cancelled", sender)
                 for _, sender, blob, maybe in rows for e in decode_entries(blob)
             ]
+            # the messages that may be at their gateway count as recipients, unknown
+            tally = Tally()
+            for _, _, _, state, _, sender in settled:
+                if state == "unknown":
+                    tally.count(run_id, sender, now, RECIPIENTS)
+                    tally.count(run_id, sender, now, UNKNOWN)
             # Only the batches read: one reserved since is not settled unseen.
             await tx.execute(
-                "WITH settled AS (INSERT INTO recipients (run_id, seq, profile_id, phone,"
-                " state, reason, sender, updated_at)"
+                f"WITH {TALLY}, settled AS (INSERT INTO recipients (run_id, seq, profile_id,"
+                " phone, state, reason, sender, updated_at)"
                 " SELECT %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2, r->>3, r->>4,"
                 " r->>5, %(now)s FROM jsonb_array_elements(%(rows)s::jsonb) AS r),"
                 " dropped AS (DELETE FROM journal WHERE run_id = %(run)s"
@@ -221,5 +229,6 @@ class PgRuns(PgBase):
                 " AND batch = ANY(%(batches)s::bigint[]))"
                 " UPDATE runs SET status = 'cancelled', finished_at = %(now)s,"
                 " audience_done = true WHERE id = %(run)s",
-                {"run": run_id, "now": now, "rows": json_rows(settled), "batches": batches},
+                {"run": run_id, "now": now, "rows": json_rows(settled), "batches": batches,
+                 **tally_params(tally, 0)},
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from engine.store.postgres import (
     cluster,
+    events,
     gallery,
     journal,
     policy,
@@ -16,6 +17,7 @@ from engine.store.postgres import (
     subscriptions,
     suppression,
     tokens,
+    tracking,
     triggers,
 )
 
@@ -32,4 +34,7 @@ MIGRATIONS: list[str] = [
     # 3: each chunk keeps its own counters (a run's are its row's plus its chunks'), so
     # workers reserving at once do not queue on the run's row lock
     "ALTER TABLE run_chunks ADD COLUMN counts jsonb NOT NULL DEFAULT '{}';",
+    # 4: the tracking domain (links, clicks), the event record and the report counters
+    # (issue 13)
+    tracking.DDL + events.DDL,
 ]

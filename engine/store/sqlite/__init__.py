@@ -11,7 +11,9 @@ thread lost to GIL ping-pong in the full pipeline; see ``bench/pipeline.py``.
 One module per role, each a mixin on ``connection.SQLiteBase``: ``profiles``,
 ``suppression``, ``segments`` (with ``conditions/``, segment conditions in SQLite's SQL),
 ``audience``, ``runs``, ``journal`` (with the dedupe record), ``receipts``, ``policy``,
-``triggers``, ``subscriptions``, ``tokens``, ``gallery``; ``schema`` holds the migrations.
+``triggers``, ``subscriptions``, ``tokens``, ``gallery``, ``tracking`` (links, clicks,
+unsubscribes), ``events`` (the event record) and ``reports`` (from the counters of
+``engine.store.counters``); ``schema`` holds the migrations.
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ from engine.errors import StoreError
 from engine.store.base import Store
 from engine.store.sqlite.audience import SQLiteAudience
 from engine.store.sqlite.cluster import SQLiteCluster
+from engine.store.sqlite.events import SQLiteEvents
 from engine.store.sqlite.gallery import SQLiteGallery
 from engine.store.sqlite.policy import SQLitePolicy
 from engine.store.sqlite.profiles import SQLiteProfiles
 from engine.store.sqlite.receipts import RECEIPT_CHUNK, SQLiteReceipts
+from engine.store.sqlite.reports import SQLiteReports
 from engine.store.sqlite.runs import SQLiteRuns
 from engine.store.sqlite.schema import MIGRATIONS
 from engine.store.sqlite.subscriptions import SQLiteSubscriptions
 from engine.store.sqlite.tokens import SQLiteTokens
+from engine.store.sqlite.tracking import SQLiteTracking
 from engine.store.sqlite.triggers import SQLiteTriggers
 
 __all__ = ["RECEIPT_CHUNK", "SQLiteStore"]
@@ -40,7 +45,8 @@ __all__ = ["RECEIPT_CHUNK", "SQLiteStore"]
 
 class SQLiteStore(
     SQLiteProfiles, SQLiteAudience, SQLiteRuns, SQLiteReceipts, SQLitePolicy, SQLiteTriggers,
-    SQLiteTokens, SQLiteSubscriptions, SQLiteGallery, SQLiteCluster, Store,
+    SQLiteTokens, SQLiteSubscriptions, SQLiteGallery, SQLiteCluster, SQLiteTracking,
+    SQLiteEvents, SQLiteReports, Store,
 ):
     """``SQLiteStore.open(path)`` creates or migrates the file and returns a store."""
 

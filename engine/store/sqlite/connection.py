@@ -74,6 +74,8 @@ class SQLiteBase:
         self._seen_tables: set[int] = set()
         #: compiled segment conditions and their verdicts, by ``Condition.key``
         self._verdicts: dict[ConditionKey, tuple[Condition, Verdict]] = {}
+        #: the tracking domain's secret, once read (it never changes)
+        self._tracking_secret: bytes | None = None
 
     def _tx(self) -> Transaction:
         return Transaction(self.conn)

@@ -6,6 +6,11 @@ lives in a private scratch database (a temporary file, no journal, a small page 
 keyed by the phone as an integer. Random-key inserts there cost a third of what a phone
 index on the recipients table costs in WAL mode, and the durable tables stay append-only.
 It is rebuilt from the recipients and the journal when a run is resumed.
+
+``record`` also writes, in its transaction, a ``send_sms`` event per message sent and the
+batch's report counters (``engine.store.counters``); ``reserve`` writes the URLs of its
+messages' data links. The send events cost about as much as the recipients' rows: a
+500-message ``record`` went from 1.5 to 2.6 ms on a loaded 2-core machine.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from typing import Any
 
 import msgspec
 
+from engine.core.events import SENT as SENT_EVENT
 from engine.core.prepare import Message, Skipped
 from engine.core.states import Outcome
 from engine.store.base import JournalBatch, Lease, RecipientRow, Reserved
+from engine.store.counters import COUNTS, FAILED, RECIPIENTS, SEGMENTS, SENT, UNKNOWN, hour_of
 from engine.store.sqlite.cluster import no_cluster
 from engine.store.sqlite.connection import SQLiteBase, sql_text
+from engine.store.sqlite.events import add_counts
 from engine.store.sqlite.policy import count_sent
 from engine.store.sqlite.receipts import apply_pending
 
@@ -83,6 +91,7 @@ class SQLiteJournal(SQLiteBase):
         counts: dict[str, int],
         audience_done: bool,
         lease: Lease | None = None,
+        links: Sequence[tuple[int, int, str]] = (),
     ) -> set[int]:
         no_cluster(lease)
         now = time.time()
@@ -102,6 +111,12 @@ class SQLiteJournal(SQLiteBase):
                          _msgpack.encode([(m.seq, m.profile_id, m.phone) for m in msgs]))
                         for b, sender, msgs in batches
                     ],
+                )
+            if links:
+                c.executemany(
+                    "INSERT INTO data_links (link_id, seq, url) VALUES (?, ?, ?)"
+                    " ON CONFLICT (link_id, seq) DO UPDATE SET url = excluded.url",
+                    links,
                 )
             if skipped:
                 c.executemany(
@@ -159,16 +174,31 @@ class SQLiteJournal(SQLiteBase):
             " segments, encoding, provider_id, error, attempts, updated_at) VALUES"
             f" ({int(run_id)}, ?, ?, ?, "
         )
-        sender_sql, now_sql = _sql_text(sender), repr(float(time.time()))
+        now = time.time()
+        sender_sql, now_sql = _sql_text(sender), repr(float(now))
         sent: list[tuple[Any, ...]] = []
         other: list[tuple[Any, ...]] = []
+        # (run, sender, hour, *COUNTS) of the batch; the send events' (seq, profile, phone)
+        counts = [0] * len(COUNTS)
+        sends: list[tuple[int, int, str]] = []
         for m, o in zip(messages, outcomes, strict=True):
-            if o.state == "sent" and o.error is None:
+            state = o.state
+            if state == "sent" and o.error is None:
                 sent.append((m.seq, m.profile_id, m.phone, m.segments, m.encoding,
                              o.provider_id, o.attempts))
             else:
-                other.append((m.seq, m.profile_id, m.phone, o.state, o.reason, m.segments,
+                other.append((m.seq, m.profile_id, m.phone, state, o.reason, m.segments,
                               m.encoding, o.provider_id, o.error, o.attempts))
+            if state == "sent":
+                sends.append((m.seq, m.profile_id, m.phone))
+                counts[SEGMENTS] += m.segments
+            elif state == "failed":
+                counts[FAILED] += 1
+            elif state == "unknown":
+                counts[UNKNOWN] += 1
+            if state != "skipped":
+                counts[RECIPIENTS] += 1
+        counts[SENT] = len(sends)
         with self._tx() as c:
             if sent:
                 c.executemany(
@@ -176,6 +206,14 @@ class SQLiteJournal(SQLiteBase):
                 )
             if other:
                 c.executemany(f"{head}?, ?, {sender_sql}, ?, ?, ?, ?, ?, {now_sql})", other)
+            if sends:
+                c.executemany(
+                    "INSERT INTO events (kind, at, run_id, seq, profile_id, phone, sender)"
+                    f" VALUES ('{SENT_EVENT}', {now_sql}, {int(run_id)}, ?, ?, ?, {sender_sql})",
+                    sends,
+                )
+            if counts[RECIPIENTS]:
+                add_counts(c, [(run_id, sender, hour_of(now), *counts)])
             if keep:
                 c.execute(
                     "UPDATE journal SET sender = ?, messages = ? WHERE run_id = ? AND batch = ?",
@@ -190,7 +228,7 @@ class SQLiteJournal(SQLiteBase):
                 )
             ids = [o.provider_id for o in outcomes if o.provider_id]
             if ids:
-                apply_pending(c, sender, ids)
+                apply_pending(c, sender, ids, now)
 
     async def journal(self, run_id: int) -> list[JournalBatch]:
         rows = self.conn.execute(

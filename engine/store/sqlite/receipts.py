@@ -1,4 +1,9 @@
-"""Delivery receipts, kept until their message is recorded (ReceiptStore)."""
+"""Delivery receipts, kept until their message is recorded (ReceiptStore).
+
+Each receipt that moves a recipient adds a ``deliv_sms`` or ``undeliv_sms`` event and
+counts under the recipient's sender, at the time it is applied (``now``), in the
+transaction that moves it (``engine.store.counters``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ import msgspec
 from engine.core.states import State, can_move
 from engine.drivers import Receipt
 from engine.store.base import ReceiptReport
+from engine.store.counters import Tally, count_receipt
 from engine.store.sqlite.connection import SQLiteBase
+from engine.store.sqlite.events import write_tally
 
 __all__ = ["RECEIPT_CHUNK", "SQLiteReceipts", "apply_pending"]
 
@@ -69,14 +76,16 @@ class SQLiteReceipts(SQLiteBase):
         with one read of the recipients and of the kept receipts their ids name."""
         matched = pending = ignored = dropped = 0
         ids = _json.encode(list({r.provider_id for r in chunk}))
-        # [run id, seq, state] of the gateway's recipients: another gateway's are not seen
+        # [run id, seq, state, profile id, phone, sender] of the gateway's recipients:
+        # another gateway's are not seen
         targets: dict[str, list[list[Any]]] = {}
-        for pid, run_id, seq, state, sender in c.execute(
-            "SELECT provider_id, run_id, seq, state, sender FROM recipients"
+        for pid, run_id, seq, state, profile_id, phone, sender in c.execute(
+            "SELECT provider_id, run_id, seq, state, profile_id, phone, sender FROM recipients"
             " WHERE provider_id IN (SELECT value FROM json_each(?))", (ids,)
         ):
             if sender in ours:
-                targets.setdefault(pid, []).append([run_id, seq, State(state)])
+                targets.setdefault(pid, []).append(
+                    [run_id, seq, State(state), profile_id, phone, sender])
         kept: dict[str, State] = {
             pid: State(status) for pid, status in c.execute(
                 "SELECT provider_id, status FROM receipts_pending WHERE gateway = ?"
@@ -84,6 +93,7 @@ class SQLiteReceipts(SQLiteBase):
         }
         moves: dict[tuple[int, int], tuple[str, str | None, float]] = {}
         keep: dict[str, tuple[Any, ...]] = {}
+        tally = Tally()
         for r in chunk:
             new = State(r.status)
             found = targets.get(r.provider_id)
@@ -105,6 +115,8 @@ class SQLiteReceipts(SQLiteBase):
                     target[2] = new
                     moves[target[0], target[1]] = (r.status, r.error,
                                                    now if r.at is None else r.at)
+                    count_receipt(tally, target[0], target[1], target[3], target[4], target[5],
+                                  r.status, r.error, now)
                     matched += 1
                 else:
                     ignored += 1
@@ -113,6 +125,7 @@ class SQLiteReceipts(SQLiteBase):
             " WHERE run_id = ? AND seq = ?",
             [(*move, run_id, seq) for (run_id, seq), move in moves.items()],
         )
+        write_tally(c, tally)
         if keep:
             c.executemany(
                 "INSERT INTO receipts_pending (gateway, provider_id, status, error, at,"
@@ -135,10 +148,13 @@ class SQLiteReceipts(SQLiteBase):
         return matched, pending, ignored, dropped
 
 
-def apply_pending(c: sqlite3.Connection, sender: str, provider_ids: Sequence[str]) -> None:
+def apply_pending(
+    c: sqlite3.Connection, sender: str, provider_ids: Sequence[str], now: float
+) -> None:
     """Receipts that arrived before their message was recorded by ``sender``: apply
     the ones its gateway sent that are not expired, as far as ``can_move`` allows, to
-    that gateway's recipients only, and drop them all."""
+    that gateway's recipients only (with their events and counts, ``now``), and drop
+    them all."""
     row = c.execute(
         "SELECT gateway FROM receipt_senders WHERE sender = ?", (sender,)
     ).fetchone()
@@ -154,17 +170,34 @@ def apply_pending(c: sqlite3.Connection, sender: str, provider_ids: Sequence[str
         "SELECT provider_id, status, error, at, received_at FROM receipts_pending"
         " WHERE gateway = ? AND provider_id IN (SELECT value FROM json_each(?))"
         " AND expires_at > ?",
-        (gateway, ids, time.time()),
+        (gateway, ids, now),
     ).fetchall()
-    for provider_id, status, error, at, received in found:
-        sources = [s.value for s in State if can_move(s, State(status))]
-        c.execute(
-            "UPDATE recipients SET state = ?, error = ?, updated_at = ?"
-            " WHERE provider_id = ? AND state IN (SELECT value FROM json_each(?))"
+    if found:
+        targets: dict[str, list[list[Any]]] = {}
+        for pid, run_id, seq, state, profile_id, phone, owner in c.execute(
+            "SELECT provider_id, run_id, seq, state, profile_id, phone, sender FROM recipients"
+            " WHERE provider_id IN (SELECT value FROM json_each(?))"
             " AND sender IN (SELECT sender FROM receipt_senders WHERE gateway = ?)",
-            (status, error, received if at is None else at, provider_id,
-             _json.encode(sources), gateway),
-        )
+            (_json.encode([f[0] for f in found]), gateway),
+        ):
+            targets.setdefault(pid, []).append(
+                [run_id, seq, State(state), profile_id, phone, owner])
+        updates: list[tuple[Any, ...]] = []
+        tally = Tally()
+        for provider_id, status, error, at, received in found:
+            new = State(status)
+            for target in targets.get(provider_id, ()):
+                if can_move(target[2], new):
+                    target[2] = new
+                    updates.append((status, error, received if at is None else at,
+                                    target[0], target[1]))
+                    count_receipt(tally, target[0], target[1], target[3], target[4], target[5],
+                                  status, error, now)
+        if updates:
+            c.executemany(
+                "UPDATE recipients SET state = ?, error = ?, updated_at = ?"
+                " WHERE run_id = ? AND seq = ?", updates)
+            write_tally(c, tally)
     c.execute(
         "DELETE FROM receipts_pending WHERE gateway = ?"
         " AND provider_id IN (SELECT value FROM json_each(?))",

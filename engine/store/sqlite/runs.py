@@ -13,6 +13,7 @@ import msgspec
 from engine.core.policy import Policy
 from engine.errors import NotFound, StoreError
 from engine.store.base import Reserved
+from engine.store.counters import RECIPIENTS, UNKNOWN, Tally
 from engine.store.models import (
     AudienceSource,
     Mailing,
@@ -23,6 +24,7 @@ from engine.store.models import (
     run_is_live,
 )
 from engine.store.sqlite.connection import SQLiteBase
+from engine.store.sqlite.events import write_tally
 
 __all__ = ["SQLiteRuns"]
 
@@ -176,6 +178,13 @@ class SQLiteRuns(SQLiteBase):
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            # the messages that may be at their gateway count as recipients, unknown
+            tally = Tally()
+            for row in rows:
+                if row[4] == "unknown":
+                    tally.count(run_id, row[6], now, RECIPIENTS)
+                    tally.count(run_id, row[6], now, UNKNOWN)
+            write_tally(c, tally)
             c.execute("DELETE FROM journal WHERE run_id = ?", (run_id,))
             c.execute("DELETE FROM journal_sending WHERE run_id = ?", (run_id,))
             c.execute(

@@ -268,4 +268,97 @@ MIGRATIONS: list[str] = [
         gateway TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 10: the tracking domain (``tracking.py``): the codes' secret, runs' short links and
+    # the URLs of data slots, clicks; the event record (``events.py``); the report
+    # counters, per run, sender and UTC hour (``engine.store.counters``).
+    """
+    CREATE TABLE tracking_secret (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        secret BLOB NOT NULL
+    );
+    -- A run's short links: its template's URLs, then its data slots (url NULL), one
+    -- set per seq_base (codes carry seq - seq_base: a cluster chunk's seqs are large).
+    CREATE TABLE links (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        position INTEGER NOT NULL,
+        url TEXT,
+        seq_base INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (run_id, seq_base, position)
+    );
+    CREATE TABLE data_links (
+        link_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (link_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE clicks (
+        id INTEGER PRIMARY KEY,
+        link_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        ip TEXT,
+        user_agent TEXT,
+        bot INTEGER NOT NULL
+    );
+    -- The (link, seq) pairs a person has clicked: the next click is not unique.
+    CREATE TABLE first_clicks (
+        link_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (link_id, seq)
+    ) WITHOUT ROWID;
+    -- The event record. A message's mailing and id come from its run (runs.uid). Ids are
+    -- rowids, never reused as events are never deleted (AUTOINCREMENT doubled the cost of
+    -- a batch's events).
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        run_id INTEGER,
+        seq INTEGER,
+        profile_id INTEGER,
+        phone TEXT NOT NULL,
+        sender TEXT,
+        error TEXT,
+        url TEXT
+    );
+    CREATE INDEX events_run ON events(run_id, id) WHERE run_id IS NOT NULL;
+    -- The messages sent to a profile: a STOP reply is credited to the last one sent to its
+    -- phone. (Profiles come in id order, so this index grows at a few places, unlike one
+    -- on phones, which cost a batch five times the rest of its events.)
+    CREATE INDEX events_sent_profile ON events(profile_id, id) WHERE kind = 'send_sms';
+    CREATE TABLE report_counts (
+        run_id INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        recipients INTEGER NOT NULL DEFAULT 0,
+        sent INTEGER NOT NULL DEFAULT 0,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        undelivered INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        unknown INTEGER NOT NULL DEFAULT 0,
+        segments INTEGER NOT NULL DEFAULT 0,
+        clicks INTEGER NOT NULL DEFAULT 0,
+        unique_clicks INTEGER NOT NULL DEFAULT 0,
+        unsubscribed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, sender, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX report_counts_hour ON report_counts(hour);
+    CREATE TABLE report_reasons (
+        run_id INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (run_id, sender, hour, reason)
+    ) WITHOUT ROWID;
+    CREATE TABLE report_urls (
+        run_id INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        clicks INTEGER NOT NULL,
+        unique_clicks INTEGER NOT NULL,
+        PRIMARY KEY (run_id, url, hour)
+    ) WITHOUT ROWID;
+    """,
 ]

@@ -1,0 +1,74 @@
+"""``POST /api/v1/inbound/{gateway}``: a gateway's inbound messages (STOP replies).
+
+Authenticated exactly as the gateway's delivery receipts (``engine.api.receipts``): the
+secret ``HERALD_DLR_SECRET_<NAME>`` or the gateway's ``receipt_secret``, as the header
+``X-Herald-Secret`` or ``?secret=``; a gateway with no secret takes nothing (403). The
+gateway's driver parses the body (herald-json: ``{"inbound": [{"from", "text", "to",
+"at"}]}``); a body it cannot parse is a 400 naming the field, one of more than
+``MAX_INBOUND`` messages a 400 naming ``body``, one over ``MAX_INBOUND_BODY`` bytes a 413.
+Which subscriptions a STOP changes is the rule of ``engine.tracking.inbound``: the sender's
+phone, from every resource that can send through that gateway.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from litestar import post
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+
+from engine.api.errors import ApiError, error_responses, field_of
+from engine.api.receipts import receipt_secret, secret_variable
+from engine.api.state import Req, api_state
+from engine.errors import InputError
+from engine.tracking.inbound import InboundReport
+
+__all__ = ["MAX_INBOUND", "MAX_INBOUND_BODY", "ROUTES"]
+
+#: Messages one callback may carry.
+MAX_INBOUND = 10_000
+#: Bytes a callback may have (a herald-json message has ~80 and a long text ~1,000).
+MAX_INBOUND_BODY = 2_000 * MAX_INBOUND
+
+
+@post("/inbound/{gateway:str}", responses=error_responses(400, 401, 403, 404, 413),
+      status_code=200, tags=["receipts"], request_max_body_size=MAX_INBOUND_BODY,
+      summary="Inbound messages (replies) of a gateway",
+      security=[{"receiptSecretHeader": []}, {"receiptSecretQuery": []}])
+async def receive_inbound(
+    request: Req,
+    gateway: FromPath[str],
+    header_secret: Annotated[
+        str | None, HeaderParameter(name="X-Herald-Secret", required=False, max_length=1000)
+    ] = None,
+    query_secret: Annotated[
+        str | None, QueryParameter(name="secret", required=False, max_length=1000)
+    ] = None,
+) -> InboundReport:
+    """Take a gateway's inbound messages: a STOP reply unsubscribes its phone from the
+    resources that send through the gateway; other replies are ignored."""
+    api = api_state(request)
+    config = api.herald.config
+    if gateway not in config.gateways:
+        raise ApiError(404, f"no gateway named {gateway!r} in the config", "gateway")
+    expected = receipt_secret(config, gateway)
+    if expected is None:
+        raise ApiError(403, f"gateway {gateway!r} takes no inbound messages: give it a"
+                       f" secret ({secret_variable(gateway)})", "gateway")
+    given = header_secret or query_secret
+    if not given:
+        raise ApiError(401, "inbound messages need the gateway's secret (X-Herald-Secret"
+                       " header or ?secret=)")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "wrong secret for this gateway")
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        return await api.inbound.take(gateway, body, headers, max_messages=MAX_INBOUND)
+    except InputError as err:
+        field, message = field_of(str(err))
+        raise ApiError(400, message, field or "body") from None
+
+
+ROUTES = [receive_inbound]

@@ -1,0 +1,198 @@
+"""The report counters and the event record, as both stores keep them (``ReportStore``,
+``EventStore``): what one transaction adds (``Tally``), and how a report's filter and
+grouping map onto the hours the counters are kept by.
+
+Counters are kept per (run, sender, UTC hour since the epoch): ``report_counts`` the
+channel report's counts (``COUNTS``, in that order), ``report_reasons`` undeliveries by
+normalised reason, ``report_urls`` people's clicks by URL. Every write that makes an event
+adds to them in the same transaction, so a report reads a few rows per (run, sender,
+hour) whatever the size of its mailings.
+
+Because they are kept by the hour, a report's time filter is applied to whole hours: an
+hour counts when any of it lies in ``since <= at < until`` (``hours``). A filter on whole
+hours (dates, ``12:00``) is exact.
+
+Each counted thing counts once, when it happens: a recipient when its message is
+recorded (any state but ``skipped``), a receipt when it moves its recipient (so a late
+delivery after an undelivery counts under both, as its two events do), a person's click
+and its recipient's first click on that link, an unsubscribe that changed anything. A
+bot's click is kept but never counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from engine.core.events import CLICK, UNIQUE_CLICK, normalise_reason
+from engine.core.events import DELIVERED as DELIVERED_EVENT
+from engine.core.events import UNDELIVERED as UNDELIVERED_EVENT
+from engine.store.base import ChannelRow, Click, LinkStat, ReportFilter
+
+__all__ = [
+    "CLICKS", "COUNTS", "DELIVERED", "FAILED", "RECIPIENTS", "SEGMENTS", "SENT",
+    "UNDELIVERED", "UNIQUE_CLICKS", "UNKNOWN", "UNSUBSCRIBED", "Grouping", "Tally",
+    "channel_rows", "count_clicks", "count_receipt", "hour_of", "hours", "link_stats",
+    "undeliveries",
+]
+
+Grouping = Literal["day", "hour", "mailing", "resource", "sender"]
+
+#: The channel report's counts: ``report_counts``'s columns and ``ChannelRow``'s fields.
+COUNTS: Final = ("recipients", "sent", "delivered", "undelivered", "failed", "unknown",
+                 "segments", "clicks", "unique_clicks", "unsubscribed")
+(RECIPIENTS, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN, SEGMENTS, CLICKS,
+ UNIQUE_CLICKS, UNSUBSCRIBED) = range(len(COUNTS))
+
+#: The event record's columns, in the order ``Tally.events`` holds them.
+EVENT_COLUMNS: Final = ("kind", "at", "run_id", "seq", "profile_id", "phone", "sender",
+                        "error", "url")
+
+
+def hour_of(at: float) -> int:
+    """The UTC hour since the epoch that ``at`` lies in: the counters' time key."""
+    return int(at // 3600)
+
+
+def hours(where: ReportFilter) -> tuple[int | None, int | None]:
+    """The hours ``[lo, hi)`` a filter's ``since``/``until`` cover (each None if open):
+    every hour with any part in the range."""
+    lo = None if where.since is None else hour_of(where.since)
+    hi = None if where.until is None else math.ceil(where.until / 3600)
+    return lo, hi
+
+
+class Tally:
+    """What one transaction adds to the event record and to the counters, summed by key
+    so that each counter row is written once (in key order, so that concurrent writers
+    lock rows in one order)."""
+
+    __slots__ = ("counts", "events", "reasons", "urls")
+
+    def __init__(self) -> None:
+        #: Rows of the event record (``EVENT_COLUMNS``), in the order they happened.
+        self.events: list[tuple[Any, ...]] = []
+        #: (run, sender, hour) -> the ``COUNTS``.
+        self.counts: dict[tuple[int, str, int], list[int]] = {}
+        #: (run, sender, hour, reason) -> undeliveries.
+        self.reasons: dict[tuple[int, str, int, str], int] = {}
+        #: (run, url, hour) -> [clicks, unique clicks].
+        self.urls: dict[tuple[int, str, int], list[int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.counts)
+
+    def event(
+        self, kind: str, at: float, run_id: int | None, seq: int | None,
+        profile_id: int | None, phone: str, sender: str | None,
+        error: str | None = None, url: str | None = None,
+    ) -> None:
+        self.events.append((kind, at, run_id, seq, profile_id, phone, sender, error, url))
+
+    def count(self, run_id: int, sender: str, at: float, column: int, n: int = 1) -> None:
+        key = (run_id, sender, hour_of(at))
+        row = self.counts.get(key)
+        if row is None:
+            row = self.counts[key] = [0] * len(COUNTS)
+        row[column] += n
+
+    def undelivered(self, run_id: int, sender: str, at: float, error: str | None) -> None:
+        """An undelivery: counted, and under its normalised reason."""
+        self.count(run_id, sender, at, UNDELIVERED)
+        key = (run_id, sender, hour_of(at), normalise_reason(error))
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+
+    def click(self, run_id: int, sender: str, url: str, at: float, unique: bool) -> None:
+        """A person's click on ``url`` (``unique``: its recipient's first on the link)."""
+        self.count(run_id, sender, at, CLICKS)
+        if unique:
+            self.count(run_id, sender, at, UNIQUE_CLICKS)
+        key = (run_id, url, hour_of(at))
+        row = self.urls.get(key)
+        if row is None:
+            row = self.urls[key] = [0, 0]
+        row[0] += 1
+        row[1] += unique
+
+    def count_rows(self) -> list[tuple[Any, ...]]:
+        """(run, sender, hour, *COUNTS) in key order."""
+        return [(*k, *v) for k, v in sorted(self.counts.items())]
+
+    def reason_rows(self) -> list[tuple[Any, ...]]:
+        """(run, sender, hour, reason, n) in key order."""
+        return [(*k, v) for k, v in sorted(self.reasons.items())]
+
+    def url_rows(self) -> list[tuple[Any, ...]]:
+        """(run, url, hour, clicks, unique clicks) in key order."""
+        return [(*k, *v) for k, v in sorted(self.urls.items())]
+
+
+def count_receipt(
+    tally: Tally, run_id: int, seq: int, profile_id: int, phone: str, sender: str,
+    status: str, error: str | None, now: float,
+) -> None:
+    """A receipt moved a recipient to ``status`` (delivered or undelivered, with the
+    provider's ``error``): its event and its count, at ``now``, when it is applied."""
+    if status == "delivered":
+        tally.event(DELIVERED_EVENT, now, run_id, seq, profile_id, phone, sender)
+        tally.count(run_id, sender, now, DELIVERED)
+    else:
+        tally.event(UNDELIVERED_EVENT, now, run_id, seq, profile_id, phone, sender, error)
+        tally.undelivered(run_id, sender, now, error)
+
+
+def count_clicks(
+    kept: Sequence[Click], found: Mapping[tuple[int, int], Sequence[Any]]
+) -> tuple[Tally, list[tuple[int, int]]]:
+    """The events and counts of the people's clicks among ``kept`` (a bot's counts for
+    nothing), in the order they happened, and the (link, seq) pairs that a person clicked
+    for the first time. ``found``: (link, seq) -> [run id, url, profile id, phone, sender,
+    whether a person clicked it before]."""
+    tally = Tally()
+    firsts: list[tuple[int, int]] = []
+    seen: set[tuple[int, int]] = set()
+    for k in sorted((k for k in kept if not k.bot), key=lambda k: k.at):
+        pair = (k.link_id, k.seq)
+        run_id, url, profile_id, phone, sender, before = found[pair]
+        unique = not before and pair not in seen
+        seen.add(pair)
+        tally.event(CLICK, k.at, run_id, k.seq, profile_id, phone, sender, url=url)
+        if unique:
+            firsts.append(pair)
+            tally.event(UNIQUE_CLICK, k.at, run_id, k.seq, profile_id, phone, sender, url=url)
+        tally.click(run_id, sender, url, k.at, unique)
+    return tally, firsts
+
+
+def _key(by: Grouping | None, raw: Any) -> str | int | None:
+    if by == "day":
+        return datetime.fromtimestamp(int(raw) * 86400, UTC).strftime("%Y-%m-%d")
+    if by == "hour":
+        return datetime.fromtimestamp(int(raw) * 3600, UTC).strftime("%Y-%m-%dT%H:00Z")
+    if by == "mailing":
+        return int(raw)
+    if by is None:
+        return None
+    return str(raw)
+
+
+def channel_rows(by: Grouping | None, rows: Iterable[Sequence[Any]]) -> list[ChannelRow]:
+    """The channel report from rows of (raw key, *COUNTS sums), in key order; the raw key
+    of ``day`` is the UTC day since the epoch, of ``hour`` the hour."""
+    out = [ChannelRow(_key(by, r[0]), *(int(n or 0) for n in r[1:])) for r in rows]
+    if by in ("day", "hour", "mailing"):
+        return out  # the raw keys sort as the keys do; the store sorted them
+    return sorted(out, key=lambda row: "" if row.key is None else str(row.key))
+
+
+def undeliveries(rows: Iterable[Sequence[Any]]) -> list[tuple[str, int]]:
+    """(reason, n) rows, most first, then by reason."""
+    return sorted(((str(r), int(n)) for r, n in rows), key=lambda x: (-x[1], x[0]))
+
+
+def link_stats(rows: Iterable[Sequence[Any]]) -> list[LinkStat]:
+    """(url, clicks, unique) rows, most unique clicks first, then by URL."""
+    stats = [LinkStat(str(u), int(c), int(n)) for u, c, n in rows]
+    return sorted(stats, key=lambda s: (-s.unique_clicks, s.url))

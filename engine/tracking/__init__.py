@@ -1,0 +1,1 @@
+"""The tracking domain: short links and their clicks, unsubscribe pages, inbound replies."""
