@@ -274,7 +274,7 @@ def prepare_core(rows: int = 20_000, repeats: int = 7) -> tuple[float, float]:
                 context={"resource": {"id": 1, "name": "news", "unsubscribe_url": ""}},
             )
             if tracked:
-                prep.track(Shortener.of(template, base=base, secret=b"k" * 32, run_id=1,
+                prep.track(Shortener.of(template, base=base, secret=b"k" * 32,
                                         links=[Row(r) for r in links]))
             plans = [prep.screen(audience[i : i + CHUNK]) for i in range(0, rows, CHUNK)]
             t0 = time.perf_counter()
