@@ -12,14 +12,13 @@ phone, from every resource that can send through that gateway.
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from litestar import post
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from engine.api.errors import ApiError, error_responses, field_of
-from engine.api.receipts import receipt_secret, secret_variable
+from engine.api.receipts import authenticate_gateway, lowered
 from engine.api.state import Req, api_state
 from engine.errors import InputError
 from engine.tracking.inbound import InboundReport
@@ -49,21 +48,10 @@ async def receive_inbound(
     """Take a gateway's inbound messages: a STOP reply unsubscribes its phone from the
     resources that send through the gateway; other replies are ignored."""
     api = api_state(request)
-    config = api.herald.config
-    if gateway not in config.gateways:
-        raise ApiError(404, f"no gateway named {gateway!r} in the config", "gateway")
-    expected = receipt_secret(config, gateway)
-    if expected is None:
-        raise ApiError(403, f"gateway {gateway!r} takes no inbound messages: give it a"
-                       f" secret ({secret_variable(gateway)})", "gateway")
-    given = header_secret or query_secret
-    if not given:
-        raise ApiError(401, "inbound messages need the gateway's secret (X-Herald-Secret"
-                       " header or ?secret=)")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "wrong secret for this gateway")
+    authenticate_gateway(api.herald.config, gateway, header_secret or query_secret,
+                         "inbound messages")
     body = await request.body()
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = lowered(request.headers)
     try:
         return await api.inbound.take(gateway, body, headers, max_messages=MAX_INBOUND)
     except InputError as err:

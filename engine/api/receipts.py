@@ -22,7 +22,7 @@ from __future__ import annotations
 import hmac
 import os
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import post
@@ -30,7 +30,7 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from engine.api.errors import ApiError, error_responses, field_of
 from engine.api.state import Req, api_state
-from engine.config import Config
+from engine.config import Config, GatewayConfig
 from engine.errors import InputError
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "MAX_RECEIPTS_BODY",
     "ROUTES",
     "ReceiptAnswer",
+    "authenticate_gateway",
+    "lowered",
     "receipt_secret",
     "secret_variable",
 ]
@@ -76,6 +78,32 @@ def receipt_secret(config: Config, gateway: str) -> str | None:
     return configured if isinstance(configured, str) and configured else None
 
 
+def authenticate_gateway(
+    config: Config, gateway: str, given: str | None, what: str
+) -> GatewayConfig:
+    """The config of ``gateway`` if ``given`` is its secret; else the ApiError to answer:
+    404 for no such gateway, 403 for one with no secret (it takes no ``what``), 401 for a
+    missing or wrong secret. Shared by every route a gateway calls back."""
+    gw = config.gateways.get(gateway)
+    if gw is None:
+        raise ApiError(404, f"no gateway named {gateway!r} in the config", "gateway")
+    expected = receipt_secret(config, gateway)
+    if expected is None:
+        raise ApiError(403, f"gateway {gateway!r} takes no {what}: give it a secret"
+                       f" ({secret_variable(gateway)})", "gateway")
+    if not given:
+        raise ApiError(401, f"{what} need the gateway's secret (X-Herald-Secret header"
+                       " or ?secret=)")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "wrong secret for this gateway")
+    return gw
+
+
+def lowered(headers: Any) -> dict[str, str]:
+    """A request's headers as the drivers' parsers take them: names in lower case."""
+    return {k.lower(): v for k, v in headers.items()}
+
+
 @post("/dlr/{gateway:str}", responses=error_responses(400, 401, 403, 404, 413),
       status_code=200, tags=["receipts"], request_max_body_size=MAX_RECEIPTS_BODY,
       summary="Delivery receipts of a gateway",
@@ -92,26 +120,15 @@ async def receive_receipts(
 ) -> ReceiptAnswer:
     """Apply a gateway's receipts; the body is in the gateway's own format."""
     herald = api_state(request).herald
-    gw = herald.config.gateways.get(gateway)
-    if gw is None:
-        raise ApiError(404, f"no gateway named {gateway!r} in the config", "gateway")
-    expected = receipt_secret(herald.config, gateway)
-    if expected is None:
-        raise ApiError(403, f"gateway {gateway!r} takes no receipts: give it a secret"
-                       f" ({secret_variable(gateway)})", "gateway")
-    given = header_secret or query_secret
-    if not given:
-        raise ApiError(401, "receipts need the gateway's secret (X-Herald-Secret header"
-                       " or ?secret=)")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "wrong secret for this gateway")
+    gw = authenticate_gateway(herald.config, gateway, header_secret or query_secret,
+                              "receipts")
     if not herald.plugins.drivers[gw.driver].capabilities.supports_dlr:
         raise ApiError(400, f"gateway {gateway!r} (driver {gw.driver}) has no receipts",
                        "gateway")
     body = await request.body()
-    headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        report = await herald.receipts(gateway, body, headers, max_receipts=MAX_RECEIPTS)
+        report = await herald.receipts(gateway, body, lowered(request.headers),
+                                       max_receipts=MAX_RECEIPTS)
     except InputError as err:
         field, message = field_of(str(err))
         raise ApiError(400, message, field or "body") from None
