@@ -15,15 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
-from typing import Final, Literal, get_args
+from typing import Final, get_args
 
 from engine.errors import NotFound
-from engine.store.base import ReportFilter, Store
+from engine.store.base import Grouping, ReportFilter, Store
 
 __all__ = ["GROUPINGS", "Grouping", "parse_time", "report_filter", "unknown_name"]
 
 #: How the channel report can group its counts (the store's ``report_channel(by=...)``).
-Grouping = Literal["day", "hour", "mailing", "resource", "sender"]
 GROUPINGS: Final[tuple[str, ...]] = get_args(Grouping)
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

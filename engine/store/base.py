@@ -47,6 +47,7 @@ __all__ = [
     "GalleryDeleted",
     "GallerySort",
     "GalleryStore",
+    "Grouping",
     "ImageQuery",
     "ImageRow",
     "ImportRecord",
@@ -981,6 +982,10 @@ class EventRow(NamedTuple):
     url: str | None
 
 
+#: How the channel report groups its counts.
+Grouping = Literal["day", "hour", "mailing", "resource", "sender"]
+
+
 class ReportFilter(NamedTuple):
     """What a report covers: mailings (any if empty), a resource, and a time range (events
     at ``since <= at < until``, seconds since the epoch)."""
@@ -1095,8 +1100,7 @@ class ReportStore(abc.ABC):
 
     @abc.abstractmethod
     async def report_channel(
-        self, where: ReportFilter, by: Literal["day", "hour", "mailing", "resource", "sender"]
-        | None = None,
+        self, where: ReportFilter, by: Grouping | None = None,
     ) -> list[ChannelRow]:
         """The counts by ``by``, in key order (one row with key None when ``by`` is None;
         none at all when nothing matches)."""

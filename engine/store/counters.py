@@ -22,23 +22,23 @@ bot's click is kept but never counted.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from engine.core.events import CLICK, UNIQUE_CLICK, normalise_reason
 from engine.core.events import DELIVERED as DELIVERED_EVENT
 from engine.core.events import UNDELIVERED as UNDELIVERED_EVENT
-from engine.store.base import ChannelRow, Click, LinkStat, ReportFilter
+from engine.store.base import ChannelRow, Click, Grouping, LinkStat, ReportFilter
 
 __all__ = [
-    "CLICKS", "COUNTS", "DELIVERED", "FAILED", "RECIPIENTS", "SEGMENTS", "SENT",
-    "UNDELIVERED", "UNIQUE_CLICKS", "UNKNOWN", "UNSUBSCRIBED", "Grouping", "Tally",
+    "CLICKS", "COUNTS", "DELIVERED", "FAILED", "GROUP_KEYS", "RECIPIENTS", "SEGMENTS", "SENT",
+    "SUMS",
+    "UNDELIVERED", "UNIQUE_CLICKS", "UNKNOWN", "UNSUBSCRIBED", "Tally",
     "channel_rows", "count_clicks", "count_receipt", "hour_of", "hours", "link_stats",
-    "undeliveries",
+    "undeliveries", "where_sql",
 ]
 
-Grouping = Literal["day", "hour", "mailing", "resource", "sender"]
 
 #: The channel report's counts: ``report_counts``'s columns and ``ChannelRow``'s fields.
 COUNTS: Final = ("recipients", "sent", "delivered", "undelivered", "failed", "unknown",
@@ -164,6 +164,42 @@ def count_clicks(
             tally.event(UNIQUE_CLICK, k.at, run_id, k.seq, profile_id, phone, sender, url=url)
         tally.click(run_id, sender, url, k.at, unique)
     return tally, firsts
+
+
+#: The SQL of each grouping's raw key (``channel_rows`` turns it into the row's key), over
+#: a counters table ``c``, its runs ``ru`` and mailings ``m``; the same on both stores.
+GROUP_KEYS: Final[Mapping[Grouping | None, str]] = {
+    "day": "c.hour / 24", "hour": "c.hour", "mailing": "ru.mailing_id",
+    "resource": "m.resource", "sender": "c.sender", None: "0",
+}
+#: The channel report's sums over ``c``, in ``COUNTS`` order.
+SUMS: Final = ", ".join(f"sum(c.{column})" for column in COUNTS)
+
+
+def where_sql(
+    table: str, where: ReportFilter, *, placeholder: str, mailings_in: str,
+    mailings_arg: Callable[[tuple[int, ...]], Any],
+) -> tuple[str, list[Any]]:
+    """FROM and WHERE over counters ``table`` (as ``c``), its runs (``ru``) and mailings
+    (``m``), for ``where``, in a store's dialect: its ``placeholder``, and how it tests
+    ``ru.mailing_id`` against a list (``mailings_in``, bound to ``mailings_arg(ids)``)."""
+    sql = (f" FROM {table} c JOIN runs ru ON ru.id = c.run_id"
+           " JOIN mailings m ON m.id = ru.mailing_id WHERE true")
+    args: list[Any] = []
+    if where.mailings:
+        sql += f" AND ru.mailing_id {mailings_in}"
+        args.append(mailings_arg(where.mailings))
+    if where.resource is not None:
+        sql += f" AND m.resource = {placeholder}"
+        args.append(where.resource)
+    lo, hi = hours(where)
+    if lo is not None:
+        sql += f" AND c.hour >= {placeholder}"
+        args.append(lo)
+    if hi is not None:
+        sql += f" AND c.hour < {placeholder}"
+        args.append(hi)
+    return sql, args
 
 
 def _key(by: Grouping | None, raw: Any) -> str | int | None:

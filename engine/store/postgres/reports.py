@@ -8,40 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from engine.store import counters
-from engine.store.base import ChannelRow, LinkStat, ReportFilter
-from engine.store.counters import COUNTS, Grouping
+from engine.store.base import ChannelRow, Grouping, LinkStat, ReportFilter
+from engine.store.counters import GROUP_KEYS, SUMS
 from engine.store.postgres.connection import PgBase
 
 __all__ = ["PgReports"]
 
-#: The SQL of each grouping's raw key (``counters.channel_rows``).
-_KEYS: dict[Grouping | None, str] = {
-    "day": "c.hour / 24", "hour": "c.hour", "mailing": "ru.mailing_id",
-    "resource": "m.resource", "sender": "c.sender", None: "0",
-}
-_SUMS = ", ".join(f"sum(c.{column})" for column in COUNTS)
-
-
 def _where(table: str, where: ReportFilter) -> tuple[str, list[Any]]:
-    """FROM and WHERE over counters ``table`` (as ``c``), its runs (``ru``) and mailings
-    (``m``), for ``where``."""
-    sql = (f" FROM {table} c JOIN runs ru ON ru.id = c.run_id"
-           " JOIN mailings m ON m.id = ru.mailing_id WHERE true")
-    args: list[Any] = []
-    if where.mailings:
-        sql += " AND ru.mailing_id = ANY(%s::bigint[])"
-        args.append([i for i in where.mailings if -(2**63) <= i < 2**63])
-    if where.resource is not None:
-        sql += " AND m.resource = %s"
-        args.append(where.resource)
-    lo, hi = counters.hours(where)
-    if lo is not None:
-        sql += " AND c.hour >= %s"
-        args.append(lo)
-    if hi is not None:
-        sql += " AND c.hour < %s"
-        args.append(hi)
-    return sql, args
+    return counters.where_sql(
+        table, where, placeholder="%s", mailings_in="= ANY(%s::bigint[])",
+        mailings_arg=lambda ids: [i for i in ids if -(2**63) <= i < 2**63])
 
 
 class PgReports(PgBase):
@@ -50,7 +26,7 @@ class PgReports(PgBase):
     ) -> list[ChannelRow]:
         tail, args = _where("report_counts", where)
         rows = await self.db.fetchall(
-            f"SELECT {_KEYS[by]}, {_SUMS}{tail} GROUP BY 1 ORDER BY 1", args)
+            f"SELECT {GROUP_KEYS[by]}, {SUMS}{tail} GROUP BY 1 ORDER BY 1", args)
         return counters.channel_rows(by, rows)
 
     async def report_undeliveries(self, where: ReportFilter) -> list[tuple[str, int]]:
