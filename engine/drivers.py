@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
+from engine.errors import InputError
+
 __all__ = [
     "Capabilities",
     "Driver",
@@ -24,6 +26,7 @@ __all__ = [
     "Receipt",
     "SendResult",
     "SendStatus",
+    "check_callback_size",
 ]
 
 SendStatus = Literal["accepted", "rejected", "retry", "unknown"]
@@ -152,3 +155,12 @@ class Driver(abc.ABC):
     def takes_inbound(cls) -> bool:
         """Whether the driver parses inbound messages (overrides ``parse_inbound``)."""
         return cls.parse_inbound is not Driver.parse_inbound
+
+
+def check_callback_size(items: Sequence[Any], most: int | None, what: str) -> None:
+    """InputError naming ``body`` when a gateway's callback parsed to more than ``most``
+    ``what`` (receipts, inbound messages); called in the parsing thread, so what it
+    parsed is freed there."""
+    if most is not None and len(items) > most:
+        raise InputError(f"body: {len(items)} {what} in one callback, at most {most}:"
+                         " post them in parts")

@@ -38,7 +38,7 @@ from engine.core.templates import (
     compile_template,
     refuse_blank,
 )
-from engine.drivers import Driver, Receipt
+from engine.drivers import Driver, Receipt, check_callback_size
 from engine.errors import InputError
 from engine.limits import SenderLimits
 from engine.mailing_log import MailingLog, build_log
@@ -338,11 +338,7 @@ class Herald:
             # A driver's parser is sans-I/O and may be slow Python: off the loop, and so
             # is freeing what a callback over the bound parsed to.
             receipts = parser.parse_receipts(body, headers or {})
-            if max_receipts is not None and len(receipts) > max_receipts:
-                n = len(receipts)
-                del receipts
-                raise InputError(f"body: {n} receipts in one callback, at most"
-                                 f" {max_receipts}: post them in parts")
+            check_callback_size(receipts, max_receipts, "receipts")
             return receipts
 
         receipts = await anyio.to_thread.run_sync(parse)

@@ -27,7 +27,7 @@ import msgspec
 
 from engine.config import Config
 from engine.core.phones import PhoneNormaliser
-from engine.drivers import Driver, Inbound
+from engine.drivers import Driver, Inbound, check_callback_size
 from engine.errors import InputError
 from engine.plugins import Plugins
 from engine.store.base import Store
@@ -95,11 +95,7 @@ class InboundTaker:
 
         def parse() -> list[Inbound]:
             messages = parser.parse_inbound(body, headers)
-            if max_messages is not None and len(messages) > max_messages:
-                n = len(messages)
-                del messages
-                raise InputError(f"body: {n} inbound messages in one callback, at most"
-                                 f" {max_messages}: post them in parts")
+            check_callback_size(messages, max_messages, "inbound messages")
             return messages
 
         messages = await anyio.to_thread.run_sync(parse)

@@ -89,32 +89,27 @@ async def _page(request: Req, code: str, *, everywhere: bool, confirmed: bool) -
     return Response(page, media_type=_HTML, headers=pages.HEADERS)
 
 
-@get("/u/{code:str}", include_in_schema=False)
+#: The unsubscribe pages: ``/u/`` from the message's resource, ``/ua/`` from every
+#: resource of the profile's database.
+_PAGES = ["/u/{code:str}", "/ua/{code:str}"]
+
+
+def _everywhere(request: Req) -> bool:
+    return str(request.scope["path"]).startswith("/ua/")
+
+
+@get(_PAGES, include_in_schema=False)
 async def unsubscribe_page(request: Req, code: FromPath[str]) -> Response[Any]:
     """The confirm page of an unsubscribe link: changes nothing."""
-    return await _page(request, code, everywhere=False, confirmed=False)
+    return await _page(request, code, everywhere=_everywhere(request), confirmed=False)
 
 
-@post("/u/{code:str}", include_in_schema=False, status_code=200,
+@post(_PAGES, include_in_schema=False, status_code=200,
       request_max_body_size=MAX_UNSUBSCRIBE_BODY)
 async def unsubscribe(request: Req, code: FromPath[str]) -> Response[Any]:
-    """The confirm button: unsubscribe from the message's resource."""
+    """The confirm button: unsubscribe (from the resource, or ``/ua/``: every one)."""
     await request.body()
-    return await _page(request, code, everywhere=False, confirmed=True)
+    return await _page(request, code, everywhere=_everywhere(request), confirmed=True)
 
 
-@get("/ua/{code:str}", include_in_schema=False)
-async def unsubscribe_all_page(request: Req, code: FromPath[str]) -> Response[Any]:
-    """The confirm page of a global unsubscribe link: changes nothing."""
-    return await _page(request, code, everywhere=True, confirmed=False)
-
-
-@post("/ua/{code:str}", include_in_schema=False, status_code=200,
-      request_max_body_size=MAX_UNSUBSCRIBE_BODY)
-async def unsubscribe_all(request: Req, code: FromPath[str]) -> Response[Any]:
-    """The confirm button: unsubscribe from every resource of the profile's database."""
-    await request.body()
-    return await _page(request, code, everywhere=True, confirmed=True)
-
-
-ROUTES = [short_link, unsubscribe_page, unsubscribe, unsubscribe_all_page, unsubscribe_all]
+ROUTES = [short_link, unsubscribe_page, unsubscribe]
