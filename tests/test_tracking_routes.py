@@ -399,6 +399,11 @@ async def test_a_bot_is_redirected_but_not_counted(site: Site, agent: str | None
     assert (r.status_code, r.headers["location"]) == (302, URL)
     assert await site.events("click_sms") == []
     assert await site.store.report_clicks(ReportFilter()) == []
+    # the same link from a browser is counted: the bots were told apart, not lost
+    await site.client.get(link, headers={"User-Agent": BROWSER})
+    assert len(await site.events("click_sms")) == 1
+    assert [(s.url, s.clicks) for s in await site.store.report_clicks(ReportFilter())] == [
+        (URL, 1)]
 
 
 @pytest.mark.parametrize("path", [
@@ -417,10 +422,14 @@ async def test_unknown_or_malformed_codes_get_a_plain_404_page(site: Site, path:
 async def test_a_link_of_a_message_never_sent_redirects_but_counts_nothing(site: Site) -> None:
     await site.import_phones(PHONES[:1])
     sent = await site.broadcast()
-    link = await site.short_link(await site.last_run(), max(sent) + 100)
+    run_id = await site.last_run()
+    link = await site.short_link(run_id, max(sent) + 100)
     r = await site.client.get(link, headers={"User-Agent": BROWSER})
     assert (r.status_code, r.headers["location"]) == (302, URL)
     assert await site.events("click_sms") == []
+    await site.client.get(await site.short_link(run_id, max(sent)),
+                          headers={"User-Agent": BROWSER})
+    assert len(await site.events("click_sms")) == 1  # a sent message's link does count
 
 
 async def test_unsubscribe_get_changes_nothing_post_does_and_the_next_send_skips_it(
