@@ -31,7 +31,7 @@ import anyio
 from engine.config import SenderConfig
 from engine.core.ratelimit import Gcra, GcraStats, InFlightWindow
 
-__all__ = ["SEND_SLACK", "LocalSenderLimit", "SenderLimit", "SenderLimits"]
+__all__ = ["SEND_SLACK", "LocalSenderLimit", "SenderLimit", "SenderLimits", "WindowedLimit"]
 
 #: Seconds a part may take from its grant to the gateway. ``engine.dispatch`` writes the
 #: journal's ``sending`` mark before it takes the turn, so only the driver's own work lies in
@@ -83,29 +83,12 @@ class SenderLimit(Protocol):
         ...
 
 
-class LocalSenderLimit:
-    """A ``SenderLimit`` in this process's memory (every run of the process shares it).
+class WindowedLimit:
+    """The in-flight window part of a ``SenderLimit``, the same for every kind of pace: a
+    window of messages this process has at its gateway, and waiters woken as room frees."""
 
-    ``clock`` is monotonic seconds; tests may pass a fake one.
-    """
-
-    def __init__(
-        self, rate: float, burst: int, window: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.gcra = Gcra(rate, burst)
-        self.window = InFlightWindow(window)
-        self._clock = clock
-        self._room: anyio.Event | None = None
-        self._lock = anyio.Lock(fast_acquire=True)
-
-    @property
-    def rate(self) -> float:
-        return self.gcra.rate
-
-    @property
-    def burst(self) -> int:
-        return self.gcra.burst
+    window: InFlightWindow
+    _room: anyio.Event | None = None
 
     @property
     def in_flight(self) -> int:
@@ -123,6 +106,30 @@ class LocalSenderLimit:
         room, self._room = self._room, None
         if room is not None:
             room.set()
+
+
+class LocalSenderLimit(WindowedLimit):
+    """A ``SenderLimit`` in this process's memory (every run of the process shares it).
+
+    ``clock`` is monotonic seconds; tests may pass a fake one.
+    """
+
+    def __init__(
+        self, rate: float, burst: int, window: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gcra = Gcra(rate, burst)
+        self.window = InFlightWindow(window)
+        self._clock = clock
+        self._lock = anyio.Lock(fast_acquire=True)
+
+    @property
+    def rate(self) -> float:
+        return self.gcra.rate
+
+    @property
+    def burst(self) -> int:
+        return self.gcra.burst
 
     async def acquire(self, segments: int) -> None:
         # Waiters queue in order (the lock is FIFO) and the one at the head takes its

@@ -74,7 +74,7 @@ from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from engine.config import SenderConfig
 from engine.core.ratelimit import Gcra, GcraStats, InFlightWindow
-from engine.limits import SEND_SLACK, SenderLimit, SenderLimits
+from engine.limits import SEND_SLACK, SenderLimit, SenderLimits, WindowedLimit
 
 __all__ = ["CALL_TIMEOUT", "RedisGcraStats", "RedisSenderLimit", "RedisSenderLimits"]
 
@@ -195,7 +195,7 @@ class _Link:
         return [int(v) for v in reply]
 
 
-class RedisSenderLimit:
+class RedisSenderLimit(WindowedLimit):
     """A ``SenderLimit`` whose pace lives in Redis (shared by every worker) and whose
     in-flight window is this process's own (see the module docstring)."""
 
@@ -220,7 +220,6 @@ class RedisSenderLimit:
         self._push_until = 0.0    # a pause not yet pushed to Redis (monotonic)
         #: the last answer: (when, tat - now, paused - now or None if never paused)
         self._seen: tuple[float, int, int | None] | None = None
-        self._room: anyio.Event | None = None
         self._lock = anyio.Lock(fast_acquire=True)
         self._nap: anyio.CancelScope | None = None
 
@@ -233,10 +232,6 @@ class RedisSenderLimit:
         return self._local.burst
 
     @property
-    def in_flight(self) -> int:
-        return self.window.in_flight
-
-    @property
     def unreachable_since(self) -> float | None:
         """When Redis stopped answering (epoch seconds), None while it answers."""
         return self._owner.unreachable_since
@@ -244,19 +239,6 @@ class RedisSenderLimit:
     @property
     def unreachable(self) -> bool:
         return self._owner.unreachable_since is not None
-
-    async def take_window(self, n: int) -> None:
-        while not self.window.can_take(n):
-            if self._room is None:
-                self._room = anyio.Event()
-            await self._room.wait()
-        self.window.take(n)
-
-    def release_window(self, n: int) -> None:
-        self.window.release(n)
-        room, self._room = self._room, None
-        if room is not None:
-            room.set()
 
     async def acquire(self, segments: int) -> None:
         if segments < 0:
