@@ -31,15 +31,15 @@ transient and none ambiguous, all with one ambiguous reason, or all permanent wi
 code) the call raises that error, as a single request's failure does. Transport errors
 and timeouts never escape as anything but ``TransientGatewayError``.
 
-Client stack: h11 (sans-I/O HTTP/1.1, ``pool.py`` drives it) on anyio streams, one code
-path for asyncio, uvloop and trio. Client CPU only, the simulator in another process, on
-this shared 2-core machine, Python 3.11. Batch: calls of 500 messages, one request each,
-µs of CPU per message (of which 0.35 is herald-json encoding and decoding, the same for
-every stack). Single: calls of 64 messages with ``batch_size = 1``, 64 concurrent
-requests, µs per request. The two herald rows: the old and the new client alternately in
-one process against one simulator (median of 4 rounds of 1 s; the machine is noisy, so
-compare within a table); httpx: ``python bench/http_driver.py --backends uvloop asyncio
-trio --seconds 3``::
+Client stack (``api.ApiDriver``, shared by the vendors' drivers): h11 (sans-I/O HTTP/1.1,
+``pool.py`` drives it) on anyio streams, one code path for asyncio, uvloop and trio. Client
+CPU only, the simulator in another process, on this shared 2-core machine, Python 3.11.
+Batch: calls of 500 messages, one request each, µs of CPU per message (of which 0.35 is
+herald-json encoding and decoding, the same for every stack). Single: calls of 64 messages
+with ``batch_size = 1``, 64 concurrent requests, µs per request. The two herald rows: the
+old and the new client alternately in one process against one simulator (median of 4 rounds
+of 1 s; the machine is noisy, so compare within a table); httpx: ``python
+bench/http_driver.py --backends uvloop asyncio trio --seconds 3``::
 
     stack                           uvloop          asyncio          trio
                                  batch  single   batch  single   batch  single
@@ -73,33 +73,17 @@ correct (framing, keep-alive, the smuggling cases). Hence:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import msgspec
 
-from engine.drivers import (
-    Capabilities,
-    Driver,
-    DriverConfig,
-    Inbound,
-    OutboundMessage,
-    Receipt,
-    SendResult,
-)
-from engine.errors import GatewayError, PermanentGatewayError, TransientGatewayError
+from engine.drivers import Driver, DriverConfig, Inbound, OutboundMessage, Receipt, SendResult
 from engine.hookspecs import hookimpl
+from herald_http.api import ApiDriver, ApiStatistics
 from herald_http.http1 import Response, check_header, split_url
-from herald_http.pool import (
-    ConnectionPool,
-    PoolStatistics,
-    Progress,
-    Transport,
-    TransportError,
-)
+from herald_http.pool import Progress, Transport, TransportError
 from herald_http.wire import encode_messages, parse_inbound, parse_receipts, read_answer
 
 __all__ = [
@@ -111,6 +95,9 @@ __all__ = [
     "Transport",
     "TransportError",
 ]
+
+#: What ``HttpDriver.statistics()`` returns (the shared stack's snapshot).
+HttpStatistics = ApiStatistics
 
 
 class HttpConfig(DriverConfig):
@@ -135,17 +122,7 @@ class HttpConfig(DriverConfig):
             check_header(name, value)
 
 
-class HttpStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of the driver: requests made and in flight, failures, and the pool's."""
-
-    requests: int
-    in_flight: int
-    transport_errors: int
-    timeouts: int
-    pool: PoolStatistics | None
-
-
-class HttpDriver(Driver):
+class HttpDriver(ApiDriver):
     """Submits batches to a herald-json gateway (see the module docstring).
 
     ``transport`` replaces the bundled HTTP client (the benchmark compares others with it).
@@ -153,7 +130,6 @@ class HttpDriver(Driver):
 
     name = "http"
     Config = HttpConfig
-    capabilities = Capabilities(max_batch=100 * 64, supports_dlr=True)
 
     def __init__(
         self,
@@ -163,94 +139,22 @@ class HttpDriver(Driver):
         base_dir: Path | None = None,
         transport: Transport | None = None,
     ) -> None:
-        super().__init__(config, gateway=gateway, base_dir=base_dir)
-        #: Where requests go (scheme, host, port and target of ``url``).
-        self.origin = origin = split_url(config.url)
-        self.capabilities = Capabilities(
-            max_batch=config.batch_size * config.max_connections,
-            supports_dlr=True,
-            idempotent=config.idempotent,
-        )
-        self._batch_size = config.batch_size
-        self._max_connections = config.max_connections
-        self._timeout = config.timeout or None
-        self._idempotent = config.idempotent
-        self._transport: Transport = transport or ConnectionPool(origin, config.headers)
-        self._slots = anyio.Semaphore(config.max_connections, fast_acquire=True)
-        name = f"gateway {gateway!r}" if gateway else "the gateway"
-        self._where = f"{name} at {origin.scheme}://{origin.authority}"
-        self._requests = 0
-        self._in_flight = 0
-        self._transport_errors = 0
-        self._timeouts = 0
-
-    def statistics(self) -> HttpStatistics:
-        pool = self._transport
-        return HttpStatistics(
-            requests=self._requests,
-            in_flight=self._in_flight,
-            transport_errors=self._transport_errors,
-            timeouts=self._timeouts,
-            pool=pool.statistics() if isinstance(pool, ConnectionPool) else None,
+        super().__init__(
+            config, gateway=gateway, base_dir=base_dir, url=config.url,
+            headers=config.headers, batch_size=config.batch_size,
+            max_connections=config.max_connections, timeout=config.timeout,
+            idempotent=config.idempotent, transport=transport,
         )
 
-    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        size = self._batch_size
-        if len(messages) <= size:
-            return await self._request(messages) if messages else []
-        chunks = [messages[i : i + size] for i in range(0, len(messages), size)]
-        answers: list[list[SendResult] | GatewayError] = [[] for _ in chunks]
-        todo = iter(range(len(chunks)))
+    def encode(self, messages: Sequence[OutboundMessage]) -> bytes:
+        return encode_messages(messages)
 
-        async def worker() -> None:
-            for i in todo:  # shared by the workers: each request is taken once
-                try:
-                    answers[i] = await self._request(chunks[i])
-                except GatewayError as err:
-                    answers[i] = err
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(len(chunks), self._max_connections)):
-                tg.start_soon(worker)
-        return _merge(chunks, answers)
-
-    async def _request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """One request for ``messages``: their results, or the error the answer amounts to."""
-        body = encode_messages(messages)
-        progress = Progress()
-        async with self._slots:
-            self._requests += 1
-            self._in_flight += 1
-            try:
-                with anyio.fail_after(self._timeout):
-                    response = await self._transport.post(body, progress)
-            except TimeoutError:
-                self._timeouts += 1
-                if progress.written is False:  # still connecting, or writing: it has none
-                    raise TransientGatewayError(
-                        f"{self._where}: could not send within {self._timeout:g} s",
-                        unsent=True,
-                    ) from None
-                raise TransientGatewayError(
-                    f"{self._where}: no answer within {self._timeout:g} s", ambiguous="timeout"
-                ) from None
-            except TransportError as err:
-                self._transport_errors += 1
-                if err.sent:
-                    raise TransientGatewayError(
-                        f"{self._where}: {err}", ambiguous="connection_lost"
-                    ) from err
-                raise TransientGatewayError(f"{self._where}: {err}", unsent=True) from err
-            finally:
-                self._in_flight -= 1
+    def decode(
+        self, response: Response, messages: Sequence[OutboundMessage], *, now: float
+    ) -> list[SendResult]:
         return read_answer(
-            response.status,
-            response.headers,
-            response.body,
-            messages,
-            idempotent=self._idempotent,
-            now=time.time(),
-            where=self._where,
+            response.status, response.headers, response.body, messages,
+            idempotent=self._idempotent, now=now, where=self.where,
         )
 
     def parse_receipts(self, body: bytes, headers: dict[str, str]) -> list[Receipt]:
@@ -260,49 +164,6 @@ class HttpDriver(Driver):
     def parse_inbound(self, body: bytes, headers: dict[str, str]) -> list[Inbound]:
         """The messages of a herald-json inbound callback (``{"inbound": [...]}``)."""
         return parse_inbound(body)
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
-
-
-def _merge(
-    chunks: Sequence[Sequence[OutboundMessage]], answers: Sequence[list[SendResult] | GatewayError]
-) -> list[SendResult]:
-    """The results of a call that took several requests (see the module docstring)."""
-    errors = [a for a in answers if isinstance(a, GatewayError)]
-    if errors and len(errors) == len(answers):
-        first = errors[0]
-        also = f" (so did the other {len(errors) - 1} requests)" if len(errors) > 1 else ""
-        transient = [e for e in errors if isinstance(e, TransientGatewayError)]
-        reasons = {e.ambiguous for e in transient}
-        if len(transient) == len(errors) and len(reasons) == 1:
-            known = [e.retry_after for e in transient if e.retry_after is not None]
-            raise TransientGatewayError(
-                f"{first}{also}", retry_after=max(known) if known else None,
-                unsent=all(e.unsent for e in transient), ambiguous=reasons.pop(),
-            ) from first
-        codes = {e.code for e in errors if isinstance(e, PermanentGatewayError)}
-        if len(codes) == 1 and all(isinstance(e, PermanentGatewayError) for e in errors):
-            raise PermanentGatewayError(f"{first}{also}", code=codes.pop()) from first
-    results: list[SendResult] = []
-    for chunk, answer in zip(chunks, answers, strict=True):
-        if isinstance(answer, TransientGatewayError):
-            if answer.ambiguous is not None:
-                error = f"{answer.ambiguous}: {answer}"
-                results += [SendResult(m.id, "unknown", error=error) for m in chunk]
-            else:
-                results += [
-                    SendResult(m.id, "retry", error=str(answer), retry_after=answer.retry_after)
-                    for m in chunk
-                ]
-        elif isinstance(answer, PermanentGatewayError):
-            error = answer.code or str(answer)
-            results += [SendResult(m.id, "rejected", error=error) for m in chunk]
-        elif isinstance(answer, GatewayError):
-            results += [SendResult(m.id, "rejected", error=str(answer)) for m in chunk]
-        else:
-            results += answer
-    return results
 
 
 @hookimpl
