@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import msgspec
 
@@ -22,6 +22,7 @@ __all__ = [
     "Driver",
     "DriverConfig",
     "Inbound",
+    "Listener",
     "OutboundMessage",
     "Receipt",
     "SendResult",
@@ -102,6 +103,26 @@ class Capabilities(msgspec.Struct, frozen=True):
     idempotent: bool = False
 
 
+class Listener(Protocol):
+    """Where a driver that holds a session with its gateway (SMPP) hands what arrives on
+    it: delivery receipts and inbound messages. The engine gives every driver it makes
+    one, as ``driver.listener``, before the first ``send_batch``; drivers whose gateway
+    calls back over HTTP (``POST /api/v1/dlr/{gateway}``) never use it.
+
+    Each method returns once what it was given is stored (so a driver acknowledges it to
+    the gateway only then), and raises if it could not be: the driver then leaves it
+    unacknowledged, for the gateway to deliver again.
+    """
+
+    async def receipts(self, receipts: Sequence[Receipt]) -> None:
+        """Apply ``receipts`` to their recipients (kept for later when not recorded yet)."""
+        ...
+
+    async def inbound(self, messages: Sequence[Inbound]) -> None:
+        """Take recipients' replies (a STOP unsubscribes its sender)."""
+        ...
+
+
 class DriverConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every driver's options Struct (the keys of ``[gateways.NAME]`` but ``driver``)."""
 
@@ -124,6 +145,9 @@ class Driver(abc.ABC):
         self.gateway = gateway
         #: The config file's directory: relative paths in options are relative to it.
         self.base_dir = base_dir or Path.cwd()
+        #: Where receipts and inbound messages that arrive on a session go (set by the
+        #: engine; None for a driver made only to parse callbacks).
+        self.listener: Listener | None = None
 
     @abc.abstractmethod
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:

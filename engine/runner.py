@@ -15,7 +15,7 @@ import marshal
 import signal
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import CodeType, TracebackType
 from typing import Any
@@ -29,6 +29,7 @@ import msgspec
 
 from engine.audience import resolve_audience
 from engine.config import Config, load_config
+from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy
 from engine.core.sms import measure
 from engine.core.templates import (
@@ -38,7 +39,7 @@ from engine.core.templates import (
     compile_template,
     refuse_blank,
 )
-from engine.drivers import Driver, Receipt, check_callback_size
+from engine.drivers import Driver, Inbound, Receipt, check_callback_size
 from engine.errors import InputError
 from engine.limits import SenderLimits
 from engine.mailing_log import MailingLog, build_log
@@ -47,6 +48,7 @@ from engine.plugins import Plugins, load_plugins
 from engine.store.base import ReceiptReport, Store
 from engine.store.models import Mailing, Run, run_is_live
 from engine.store.open import open_store
+from engine.tracking.inbound import InboundTaker
 
 __all__ = ["Herald"]
 
@@ -93,6 +95,7 @@ class Herald:
         #: The pipeline of the run in progress, if any (for progress and stop()).
         self.pipeline: Pipeline | None = None
         self._receipt_parsers: dict[str, Driver] = {}
+        self._inbound: InboundTaker | None = None
         #: Each sender's pace and window, shared by every run of this workspace; on a
         #: cluster with ``[cluster] redis``, shared by every process through Redis.
         self.limits: Limits = SenderLimits()
@@ -241,8 +244,19 @@ class Herald:
         for name, gw in self.config.gateways.items():
             if name in used:
                 cls = self.plugins.drivers[gw.driver]
-                out[name] = cls(gw.options, gateway=name, base_dir=self.config.base_dir)
+                driver = cls(gw.options, gateway=name, base_dir=self.config.base_dir)
+                driver.listener = GatewayListener(self, name)
+                out[name] = driver
         return out
+
+    @property
+    def inbound(self) -> InboundTaker:
+        """Takes gateways' inbound messages (STOP replies) for this workspace."""
+        if self._inbound is None:
+            region = self.config.engine.default_region
+            self._inbound = InboundTaker(self.config, self.plugins, self.store,
+                                         PhoneNormaliser(region))
+        return self._inbound
 
     async def execute(
         self,
@@ -342,9 +356,14 @@ class Herald:
             return receipts
 
         receipts = await anyio.to_thread.run_sync(parse)
+        return await self.apply_receipts(gateway, receipts)
+
+    async def apply_receipts(self, gateway: str, receipts: Sequence[Receipt]) -> ReceiptReport:
+        """Move the recipients of ``gateway``'s ``receipts`` (parsed already, or handed over
+        by its driver's session) as :meth:`receipts` says."""
         senders = [name for name, s in self.config.senders.items() if s.gateway == gateway]
         return await self.store.apply_receipts(
-            gateway, receipts, senders=senders, cap=self.config.limits.pending_receipts,
+            gateway, list(receipts), senders=senders, cap=self.config.limits.pending_receipts,
             ttl=self.config.engine.receipt_ttl,
         )
 
@@ -363,6 +382,26 @@ class Herald:
                 run = _with_status(run, "interrupted")
             out.append((mailing, run))
         return out
+
+
+class GatewayListener:
+    """What the engine gives each driver it makes (``Driver.listener``): receipts and
+    inbound messages that arrive on the driver's own session (SMPP's ``deliver_sm``) are
+    stored as those of an HTTP callback are, and only then does the call return."""
+
+    __slots__ = ("_gateway", "_herald")
+
+    def __init__(self, herald: Herald, gateway: str) -> None:
+        self._herald = herald
+        self._gateway = gateway
+
+    async def receipts(self, receipts: Sequence[Receipt]) -> None:
+        if receipts:
+            await self._herald.apply_receipts(self._gateway, receipts)
+
+    async def inbound(self, messages: Sequence[Inbound]) -> None:
+        if messages:
+            await self._herald.inbound.apply(self._gateway, messages)
 
 
 def _with_status(run: Run, status: str) -> Run:

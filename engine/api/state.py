@@ -57,8 +57,7 @@ class ApiState:
         self.auth_failures = AuthFailures(herald.config.api.auth_failures_per_minute)
         self.resolver = Resolver(herald.store)
         self.bots = BotDetector()
-        self.inbound = InboundTaker(herald.config, herald.plugins, herald.store,
-                                    self.normaliser)
+        self.inbound = herald.inbound
 
     @property
     def store(self) -> Store:

@@ -99,6 +99,12 @@ class InboundTaker:
             return messages
 
         messages = await anyio.to_thread.run_sync(parse)
+        return await self.apply(gateway, messages, now=now)
+
+    async def apply(self, gateway: str, messages: Sequence[Inbound], *,
+                    now: float | None = None) -> InboundReport:
+        """Apply the STOPs among ``messages``, which ``gateway`` received (parsed from a
+        callback, or handed over by a driver's session: ``Driver.listener``)."""
         if now is None:
             now = time.time()
         stops: dict[str, float] = {}  # phone -> the time of its first STOP

@@ -79,7 +79,15 @@ from typing import Annotated
 
 import msgspec
 
-from engine.drivers import Driver, DriverConfig, Inbound, OutboundMessage, Receipt, SendResult
+from engine.drivers import (
+    Capabilities,
+    Driver,
+    DriverConfig,
+    Inbound,
+    OutboundMessage,
+    Receipt,
+    SendResult,
+)
 from engine.hookspecs import hookimpl
 from herald_http.api import ApiDriver, ApiStatistics
 from herald_http.http1 import Response, check_header, split_url
@@ -130,6 +138,7 @@ class HttpDriver(ApiDriver):
 
     name = "http"
     Config = HttpConfig
+    capabilities = Capabilities(max_batch=100 * 64, supports_dlr=True)
 
     def __init__(
         self,

@@ -76,8 +76,11 @@ class ApiDriver(Driver):
 
     A subclass calls ``super().__init__`` with where requests go and how, and implements
     ``encode`` and ``decode``. ``transport`` replaces the bundled HTTP client (tests and
-    the benchmark do).
+    the benchmark do). The class's ``capabilities`` say what every instance can do (the
+    receipt route reads ``supports_dlr`` there); an instance's own are set from its options.
     """
+
+    capabilities = Capabilities(supports_dlr=True)
 
     def __init__(
         self,

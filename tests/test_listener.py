@@ -1,0 +1,70 @@
+"""``Driver.listener``: receipts and inbound messages that arrive on a driver's own session
+(SMPP's ``deliver_sm``) are stored as an HTTP callback's are, before the call returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.drivers import Capabilities, Driver, Inbound, OutboundMessage, Receipt, SendResult
+from engine.hookspecs import hookimpl
+from engine.plugins import load_plugins
+from engine.runner import Herald
+from engine.testing import FakeConfig, write_config
+from tests.test_pipeline import add_profiles, phones
+
+pytestmark = pytest.mark.anyio
+
+
+class SessionDriver(Driver):
+    """A gateway that answers on its session: a receipt for every message at once (before
+    the engine has recorded it), undelivered for the odd ones, and a STOP from the first
+    recipient."""
+
+    name = "session"
+    Config = FakeConfig
+    capabilities = Capabilities(max_batch=50, supports_dlr=True)
+    #: What the listener's calls returned into, in order (a call returns once stored).
+    calls: list[str] = []  # noqa: RUF012 - one test at a time reads it
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        assert self.listener is not None, "the engine gives every driver a listener"
+        results = [SendResult(m.id, "accepted", provider_id=f"p-{m.id}") for m in messages]
+        receipts = [
+            Receipt(f"p-{m.id}", "undelivered" if i % 2 else "delivered", error="absent")
+            for i, m in enumerate(messages)
+        ]
+        await self.listener.receipts(receipts)
+        self.calls.append(f"receipts {len(receipts)}")
+        if messages and not self.calls[:-1]:
+            await self.listener.inbound([Inbound(messages[0].to, " stop ")])
+            self.calls.append("inbound")
+        return results
+
+
+class Plugin:
+    @hookimpl
+    def herald_drivers(self) -> list[type[Driver]]:
+        return [SessionDriver]
+
+
+async def test_receipts_and_stops_from_a_session_reach_the_store(tmp_path: Path) -> None:
+    SessionDriver.calls = []
+    config = write_config(tmp_path, driver="session", chunk_size=10, batch_size=10)
+    async with await Herald.open(config, plugins=load_plugins(Plugin())) as herald:
+        ids = await add_profiles(herald, phones(20))
+        log = await herald.send(resource="news", database="main", template="Hi")
+        assert log.sent == 20  # every one taken by the gateway ...
+        # ... and settled by receipts that came before their messages were recorded
+        assert (log.delivered, log.undelivered) == (10, 10)
+        rid = await herald.store.resource_id("news")
+        rows: Any = herald.store.conn.execute(  # type: ignore[attr-defined]
+            "SELECT profile_id, status FROM subscriptions WHERE resource_id = ?"
+            " ORDER BY profile_id", (rid,)).fetchall()
+    statuses = dict(rows)
+    assert statuses[ids[0]] == "unsubscribed"  # its STOP reply
+    assert [s for p, s in statuses.items() if p != ids[0]] == ["subscribed"] * 19
+    assert SessionDriver.calls[:2] == ["receipts 10", "inbound"]
