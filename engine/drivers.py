@@ -175,6 +175,19 @@ class Driver(abc.ABC):
         (``takes_inbound``)."""
         raise NotImplementedError(f"the {self.name} driver does not take inbound messages")
 
+    async def listen(self) -> None:  # noqa: B027 - optional, nothing to listen to by default
+        """Stay bound to the gateway to take what it sends unasked (receipts, replies) and
+        hand it to ``listener``, until cancelled; return at once if there is nothing to
+        listen to. Optional: a driver with a session of its own (SMPP) overrides it, and
+        ``herald serve`` and ``herald worker`` then keep it listening between runs
+        (``engine.listening``). Raise ``GatewayError`` when the session cannot be held:
+        the caller tries again later."""
+
+    @classmethod
+    def listens(cls) -> bool:
+        """Whether the driver has a session to listen on (overrides ``listen``)."""
+        return cls.listen is not Driver.listen
+
     @classmethod
     def takes_inbound(cls) -> bool:
         """Whether the driver parses inbound messages (overrides ``parse_inbound``)."""

@@ -239,15 +239,18 @@ class Herald:
         return self._drivers()
 
     def _drivers(self) -> dict[str, Driver]:
-        out: dict[str, Driver] = {}
         used = {s.gateway for s in self.config.senders.values()}
-        for name, gw in self.config.gateways.items():
-            if name in used:
-                cls = self.plugins.drivers[gw.driver]
-                driver = cls(gw.options, gateway=name, base_dir=self.config.base_dir)
-                driver.listener = GatewayListener(self, name)
-                out[name] = driver
-        return out
+        return {name: self.gateway_driver(name) for name in self.config.gateways
+                if name in used}
+
+    def gateway_driver(self, gateway: str) -> Driver:
+        """A fresh driver of ``gateway`` (its owner closes it), with a listener that stores
+        what arrives on its session."""
+        gw = self.config.gateways[gateway]
+        cls = self.plugins.drivers[gw.driver]
+        driver = cls(gw.options, gateway=gateway, base_dir=self.config.base_dir)
+        driver.listener = GatewayListener(self, gateway)
+        return driver
 
     @property
     def inbound(self) -> InboundTaker:

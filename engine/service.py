@@ -44,6 +44,7 @@ from engine.core.policy import Policy
 from engine.core.templates import refuse_blank
 from engine.dispatch import SenderRuntime
 from engine.errors import InputError, StoreError
+from engine.listening import listen_gateways
 from engine.mailing_log import MailingLog
 from engine.pipeline import Pipeline
 from engine.runner import Herald
@@ -206,11 +207,19 @@ class MailingService:
         async with anyio.create_task_group() as tg:
             service = cls(herald, tg)
             await service._restore()
+            listening = anyio.CancelScope()
+
+            async def listen() -> None:
+                with listening:
+                    await listen_gateways(herald)
+
+            tg.start_soon(listen)  # receipts and replies of SMPP gateways between runs
             try:
                 yield service
             finally:
                 with anyio.CancelScope(shield=True):
                     await service._stop_all()
+                listening.cancel()
 
     async def _restore(self) -> None:
         """Trigger mailings keep taking calls across restarts: resume their runs (on a

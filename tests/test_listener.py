@@ -7,12 +7,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from engine import listening
 from engine.drivers import Capabilities, Driver, Inbound, OutboundMessage, Receipt, SendResult
+from engine.errors import TransientGatewayError
 from engine.hookspecs import hookimpl
 from engine.plugins import load_plugins
 from engine.runner import Herald
+from engine.service import MailingService
 from engine.testing import FakeConfig, write_config
 from tests.test_pipeline import add_profiles, phones
 
@@ -68,3 +72,72 @@ async def test_receipts_and_stops_from_a_session_reach_the_store(tmp_path: Path)
     assert statuses[ids[0]] == "unsubscribed"  # its STOP reply
     assert [s for p, s in statuses.items() if p != ids[0]] == ["subscribed"] * 19
     assert SessionDriver.calls[:2] == ["receipts 10", "inbound"]
+
+
+class ListeningDriver(Driver):
+    """A gateway whose session fails once, then, bound, hands over a STOP reply and a
+    receipt for a message nobody has recorded yet, and stays bound."""
+
+    name = "listening"
+    Config = FakeConfig
+    capabilities = Capabilities(supports_dlr=True)
+    sessions = 0
+    closed = 0
+    bound: anyio.Event
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        return [SendResult(m.id, "accepted", provider_id=m.id) for m in messages]
+
+    async def listen(self) -> None:
+        assert self.listener is not None
+        type(self).sessions += 1
+        if self.sessions == 1:
+            raise TransientGatewayError("connection refused", unsent=True)
+        await self.listener.inbound([Inbound(PHONE, "STOP")])
+        await self.listener.receipts([Receipt("p-early", "delivered")])
+        self.bound.set()
+        await anyio.sleep_forever()
+
+    async def aclose(self) -> None:
+        type(self).closed += 1
+
+
+PHONE = "+79160000000"
+
+
+async def test_serve_keeps_a_listening_gateway_bound_between_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listening, "FIRST_PAUSE", 0.01)
+    ListeningDriver.sessions = ListeningDriver.closed = 0
+    ListeningDriver.bound = anyio.Event()
+
+    class Plugin:
+        @hookimpl
+        def herald_drivers(self) -> list[type[Driver]]:
+            return [ListeningDriver]
+
+    config = write_config(tmp_path, driver="listening")
+    async with await Herald.open(config, plugins=load_plugins(Plugin())) as herald:
+        assert listening.listening_gateways(herald) == ["gw"]
+        ids = await add_profiles(herald, [PHONE])
+        async with MailingService.running(herald):
+            with anyio.fail_after(10):
+                await ListeningDriver.bound.wait()
+            rid = await herald.store.resource_id("news")
+            row = herald.store.conn.execute(  # type: ignore[attr-defined]
+                "SELECT status FROM subscriptions WHERE resource_id = ? AND profile_id = ?",
+                (rid, ids[0])).fetchone()
+            assert row[0] == "unsubscribed"
+            pending = herald.store.conn.execute(  # type: ignore[attr-defined]
+                "SELECT provider_id FROM receipts_pending").fetchall()
+            assert pending == [("p-early",)]  # kept until its message is recorded
+    # the failed session was opened again; both were closed, the last when serve stopped
+    assert ListeningDriver.sessions == 2
+    assert ListeningDriver.closed == 2
+
+
+def test_drivers_without_a_session_do_not_listen() -> None:
+    drivers = load_plugins().drivers
+    assert not drivers["http"].listens() and not drivers["null"].listens()
+    assert ListeningDriver.listens()

@@ -102,6 +102,7 @@ async def serve_metrics(
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from engine.cluster.worker import Worker
+    from engine.listening import listen_gateways
 
     # warnings (Redis unreachable and back, leases lost) to stderr, unless the host has
     # configured logging already
@@ -117,6 +118,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             async with anyio.create_task_group() as tg:
                 if args.metrics_port is not None:
                     tg.start_soon(serve_metrics, args.metrics_port, worker)
+                tg.start_soon(listen_gateways, herald)  # SMPP receipts between chunks
                 await worker.run(handle_signals=True)
                 tg.cancel_scope.cancel()
         return 0
