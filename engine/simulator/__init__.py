@@ -30,6 +30,13 @@ behaviour mid-test with ``sim.configure(error_rate=1.0)``; ``ReceiptSink`` colle
 (``GatewaySimulator(receipt_url=sink.url)``, ``await sink.wait(n)``). Command line:
 ``herald simulate --port 8025 --latency 0.01 --max-throughput 2000`` (see ``cli.py``).
 
+An SMS centre over SMPP 3.4, ``SmppSimulator`` (``smpp.py``; ``herald simulate --smpp
+--port 2775``), has the same spirit: fault knobs (throttling, errors, no answer, unbind or
+a dropped socket mid-session, receipts late, early, in TLV or text form, inbound messages)
+and a record of every part it took, reassembled into whole messages. Its framing and GSM
+03.38 table are its own (``smpp_wire.py``), not Herald's codec: the checks of the ``smpp``
+driver run through it as through an SMSC written apart.
+
 Modules: ``options`` (SimOptions, SimStats), ``wire`` (the herald-json bodies), ``http`` (the
 minimal HTTP/1.1 server), ``server`` (GatewaySimulator), ``receipts`` (receipt callbacks and
 ReceiptSink), ``cli`` (``herald simulate``).
@@ -38,7 +45,8 @@ ReceiptSink), ``cli`` (``herald simulate``).
 from engine.simulator.options import SimOptions, SimStats
 from engine.simulator.receipts import ReceiptSink
 from engine.simulator.server import GatewaySimulator
+from engine.simulator.smpp import SmppSimulator
 from engine.simulator.wire import InboundMessage, Receipt
 
 __all__ = ["GatewaySimulator", "InboundMessage", "Receipt", "ReceiptSink", "SimOptions",
-           "SimStats"]
+           "SimStats", "SmppSimulator"]
