@@ -5,9 +5,10 @@ A driver whose gateway sends receipts and replies over its own connection (SMPP'
 The sessions a run opens take what arrives while it sends; between runs nobody would.
 So the long-running processes, ``herald serve`` and ``herald worker``, each keep one
 driver per such gateway listening for as long as they run, its ``listener`` storing what
-arrives (``engine.runner.GatewayListener``). A session that fails is opened again after a
-pause that doubles up to a minute; one that cannot be opened for good (refused
-credentials) is said once on the log and tried again at that slow pace.
+arrives (``engine.runner.GatewayListener``). A session that fails (``GatewayError``) is
+opened again after a pause that doubles up to a minute, and one that cannot be opened for
+good (refused credentials) is said once on the log and tried again at that slow pace; a
+``listen()`` that returns has nothing to listen to, and is not called again.
 
 A gateway's driver listens only where it declares so (``Driver.listens()``) and its options
 do not turn it off (``listen = false``, where the driver has that option).
@@ -57,10 +58,10 @@ async def _listen(herald: Herald, gateway: str) -> None:
     said: str | None = None
     while True:
         driver = herald.gateway_driver(gateway)
+        began = anyio.current_time()
         try:
             await driver.listen()
-            pause = FIRST_PAUSE  # it ended by itself, cleanly: open it again
-            said = None
+            return  # it has nothing to listen to
         except GatewayError as err:
             if str(err) != said:  # once per distinct failure, not once per attempt
                 logger.warning("gateway %r: cannot listen: %s; trying again", gateway, err)
@@ -68,5 +69,7 @@ async def _listen(herald: Herald, gateway: str) -> None:
         finally:
             with anyio.CancelScope(shield=True):
                 await driver.aclose()
+        if anyio.current_time() - began > LONGEST_PAUSE:
+            pause = FIRST_PAUSE  # it listened a good while before failing: a new failure
         await anyio.sleep(pause * random.uniform(0.5, 1.0))
         pause = min(pause * 2, LONGEST_PAUSE)

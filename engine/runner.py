@@ -11,6 +11,7 @@ The CLI is a thin layer over this class.
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import signal
 import time
@@ -40,7 +41,7 @@ from engine.core.templates import (
     refuse_blank,
 )
 from engine.drivers import Driver, Inbound, Receipt, check_callback_size
-from engine.errors import InputError
+from engine.errors import GatewayError, InputError
 from engine.limits import SenderLimits
 from engine.mailing_log import MailingLog, build_log
 from engine.pipeline import Limits, Pipeline, PipelineStats
@@ -297,6 +298,9 @@ class Herald:
                     tg.start_soon(_stop_on_signal, pipeline)
                 if progress is not None:
                     tg.start_soon(_report, pipeline, progress)
+                for driver in drivers.values():
+                    if type(driver).listens():  # receipts and keep-alives between batches
+                        tg.start_soon(_listen_while_sending, driver)
                 await pipeline.execute(resume=resume)
                 tg.cancel_scope.cancel()
             if pipeline.stopped and not await pipeline.complete():
@@ -350,15 +354,20 @@ class Herald:
                 raise InputError(f"gateway {gateway!r} (driver {gw.driver}) has no receipts")
             self._receipt_parsers[gateway] = driver
         parser = driver
+        both = driver.one_callback and driver.takes_inbound()
 
-        def parse() -> list[Receipt]:
+        def parse() -> tuple[list[Receipt], list[Inbound]]:
             # A driver's parser is sans-I/O and may be slow Python: off the loop, and so
             # is freeing what a callback over the bound parsed to.
             receipts = parser.parse_receipts(body, headers or {})
             check_callback_size(receipts, max_receipts, "receipts")
-            return receipts
+            inbound = parser.parse_inbound(body, headers or {}) if both else []
+            check_callback_size(inbound, max_receipts, "inbound messages")
+            return receipts, inbound
 
-        receipts = await anyio.to_thread.run_sync(parse)
+        receipts, inbound = await anyio.to_thread.run_sync(parse)
+        if inbound:  # a gateway that posts replies to its receipt address (one_callback)
+            await self.inbound.apply(gateway, inbound)
         return await self.apply_receipts(gateway, receipts)
 
     async def apply_receipts(self, gateway: str, receipts: Sequence[Receipt]) -> ReceiptReport:
@@ -409,6 +418,13 @@ class GatewayListener:
 
 def _with_status(run: Run, status: str) -> Run:
     return msgspec.structs.replace(run, status=status)
+
+
+async def _listen_while_sending(driver: Driver) -> None:
+    """A run's driver with a session of its own listens on it while the run goes on; a
+    failure to is the sending's to report (``send_batch`` raises it), not a reason to stop."""
+    with contextlib.suppress(GatewayError):
+        await driver.listen()
 
 
 async def _stop_on_signal(pipeline: Pipeline) -> None:
