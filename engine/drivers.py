@@ -9,6 +9,7 @@ through the ``herald_drivers`` hook (see ``engine.hookspecs``).
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -123,8 +124,30 @@ class Listener(Protocol):
         ...
 
 
+#: Option names (and header names in a table of them) whose values are secrets.
+_SECRET_NAME = re.compile(r"(?i)(pass|psw|secret|token|key|authorization|credential)")
+
+
 class DriverConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of every driver's options Struct (the keys of ``[gateways.NAME]`` but ``driver``)."""
+    """Base of every driver's options Struct (the keys of ``[gateways.NAME]`` but ``driver``).
+
+    Its ``repr`` shows ``'***'`` for options whose name says they hold a secret
+    (``password``, ``auth_token``, ``api_key``, ``psw``, ...), and for such keys of a table
+    (``headers = { Authorization = ... }``), so a config in a log or a traceback gives none
+    away.
+    """
+
+    def __repr__(self) -> str:
+        shown = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if _SECRET_NAME.search(name) and value:
+                value = "***"
+            elif isinstance(value, dict):
+                value = {k: "***" if _SECRET_NAME.search(str(k)) else v
+                         for k, v in value.items()}
+            shown.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 class Driver(abc.ABC):
@@ -137,6 +160,9 @@ class Driver(abc.ABC):
     name: ClassVar[str]
     Config: ClassVar[type[DriverConfig]] = DriverConfig
     capabilities: Capabilities = Capabilities()
+    #: The gateway posts receipts and inbound messages to one address (SMSC.ru's status
+    #: handler): the receipt route hands each callback to ``parse_inbound`` too.
+    one_callback: ClassVar[bool] = False
 
     def __init__(self, config: Any, *, gateway: str = "", base_dir: Path | None = None) -> None:
         #: The driver's own options, an instance of ``Config``.

@@ -60,6 +60,36 @@ def test_example_config_in_repo_is_valid() -> None:
     assert set(config.gateways) == {"archive", "blackhole"}
 
 
+def commented_gateways(text: str) -> dict[str, str]:
+    """The commented-out ``# [gateways.NAME]`` examples of a config, uncommented."""
+    examples: dict[str, str] = {}
+    name: str | None = None
+    for line in text.splitlines():
+        if line.startswith("# [gateways."):
+            name = line[len("# [gateways."):].rstrip("]")
+            examples[name] = line[2:] + "\n"
+        elif name is not None and line.startswith("# ") and not line.startswith("# # "):
+            examples[name] += line[2:] + "\n"
+        else:
+            name = None
+    return examples
+
+
+def test_every_driver_has_a_commented_example_that_loads(tmp_path: Path) -> None:
+    """Each bundled driver of a real gateway has an example in config/herald.toml, and
+    each example, uncommented, is a valid gateway."""
+    text = (ROOT / "config" / "herald.toml").read_text(encoding="utf-8")
+    examples = commented_gateways(text)
+    drivers = {e.split('driver = "')[1].split('"')[0] for e in examples.values()}
+    assert drivers >= {"http", "smpp", "twilio", "vonage", "infobip", "smscru", "devino",
+                       "exolve"}
+    path = tmp_path / "herald.toml"
+    path.write_text(text + "\n" + "\n".join(examples.values()), encoding="utf-8")
+    config = load_config(path, drivers=DRIVERS)
+    assert set(examples) <= set(config.gateways)
+
+
+
 def test_misspelled_key_is_named_by_path(tmp_path: Path) -> None:
     text = GOOD.replace('caller_id = "ACME"', 'caller_id = "ACME"\ngatway = "out"')
     assert problems(tmp_path, text) == ["senders.s1.gatway: unknown key (misspelled?)"]
@@ -97,9 +127,9 @@ def test_driver_options_are_checked_by_the_driver(tmp_path: Path) -> None:
     assert problems(tmp_path, text) == ["gateways.out.pth: unknown key (misspelled?)"]
     text = GOOD.replace('path = "sent.jsonl"', "")
     assert problems(tmp_path, text) == ["gateways.out.path: required key is missing"]
-    text = GOOD.replace('driver = "file"', 'driver = "smpp"')
+    text = GOOD.replace('driver = "file"', 'driver = "smsc"')
     (problem,) = problems(tmp_path, text)
-    assert problem.startswith("gateways.out.driver: unknown driver 'smpp' (installed: ")
+    assert problem.startswith("gateways.out.driver: unknown driver 'smsc' (installed: ")
 
 
 def test_unknown_table_and_bad_toml(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 The ``bundled`` fixture yields a ready driver, found by name in the plugin registry the
 engine uses, for each of ``null``, ``file`` and ``http`` (against the gateway simulator),
-on asyncio and trio. A new bundled driver joins the suite by joining ``BUNDLED``.
+and every driver of a real gateway against the fake of its API in ``tests/fakes/NAME.py``,
+on asyncio and trio. A new bundled driver joins the suite by joining ``BUNDLED`` (and
+``FAKED``, with its fake).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,7 +25,9 @@ from engine.simulator import GatewaySimulator
 
 pytestmark = pytest.mark.anyio
 
-BUNDLED = ["null", "file", "http"]
+#: Drivers of real gateways, each tested against ``tests.fakes.<name>.gateway``.
+FAKED = ["smpp", "twilio", "vonage", "infobip", "smscru", "devino", "exolve"]
+BUNDLED = ["null", "file", "http", *FAKED]
 
 
 def registry() -> dict[str, type[Driver]]:
@@ -50,6 +55,9 @@ async def bundled(
         elif name == "http":
             sim = await stack.enter_async_context(GatewaySimulator())
             options = {"url": sim.send_url}
+        elif name in FAKED:
+            fake = importlib.import_module(f"tests.fakes.{name}")
+            options = await stack.enter_async_context(fake.gateway(tmp_path))
         driver = cls(msgspec.convert(options, cls.Config), gateway="gw", base_dir=tmp_path)
         stack.push_async_callback(driver.aclose)
         yield Bundled(name, options, driver)

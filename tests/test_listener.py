@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 import pytest
@@ -141,3 +142,46 @@ def test_drivers_without_a_session_do_not_listen() -> None:
     drivers = load_plugins().drivers
     assert not drivers["http"].listens() and not drivers["null"].listens()
     assert ListeningDriver.listens()
+
+
+async def test_a_gateway_posting_replies_to_its_receipt_address_has_its_stops_taken(
+    tmp_path: Path,
+) -> None:
+    """SMSC.ru posts statuses and incoming messages to one handler (``one_callback``): a
+    STOP that arrives at the receipt route unsubscribes its sender, and a status there is
+    a receipt as before."""
+    config = write_config(tmp_path, driver="smscru", extra="")
+    text = config.read_text(encoding="utf-8").replace(
+        'driver = "smscru"\n', 'driver = "smscru"\nlogin = "acme"\npsw = "secret-password"\n')
+    config.write_text(text, encoding="utf-8")
+    async with await Herald.open(config) as herald:
+        ids = await add_profiles(herald, [PHONE])
+        assert herald.plugins.drivers["smscru"].one_callback
+        body = urlencode({"phone": PHONE[1:], "mes": "Стоп", "to": "ACME"}).encode()
+        report = await herald.receipts("gw", body, {
+            "content-type": "application/x-www-form-urlencoded"})
+        assert (report.matched, report.pending) == (0, 0)
+        rid = await herald.store.resource_id("news")
+        row = herald.store.conn.execute(  # type: ignore[attr-defined]
+            "SELECT status FROM subscriptions WHERE resource_id = ? AND profile_id = ?",
+            (rid, ids[0])).fetchone()
+        assert row[0] == "unsubscribed"
+        status = urlencode({"id": "7", "phone": PHONE[1:], "status": "1"}).encode()
+        report = await herald.receipts("gw", status, {
+            "content-type": "application/x-www-form-urlencoded"})
+        assert report.pending == 1  # a receipt, kept for a message not recorded yet
+
+
+def test_a_driver_config_shows_no_secret() -> None:
+    import msgspec
+
+    drivers = load_plugins().drivers
+    twilio = msgspec.convert({"account_sid": "AC" + "0" * 32, "auth_token": "tok-123456",
+                              "status_callback": "https://h.example/api/v1/dlr/t"},
+                             drivers["twilio"].Config)
+    http = msgspec.convert({"url": "https://g.example/send",
+                            "headers": {"Authorization": "Bearer abcdef", "X-Tag": "a"}},
+                           drivers["http"].Config)
+    assert "tok-123456" not in repr(twilio) and "AC000" in repr(twilio)
+    assert "abcdef" not in repr(http) and "'X-Tag': 'a'" in repr(http)
+    assert "auth_token='***'" in repr(twilio)
