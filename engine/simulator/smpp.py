@@ -317,8 +317,10 @@ class SmppSimulator:
                     data, n = bytes(s.out), s.out_submits
                     s.out.clear()
                     s.out_submits = 0
-                    await stream.send(data)
+                    # answered once handed over: the client may read these and send more
+                    # before send() returns, and those must not count with them
                     s.in_flight -= n
+                    await stream.send(data)
                     continue
                 if s.closing and (s.abrupt or not delayed):
                     return

@@ -232,6 +232,8 @@ class Session:
         self._wake_storer: anyio.Event | None = None
         self.unbinding = False
         self._unbind_seq = 0
+        #: PDUs read with the bind_resp, for the reader to handle first.
+        self.early: list[Pdu] = []
         self.unbound: anyio.Event | None = None
         # statistics
         self.submitted = 0
@@ -335,12 +337,17 @@ class Session:
         bind.sequence = seq = self.next_sequence()
         await stream.send(encode(bind))
         decoder = self.decoder = Decoder()
+        self.early = []
         while True:
             data = await stream.receive(_READ_SIZE)
-            for pdu in decoder.feed(data):
+            pdus = decoder.feed(data)
+            for i, pdu in enumerate(pdus):
                 if isinstance(pdu, BindResp) and pdu.sequence == seq:
                     if pdu.status != ESME_ROK:
                         raise _BindFailed(pdu.status)
+                    # an SMSC sends what it holds (receipts) right after the bind_resp,
+                    # often in the same segment: the reader takes those first
+                    self.early = pdus[i + 1:]
                     return pdu
                 if isinstance(pdu, GenericNack) and pdu.sequence == seq:
                     raise _BindFailed(pdu.status)
@@ -410,7 +417,12 @@ class Session:
         stream = self.stream
         assert stream is not None
         decoder = self.decoder
-        # PDUs that came with the bind_resp (rare) are in the decoder's buffer already.
+        early, self.early = self.early, []
+        if early:  # PDUs that came with the bind_resp
+            now = anyio.current_time()
+            for pdu in early:
+                self._handle(pdu, now)
+        # ... and what came after them, incomplete, is in the decoder's buffer
         data = b""
         while True:
             if data or decoder.buffered:

@@ -171,6 +171,24 @@ async def test_serve_stays_bound_and_takes_the_receipts_that_come_after_the_run(
     assert len(sim.acked_receipts) == 6
 
 
+async def test_a_stop_reply_over_smpp_unsubscribes_its_sender(tmp_path: Path) -> None:
+    """A deliver_sm that is no receipt is a reply: a STOP in UCS-2 ("Стоп") unsubscribes
+    its phone once stored, and only then is it acknowledged (status 0)."""
+    async with SmppSimulator() as sim, workspace(tmp_path, sim, 2) as herald:
+        await herald.send(resource="news", database="main", template=GSM)
+        async with MailingService.running(herald):
+            with anyio.fail_after(10):
+                status = await sim.send_inbound(phone(1), "Стоп", to="ACME")
+        assert status == 0
+        # the SMSC sent it as soon as the listening session was bound, often in the same
+        # segment as the bind_resp: it was taken at once, not sent again after a timeout
+        assert sim.statistics().redeliveries == 0
+        rows = herald.store.conn.execute(  # type: ignore[attr-defined]
+            "SELECT p.phone, s.status FROM subscriptions s"
+            " JOIN profiles p ON p.id = s.profile_id ORDER BY p.phone").fetchall()
+    assert rows == [(phone(0), "subscribed"), (phone(1), "unsubscribed")]
+
+
 async def test_throttling_slows_the_sender_without_failing_messages(tmp_path: Path) -> None:
     async with SmppSimulator(throttle_rate=200, throttle_burst=60) as sim:
         async with workspace(tmp_path, sim, 100) as herald:
