@@ -26,7 +26,15 @@ from engine.core.policy import Policy
 from engine.core.prepare import AudienceRow, Message, Skipped
 from engine.core.states import Outcome
 from engine.drivers import Receipt
-from engine.store.models import AudienceSource, Mailing, Run, RunStatus
+from engine.store.models import (
+    AudienceSource,
+    Mailing,
+    MailingOptions,
+    MailingState,
+    Run,
+    RunSpec,
+    RunStatus,
+)
 
 if TYPE_CHECKING:
     from engine.segments.condition import Condition
@@ -464,8 +472,11 @@ class RunStore(abc.ABC):
         limit: int | None,
         document: dict[str, Any] | None = None,
         policy: Policy | None = None,
+        options: MailingOptions | None = None,
+        next_launch: float | None = None,
     ) -> Mailing:
-        """A mailing with no run yet."""
+        """A mailing with no run yet: ``scheduled`` to launch at ``next_launch`` (seconds
+        since the epoch) when given, else a ``draft``."""
 
     @abc.abstractmethod
     async def get_mailing(self, mailing_id: int) -> Mailing:
@@ -495,8 +506,37 @@ class RunStore(abc.ABC):
         return mailing, await self.start_run(mailing.id)
 
     @abc.abstractmethod
-    async def start_run(self, mailing_id: int) -> Run:
-        """A new run of the mailing, marked running by this process."""
+    async def start_run(self, mailing_id: int, spec: RunSpec | None = None) -> Run:
+        """A new run of the mailing, marked running by this process; ``spec`` says what it
+        is for (a launch over the whole audience by default)."""
+
+    @abc.abstractmethod
+    async def set_launch(
+        self, mailing_id: int, *, expect: float | None, next_launch: float | None,
+        state: MailingState | None = None,
+    ) -> bool:
+        """Move the mailing's next launch from ``expect`` to ``next_launch`` (and its state
+        to ``state``, if given), atomically, only if it is still ``expect`` and the mailing
+        is not cancelled; whether it did. Of processes that saw one launch due, exactly
+        one wins this, and it is the one that launches it."""
+
+    @abc.abstractmethod
+    async def set_mailing_state(self, mailing_id: int, state: MailingState) -> None:
+        """Set the mailing's state; ``done``, ``cancelled`` and ``draft`` clear its next
+        launch. NotFound if absent."""
+
+    @abc.abstractmethod
+    async def due_mailings(self, now: float) -> list[Mailing]:
+        """The ``scheduled`` and ``waiting`` mailings whose next launch is at or before
+        ``now``, soonest first."""
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None:
+        """The soonest next launch of any mailing, if one is scheduled."""
+
+    @abc.abstractmethod
+    async def mailing_runs(self, mailing_id: int) -> list[Run]:
+        """Every run of the mailing, oldest first."""
 
     @abc.abstractmethod
     async def get_run(self, run_id: int) -> tuple[Mailing, Run]:

@@ -11,7 +11,7 @@ import pytest
 from engine.core.policy import Policy
 from engine.errors import NotFound, StoreError
 from engine.store.base import Store
-from engine.store.models import Mailing, Run
+from engine.store.models import Mailing, MailingOptions, Run, RunSpec, Schedule
 from tests.store.helpers import make_world, new_run
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +128,69 @@ async def test_claim_run_resumes_a_stopped_run_but_not_a_live_or_finished_one(
         await store.claim_run(run.id)
     with pytest.raises(NotFound):
         await store.claim_run(run.id + 100)
+
+
+# -- mailing kinds and schedules -----------------------------------------------------------
+
+
+async def test_a_mailing_keeps_its_options_and_a_run_its_spec(store: Store) -> None:
+    w = await make_world(store, 1)
+    options = MailingOptions(
+        variants=["A {lead.name}", "B"], test_share=30.0, winner="clicks", wait=5.0,
+        control=2.5, ignore_global_control=True,
+        schedule=Schedule(cron="0 10 * * MON#1", timezone="Europe/Moscow",
+                          until="2027-06-01T00:00", local_time=True, late="next"),
+    )
+    mailing = await store.create_mailing(
+        name="ab", kind="multivariate", resource="news", source=w.source(),
+        template="A {lead.name}", limit=None, options=options, next_launch=1_800_000_000.0)
+    assert (mailing.kind, mailing.options, mailing.state, mailing.next_launch) == (
+        "multivariate", options, "scheduled", 1_800_000_000.0)
+    assert await store.get_mailing(mailing.id) == mailing
+    assert (await store.list_mailings(documents=False))[0].options == options
+    plain = await store.create_mailing(name="p", kind="broadcast", resource="news",
+                                       source=w.source(), template="x", limit=None)
+    assert (plain.options, plain.state, plain.next_launch) == (MailingOptions(), "draft", None)
+    spec = RunSpec(phase="test", variant=1, share=(0.1, 0.2), due=1_800_000_000.0, missed=2,
+                   decided={"1": 3.0})
+    run = await store.start_run(mailing.id, spec)
+    assert run.spec == spec
+    assert (await store.get_run(run.id))[1].spec == spec
+    trial = await store.start_run(mailing.id, RunSpec(phase="trial", is_test=True,
+                                                      phones=["+447911000001"], profile_id=7))
+    assert [r.spec.phase for r in await store.mailing_runs(mailing.id)] == ["test", "trial"]
+    assert (await store.latest_run(mailing.id)) == trial
+    assert (await store.start_run(plain.id)).spec == RunSpec()
+
+
+async def test_of_processes_that_saw_a_launch_due_exactly_one_takes_it(store: Store) -> None:
+    w = await make_world(store, 1)
+    m = await store.create_mailing(name="r", kind="regular", resource="news",
+                                   source=w.source(), template="x", limit=None,
+                                   next_launch=100.0)
+    other = await store.create_mailing(name="later", kind="broadcast", resource="news",
+                                       source=w.source(), template="x", limit=None,
+                                       next_launch=500.0)
+    assert [d.id for d in await store.due_mailings(99.0)] == []
+    assert [d.id for d in await store.due_mailings(100.0)] == [m.id]
+    assert await store.next_due() == 100.0
+    # two processes both saw it due at 100: the first moves it on, the second finds it moved
+    assert await store.set_launch(m.id, expect=100.0, next_launch=160.0)
+    assert not await store.set_launch(m.id, expect=100.0, next_launch=160.0)
+    assert (await store.get_mailing(m.id)).next_launch == 160.0
+    assert [d.id for d in await store.due_mailings(400.0)] == [m.id]
+    assert [d.id for d in await store.due_mailings(600.0)] == [m.id, other.id]
+    # its last launch: nothing next, and done
+    assert await store.set_launch(m.id, expect=160.0, next_launch=None, state="done")
+    done = await store.get_mailing(m.id)
+    assert (done.state, done.next_launch) == ("done", None)
+    assert await store.next_due() == 500.0
+    # a cancelled mailing is never launched again, whoever tries
+    await store.set_mailing_state(other.id, "cancelled")
+    cancelled = await store.get_mailing(other.id)
+    assert (cancelled.state, cancelled.next_launch) == ("cancelled", None)
+    assert not await store.set_launch(other.id, expect=None, next_launch=700.0)
+    assert await store.due_mailings(10_000.0) == []
+    assert await store.next_due() is None
+    with pytest.raises(NotFound):
+        await store.set_mailing_state(other.id + 100, "done")

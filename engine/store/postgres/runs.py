@@ -16,7 +16,10 @@ from engine.store.counters import RECIPIENTS, UNKNOWN, Tally
 from engine.store.models import (
     AudienceSource,
     Mailing,
+    MailingOptions,
+    MailingState,
     Run,
+    RunSpec,
     RunStatus,
     mailing_from_row,
     run_from_row,
@@ -26,7 +29,7 @@ from engine.store.postgres.connection import PgBase
 from engine.store.postgres.events import TALLY, tally_params
 from engine.store.postgres.journal import decode_entries, json_rows
 
-__all__ = ["DDL", "PgRuns"]
+__all__ = ["DDL", "KINDS_DDL", "PgRuns"]
 
 #: This role's tables, in the first migration (``schema.py``). A mailing's document is
 #: ``json``, kept as written (its keys in the user's order); counts and timings are jsonb.
@@ -63,12 +66,21 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_mailing ON runs(mailing_id, id);
 """
+#: Migration 5 (issue 14): mailing kinds and schedules.
+KINDS_DDL = """
+ALTER TABLE mailings ADD COLUMN options jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE mailings ADD COLUMN state text NOT NULL DEFAULT 'draft';
+ALTER TABLE mailings ADD COLUMN next_launch double precision;
+CREATE INDEX mailings_due ON mailings(next_launch) WHERE next_launch IS NOT NULL;
+ALTER TABLE runs ADD COLUMN spec jsonb NOT NULL DEFAULT '{}';
+"""
 
 _json = msgspec.json.Encoder()
 
 _MAILING_COLUMNS = (
     "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
-    " m.template, m.limit_n, m.document::text, m.created_at, m.policy::text"
+    " m.template, m.limit_n, m.document::text, m.created_at, m.policy::text,"
+    " m.options::text, m.state, m.next_launch"
 )
 #: A run's counters: its row's, plus those its chunks keep (a cluster run's reserves add
 #: to their chunk's row, not to the run's, so concurrent workers do not wait on one row).
@@ -81,7 +93,7 @@ RUN_COUNTS = (
 _RUN_COLUMNS = (
     "r.id, r.uid, r.mailing_id, r.status, r.started_at, r.finished_at, r.checkpoint,"
     " r.next_seq, r.audience_done, " + RUN_COUNTS + ", r.timings::text, r.pid, r.host,"
-    " r.error, "
+    " r.error, r.spec::text, "
     + _MAILING_COLUMNS
 )
 _RUNS = f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
@@ -101,16 +113,22 @@ class PgRuns(PgBase):
         limit: int | None,
         document: dict[str, Any] | None = None,
         policy: Policy | None = None,
+        options: MailingOptions | None = None,
+        next_launch: float | None = None,
     ) -> Mailing:
         async with self.db.transaction() as tx:
             row = await tx.fetchone(
                 "INSERT INTO mailings (name, kind, resource, source_kind, database_id,"
-                " segment_id, template, limit_n, document, created_at, policy)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s::jsonb)"
+                " segment_id, template, limit_n, document, created_at, policy, options,"
+                " state, next_launch)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s::jsonb,"
+                " %s::jsonb, %s, %s)"
                 f" RETURNING {_MAILING_COLUMNS.replace('m.', '')}",
                 (name, kind, resource, source.kind, source.database_id, source.segment_id,
                  template, limit, _json.encode(document or {}).decode(), time.time(),
-                 _json.encode(policy).decode() if policy else None),
+                 _json.encode(policy).decode() if policy else None,
+                 _json.encode(options or MailingOptions()).decode(),
+                 "draft" if next_launch is None else "scheduled", next_launch),
             )
         assert row is not None
         return mailing_from_row(row)
@@ -131,16 +149,56 @@ class PgRuns(PgBase):
         )
         return [mailing_from_row(r) for r in rows]
 
-    async def start_run(self, mailing_id: int) -> Run:
+    async def start_run(self, mailing_id: int, spec: RunSpec | None = None) -> Run:
         async with self.db.transaction() as tx:
             row = await tx.fetchone(
-                "INSERT INTO runs (uid, mailing_id, status, started_at, pid, host)"
-                " VALUES (%s, %s, 'running', %s, %s, %s) RETURNING id",
+                "INSERT INTO runs (uid, mailing_id, status, started_at, pid, host, spec)"
+                " VALUES (%s, %s, 'running', %s, %s, %s, %s::jsonb) RETURNING id",
                 (secrets.token_hex(5), mailing_id, time.time(), os.getpid(),
-                 socket.gethostname()),
+                 socket.gethostname(), _json.encode(spec or RunSpec()).decode()),
             )
         assert row is not None
         return (await self.get_run(int(row[0])))[1]
+
+    async def set_launch(
+        self, mailing_id: int, *, expect: float | None, next_launch: float | None,
+        state: MailingState | None = None,
+    ) -> bool:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "UPDATE mailings SET next_launch = %s, state = coalesce(%s, state)"
+                " WHERE id = %s AND next_launch IS NOT DISTINCT FROM %s"
+                " AND state <> 'cancelled' RETURNING id",
+                (next_launch, state, mailing_id, expect),
+            )
+        return row is not None
+
+    async def set_mailing_state(self, mailing_id: int, state: MailingState) -> None:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "UPDATE mailings SET state = %s,"
+                " next_launch = CASE WHEN %s IN ('done', 'cancelled', 'draft') THEN NULL"
+                " ELSE next_launch END WHERE id = %s RETURNING id", (state, state, mailing_id))
+        if row is None:
+            raise NotFound(f"no mailing {mailing_id}")
+
+    async def due_mailings(self, now: float) -> list[Mailing]:
+        rows = await self.db.fetchall(
+            f"SELECT {_MAILING_COLUMNS} FROM mailings m WHERE m.next_launch <= %s"
+            " AND m.state IN ('scheduled', 'waiting') ORDER BY m.next_launch, m.id", (now,)
+        )
+        return [mailing_from_row(r) for r in rows]
+
+    async def next_due(self) -> float | None:
+        row = await self.db.fetchone(
+            "SELECT min(next_launch) FROM mailings WHERE state IN ('scheduled', 'waiting')"
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def mailing_runs(self, mailing_id: int) -> list[Run]:
+        rows = await self.db.fetchall(
+            f"{_RUNS} WHERE r.mailing_id = %s ORDER BY r.id", (mailing_id,))
+        return [run_from_row(r)[1] for r in rows]
 
     async def get_run(self, run_id: int) -> tuple[Mailing, Run]:
         row = await self.db.fetchone(f"{_RUNS} WHERE r.id = %s", (run_id,))

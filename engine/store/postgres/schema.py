@@ -37,4 +37,7 @@ MIGRATIONS: list[str] = [
     # 4: the tracking domain (links, clicks), the event record and the report counters
     # (issue 13)
     tracking.DDL + events.DDL,
+    # 5: mailing kinds and schedules (issue 14): a mailing's options, state and next
+    # launch; what each run is for (its spec)
+    runs.KINDS_DDL,
 ]

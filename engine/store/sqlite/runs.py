@@ -17,7 +17,10 @@ from engine.store.counters import RECIPIENTS, UNKNOWN, Tally
 from engine.store.models import (
     AudienceSource,
     Mailing,
+    MailingOptions,
+    MailingState,
     Run,
+    RunSpec,
     RunStatus,
     mailing_from_row,
     run_from_row,
@@ -33,13 +36,15 @@ _decode_entries = msgspec.msgpack.Decoder(list[Reserved]).decode
 
 _RUN_COLUMNS = (
     "r.id, r.uid, r.mailing_id, r.status, r.started_at, r.finished_at, r.checkpoint,"
-    " r.next_seq, r.audience_done, r.counts, r.timings, r.pid, r.host, r.error,"
+    " r.next_seq, r.audience_done, r.counts, r.timings, r.pid, r.host, r.error, r.spec,"
     " m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
-    " m.template, m.limit_n, m.document, m.created_at, m.policy"
+    " m.template, m.limit_n, m.document, m.created_at, m.policy, m.options, m.state,"
+    " m.next_launch"
 )
 _MAILING_COLUMNS = (
     "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
-    " m.template, m.limit_n, m.document, m.created_at, m.policy"
+    " m.template, m.limit_n, m.document, m.created_at, m.policy, m.options, m.state,"
+    " m.next_launch"
 )
 
 
@@ -57,15 +62,19 @@ class SQLiteRuns(SQLiteBase):
         limit: int | None,
         document: dict[str, Any] | None = None,
         policy: Policy | None = None,
+        options: MailingOptions | None = None,
+        next_launch: float | None = None,
     ) -> Mailing:
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO mailings (name, kind, resource, source_kind, database_id,"
-                " segment_id, template, limit_n, document, created_at, policy)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " segment_id, template, limit_n, document, created_at, policy, options,"
+                " state, next_launch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, kind, resource, source.kind, source.database_id, source.segment_id,
                  template, limit, _json.encode(document or {}).decode(), time.time(),
-                 _json.encode(policy) if policy else None),
+                 _json.encode(policy) if policy else None,
+                 _json.encode(options or MailingOptions()).decode(),
+                 "draft" if next_launch is None else "scheduled", next_launch),
             )
             mailing_id = int(cur.lastrowid or 0)
         return await self.get_mailing(mailing_id)
@@ -86,16 +95,57 @@ class SQLiteRuns(SQLiteBase):
         ).fetchall()
         return [mailing_from_row(r) for r in rows]
 
-    async def start_run(self, mailing_id: int) -> Run:
+    async def start_run(self, mailing_id: int, spec: RunSpec | None = None) -> Run:
         with self._tx() as c:
             cur = c.execute(
-                "INSERT INTO runs (uid, mailing_id, status, started_at, pid, host)"
-                " VALUES (?, ?, 'running', ?, ?, ?)",
+                "INSERT INTO runs (uid, mailing_id, status, started_at, pid, host, spec)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?)",
                 (secrets.token_hex(5), mailing_id, time.time(), os.getpid(),
-                 socket.gethostname()),
+                 socket.gethostname(), _json.encode(spec or RunSpec()).decode()),
             )
             run_id = int(cur.lastrowid or 0)
         return self._get_run(run_id)[1]
+
+    async def set_launch(
+        self, mailing_id: int, *, expect: float | None, next_launch: float | None,
+        state: MailingState | None = None,
+    ) -> bool:
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE mailings SET next_launch = ?, state = coalesce(?, state)"
+                " WHERE id = ? AND next_launch IS ? AND state NOT IN ('cancelled')",
+                (next_launch, state, mailing_id, expect),
+            )
+            return cur.rowcount == 1
+
+    async def set_mailing_state(self, mailing_id: int, state: MailingState) -> None:
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE mailings SET state = ?,"
+                " next_launch = CASE WHEN ? IN ('done', 'cancelled', 'draft') THEN NULL"
+                " ELSE next_launch END WHERE id = ?", (state, state, mailing_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no mailing {mailing_id}")
+
+    async def due_mailings(self, now: float) -> list[Mailing]:
+        rows = self.conn.execute(
+            f"SELECT {_MAILING_COLUMNS} FROM mailings m WHERE m.next_launch <= ?"
+            " AND m.state IN ('scheduled', 'waiting') ORDER BY m.next_launch, m.id", (now,)
+        ).fetchall()
+        return [mailing_from_row(r) for r in rows]
+
+    async def next_due(self) -> float | None:
+        row = self.conn.execute(
+            "SELECT min(next_launch) FROM mailings WHERE state IN ('scheduled', 'waiting')"
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def mailing_runs(self, mailing_id: int) -> list[Run]:
+        rows = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
+            " WHERE r.mailing_id = ? ORDER BY r.id", (mailing_id,)
+        ).fetchall()
+        return [run_from_row(r)[1] for r in rows]
 
     async def latest_run(self, mailing_id: int) -> Run | None:
         row = self.conn.execute(

@@ -361,4 +361,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, url, hour)
     ) WITHOUT ROWID;
     """,
+    # 11: mailing kinds and schedules (issue 14): a mailing's options (variants, schedule,
+    # control group, ...), its state and next launch; what each run is for (its spec).
+    """
+    ALTER TABLE mailings ADD COLUMN options BLOB NOT NULL DEFAULT '{}';
+    ALTER TABLE mailings ADD COLUMN state TEXT NOT NULL DEFAULT 'draft';
+    ALTER TABLE mailings ADD COLUMN next_launch REAL;
+    CREATE INDEX mailings_due ON mailings(next_launch) WHERE next_launch IS NOT NULL;
+    ALTER TABLE runs ADD COLUMN spec BLOB NOT NULL DEFAULT '{}';
+    """,
 ]
