@@ -1,4 +1,5 @@
-"""``POST /api/v1/inbound/{gateway}``: a gateway's inbound messages (STOP replies).
+"""``POST /api/v1/inbound/{gateway}``: a gateway's inbound messages (STOP replies); ``GET``
+for a gateway that calls back with it (its query string is the form-encoded message).
 
 Authenticated exactly as the gateway's delivery receipts (``engine.api.receipts``): the
 secret ``HERALD_DLR_SECRET_<NAME>`` or the gateway's ``receipt_secret``, as the header
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import post
+from litestar import route
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from engine.api.errors import ApiError, error_responses, field_of
-from engine.api.receipts import authenticate_gateway, lowered
+from engine.api.receipts import authenticate_gateway, lowered, query_callback
 from engine.api.state import Req, api_state
 from engine.errors import InputError
 from engine.tracking.inbound import InboundReport
@@ -31,10 +32,11 @@ MAX_INBOUND = 10_000
 MAX_INBOUND_BODY = 2_000 * MAX_INBOUND
 
 
-@post("/inbound/{gateway:str}", responses=error_responses(400, 401, 403, 404, 413),
-      status_code=200, tags=["receipts"], request_max_body_size=MAX_INBOUND_BODY,
-      summary="Inbound messages (replies) of a gateway",
-      security=[{"receiptSecretHeader": []}, {"receiptSecretQuery": []}])
+@route("/inbound/{gateway:str}", http_method=["GET", "POST"],
+       responses=error_responses(400, 401, 403, 404, 413), status_code=200,
+       tags=["receipts"], request_max_body_size=MAX_INBOUND_BODY,
+       summary="Inbound messages (replies) of a gateway",
+       security=[{"receiptSecretHeader": []}, {"receiptSecretQuery": []}])
 async def receive_inbound(
     request: Req,
     gateway: FromPath[str],
@@ -50,10 +52,18 @@ async def receive_inbound(
     api = api_state(request)
     authenticate_gateway(api.herald.config, gateway, header_secret or query_secret,
                          "inbound messages")
-    body = await request.body()
-    headers = lowered(request.headers)
+    if request.method == "GET":  # a gateway that calls back so: the query is the body
+        body, headers = query_callback(request)
+    else:
+        body, headers = await request.body(), lowered(request.headers)
+    return await _take(request, gateway, body, headers)
+
+
+async def _take(request: Req, gateway: str, body: bytes,
+                headers: dict[str, str]) -> InboundReport:
     try:
-        return await api.inbound.take(gateway, body, headers, max_messages=MAX_INBOUND)
+        return await api_state(request).inbound.take(gateway, body, headers,
+                                                     max_messages=MAX_INBOUND)
     except InputError as err:
         field, message = field_of(str(err))
         raise ApiError(400, message, field or "body") from None

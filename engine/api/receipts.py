@@ -1,4 +1,6 @@
-"""``POST /api/v1/dlr/{gateway}``: a gateway's delivery-receipt callback.
+"""``POST /api/v1/dlr/{gateway}``: a gateway's delivery-receipt callback; ``GET`` for a
+gateway that calls back with it (Vonage's default): its query string, but ``secret``, is the
+form-encoded body its driver parses.
 
 Gateways do not hold bearer tokens; each one is authenticated by a shared secret instead.
 The secret of gateway ``NAME`` is the environment variable ``HERALD_DLR_SECRET_<NAME>``
@@ -23,9 +25,10 @@ import hmac
 import os
 import re
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
 
 import msgspec
-from litestar import post
+from litestar import route
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from engine.api.errors import ApiError, error_responses, field_of
@@ -104,10 +107,22 @@ def lowered(headers: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-@post("/dlr/{gateway:str}", responses=error_responses(400, 401, 403, 404, 413),
-      status_code=200, tags=["receipts"], request_max_body_size=MAX_RECEIPTS_BODY,
-      summary="Delivery receipts of a gateway",
-      security=[{"receiptSecretHeader": []}, {"receiptSecretQuery": []}])
+def query_callback(request: Req) -> tuple[bytes, dict[str, str]]:
+    """A callback a gateway made with ``GET`` (Vonage's default, SMSC.ru's option): its
+    query string but ``secret``, as the form-encoded body and headers a driver parses."""
+    raw = request.scope.get("query_string", b"")
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    body = urlencode([(k, v) for k, v in pairs if k != "secret"]).encode("ascii")
+    headers = lowered(request.headers)
+    headers["content-type"] = "application/x-www-form-urlencoded"
+    return body, headers
+
+
+@route("/dlr/{gateway:str}", http_method=["GET", "POST"],
+       responses=error_responses(400, 401, 403, 404, 413), status_code=200,
+       tags=["receipts"], request_max_body_size=MAX_RECEIPTS_BODY,
+       summary="Delivery receipts of a gateway",
+       security=[{"receiptSecretHeader": []}, {"receiptSecretQuery": []}])
 async def receive_receipts(
     request: Req,
     gateway: FromPath[str],
@@ -118,17 +133,30 @@ async def receive_receipts(
         str | None, QueryParameter(name="secret", required=False, max_length=1000)
     ] = None,
 ) -> ReceiptAnswer:
-    """Apply a gateway's receipts; the body is in the gateway's own format."""
+    """Apply a gateway's receipts; the body is in the gateway's own format. With ``GET``
+    (a gateway that calls back so, as Vonage does by default), the query string but
+    ``secret`` is the body, form-encoded."""
+    _authenticate(request, gateway, header_secret or query_secret)  # before reading
+    if request.method == "GET":
+        body, headers = query_callback(request)
+    else:
+        body, headers = await request.body(), lowered(request.headers)
+    return await _take(request, gateway, body, headers)
+
+
+def _authenticate(request: Req, gateway: str, secret: str | None) -> None:
     herald = api_state(request).herald
-    gw = authenticate_gateway(herald.config, gateway, header_secret or query_secret,
-                              "receipts")
+    gw = authenticate_gateway(herald.config, gateway, secret, "receipts")
     if not herald.plugins.drivers[gw.driver].capabilities.supports_dlr:
         raise ApiError(400, f"gateway {gateway!r} (driver {gw.driver}) has no receipts",
                        "gateway")
-    body = await request.body()
+
+
+async def _take(request: Req, gateway: str, body: bytes,
+                headers: dict[str, str]) -> ReceiptAnswer:
+    herald = api_state(request).herald
     try:
-        report = await herald.receipts(gateway, body, lowered(request.headers),
-                                       max_receipts=MAX_RECEIPTS)
+        report = await herald.receipts(gateway, body, headers, max_receipts=MAX_RECEIPTS)
     except InputError as err:
         field, message = field_of(str(err))
         raise ApiError(400, message, field or "body") from None
