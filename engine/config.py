@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 from msgspec import Meta
@@ -47,6 +48,7 @@ __all__ = [
     "SenderConfig",
     "TrackingConfig",
     "VirtualSenderConfig",
+    "bad_timezone",
     "find_config_path",
     "load_config",
     "parse_config",
@@ -88,6 +90,9 @@ class EngineConfig(_Strict):
     #: matched case-insensitively against the whole trimmed text.
     stop_words: list[Annotated[str, Meta(min_length=1, max_length=64)]] = msgspec.field(
         default_factory=lambda: ["STOP", "СТОП", "UNSUBSCRIBE", "ОТПИСКА"])
+    #: The time zone (an IANA name, e.g. "Europe/Moscow") of a mailing's schedule when the
+    #: mailing names none.
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
 
 
 _Domain = Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]
@@ -292,9 +297,13 @@ class ResourceConfig(_Strict):
 
 class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
     """``[databases.NAME]``: a profile database's custom field types (see
-    ``engine.core.fields``): ``fields = { age = "int", plan = { type = "enum", ... } }``."""
+    ``engine.core.fields``): ``fields = { age = "int", plan = { type = "enum", ... } }``,
+    and its global control group: ``control_group = 2.5`` holds a stable 2.5% of its
+    profiles out of every mailing but those that ignore it (``engine.core.groups``)."""
 
     fields: dict[str, FieldSpec] = msgspec.field(default_factory=dict)
+    #: Percent of the database's profiles held out of every mailing (0 <= x < 100).
+    control_group: float = 0.0
 
     def field_specs(self) -> dict[str, FieldSpec]:
         return dict(self.fields)
@@ -463,6 +472,8 @@ def parse_config(
 
     if (why := bad_url(engine.database)) is not None:
         d.fail("engine.database", why)
+    if (why := bad_timezone(engine.timezone)) is not None:
+        d.fail("engine.timezone", why)
     tracking = (d.convert(d.table(raw, "tracking"), TrackingConfig, "tracking")
                 or TrackingConfig())
     gallery = d.convert(d.table(raw, "gallery"), GalleryConfig, "gallery") or GalleryConfig()
@@ -508,8 +519,16 @@ def parse_config(
     resources = d.named(raw, "resources", lambda v, p: d.convert(v, ResourceConfig, p))
     def database(value: dict[str, Any], where: str) -> DatabaseConfig | None:
         for key in value:
-            if key != "fields":
+            if key not in ("fields", "control_group"):
                 d.fail(f"{where}.{key}", "unknown key (misspelled?)")
+        control = value.get("control_group", 0.0)
+        if isinstance(control, bool) or not isinstance(control, int | float):
+            d.fail(f"{where}.control_group",
+                   f"expected a percent (a number, 0 <= x < 100), got {type(control).__name__}")
+            control = 0.0
+        elif not 0 <= control < 100:
+            d.fail(f"{where}.control_group", f"expected a percent, 0 <= x < 100, got {control}")
+            control = 0.0
         raw_fields = value.get("fields", {})
         if not isinstance(raw_fields, dict):
             d.fail(f"{where}.fields", "expected a table of field types")
@@ -529,7 +548,7 @@ def parse_config(
                 d.fail(f"{path}.values", 'values only go with type = "enum"')
             else:
                 fields[field_name] = spec
-        return DatabaseConfig(fields=fields)
+        return DatabaseConfig(fields=fields, control_group=float(control))
 
     databases = d.named(raw, "databases", database)
 
@@ -574,6 +593,16 @@ def parse_config(
         api=api,
         cluster=cluster,
     )
+
+
+def bad_timezone(name: str) -> str | None:
+    """Why ``name`` is not an IANA time zone this machine knows (None: it is one)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return (f"unknown time zone {name!r}: expected an IANA name such as"
+                " 'Europe/Moscow' or 'UTC'")
+    return None
 
 
 def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:

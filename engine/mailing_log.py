@@ -4,8 +4,15 @@ Altcraft's fields: ``mailing_started``, ``limit``, ``audience_source``, ``databa
 ``segment_id``, ``cursor_ms``, ``subscribers_received``, ``subscribers_found``,
 ``duplicate_phones``, ``recipients``, ``mailing_finished``, ``total_time_s``. Herald adds the
 fate of every recipient (``sent``, ``failed`` with reasons, ``unknown``, ``pending``), what
-was skipped and why (``suppressed``, ``invalid_phones``, ``empty``, ``too_long``) and busy
-time per stage.
+was skipped and why (``suppressed``, ``invalid_phones``, ``empty``, ``too_long``,
+``policy``, ``control``: held out by a control group) and busy time per stage.
+
+A run with a spec says what it was for: its ``phase`` (``launch``, ``test``, ``winner``,
+``trial``), the ``variant`` it sent (1-based; None for a mailing with one template), its
+``share`` of the audience (the profiles of the other shares are counted as
+``other_share``, not received), the launch it was ``due`` for and how many launches before
+it were ``missed`` while nothing ran (they ran once, as this one), the ``decided`` figures
+that made its variant the winner, and, for a trial (``is_test``), its test ``phones``.
 Counts come from the run's persisted counters and recipient rows, so they stay exact across
 interruptions and resumes.
 """
@@ -46,6 +53,10 @@ class MailingLog(msgspec.Struct, kw_only=True):
     too_long: int
     #: Skipped: over the sending policy's limit.
     policy: int
+    #: Skipped: held out by the mailing's or its database's control group.
+    control: int
+    #: Read, but in another run's share of the mailing (not received by this one).
+    other_share: int
     sent: int
     delivered: int
     undelivered: int
@@ -61,6 +72,24 @@ class MailingLog(msgspec.Struct, kw_only=True):
     messages_per_s: float | None
     stage_busy_s: dict[str, float]
     error: str | None = None
+    phase: str = "launch"
+    #: The template sent, 1-based (None: the mailing has one).
+    variant: int | None = None
+    #: The run's share [lo, hi) of the audience (None: all of it).
+    share: list[float] | None = None
+    #: A test send (``mailing test``): in no report and no policy count.
+    is_test: bool = False
+    #: A trial's phones.
+    phones: list[str] = msgspec.field(default_factory=list)
+    #: The scheduled time this launch was for, and the launches before it missed while
+    #: nothing ran.
+    due: str | None = None
+    missed: int = 0
+    #: The figures the winner was chosen on (a winner run): variant (1-based) -> figure.
+    decided: dict[str, float] = msgspec.field(default_factory=dict)
+    #: What the winner was chosen by (``clicks``, ``unique_clicks``, ``delivered``,
+    #: ``manual``), for a winner run.
+    winner_by: str | None = None
 
 
 def _iso(ts: float | None) -> str | None:
@@ -83,6 +112,7 @@ def build_log(
     settled = sum(total(s) for s in ("sent", "delivered", "undelivered", "failed", "unknown"))
     reserved = c.get("reserved", 0)
     elapsed = t.get("total_time_s")
+    spec = run.spec
     return MailingLog(
         run_id=run.id,
         mailing_id=mailing.id,
@@ -105,6 +135,8 @@ def build_log(
         empty=skipped.get("empty", 0),
         too_long=skipped.get("too_long", 0),
         policy=skipped.get("policy", 0),
+        control=skipped.get("control", 0),
+        other_share=c.get("other_share", 0),
         sent=total("sent") + total("delivered") + total("undelivered"),
         delivered=total("delivered"),
         undelivered=total("undelivered"),
@@ -118,6 +150,15 @@ def build_log(
         stage_busy_s={k[5:]: round(v, 3) for k, v in sorted(t.items())
                       if k.startswith("busy_")},
         error=run.error,
+        phase=spec.phase,
+        variant=spec.variant + 1 if mailing.options.variants else None,
+        share=list(spec.share) if spec.share is not None else None,
+        is_test=spec.is_test,
+        phones=list(spec.phones),
+        due=_iso(spec.due),
+        missed=spec.missed,
+        decided=dict(spec.decided),
+        winner_by=mailing.options.winner if spec.phase == "winner" else None,
     )
 
 
@@ -136,6 +177,8 @@ _LABELS: list[tuple[str, str]] = [
     ("empty", "Empty text"),
     ("too_long", "Too long"),
     ("policy", "Over the sending policy"),
+    ("control", "Control group"),
+    ("other_share", "In other runs' shares"),
     ("recipients", "Recipients"),
     ("sent", "Sent"),
     ("failed", "Failed"),
@@ -158,14 +201,51 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _spec_rows(log: MailingLog) -> list[tuple[str, str]]:
+    """What the run was for, when it was more than a launch over the whole audience."""
+    rows: list[tuple[str, str]] = []
+    if log.phase != "launch" or log.is_test:
+        rows.append(("Phase (phase)", log.phase + (" (test send)" if log.is_test else "")))
+    if log.variant is not None:
+        rows.append(("Variant (variant)", str(log.variant)))
+    if log.share is not None:
+        lo, hi = log.share
+        rows.append(("Share of the audience (share)", f"{lo:.2%} to {hi:.2%}"))
+    if log.phones:
+        rows.append(("Test phones (phones)", ", ".join(log.phones)))
+    if log.due is not None:
+        rows.append(("Due (due)", log.due))
+    if log.missed:
+        launches = "launch" if log.missed == 1 else "launches"
+        rows.append(("Missed launches (missed)",
+                     f"{log.missed} {launches} missed while nothing ran; run once"))
+    if log.decided:
+        figures = ", ".join(f"variant {k}: {_fmt(v)}" for k, v in
+                            sorted(log.decided.items(), key=lambda kv: _variant_order(kv[0])))
+        by = f" by {log.winner_by}" if log.winner_by else ""
+        winner = f"variant {log.variant} won{by}" if log.variant is not None else "won"
+        rows.append(("Winner (decided)", f"{winner} ({figures})"))
+    return rows
+
+
+def _variant_order(key: str) -> tuple[int, str]:
+    return (int(key), "") if key.isdigit() else (1 << 30, key)
+
+
+#: Shown only when not zero: most runs have none of them.
+_WHEN_ANY = frozenset({"control", "other_share"})
+
+
 def format_log(log: MailingLog) -> str:
     """The log as a two-column table, like Altcraft's mailing log page."""
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str]] = _spec_rows(log)
     for key, label in _LABELS:
         value = getattr(log, key)
         if key == "database_id" and log.audience_source != "list":
             continue
         if key == "segment_id" and log.audience_source != "segment":
+            continue
+        if key in _WHEN_ANY and not value and not (key == "other_share" and log.share):
             continue
         rows.append((f"{label} ({key})", _fmt(value)))
         if key == "failed":

@@ -6,6 +6,11 @@
     (keyset pages)     (core: E.164, suppression,       (journal 'sending', driver call,
                         dedupe, render, reserve)          retries, record outcomes)
 
+What a run is for is its ``Run.spec`` (``RunSpec``): a run with a ``share`` reads the whole
+audience and keeps only its share (``engine.core.groups``); the mailing's ``control`` and
+its database's ``control_group`` hold a stable part of the eligible out (reason
+``control``); a ``trial`` (``mailing test``) sends one profile's text to each of its phones.
+
 Stages exchange chunks and batches through bounded memory object streams, never single
 messages: per-message work is synchronous (``engine.core``). Durability follows a
 write-ahead journal: ``prepare`` reserves each batch (with the skips and the cursor
@@ -30,18 +35,20 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from engine.config import Config, SenderConfig
 from engine.core.codes import MAX_VALUE
 from engine.core.dedupe import Dedupe
+from engine.core.groups import Groups, global_key
 from engine.core.links import Shortener, link_request
 from engine.core.phones import PhoneNormaliser
 from engine.core.prepare import AudienceRow, Message, Preparer, Renderer
 from engine.core.states import Outcome, State
 from engine.dispatch import Batch, Dispatcher, SenderRuntime, SenderStats, split_parts
 from engine.drivers import Driver
+from engine.errors import InputError, NotFound
 from engine.limits import SenderLimit, SenderLimits
 from engine.segments import Condition, compile_condition
 from engine.store.base import JournalBatch, Lease, Store, TriggerRow
 from engine.store.models import Mailing, Run
 
-__all__ = ["Limits", "Pipeline", "PipelineStats"]
+__all__ = ["Limits", "Pipeline", "PipelineStats", "run_template"]
 
 
 class Limits(Protocol):
@@ -69,6 +76,23 @@ class PipelineStats(msgspec.Struct, frozen=True):
     in_flight: int
     busy_s: dict[str, float]
     senders: list[SenderStats]
+    #: Held out by a control group (reason ``control``).
+    control: int = 0
+    #: Read but left to the mailing's other runs (a run with a ``share``).
+    other_share: int = 0
+
+
+def run_template(mailing: Mailing, run: Run) -> str:
+    """The template a run sends: its variant's (``run.spec.variant``) of a multivariate
+    mailing, the mailing's one template otherwise. A resumed run sends the same."""
+    variants = mailing.options.variants
+    if not variants:
+        return mailing.template
+    variant = run.spec.variant
+    if not 0 <= variant < len(variants):
+        raise InputError(f"run {run.id} is for variant {variant + 1}, but mailing"
+                         f" {mailing.id} has {len(variants)} templates")
+    return variants[variant]
 
 
 class Pipeline:
@@ -114,6 +138,11 @@ class Pipeline:
         self.mailing = mailing
         self.run = run
         self.resource_id = resource_id
+        spec = run.spec
+        #: A ``mailing test`` run: one profile's text to each of the spec's phones.
+        self.trial = spec.phase == "trial" and mailing.kind != "trigger"
+        if self.trial:
+            total = len(spec.phones)
         self.total = total
         self.clock = clock
         eng = config.engine
@@ -162,19 +191,28 @@ class Pipeline:
                 "json": mailing.document,
             },
             next_seq=next_seq,
-            limit=mailing.limit,
+            limit=None if self.trial else mailing.limit,
             reserved=counts.get("reserved", 0),
             # triggers are transactional: only their mailing's own policy holds them back
             policy=mailing.policy if mailing.kind == "trigger"
             else mailing.policy or resource.policy or eng.policy,
+            # the database's global group joins in execute (its id is the store's)
+            groups=Groups(mailing.id, spec.share, ((mailing.id, mailing.options.control),)),
+            trial=self.trial,
         )
+        if spec.share is not None and not self.trial:
+            lo, hi = spec.share
+            self.total = min(total, int(total * max(hi - lo, 0.0)) + 1)  # for progress
         self._counts = {k: counts.get(k, 0) for k in (
             "received", "found", "invalid", "suppressed", "duplicate", "too_long", "empty",
-            "policy", "reserved")}
+            "policy", "control", "other_share", "reserved")}
         self._busy = {"cursor": 0.0, "prepare": 0.0}
         self.cursor_ms: float | None = None
         self._stop_scope = anyio.CancelScope()
         self._wake = anyio.Event()
+        self._ready = False
+        #: A trial's profile row (``ready``).
+        self._trial: AudienceRow | None = None
 
     # -- control -----------------------------------------------------------------------
 
@@ -228,11 +266,25 @@ class Pipeline:
             in_flight=self.dispatcher.in_flight,
             busy_s=self.busy,
             senders=[s.statistics(now) for s in self.senders.values()],
+            control=c["control"], other_share=c["other_share"],
         )
 
     # -- the run -----------------------------------------------------------------------
 
+    async def ready(self) -> None:
+        """What the run needs from the store before it starts (its database's global
+        control group, a trial's profile); ``execute`` calls it when the caller did not.
+        InputError when a trial names a profile that does not exist."""
+        if self._ready:
+            return
+        await self._global_control()
+        if self.trial and self.run.next_seq == 1:  # not when its chunk is reserved already
+            self._trial = await self._trial_row()
+        self._ready = True
+
     async def execute(self, *, resume: bool = False) -> None:
+        await self.ready()
+        trial_row = self._trial
         await self._track_links()
         backlog: list[Batch] = []
         if resume:
@@ -256,11 +308,64 @@ class Pipeline:
                         ](4)
                         if self._audience_done or self.preparer.limit_reached:
                             chunks_send.close()
+                        elif trial_row is not None:
+                            feed.start_soon(self._trial_cursor, chunks_send, trial_row)
+                        elif self.trial:  # its one chunk is reserved already (a resume)
+                            chunks_send.close()
                         else:
                             feed.start_soon(self._cursor, chunks_send)
                         feed.start_soon(self._prepare, chunks_receive, backlog)
             for sender in self.senders.values():
                 sender.send.close()
+
+    async def _global_control(self) -> None:
+        """Hold the mailing's database's global control group (``[databases.X]
+        control_group``) out too, unless the mailing ignores it (transactional mail)."""
+        mailing = self.mailing
+        if self.trial or mailing.options.ignore_global_control:
+            return
+        groups = [(mailing.id, mailing.options.control)]
+        for name, db in self.config.databases.items():
+            if db.control_group <= 0:
+                continue
+            try:
+                database_id = await self.store.database_id(name)
+            except NotFound:
+                continue  # no profile imported into it yet: nobody to hold out
+            if database_id == mailing.source.database_id:
+                groups.append((global_key(database_id), db.control_group))
+        if len(groups) > 1:
+            self.preparer.use_groups(Groups(mailing.id, self.run.spec.share, tuple(groups)))
+
+    async def _trial_cursor(
+        self, out: MemoryObjectSendStream[list[AudienceRow]], row: AudienceRow
+    ) -> None:
+        """A trial's one chunk: its profile's row once per phone of the spec."""
+        async with out:
+            await out.send([AudienceRow(row[0], row[1], phone, row[3])
+                            for phone in self.run.spec.phones])
+
+    async def _trial_row(self) -> AudienceRow:
+        """The profile a trial renders: ``spec.profile_id`` (InputError if there is no
+        such profile), else the audience's first by id; in an empty audience, profile 0
+        with no fields."""
+        store, source, spec = self.store, self.mailing.source, self.run.spec
+        if spec.profile_id is not None:
+            rows = await store.audience_rows(source, self.resource_id, [spec.profile_id])
+            if not rows:
+                raise InputError(f"profile: no profile {spec.profile_id}")
+            return AudienceRow(*rows[0])
+        condition = await self._condition()
+        after = 0
+        while True:
+            page, next_after = await store.audience_page(
+                source, self.resource_id, after, self.config.engine.chunk_size,
+                self.run.started_at, condition=condition)
+            if page:
+                return AudienceRow(*page[0])
+            if next_after is None:
+                return AudienceRow(0, None, None, None)
+            after = next_after
 
     async def _track_links(self) -> None:
         """Where the resource has a tracking domain, give the preparer the run's shortener:

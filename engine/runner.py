@@ -44,7 +44,7 @@ from engine.drivers import Driver, Inbound, Receipt, check_callback_size
 from engine.errors import GatewayError, InputError
 from engine.limits import SenderLimits
 from engine.mailing_log import MailingLog, build_log
-from engine.pipeline import Limits, Pipeline, PipelineStats
+from engine.pipeline import Limits, Pipeline, PipelineStats, run_template
 from engine.plugins import Plugins, load_plugins
 from engine.store.base import ReceiptReport, Store
 from engine.store.models import Mailing, Run, run_is_live
@@ -200,7 +200,7 @@ class Herald:
         self, run_id: int, *, progress: Progress | None = None, handle_signals: bool = False
     ) -> MailingLog:
         """Finish an interrupted run: nobody lost, nobody sent twice."""
-        mailing, _ = await self.store.get_run(run_id)
+        mailing, stored = await self.store.get_run(run_id)
         if mailing.kind == "trigger":  # its queue never ends: this would never return
             raise InputError(
                 f"run {run_id} belongs to trigger mailing {mailing.id} ({mailing.name!r});"
@@ -209,7 +209,7 @@ class Herald:
             )
         if mailing.resource not in self.config.resources:
             raise InputError(f"run {run_id}'s resource {mailing.resource!r} left the config")
-        compiled = self._compile(mailing.template)
+        compiled = self._compile(run_template(mailing, stored))  # the variant it was for
         run = await self.store.claim_run(run_id)
         return await self.execute(mailing, run, template=compiled, resume=True,
                                   progress=progress, handle_signals=handle_signals)
@@ -274,10 +274,12 @@ class Herald:
         started: Callable[[Pipeline], None] | None = None,
     ) -> MailingLog:
         """Run (or, with ``resume``, finish) ``run`` of ``mailing`` until it ends or is
-        stopped; ``started`` is handed the pipeline (for progress, stop() and wake())."""
+        stopped; ``started`` is handed the pipeline (for progress, stop() and wake()).
+        ``template``: the run's template compiled (``run_template``: its variant's of a
+        multivariate mailing); None: compiled here."""
         store = self.store
         if template is None:
-            template = self._compile(mailing.template)
+            template = self._compile(run_template(mailing, run))
         drivers = self._drivers()
         resource_id = await store.resource_id(mailing.resource)
         total = 0 if mailing.kind == "trigger" else await store.count_audience(mailing.source)
@@ -286,6 +288,11 @@ class Herald:
             template=template, measure=measure, resource_id=resource_id, total=total,
             limits=self.limits, functions=self.plugins.template_functions(),
         )
+        try:
+            await pipeline.ready()  # a wrong trial profile: an InputError, not a group of one
+        except InputError as err:
+            await store.set_run_status(run.id, "failed", error=f"InputError: {err}")
+            raise
         self.pipeline = pipeline
         if started is not None:
             started(pipeline)

@@ -56,6 +56,8 @@ class ChannelReportRow(msgspec.Struct, kw_only=True):
     mailing: str | Unset | None = UNSET
     resource: str | Unset = UNSET
     sender: str | Unset = UNSET
+    #: The variant (1-based) of a multivariate mailing's runs, for ``by=variant``.
+    variant: int | Unset = UNSET
     recipients: int
     sent: int
     delivered: int

@@ -150,7 +150,8 @@ def add_report_parsers(sub: Any) -> None:
                     " failed, unknown, segments, clicks, unique_clicks, unsubscribed,"
                     " delivery_rate (delivered / sent) and ctr (unique clicks / delivered).")
     pp.add_argument("--by", choices=GROUPINGS, help="group by day, hour (UTC), mailing,"
-                    " resource or sender (default: one row for it all)")
+                    " resource, sender or variant (a multivariate mailing's template,"
+                    " 1-based) (default: one row for it all)")
     pp.set_defaults(func=cmd_report)
 
     pp = reports.add_parser(

@@ -7,11 +7,17 @@ A chunk goes through two synchronous calls with one batched lookup between them:
     batch = preparer.finish(plan, suppressed, seen, now)
 
 ``finish`` decides each row's fate in this order: no active subscription (not a recipient,
-only counted), invalid phone, suppressed, duplicate, over the policy, then render and
-measure: a text that is empty or only whitespace is skipped as ``empty``, the rest are
-routed, and a text over its sender's segment cap is skipped as ``too_long``. The rest become
-messages with a run-wide sequence number; their id is ``{run_uid}-{seq}`` and never changes
-afterwards.
+only counted), invalid phone, suppressed, duplicate, over the policy, in a control group
+(``control``), then render and measure: a text that is empty or only whitespace is skipped
+as ``empty``, the rest are routed, and a text over its sender's segment cap is skipped as
+``too_long``. The rest become messages with a run-wide sequence number; their id is
+``{run_uid}-{seq}`` and never changes afterwards.
+
+A run that takes a share of its mailing's audience (``engine.core.groups``: a multivariate
+mailing's test and winner runs) drops the other profiles in ``screen``, before anything
+else: they are no part of the run (not received, not found, not recorded), only counted as
+``other_share``. A trial run (``mailing test``: ``trial=True``) renders each row as given,
+with no dedupe, no policy and no control group; a suppressed phone is still suppressed.
 
 Where the run's resource has a tracking domain, the shell hands the Preparer a
 :class:`~engine.core.links.Shortener` (:meth:`Preparer.track`): each text's links are
@@ -22,12 +28,14 @@ text that is sent, and the URLs from data that took a link slot come back in
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
 from engine.core.dedupe import Dedupe, Screen
+from engine.core.groups import CONTROL, Groups
 from engine.core.links import DataLink, Shortener
 from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy, over_limit
@@ -110,6 +118,10 @@ class Plan(NamedTuple):
     valid: list[str]
     valid_at: list[int]
     screen: Screen
+    #: The last profile id of the chunk as read, when the run's share dropped rows of it
+    #: (``rows`` then holds only the run's), and the ids it dropped, in order.
+    last_id: int | None = None
+    others: Sequence[int] = ()
 
     def maybe_seen(self) -> list[str]:
         return [self.valid[i] for i in self.screen.maybe]
@@ -148,6 +160,8 @@ class Preparer:
         reserved: int = 0,
         policy: Policy | None = None,
         shortener: Shortener | None = None,
+        groups: Groups | None = None,
+        trial: bool = False,
     ) -> None:
         self.run_uid = run_uid
         self.run_id = run_id
@@ -165,8 +179,13 @@ class Preparer:
         self.limit = limit
         #: Messages reserved so far in this run (counts against ``limit``).
         self.reserved = reserved
-        #: The sending policy in force for this mailing, if any.
-        self.policy = policy
+        #: The sending policy in force for this mailing, if any (never for a trial).
+        self.policy = None if trial else policy
+        #: A ``mailing test`` run: every row is a message, no dedupe, no control group.
+        self.trial = trial
+        #: The run's share of the audience and its control groups (None: all, none).
+        self.groups: Groups | None = None
+        self.use_groups(groups)
         self._needs_lead = "lead" in template.roots
         self._needs_sub = "subscription" in template.roots
         self._resource_id = self.context.get("resource", {}).get("id")
@@ -182,11 +201,30 @@ class Preparer:
         self.context["resource"] = {**self.context.get("resource", {}),
                                     **shortener.resource_fields}
 
+    def use_groups(self, groups: Groups | None) -> None:
+        """Take only ``groups``' share of the rows from now on, and hold its control
+        groups out (a trial takes neither)."""
+        self.groups = None if self.trial or groups is None or not (
+            groups.shared or groups.controls) else groups
+
     @property
     def limit_reached(self) -> bool:
         return self.limit is not None and self.reserved >= self.limit
 
     def screen(self, rows: Sequence[AudienceRow]) -> Plan:
+        last_id: int | None = None
+        others: list[int] = []
+        groups = self.groups
+        if groups is not None and groups.shared and rows:
+            last_id = rows[-1][0]
+            in_share = groups.in_share
+            kept = []
+            for row in rows:
+                if in_share(row[0]):
+                    kept.append(row)
+                else:
+                    others.append(row[0])
+            rows = kept
         normalise = self.normaliser.normalise
         subscribed: list[int] = []
         phones: list[str | None] = []
@@ -202,7 +240,9 @@ class Preparer:
                 valid_at.append(len(subscribed))
             subscribed.append(i)
             phones.append(e164)
-        return Plan(rows, subscribed, phones, valid, valid_at, self.dedupe.screen(valid))
+        screen = Screen(list(range(len(valid))), [], []) if self.trial \
+            else self.dedupe.screen(valid)
+        return Plan(rows, subscribed, phones, valid, valid_at, screen, last_id, others)
 
     def policy_keys(self, plan: Plan) -> list[int | str]:
         """What the chunk's policy counts are looked up by (profile ids or phones)."""
@@ -217,17 +257,19 @@ class Preparer:
         self, plan: Plan, suppressed: Set[str], seen: Set[str], now: float,
         policy_counts: Mapping[int | str, int] | None = None,
     ) -> PreparedBatch:
-        dup_valid = self.dedupe.confirm(plan.valid, plan.screen, seen)
         dup = [False] * len(plan.subscribed)
-        for k, at in enumerate(plan.valid_at):
-            dup[at] = dup_valid[k]
+        if not self.trial:
+            dup_valid = self.dedupe.confirm(plan.valid, plan.screen, seen)
+            for k, at in enumerate(plan.valid_at):
+                dup[at] = dup_valid[k]
 
         rows = plan.rows
         phones = plan.phones
         messages: list[Message] = []
         skipped: list[Skipped] = []
         counts = dict.fromkeys(
-            ("invalid", "suppressed", "duplicate", "empty", "too_long", "policy"), 0)
+            ("invalid", "suppressed", "duplicate", "empty", "too_long", "policy", "control"),
+            0)
         seq = self.next_seq
         check_blank = self._check_blank
         policy = self.policy if policy_counts is not None else None
@@ -237,7 +279,10 @@ class Preparer:
         uid = self.run_uid
         limit = self.limit if self.limit is not None else -1
         reserved = self.reserved
-        render, route, accept = self.render, self.route, self.dedupe.accept
+        render, route = self.render, self.route
+        accept = _accept_none if self.trial else self.dedupe.accept
+        controlled = self.groups.controlled if self.groups is not None and \
+            self.groups.controls else None
         caps = self.max_segments
         links: list[DataLink] = []
         stop_at = len(rows)  # rows[:stop_at] are settled by this call
@@ -262,6 +307,9 @@ class Preparer:
             elif limited and policy_counts.get(e164 if by_phone else profile_id, 0) >= limited:
                 skipped.append(Skipped(seq, profile_id, e164, Skip.POLICY))
                 counts["policy"] += 1
+            elif controlled is not None and controlled(profile_id):
+                skipped.append(Skipped(seq, profile_id, e164, CONTROL))
+                counts["control"] += 1
             else:
                 linked = len(links)
                 text, segments, encoding = render(row, None, seq, links)
@@ -288,10 +336,15 @@ class Preparer:
         self.reserved = reserved
         counts["received"] = stop_at
         counts["found"] = found
-        if stop_at:
+        if stop_at == len(rows) and plan.last_id is not None:
+            checkpoint = plan.last_id  # the share's rows are settled, the others dropped
+        elif stop_at:
             checkpoint = rows[stop_at - 1][0]
         else:
             checkpoint = checkpoint_before(rows)
+        if plan.last_id is not None:
+            # the dropped rows up to the checkpoint are settled with this chunk
+            counts["other_share"] = bisect_right(plan.others, checkpoint)
         limit_reached = self.limit_reached
         self.next_seq = seq
         return PreparedBatch(messages, skipped, checkpoint, limit_reached, counts, links)
@@ -354,7 +407,9 @@ class Preparer:
         messages: list[Message] = []
         skipped: list[Skipped] = []
         counts = dict.fromkeys(("received", "found", "invalid", "suppressed", "empty",
-                                "too_long", "not_subscribed", "policy"), 0)
+                                "too_long", "not_subscribed", "policy", "control"), 0)
+        controlled = self.groups.controlled if self.groups is not None and \
+            self.groups.controls else None
         uid, route, caps = self.run_uid, self.route, self.max_segments
         check_blank = self._check_blank
         policy = self.policy if policy_counts is not None else None
@@ -379,6 +434,9 @@ class Preparer:
             ):
                 skipped.append(Skipped(seq, profile_id, e164, Skip.POLICY))
                 counts["policy"] += 1
+            elif controlled is not None and controlled(profile_id):
+                skipped.append(Skipped(seq, profile_id, e164, CONTROL))
+                counts["control"] += 1
             else:
                 linked = len(links)
                 text, segments, encoding = self.render(
@@ -404,6 +462,10 @@ class Preparer:
                                         text, segments, encoding))
         checkpoint = rows[-1].queue_id if rows else 0
         return PreparedBatch(messages, skipped, checkpoint, False, counts, links)
+
+
+def _accept_none(phone: str) -> None:
+    """A trial's dedupe: it remembers nothing."""
 
 
 def checkpoint_before(rows: Sequence[AudienceRow]) -> int:

@@ -66,6 +66,8 @@ class Skip(StrEnum):
     CANCELLED = "cancelled"
     #: The template rendered to nothing (or only blanks) for this profile.
     EMPTY = "empty"
+    #: Held out in the mailing's or the database's control group (``engine.core.groups``).
+    CONTROL = "control"
 
 
 #: The moves allowed from each state, as the module docstring draws them. A state is not

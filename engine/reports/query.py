@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Final, get_args
 
 from engine.errors import NotFound
-from engine.store.base import Grouping, ReportFilter, Store
+from engine.store.base import ReportFilter, Store
+from engine.store.counters import Grouping
 
 __all__ = ["GROUPINGS", "Grouping", "parse_time", "report_filter", "unknown_name"]
 

@@ -9,7 +9,10 @@ header) and its rows, plain dicts keyed by column. A rate whose divisor is zero 
   ``unknown``, ``segments``, ``clicks``, ``unique_clicks``, ``unsubscribed``,
   ``delivery_rate`` (delivered / sent) and ``ctr`` (unique clicks / delivered). The key
   comes first under its own name: ``day``, ``hour``, ``mailing_id`` and ``mailing`` (its
-  name), ``resource``, ``sender``; none without a grouping.
+  name), ``resource``, ``sender``, ``variant`` (a multivariate mailing's template, 1-based:
+  the variant its runs sent); none without a grouping.
+
+Test sends (``mailing test``) are in none of them.
 - undeliveries: ``reason`` (the provider's, normalised; ``undefined`` when it gave none),
   ``count``, ``share`` (of all undeliveries in the report).
 - clicks: ``url``, ``clicks``, ``unique_clicks``, ``share`` (unique clickers / recipients
@@ -50,7 +53,7 @@ CHANNEL_RATES: Final = ("delivery_rate", "ctr")
 #: The columns a grouping puts before the counts.
 KEY_COLUMNS: Final[Mapping[Grouping | None, tuple[str, ...]]] = {
     None: (), "day": ("day",), "hour": ("hour",), "mailing": ("mailing_id", "mailing"),
-    "resource": ("resource",), "sender": ("sender",),
+    "resource": ("resource",), "sender": ("sender",), "variant": ("variant",),
 }
 UNDELIVERY_COLUMNS: Final = ("reason", "count", "share")
 CLICK_COLUMNS: Final = ("url", "clicks", "unique_clicks", "share")

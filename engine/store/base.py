@@ -1023,7 +1023,8 @@ class EventRow(NamedTuple):
 
 
 #: How the channel report groups its counts.
-Grouping = Literal["day", "hour", "mailing", "resource", "sender"]
+#: ``variant``: the run's ``spec.variant`` (1-based in the report; multivariate mailings).
+Grouping = Literal["day", "hour", "mailing", "resource", "sender", "variant"]
 
 
 class ReportFilter(NamedTuple):

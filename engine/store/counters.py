@@ -12,6 +12,10 @@ Because they are kept by the hour, a report's time filter is applied to whole ho
 hour counts when any of it lies in ``since <= at < until`` (``hours``). A filter on whole
 hours (dates, ``12:00``) is exact.
 
+A test send's run (``RunSpec.is_test``: ``mailing test``) is in no report: every report
+query leaves its counters out (``where_sql``), so its messages, receipts and clicks
+count for nothing, whatever the filter.
+
 Each counted thing counts once, when it happens: a recipient when its message is
 recorded (any state but ``skipped``), a receipt when it moves its recipient (so a late
 delivery after an undelivery counts under both, as its two events do), a person's click
@@ -34,10 +38,11 @@ from engine.store.base import ChannelRow, Click, Grouping, LinkStat, ReportFilte
 __all__ = [
     "CLICKS", "COUNTS", "DELIVERED", "FAILED", "GROUP_KEYS", "RECIPIENTS", "SEGMENTS", "SENT",
     "SUMS",
-    "UNDELIVERED", "UNIQUE_CLICKS", "UNKNOWN", "UNSUBSCRIBED", "Tally",
-    "channel_rows", "count_clicks", "count_receipt", "hour_of", "hours", "link_stats",
-    "undeliveries", "where_sql",
+    "UNDELIVERED", "UNIQUE_CLICKS", "UNKNOWN", "UNSUBSCRIBED", "Grouping", "Tally",
+    "channel_rows", "count_clicks", "count_receipt", "group_keys", "hour_of", "hours",
+    "link_stats", "undeliveries", "where_sql",
 ]
+
 
 
 #: The channel report's counts: ``report_counts``'s columns and ``ChannelRow``'s fields.
@@ -167,24 +172,31 @@ def count_clicks(
 
 
 #: The SQL of each grouping's raw key (``channel_rows`` turns it into the row's key), over
-#: a counters table ``c``, its runs ``ru`` and mailings ``m``; the same on both stores.
+#: a counters table ``c``, its runs ``ru`` and mailings ``m``; the same on both stores but
+#: ``variant``, which reads the run's spec (JSON) in the store's dialect (``group_keys``).
 GROUP_KEYS: Final[Mapping[Grouping | None, str]] = {
     "day": "c.hour / 24", "hour": "c.hour", "mailing": "ru.mailing_id",
     "resource": "m.resource", "sender": "c.sender", None: "0",
 }
+
+
+def group_keys(variant: str) -> dict[Grouping | None, str]:
+    """``GROUP_KEYS`` with ``variant``: a store's SQL of ``ru.spec``'s 0-based variant."""
+    return {**GROUP_KEYS, "variant": variant}
 #: The channel report's sums over ``c``, in ``COUNTS`` order.
 SUMS: Final = ", ".join(f"sum(c.{column})" for column in COUNTS)
 
 
 def where_sql(
     table: str, where: ReportFilter, *, placeholder: str, mailings_in: str,
-    mailings_arg: Callable[[tuple[int, ...]], Any],
+    mailings_arg: Callable[[tuple[int, ...]], Any], not_test: str,
 ) -> tuple[str, list[Any]]:
     """FROM and WHERE over counters ``table`` (as ``c``), its runs (``ru``) and mailings
-    (``m``), for ``where``, in a store's dialect: its ``placeholder``, and how it tests
-    ``ru.mailing_id`` against a list (``mailings_in``, bound to ``mailings_arg(ids)``)."""
+    (``m``), for ``where``, in a store's dialect: its ``placeholder``, how it tests
+    ``ru.mailing_id`` against a list (``mailings_in``, bound to ``mailings_arg(ids)``)
+    and that a run is not a test send (``not_test``, over ``ru.spec``)."""
     sql = (f" FROM {table} c JOIN runs ru ON ru.id = c.run_id"
-           " JOIN mailings m ON m.id = ru.mailing_id WHERE true")
+           f" JOIN mailings m ON m.id = ru.mailing_id WHERE {not_test}")
     args: list[Any] = []
     if where.mailings:
         sql += f" AND ru.mailing_id {mailings_in}"
@@ -209,6 +221,8 @@ def _key(by: Grouping | None, raw: Any) -> str | int | None:
         return datetime.fromtimestamp(int(raw) * 3600, UTC).strftime("%Y-%m-%dT%H:00Z")
     if by == "mailing":
         return int(raw)
+    if by == "variant":
+        return int(raw or 0) + 1
     if by is None:
         return None
     return str(raw)
@@ -218,7 +232,7 @@ def channel_rows(by: Grouping | None, rows: Iterable[Sequence[Any]]) -> list[Cha
     """The channel report from rows of (raw key, *COUNTS sums), in key order; the raw key
     of ``day`` is the UTC day since the epoch, of ``hour`` the hour."""
     out = [ChannelRow(_key(by, r[0]), *(int(n or 0) for n in r[1:])) for r in rows]
-    if by in ("day", "hour", "mailing"):
+    if by in ("day", "hour", "mailing", "variant"):
         return out  # the raw keys sort as the keys do; the store sorted them
     return sorted(out, key=lambda row: "" if row.key is None else str(row.key))
 

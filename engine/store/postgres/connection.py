@@ -38,5 +38,6 @@ class PgBase:
         self._run_lists: dict[int, list[int]] = {}
         #: run id -> its mailing's resource id.
         self._run_resource: dict[int, int] = {}
+        self._run_test: dict[int, bool] = {}
         #: the tracking domain's secret, once read (it never changes).
         self._tracking_secret: bytes | None = None

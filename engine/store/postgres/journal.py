@@ -147,12 +147,12 @@ WITH sent AS (
     FROM jsonb_array_elements(%(sent)s::jsonb) AS r
 ), history_p AS (
     INSERT INTO history_profile (profile_id, day, resource_id, n)
-    SELECT profile_id, %(day)s, %(resource)s, count(*) FROM sent
+    SELECT profile_id, %(day)s, %(resource)s, count(*) FROM sent WHERE %(count)s
     GROUP BY profile_id ORDER BY profile_id
     ON CONFLICT (profile_id, day, resource_id) DO UPDATE SET n = history_profile.n + excluded.n
 ), history_c AS (
     INSERT INTO history_contact (phone, day, n)
-    SELECT phone, %(day)s, count(*) FROM sent GROUP BY phone ORDER BY phone
+    SELECT phone, %(day)s, count(*) FROM sent WHERE %(count)s GROUP BY phone ORDER BY phone
     ON CONFLICT (phone, day) DO UPDATE SET n = history_contact.n + excluded.n
 ){accepted}, journalled AS (
     INSERT INTO journal (run_id, batch, sender, messages)
@@ -299,6 +299,17 @@ SELECT run_id, seq, profile_id, phone, sender, status, error FROM moved
 
 
 class PgJournal(PgBase):
+    async def _run_is_test(self, tx: Tx, run_id: int) -> bool:
+        """Whether a run sends test messages (``RunSpec.is_test``; cached: a run's spec
+        never changes)."""
+        flag = self._run_test.get(run_id)
+        if flag is None:
+            row = await tx.fetchone(
+                "SELECT coalesce((spec->>'is_test')::boolean, false) FROM runs WHERE id = %s",
+                (run_id,))
+            flag = self._run_test[run_id] = bool(row and row[0])
+        return flag
+
     async def _run_resource_id(self, tx: Tx, run_id: int) -> int:
         """The resource id of a run's mailing (cached: a run never changes resource), its
         row created on first use as ``resource_id`` does."""
@@ -342,10 +353,13 @@ class PgJournal(PgBase):
                     tx, run_id, lease, batches, skipped, counts)
             # Messages count in the policy history from the moment they are reserved, so
             # one still at its gateway counts too: a policy never lets one through twice.
+            # (test messages count for no policy: RunSpec.is_test)
             resource = await self._run_resource_id(tx, run_id) if any(
                 msgs for _, _, msgs in batches) else None
+            count = resource is not None and not await self._run_is_test(tx, run_id)
             await tx.execute(_RESERVE_ALONE if lease is None else _RESERVE_LEASED, {
                 "run": run_id, "now": now, "day": utc_day(now), "resource": resource,
+                "count": count,
                 "sent": json_rows([(m.profile_id, int(m.phone[1:]))
                                    for _, _, msgs in batches for m in msgs]),
                 "batches": [b for b, _, _ in batches],

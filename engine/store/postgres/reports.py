@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from engine.store import counters
-from engine.store.base import ChannelRow, Grouping, LinkStat, ReportFilter
-from engine.store.counters import GROUP_KEYS, SUMS
+from engine.store.base import ChannelRow, LinkStat, ReportFilter
+from engine.store.counters import SUMS, Grouping
 from engine.store.postgres.connection import PgBase
 
 __all__ = ["PgReports"]
@@ -17,7 +17,14 @@ __all__ = ["PgReports"]
 def _where(table: str, where: ReportFilter) -> tuple[str, list[Any]]:
     return counters.where_sql(
         table, where, placeholder="%s", mailings_in="= ANY(%s::bigint[])",
-        mailings_arg=lambda ids: [i for i in ids if -(2**63) <= i < 2**63])
+        mailings_arg=lambda ids: [i for i in ids if -(2**63) <= i < 2**63],
+        not_test=_NOT_TEST)
+
+
+#: A run that is not a test send (``RunSpec.is_test``; the spec is JSONB, ``{}`` for a
+#: plain launch), and the run's 0-based variant.
+_NOT_TEST = "coalesce((ru.spec->>'is_test')::boolean, false) = false"
+_GROUP_KEYS = counters.group_keys("coalesce((ru.spec->>'variant')::int, 0)")
 
 
 class PgReports(PgBase):
@@ -26,7 +33,7 @@ class PgReports(PgBase):
     ) -> list[ChannelRow]:
         tail, args = _where("report_counts", where)
         rows = await self.db.fetchall(
-            f"SELECT {GROUP_KEYS[by]}, {SUMS}{tail} GROUP BY 1 ORDER BY 1", args)
+            f"SELECT {_GROUP_KEYS[by]}, {SUMS}{tail} GROUP BY 1 ORDER BY 1", args)
         return counters.channel_rows(by, rows)
 
     async def report_undeliveries(self, where: ReportFilter) -> list[tuple[str, int]]:

@@ -67,6 +67,7 @@ class SQLiteBase:
         self._resources: dict[str, int] = {}
         #: run id -> its mailing's resource id (for the policy history)
         self._run_resource: dict[int, int] = {}
+        self._run_test: dict[int, bool] = {}
         #: run id -> the suppression lists that apply to it
         self._run_lists: dict[int, list[int]] = {}
         #: the private scratch database of the dedupe record, and the runs it holds
@@ -93,6 +94,16 @@ class SQLiteBase:
         ).fetchone()
         self._resources[name] = int(rid)
         return int(rid)
+
+    def _run_is_test(self, c: sqlite3.Connection, run_id: int) -> bool:
+        """Whether a run sends test messages (``RunSpec.is_test``; cached: a run's spec never
+        changes): they count for no policy and in no report."""
+        flag = self._run_test.get(run_id)
+        if flag is None:
+            row = c.execute("SELECT coalesce(json_extract(spec, '$.is_test'), 0) FROM runs"
+                            " WHERE id = ?", (run_id,)).fetchone()
+            flag = self._run_test[run_id] = bool(row and row[0])
+        return flag
 
     def _run_resource_id(self, c: sqlite3.Connection, run_id: int) -> int:
         """The resource id of a run's mailing (cached: a run never changes resource)."""
