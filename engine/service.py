@@ -28,29 +28,42 @@ from __future__ import annotations
 
 import builtins
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskGroup
 
-from engine.audience import resolve_audience
 from engine.cluster.control import notify
 from engine.core.phones import PhoneNormaliser
-from engine.core.policy import Policy
-from engine.core.templates import refuse_blank
 from engine.dispatch import SenderRuntime
 from engine.errors import InputError, StoreError
 from engine.listening import listen_gateways
 from engine.mailing_log import MailingLog
+from engine.mailings import (
+    Clock,
+    Launch,
+    MailingSpec,
+    Sleep,
+    claim_pick,
+    create_mailing,
+    launch,
+    run_template,
+    test_mailing,
+    winner_spec,
+)
 from engine.pipeline import Pipeline
 from engine.runner import Herald
-from engine.store.models import Mailing, Run, run_is_live
+from engine.scheduling import Scheduler, queue_launch
+from engine.store.models import Mailing, Run, RunSpec, run_is_live
 
 __all__ = [
+    "MailingRun",
     "MailingService",
     "MailingSpec",
     "MailingStatus",
@@ -63,23 +76,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class MailingSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """What a new mailing is: ``broadcast`` (to an audience, when started) or ``trigger``
-    (one message per trigger call)."""
-
-    name: str
-    kind: Literal["broadcast", "trigger"]
-    resource: str
-    template: str
-    database: str | None = None
-    segment: str | None = None
-    limit: int | None = None
-    #: The JSON document templates reach as ``{json.*}``.
-    document: dict[str, Any] = msgspec.field(default_factory=dict)
-    #: This mailing's sending policy (over its resource's and the account's).
-    policy: Policy | None = None
-
-
 class MailingStatus(msgspec.Struct, kw_only=True):
     """A mailing and the progress of its latest run."""
 
@@ -88,6 +84,10 @@ class MailingStatus(msgspec.Struct, kw_only=True):
     kind: str
     resource: str
     status: Literal["draft", "running", "paused", "finished", "cancelled", "failed"]
+    #: Where its schedule is (``engine.store.models.MailingState``) and when it launches
+    #: next (seconds since the epoch).
+    state: str = "draft"
+    next_launch: float | None = None
     run_id: int | None = None
     total: int = 0
     received: int = 0
@@ -96,6 +96,21 @@ class MailingStatus(msgspec.Struct, kw_only=True):
     failed: int = 0
     unknown: int = 0
     in_flight: int = 0
+
+
+class MailingRun(msgspec.Struct, kw_only=True):
+    """One run of a mailing: what it was for (``spec``: a launch, a variant's test, the
+    winner, a trial send) and its counts."""
+
+    id: int
+    status: str
+    started_at: float
+    finished_at: float | None = None
+    spec: RunSpec
+    received: int = 0
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
 
 
 class TriggerRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -187,9 +202,15 @@ class _Active(_Calls):
 class MailingService:
     """Runs mailings in the background of one process; see the module docstring."""
 
-    def __init__(self, herald: Herald, tg: TaskGroup) -> None:
+    def __init__(
+        self, herald: Herald, tg: TaskGroup, *, clock: Clock = time.time,
+        sleep: Sleep = anyio.sleep,
+    ) -> None:
         self.herald = herald
         self._tg = tg
+        self._clock, self._sleep = clock, sleep
+        #: Launches due mailings (``engine.scheduling``), while ``running``.
+        self.scheduler = Scheduler(herald, self._start_launch, clock=clock, sleep=sleep)
         self._cluster = herald.config.cluster
         self._active: dict[int, _Active] = {}
         #: trigger mailings on a cluster that took calls here: their group committers
@@ -198,27 +219,43 @@ class MailingService:
         self._finished_senders: dict[str, SenderMetrics] = {}
         self._normaliser = PhoneNormaliser(herald.config.engine.default_region)
         self._settled_cache: dict[int, tuple[float, tuple[int, int, int], str | None]] = {}
+        #: Launches going on here (a multivariate one through its test, wait and winner).
+        self._launching: dict[int, anyio.CancelScope] = {}
+        self._launches: set[anyio.CancelScope] = set()
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, herald: Herald) -> AsyncIterator[MailingService]:
+    async def running(
+        cls, herald: Herald, *, clock: Clock = time.time, sleep: Sleep = anyio.sleep,
+        schedule: bool = True,
+    ) -> AsyncIterator[MailingService]:
         """The service, for as long as the block runs; then every run is stopped
-        gracefully (what is left stays in its journal) and waited for."""
+        gracefully (what is left stays in its journal) and waited for. With
+        ``schedule``, its scheduler launches due mailings (on ``clock``, ``sleep``)."""
         async with anyio.create_task_group() as tg:
-            service = cls(herald, tg)
+            service = cls(herald, tg, clock=clock, sleep=sleep)
             await service._restore()
-            listening = anyio.CancelScope()
+            listening, scheduling = anyio.CancelScope(), anyio.CancelScope()
 
             async def listen() -> None:
                 with listening:
                     await listen_gateways(herald)
 
+            async def launch_due() -> None:
+                with scheduling:
+                    await service.scheduler.run()
+
             tg.start_soon(listen)  # receipts and replies of SMPP gateways between runs
+            if schedule:
+                tg.start_soon(launch_due)
             try:
                 yield service
             finally:
+                scheduling.cancel()
                 with anyio.CancelScope(shield=True):
                     await service._stop_all()
+                for task in list(service._launches):
+                    task.cancel()  # a multivariate launch in its wait: the store has it
                 listening.cancel()
 
     async def _restore(self) -> None:
@@ -249,36 +286,21 @@ class MailingService:
             queue.scope.cancel()
         for active in list(self._active.values()):
             await active.ready.wait()
-            assert active.pipeline is not None
-            active.pipeline.stop()
+            if active.pipeline is not None:
+                active.pipeline.stop()
         for active in list(self._active.values()):
             await active.done.wait()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def create(self, spec: MailingSpec) -> MailingStatus:
-        """A new mailing: a broadcast waits for ``start``; a trigger mailing takes calls
-        at once."""
+        """A new mailing (``engine.mailings.create_mailing`` checks it): one with ``at``
+        or a ``schedule`` launches then; a draft waits for ``start``; a trigger mailing
+        takes calls at once."""
         herald = self.herald
-        if spec.limit is not None and spec.limit < 0:
-            raise InputError("limit: must be 0 or more")
-        if spec.resource not in herald.config.resources:
-            raise InputError(f"resource: no resource {spec.resource!r} in the config")
-        # a TemplateError now, not mid-mailing; a blank template would skip everyone
-        refuse_blank(await herald.compile_async(spec.template))
-        if spec.kind != "broadcast" and spec.database is None:
-            raise InputError("database: a trigger mailing needs a database")
-        source = await resolve_audience(
-            herald.store, herald.config, spec.resource,
-            database=spec.database if spec.kind != "broadcast" or spec.segment is None
-            else None,
-            segment=spec.segment if spec.kind == "broadcast" else None,
-        )
-        mailing = await herald.store.create_mailing(
-            name=spec.name, kind=spec.kind, resource=spec.resource, source=source,
-            template=spec.template, limit=spec.limit, document=spec.document,
-            policy=spec.policy,
-        )
+        mailing = await create_mailing(herald, spec, now=self._clock())
+        if mailing.next_launch is not None:
+            self.scheduler.wake()
         if spec.kind == "trigger":
             run = await herald.store.start_run(mailing.id)
             if self._cluster is not None:
@@ -289,22 +311,83 @@ class MailingService:
         return await self._status(mailing)
 
     async def start(self, mailing_id: int) -> MailingStatus:
+        """Launch the mailing now: a broadcast's one run (a scheduled one's launch is
+        taken, it will not launch again then), a regular mailing's extra run, a
+        multivariate mailing's test (then its wait and winner, in the background)."""
         mailing = await self.herald.store.get_mailing(mailing_id)
-        if mailing_id in self._active:
+        if mailing_id in self._active or mailing_id in self._launching:
             raise StoreError(f"mailing {mailing_id} is already running")
         if mailing.kind == "trigger":
             return await self.resume(mailing_id)
+        if mailing.state == "cancelled":
+            raise StoreError(f"mailing {mailing_id} is cancelled")
         run = await self.herald.store.latest_run(mailing_id)
-        if run is not None and run.status != "finished" and run.status != "cancelled":
+        if run is not None and run.status != "finished" and run.status != "cancelled" \
+                and not run.spec.is_test:
             raise StoreError(f"mailing {mailing_id} has a {run.status} run {run.id};"
                              " resume or cancel it")
-        run = await self.herald.store.start_run(mailing_id)
-        if self._cluster is not None:
-            await self._queue_chunks(mailing, run)
-            await notify(self.herald.store, run.id, "start")  # idle workers claim now
-        else:
-            await self._launch(mailing, run, resume=False)
+        if mailing.kind == "broadcast":
+            if mailing.state == "scheduled" and not await self.herald.store.set_launch(
+                    mailing_id, expect=mailing.next_launch, next_launch=None, state="done"):
+                raise StoreError(f"mailing {mailing_id} was launched already")
+            run = await self.herald.store.start_run(mailing_id)
+            if self._cluster is not None:
+                await self._queue_chunks(mailing, run)
+                await notify(self.herald.store, run.id, "start")  # idle workers claim now
+            else:
+                await self._launch(mailing, run, resume=False)
+            return await self.status(mailing_id)
+        if mailing.kind == "multivariate" and (
+                mailing.state in ("waiting", "done") or not await self.herald.store.set_launch(
+                    mailing_id, expect=mailing.next_launch, next_launch=None,
+                    state="waiting")):
+            raise StoreError(f"mailing {mailing_id} was launched already ({mailing.state})")
+        await self._start_launch(mailing, Launch())
         return await self.status(mailing_id)
+
+    async def _start_launch(self, mailing: Mailing, what: Launch) -> None:
+        """Run a launch (the scheduler's, or ``start``'s) in the background: here, or on
+        a cluster as chunks for the workers. Returns once its first run is under way."""
+        if self._cluster is not None:
+            await queue_launch(self.herald, mailing, what)
+            return
+        await self._tg.start(self._run_launch, mailing, what)
+
+    async def _run_launch(
+        self, mailing: Mailing, what: Launch, *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        started = False
+
+        async def execute(m: Mailing, run: Run) -> MailingLog:
+            nonlocal started
+            active = await self._launch(m, run, resume=False)
+            if not started:
+                started = True
+                task_status.started()
+            await active.done.wait()
+            return await self.herald.log(run.id)
+
+        scope = anyio.CancelScope()
+        self._launching[mailing.id] = scope
+        self._launches.add(scope)
+        try:
+            with scope:
+                if what.winner:
+                    spec = await winner_spec(self.herald, mailing)
+                    await execute(mailing, await self.herald.store.start_run(mailing.id, spec))
+                else:
+                    # the scheduler or start took the launch: launch() must not again
+                    await launch(self.herald, mailing, due=what.due, missed=what.missed,
+                                 taken=True, execute=execute, clock=self._clock,
+                                 sleep=self._sleep)
+        except Exception:
+            logger.exception("mailing %s: its launch failed", mailing.id)
+        finally:
+            self._launching.pop(mailing.id, None)
+            self._launches.discard(scope)
+            if not started:
+                task_status.started()
 
     async def pause(self, mailing_id: int) -> MailingStatus:
         """Stop gracefully; ``resume`` carries on without losing or repeating anyone.
@@ -352,14 +435,25 @@ class MailingService:
 
         On a cluster the run is paused first, and settled once no live worker holds a
         chunk of it any more (StoreError if one still does after ``lease_ttl``, a
-        heartbeat and ``shutdown_grace``: the run stays paused)."""
+        heartbeat and ``shutdown_grace``: the run stays paused).
+
+        A scheduled mailing (or a multivariate one waiting for its winner) is cancelled
+        too: it never launches again, here or in any process."""
+        mailing = await self.herald.store.get_mailing(mailing_id)
+        scheduled = mailing.state in ("scheduled", "waiting")
+        if scheduled or mailing.kind in ("regular", "multivariate"):
+            await self.herald.store.set_mailing_state(mailing_id, "cancelled")
+        launching = self._launching.get(mailing_id)
+        if launching is not None:  # its next run (a winner after a wait) never starts
+            launching.cancel()
         if mailing_id in self._active:
             await self.pause(mailing_id)
         run = await self.herald.store.latest_run(mailing_id)
-        if run is None:
-            await self.herald.store.get_mailing(mailing_id)
-            raise StoreError(f"mailing {mailing_id} was never started")
-        if run.status in ("finished", "cancelled"):
+        if run is None or run.status in ("finished", "cancelled"):
+            if scheduled:
+                return await self.status(mailing_id)
+            if run is None:
+                raise StoreError(f"mailing {mailing_id} was never started")
             raise StoreError(f"mailing {mailing_id}'s run is {run.status}")
         if await self._is_clustered(mailing_id):
             if run.status == "running":
@@ -419,13 +513,17 @@ class MailingService:
         raise StoreError(f"run {run_id}: workers {', '.join(holders)} still hold chunks of"
                          " it; it stays paused, cancel it again later")
 
-    async def _launch(self, mailing: Mailing, run: Run, *, resume: bool) -> None:
+    async def _launch(self, mailing: Mailing, run: Run, *, resume: bool) -> _Active:
         active = _Active(run)
         if resume:  # what earlier sessions of the run settled; the pipeline counts the rest
             self._settled_cache.pop(run.id, None)
             active.settled_before = await self._settled(run.id)
         self._active[mailing.id] = active
-        template = await self.herald.compile_async(mailing.template)
+        try:
+            template = await self.herald.compile_async(run_template(mailing, run))
+        except BaseException:
+            self._active.pop(mailing.id, None)
+            raise
 
         async def go() -> None:
             try:
@@ -451,6 +549,7 @@ class MailingService:
 
         self._tg.start_soon(go)
         await active.ready.wait()
+        return active
 
     def _retire(self, pipeline: Pipeline) -> None:
         """Keep a finished run's figures in the service totals."""
@@ -469,7 +568,8 @@ class MailingService:
         mailing_id = mailing.id
         run = await self.herald.store.latest_run(mailing_id)
         out = MailingStatus(id=mailing.id, name=mailing.name, kind=mailing.kind,
-                            resource=mailing.resource, status="draft")
+                            resource=mailing.resource, status="draft", state=mailing.state,
+                            next_launch=mailing.next_launch)
         if run is None:
             return out
         out.run_id = run.id
@@ -524,6 +624,47 @@ class MailingService:
             await self.herald.store.get_mailing(mailing_id)
             raise StoreError(f"mailing {mailing_id} was never started")
         return await self.herald.log(run.id)
+
+    async def runs(self, mailing_id: int) -> builtins.list[MailingRun]:
+        """Every run of the mailing, oldest first, with its counts (a regular mailing's
+        launches, a multivariate one's tests and winner, ``mailing test`` sends)."""
+        await self.herald.store.get_mailing(mailing_id)  # NotFound first
+        out = []
+        for run in await self.herald.store.mailing_runs(mailing_id):
+            active = self._active.get(mailing_id)
+            if active is not None and active.run.id == run.id and active.pipeline is not None:
+                stats = active.pipeline.statistics()
+                base = active.settled_before
+                sent, failed, unknown = (base[0] + stats.sent, base[1] + stats.failed,
+                                         base[2] + stats.unknown)
+                received = stats.received
+            else:
+                sent, failed, unknown = await self._settled(run.id, run.status)
+                received = run.counts.get("received", 0)
+            out.append(MailingRun(
+                id=run.id, status=run.status, started_at=run.started_at,
+                finished_at=run.finished_at, spec=run.spec, received=received, sent=sent,
+                failed=failed, unknown=unknown))
+        return out
+
+    async def test(
+        self, mailing_id: int, phones: Sequence[str], profile_id: int | None = None,
+    ) -> builtins.list[MailingLog]:
+        """``mailing test``: each of the mailing's templates to each phone, now, in this
+        process (``engine.mailings.test_mailing``); the trial runs' logs."""
+        return await test_mailing(self.herald, mailing_id, phones, profile_id)
+
+    async def pick(self, mailing_id: int, variant: int) -> MailingStatus:
+        """Send variant ``variant`` (1-based) of a multivariate mailing waiting for its
+        ``manual`` winner to the rest of its audience, in the background."""
+        mailing, spec = await claim_pick(self.herald, mailing_id, variant)
+        run = await self.herald.store.start_run(mailing_id, spec)
+        if self._cluster is not None:
+            await self._queue_chunks(mailing, run)
+            await notify(self.herald.store, run.id, "start")
+        else:
+            await self._launch(mailing, run, resume=False)
+        return await self.status(mailing_id)
 
     # -- triggers ----------------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """``herald worker [--concurrency N] [--metrics-port P]``: lease chunks of cluster runs from
-the store and send them, until SIGTERM or Ctrl-C (which give the chunks held back)."""
+the store and send them, until SIGTERM or Ctrl-C (which give the chunks held back).
+
+Each worker also runs the scheduler (``engine.scheduling``): a due mailing's launch is
+taken by exactly one process of the cluster (``set_launch``), which cuts its runs into
+chunks for every worker (``queue_launch``)."""
 
 from __future__ import annotations
 
@@ -103,6 +107,9 @@ async def serve_metrics(
 def cmd_worker(args: argparse.Namespace) -> int:
     from engine.cluster.worker import Worker
     from engine.listening import listen_gateways
+    from engine.mailings import Launch
+    from engine.scheduling import Scheduler, queue_launch
+    from engine.store.models import Mailing
 
     # warnings (Redis unreachable and back, leases lost) to stderr, unless the host has
     # configured logging already
@@ -115,10 +122,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
             worker = Worker(herald, concurrency=args.concurrency)
             print(f"herald worker {worker.name}: {args.concurrency} slot(s)", file=sys.stderr,
                   flush=True)
+
+            async def start(mailing: Mailing, launch: Launch) -> None:
+                await queue_launch(herald, mailing, launch)
+
             async with anyio.create_task_group() as tg:
                 if args.metrics_port is not None:
                     tg.start_soon(serve_metrics, args.metrics_port, worker)
                 tg.start_soon(listen_gateways, herald)  # SMPP receipts between chunks
+                if herald.config.cluster is not None:  # Worker refuses to run without
+                    tg.start_soon(Scheduler(herald, start).run)
                 await worker.run(handle_signals=True)
                 tg.cancel_scope.cancel()
         return 0

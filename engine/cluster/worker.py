@@ -49,7 +49,7 @@ from engine.core.ratelimit import GcraStats
 from engine.core.sms import measure
 from engine.errors import InputError, LeaseLost
 from engine.mailing_log import MailingLog
-from engine.pipeline import Pipeline, PipelineStats
+from engine.pipeline import Pipeline, PipelineStats, run_template
 from engine.store.base import Lease, Store
 
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ class Worker:
         self.stopping = False
         self._grace: float | None = None
         self._held: dict[tuple[int, int], _Held] = {}
-        self._templates: dict[int, Any] = {}
+        #: compiled templates by (mailing id, variant)
+        self._templates: dict[tuple[int, int], Any] = {}
         self._wake = anyio.Event()
         self._done = self._lost = 0
         self._results = {"sent": 0, "failed": 0, "unknown": 0}
@@ -250,10 +251,11 @@ class Worker:
         pending for any worker. A lease lost meanwhile: drop it, write nothing more."""
         herald = self.herald
         mailing, run = await self.store.get_run(lease.run_id)
-        template = self._templates.get(mailing.id)
+        key = (mailing.id, run.spec.variant)  # a multivariate mailing's runs send their own
+        template = self._templates.get(key)
         if template is None:
-            template = self._templates[mailing.id] = await herald.compile_async(
-                mailing.template)
+            template = self._templates[key] = await herald.compile_async(
+                run_template(mailing, run))
         drivers = herald.drivers()
         pipeline: Pipeline | None = None
 

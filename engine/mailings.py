@@ -1,0 +1,525 @@
+"""Mailings of every kind, as one process runs them: created (with every check), launched,
+tested, and a multivariate mailing's winner chosen.
+
+A mailing's runs, by kind::
+
+    broadcast      one launch (now, or ``at`` a time): one run
+    regular        a launch per ``schedule`` (cron) time, until ``until``: a run each
+    multivariate   one launch: a test run per variant, each to its share of the
+                   audience, one after another; then the ``wait``; then the winner run
+                   to the rest (``manual``: when ``pick`` says which)
+    trigger        one run that takes trigger calls (``engine.service``)
+
+A variant's share is a slice of [0, 1) that ``engine.core.groups.share_point`` of each
+profile falls in: variant k of n takes ``[k*s/n, (k+1)*s/n)``, s = test_share/100, the
+winner ``[s, 1)``, so every profile gets one message over all the runs.
+
+Times of a schedule are wall-clock strings in its time zone, resolved with zoneinfo when a
+launch is computed (``next_launch``). A wall-clock time runs once: on a fall-back day the
+repeated hour's times run at their first occurrence only, and a time that a spring-forward
+day skips runs when the clock jumps past it (02:30 of a 02:00→03:00 day at 03:30).
+croniter iterates the wall-clock times; it is not given aware datetimes, as it runs a time
+of the repeated hour twice then.
+
+Launching takes a mailing's launch through ``RunStore.set_launch`` (compare-and-set): of
+processes that saw a launch due, or a user starting it while a scheduler takes it, only
+one runs it (``engine.scheduling``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import anyio
+import msgspec
+from croniter import croniter
+
+from engine.audience import resolve_audience
+from engine.core.phones import PhoneNormaliser
+from engine.core.policy import Policy
+from engine.core.templates import refuse_blank
+from engine.errors import InputError, StoreError, TemplateError
+from engine.mailing_log import MailingLog
+from engine.pipeline import run_template
+from engine.runner import Herald
+from engine.store.models import (
+    Mailing,
+    MailingKind,
+    MailingOptions,
+    MailingState,
+    Run,
+    RunSpec,
+    Schedule,
+    Winner,
+)
+
+__all__ = [
+    "Clock",
+    "Execute",
+    "Launch",
+    "MailingSpec",
+    "Sleep",
+    "claim_pick",
+    "create_mailing",
+    "decide_winner",
+    "default_timezone",
+    "launch",
+    "next_launch",
+    "pick",
+    "resolve_time",
+    "run_template",
+    "test_mailing",
+    "test_specs",
+    "winner_spec",
+]
+
+#: Runs one run of a mailing to its end, and returns its log (``herald.execute`` by
+#: default; the service's keeps the run's progress, pause and cancel).
+Execute = Callable[[Mailing, Run], Awaitable[MailingLog]]
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class MailingSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a new mailing is (``POST /api/v1/mailings``, ``herald mailing create``: same
+    names). Kinds: ``broadcast`` (to an audience, when started or ``at`` a time),
+    ``regular`` (on a cron ``schedule``), ``multivariate`` (2 to 8 ``templates`` tested on
+    ``test_share`` percent, the best to the rest), ``trigger`` (a message per call)."""
+
+    name: str
+    kind: MailingKind
+    resource: str
+    #: The one template (or give ``templates``).
+    template: str | None = None
+    #: A multivariate mailing's templates, variant 1 first.
+    templates: list[str] = msgspec.field(default_factory=list)
+    database: str | None = None
+    segment: str | None = None
+    limit: int | None = None
+    #: The JSON document templates reach as ``{json.*}``.
+    document: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: This mailing's sending policy (over its resource's and the account's).
+    policy: Policy | None = None
+    #: Launch once at this wall-clock time (``2026-12-24T10:00``) in ``timezone``.
+    at: str | None = None
+    #: Launch on this cron schedule (five fields; ``MON#1``: a month's first Monday).
+    schedule: str | None = None
+    #: An IANA name; default ``[engine] timezone``, else UTC.
+    timezone: str | None = None
+    #: No launch after this wall-clock time.
+    until: str | None = None
+    #: Stored, not implemented yet: each recipient at the schedule's time in their ``_tz``.
+    local_time: bool = False
+    late: Literal["now", "next"] = "now"
+    test_share: float | None = None
+    winner: Winner | None = None
+    #: Seconds between the test and the choice of the winner.
+    wait: float | None = None
+    control: float = 0.0
+    ignore_global_control: bool = False
+    quiet_hours: bool = False
+
+
+class Launch(msgspec.Struct, frozen=True, kw_only=True):
+    """One launch a scheduler took: the time it was due (None: by hand), how many due
+    before it were missed, and whether it is a multivariate mailing's ``winner`` phase."""
+
+    due: float | None = None
+    missed: int = 0
+    winner: bool = False
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+def default_timezone(herald: Herald) -> str:
+    """``[engine] timezone``, else UTC."""
+    zone = getattr(herald.config.engine, "timezone", None)
+    return zone if isinstance(zone, str) and zone else "UTC"
+
+
+def _zone(name: str, key: str = "timezone") -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(f"{key}: no time zone {name!r} (an IANA name such as"
+                         " Europe/Moscow)") from None
+
+
+def _wall(text: str, key: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{key}: not a date and time: {text!r} (write"
+                         " 2026-12-24T10:00)") from None
+
+
+def _instant(wall: datetime, zone: ZoneInfo) -> float:
+    """The instant of a wall-clock time: its first occurrence on a fall-back day; on a
+    spring-forward day a skipped time is as far past the jump as it was past the hour
+    (zoneinfo's ``fold=0``)."""
+    if wall.tzinfo is not None:
+        return wall.timestamp()
+    return wall.replace(tzinfo=zone, fold=0).timestamp()
+
+
+def resolve_time(text: str, timezone: str, key: str = "at") -> float:
+    """Seconds since the epoch of a wall-clock time in ``timezone`` (an ISO time with an
+    offset is taken as it is)."""
+    return _instant(_wall(text, key), _zone(timezone))
+
+
+#: Cron times looked at for one next launch before giving up (a schedule that never
+#: comes, such as February 30th, stops croniter itself sooner).
+_MAX_STEPS = 10_000
+
+
+def next_launch(schedule: Schedule, after: float, default_timezone: str = "UTC") -> float | None:
+    """The schedule's first launch strictly after ``after`` (seconds since the epoch), or
+    None if it has none left (an ``at`` passed, or past ``until``). Each wall-clock time
+    of a cron schedule runs once, DST or not (see the module docstring)."""
+    zone = _zone(schedule.timezone or default_timezone)
+    until = None if schedule.until is None else _instant(_wall(schedule.until, "until"), zone)
+    if schedule.at is not None:
+        at = _instant(_wall(schedule.at, "at"), zone)
+        return at if at > after and (until is None or at <= until) else None
+    if schedule.cron is None:
+        return None
+    wall = datetime.fromtimestamp(after, zone).replace(tzinfo=None)
+    it = croniter(schedule.cron, wall)
+    for _ in range(_MAX_STEPS):
+        try:
+            candidate: datetime = it.get_next(datetime)
+        except Exception:  # croniter found no time left (it raises its own errors)
+            return None
+        at = _instant(candidate, zone)
+        if until is not None and at > until:
+            return None
+        if at > after:  # else: a time of the repeated hour, run at its first occurrence
+            return at
+    return None
+
+
+def _check_cron(expression: str) -> None:
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        raise InputError(f"schedule: not a five-field cron schedule: {expression!r} (for"
+                         " example '0 10 * * MON#1')")
+
+
+# -- creating ----------------------------------------------------------------------------
+
+
+async def create_mailing(
+    herald: Herald, spec: MailingSpec, *, now: float | None = None
+) -> Mailing:
+    """Check ``spec`` (InputError naming the field at fault; TemplateError for a template
+    that does not compile or would send blank messages) and store the mailing: scheduled
+    if it has a time to launch, else a draft. A trigger mailing's run is the caller's."""
+    now = time.time() if now is None else now
+    if spec.limit is not None and spec.limit < 0:
+        raise InputError("limit: must be 0 or more")
+    if spec.resource not in herald.config.resources:
+        raise InputError(f"resource: no resource {spec.resource!r} in the config")
+    variants = await _templates(herald, spec)
+    options = _options(spec, variants)
+    schedule = _schedule(herald, spec)
+    first: float | None = None
+    if schedule is not None:
+        first = next_launch(schedule, now, default_timezone(herald))
+        if first is None:
+            key = "at" if spec.at is not None and spec.until is None else "until"
+            raise InputError(f"{key}: the mailing would never launch ({key} {getattr(spec, key)}"
+                             f" in {schedule.timezone} is past)")
+        options = msgspec.structs.replace(options, schedule=schedule)
+    if spec.kind == "trigger" and spec.database is None:
+        raise InputError("database: a trigger mailing needs a database")
+    source = await resolve_audience(
+        herald.store, herald.config, spec.resource,
+        database=spec.database if spec.kind == "trigger" or spec.segment is None else None,
+        segment=spec.segment if spec.kind != "trigger" else None,
+    )
+    return await herald.store.create_mailing(
+        name=spec.name, kind=spec.kind, resource=spec.resource, source=source,
+        template=variants[0], limit=spec.limit, document=spec.document, policy=spec.policy,
+        options=options, next_launch=first,
+    )
+
+
+async def _templates(herald: Herald, spec: MailingSpec) -> list[str]:
+    """The mailing's templates, each compiled now (not mid-mailing) and refused if blank."""
+    if spec.template is not None and spec.templates:
+        raise InputError("templates: give template or templates, not both")
+    texts = spec.templates or ([] if spec.template is None else [spec.template])
+    if spec.kind == "multivariate":
+        if not 2 <= len(texts) <= 8:
+            raise InputError(f"templates: a multivariate mailing has 2 to 8 templates, not"
+                             f" {len(texts)}")
+    elif len(texts) != 1:
+        raise InputError("template: a mailing needs one template" if not texts else
+                         f"templates: only a multivariate mailing has several ({spec.kind})")
+    for k, text in enumerate(texts):
+        try:
+            refuse_blank(await herald.compile_async(text))
+        except TemplateError as err:
+            if len(texts) == 1:
+                raise
+            raise TemplateError(f"templates[{k + 1}]: {err.message}", line=err.line,
+                                col=err.col, source_line=err.source_line) from None
+    return texts
+
+
+def _options(spec: MailingSpec, variants: list[str]) -> MailingOptions:
+    if not 0 <= spec.control < 100:
+        raise InputError(f"control: a percent from 0 to under 100, not {spec.control}")
+    if spec.kind != "multivariate":
+        for key in ("test_share", "winner", "wait"):
+            if getattr(spec, key) is not None:
+                raise InputError(f"{key}: only a multivariate mailing has one")
+        return MailingOptions(control=spec.control,
+                              ignore_global_control=spec.ignore_global_control,
+                              quiet_hours=spec.quiet_hours)
+    share = spec.test_share
+    if share is None or not 0 < share <= 100:
+        raise InputError("test_share: a multivariate mailing needs the percent of its"
+                         f" audience to test on, over 0 and at most 100 (not {share})")
+    if share == 100:
+        if spec.winner is not None:
+            raise InputError("winner: test_share 100 is a plain split, with no winner")
+    elif spec.winner is None:
+        raise InputError("winner: a multivariate mailing needs one of clicks,"
+                         " unique_clicks, delivered, manual (or test_share 100)")
+    if spec.wait is not None and not (spec.wait >= 0 and math.isfinite(spec.wait)):
+        raise InputError(f"wait: seconds, 0 or more, not {spec.wait}")
+    return MailingOptions(
+        variants=variants, test_share=share, winner=spec.winner,
+        wait=None if share == 100 else (spec.wait or 0.0), control=spec.control,
+        ignore_global_control=spec.ignore_global_control, quiet_hours=spec.quiet_hours,
+    )
+
+
+def _schedule(herald: Herald, spec: MailingSpec) -> Schedule | None:
+    if spec.at is not None and spec.schedule is not None:
+        raise InputError("at: give at (once) or schedule (cron), not both")
+    if spec.kind == "regular" and spec.schedule is None:
+        raise InputError("schedule: a regular mailing needs a cron schedule")
+    if spec.kind == "trigger" and (spec.at or spec.schedule):
+        raise InputError("at: a trigger mailing sends on each call, it has no schedule")
+    if spec.kind in ("broadcast", "multivariate") and spec.schedule is not None:
+        raise InputError(f"schedule: a {spec.kind} mailing launches once: use at, or kind"
+                         " regular for a periodic one")
+    zone = spec.timezone or default_timezone(herald)
+    _zone(zone)
+    if spec.at is None and spec.schedule is None:
+        if spec.until is not None:
+            raise InputError("until: only a scheduled mailing ends")
+        return None
+    if spec.schedule is not None:
+        _check_cron(spec.schedule)
+    for key in ("at", "until"):
+        text = getattr(spec, key)
+        if text is not None:
+            _wall(text, key)
+    return Schedule(at=spec.at, cron=spec.schedule, timezone=zone, until=spec.until,
+                    local_time=spec.local_time, late=spec.late)
+
+
+# -- launching ---------------------------------------------------------------------------
+
+
+def _execute_here(herald: Herald, progress: Any = None) -> Execute:
+    async def execute(mailing: Mailing, run: Run) -> MailingLog:
+        template = await herald.compile_async(run_template(mailing, run))
+        return await herald.execute(mailing, run, template=template, progress=progress)
+
+    return execute
+
+
+def test_specs(mailing: Mailing, due: float | None = None, missed: int = 0) -> list[RunSpec]:
+    """A multivariate mailing's test runs, variant 1 first."""
+    n = len(mailing.options.variants)
+    s = (mailing.options.test_share or 100.0) / 100.0
+    # the last one ends exactly at s, where the winner's share begins (k * s / n can be
+    # off by an ulp either way, and no profile may be in two shares or none)
+    bounds = [k * s / n for k in range(n)] + [s]
+    return [RunSpec(phase="test", variant=k, due=due, missed=missed,
+                    share=(bounds[k], bounds[k + 1])) for k in range(n)]
+
+
+async def launch(
+    herald: Herald,
+    mailing: Mailing,
+    *,
+    progress: Any = None,
+    due: float | None = None,
+    missed: int = 0,
+    taken: bool = False,
+    execute: Execute | None = None,
+    clock: Clock = time.time,
+    sleep: Sleep = anyio.sleep,
+) -> list[MailingLog]:
+    """Run one launch of the mailing now, in this process, to its end; the logs of its
+    runs. ``due``: the scheduled time a scheduler took it for (with ``missed`` launches
+    before it); None: started by hand, which takes a broadcast's or multivariate
+    mailing's scheduled launch first (StoreError if another process took it), unless
+    the caller has (``taken``).
+
+    A multivariate mailing runs its tests one after another, then waits (state
+    ``waiting``, its next launch the end of the wait), then takes that launch and runs
+    the winner; with ``manual`` it stops after the tests, waiting for ``pick``. A run
+    that does not finish (paused, cancelled) ends the launch there."""
+    store = herald.store
+    execute = execute or _execute_here(herald, progress)
+    if mailing.kind == "trigger":
+        raise InputError(f"mailing {mailing.id} is a trigger mailing: it runs on calls")
+    if due is None and not taken and mailing.kind != "regular":
+        state: MailingState = "waiting" if mailing.kind == "multivariate" else "done"
+        if mailing.state in ("waiting", "done", "cancelled") or not await store.set_launch(
+                mailing.id, expect=mailing.next_launch, next_launch=None, state=state):
+            raise StoreError(f"mailing {mailing.id} was launched already ({mailing.state})")
+    if mailing.kind != "multivariate":
+        run = await store.start_run(mailing.id, RunSpec(due=due, missed=missed))
+        return [await execute(mailing, run)]
+    logs: list[MailingLog] = []
+    for spec in test_specs(mailing, due, missed):
+        if (await store.get_mailing(mailing.id)).state == "cancelled":
+            return logs
+        logs.append(await execute(mailing, await store.start_run(mailing.id, spec)))
+        if logs[-1].status != "finished":
+            return logs
+    options = mailing.options
+    if options.test_share == 100:
+        await store.set_mailing_state(mailing.id, "done")
+        return logs
+    if options.winner == "manual":
+        return logs  # waiting for pick
+    end = clock() + (options.wait or 0.0)
+    if not await store.set_launch(mailing.id, expect=None, next_launch=end, state="waiting"):
+        return logs  # cancelled meanwhile
+    while (left := end - clock()) > 0:
+        await sleep(left)
+    if await store.set_launch(mailing.id, expect=end, next_launch=None, state="done"):
+        spec = await winner_spec(herald, mailing)
+        logs.append(await execute(mailing, await store.start_run(mailing.id, spec)))
+    return logs  # else a scheduler took the winner (or it was cancelled)
+
+
+async def decide_winner(herald: Herald, mailing: Mailing) -> tuple[int, dict[int, float]]:
+    """The best variant (0-based) of a multivariate mailing's test runs by its ``winner``
+    figure, and the figure of each variant: ``clicks`` and ``unique_clicks`` are people's
+    clicks on the run's short links (bots left out), ``delivered`` the delivery receipts.
+    Ties go to the lowest number. (``manual``: by clicks, for the log.)"""
+    metric = mailing.options.winner or "clicks"
+    if metric == "manual":
+        metric = "clicks"
+    figures: dict[int, float] = {k: 0.0 for k in range(len(mailing.options.variants))}
+    for run in await herald.store.mailing_runs(mailing.id):
+        if run.spec.phase != "test" or run.spec.is_test:
+            continue
+        figures[run.spec.variant] = figures.get(run.spec.variant, 0.0) + await _figure(
+            herald, run.id, metric)
+    best = max(sorted(figures), key=lambda k: (figures[k], -k))
+    return best, figures
+
+
+async def _figure(herald: Herald, run_id: int, metric: str) -> float:
+    store = herald.store
+    if metric == "delivered":
+        return float(sum((await store.run_summary(run_id)).get("delivered", {}).values()))
+    kind = "uclick_sms" if metric == "unique_clicks" else "click_sms"
+    # the counters are kept per run but reports filter by mailing: the run's events
+    n, after = 0, 0
+    while True:
+        events = await store.events(after=after, limit=1000, run_id=run_id)
+        if not events:
+            return float(n)
+        n += sum(1 for e in events if e.kind == kind)
+        after = events[-1].id
+
+
+async def winner_spec(
+    herald: Herald, mailing: Mailing, variant: int | None = None
+) -> RunSpec:
+    """The winner run of a multivariate mailing: ``variant`` (0-based) or the one
+    ``decide_winner`` finds, to the rest of the audience, with the figures it won on (by
+    variant number, 1-based, as users see them)."""
+    best, figures = await decide_winner(herald, mailing)
+    s = (mailing.options.test_share or 100.0) / 100.0
+    return RunSpec(phase="winner", variant=best if variant is None else variant,
+                   share=(s, 1.0), decided={str(k + 1): v for k, v in figures.items()})
+
+
+async def claim_pick(herald: Herald, mailing_id: int, variant: int) -> tuple[Mailing, RunSpec]:
+    """Take a waiting multivariate mailing's winner phase with ``variant`` (1-based, as the
+    user says it): the mailing and the winner run's spec (the caller starts the run)."""
+    store = herald.store
+    mailing = await store.get_mailing(mailing_id)
+    n = len(mailing.options.variants)
+    if mailing.kind != "multivariate":
+        raise InputError(f"mailing {mailing_id} is a {mailing.kind}: only a multivariate"
+                         " mailing has variants to pick")
+    if not 1 <= variant <= n:
+        raise InputError(f"variant: a number from 1 to {n}, not {variant}")
+    if mailing.options.test_share == 100:
+        raise InputError(f"mailing {mailing_id} is a plain split (test_share 100): it has"
+                         " no winner to pick")
+    tests = [r for r in await store.mailing_runs(mailing_id) if r.spec.phase == "test"]
+    if mailing.state != "waiting" or len(tests) < n:
+        raise StoreError(f"mailing {mailing_id} is not waiting for its winner"
+                         f" ({mailing.state})")
+    if any(r.status in ("running", "interrupted") for r in tests):
+        raise StoreError(f"mailing {mailing_id}'s test is still going on")
+    if not await store.set_launch(mailing_id, expect=mailing.next_launch, next_launch=None,
+                                  state="done"):
+        raise StoreError(f"mailing {mailing_id}'s winner was taken already")
+    return mailing, await winner_spec(herald, mailing, variant - 1)
+
+
+async def pick(
+    herald: Herald, mailing_id: int, variant: int, *, execute: Execute | None = None,
+    progress: Any = None,
+) -> MailingLog:
+    """Send variant ``variant`` (1-based) of a waiting multivariate mailing to the rest of
+    its audience, now, to the end of that run; its log."""
+    mailing, spec = await claim_pick(herald, mailing_id, variant)
+    run = await herald.store.start_run(mailing.id, spec)
+    return await (execute or _execute_here(herald, progress))(mailing, run)
+
+
+async def test_mailing(
+    herald: Herald, mailing_id: int, phones: Sequence[str], profile_id: int | None = None,
+    *, execute: Execute | None = None,
+) -> list[MailingLog]:
+    """Send each of the mailing's templates (every variant) once to each of ``phones``,
+    rendered for ``profile_id`` (default: the first profile of its audience), through its
+    real routing: a trial run per variant, marked ``is_test`` (no dedupe, no policy, in
+    no report). Works before the mailing is ever started."""
+    mailing = await herald.store.get_mailing(mailing_id)
+    if not phones:
+        raise InputError("phones: give at least one phone to send the test to")
+    normaliser = PhoneNormaliser(herald.config.engine.default_region)
+    numbers: list[str] = []
+    for phone in phones:
+        e164 = normaliser.normalise(phone)
+        if e164 is None:
+            raise InputError(f"phones: not a phone number: {phone!r}")
+        numbers.append(e164)
+    if profile_id is not None and not await herald.store.profile_ids_in(
+            mailing.source.database_id, [profile_id]):
+        raise InputError(f"profile: no profile {profile_id} in the mailing's database")
+    execute = execute or _execute_here(herald)
+    logs = []
+    for k in range(max(1, len(mailing.options.variants))):
+        spec = RunSpec(phase="trial", is_test=True, variant=k, phones=numbers,
+                       profile_id=profile_id)
+        logs.append(await execute(mailing, await herald.store.start_run(mailing.id, spec)))
+    return logs
+
+
+# not tests, whatever pytest makes of their names where they are imported
+test_mailing.__test__ = False  # type: ignore[attr-defined]
+test_specs.__test__ = False  # type: ignore[attr-defined]
