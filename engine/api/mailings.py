@@ -1,8 +1,15 @@
-"""Mailings: create (broadcast or trigger), list, status with live progress, start, pause,
-resume, cancel, and the mailing log of the latest run.
+"""Mailings: create (broadcast, regular, multivariate or trigger; at once, ``at`` a time or
+on a ``schedule``), list, status with live progress and runs, start, pause, resume,
+cancel, test sends, the pick of a winner, and the mailing log of the latest run.
 
 ``POST /api/v1/mailings``, ``GET /api/v1/mailings``, ``GET /api/v1/mailings/{id}``,
-``POST /api/v1/mailings/{id}/start|pause|resume|cancel``, ``GET /api/v1/mailings/{id}/log``.
+``POST /api/v1/mailings/{id}/start|pause|resume|cancel``, ``GET /api/v1/mailings/{id}/log``,
+``POST /api/v1/mailings/{id}/test`` (``{"to": [...], "profile_id": N}``),
+``POST /api/v1/mailings/{id}/pick`` (``{"variant": N}``, from 1).
+
+The fields of a new mailing are ``herald mailing create``'s options under the same names
+(``wait`` in seconds); ``GET /api/v1/mailings/{id}`` lists the runs as ``herald mailing
+show --json`` does (``engine.mailing_view.describe``).
 """
 
 from __future__ import annotations
@@ -19,27 +26,46 @@ from msgspec import Meta
 
 from engine.api.auth import guarded
 from engine.api.bounds import check_document, deep_error
+from engine.api.errors import ApiError, decode_error, field_of
 from engine.api.state import MAX_ID, Req, api_state, service_of
 from engine.core.policy import Policy
+from engine.errors import InputError
 from engine.mailing_log import MailingLog
+from engine.mailing_view import RunView, TrialRun, describe, trial_runs
 from engine.service import MailingSpec, MailingStatus
+from engine.store.models import MailingOptions
 
-__all__ = ["ROUTES", "MailingCreate", "MailingId", "MailingList"]
+__all__ = ["ROUTES", "MailingCreate", "MailingDetail", "MailingId", "MailingList",
+           "PickBody", "TestAnswer", "TestBody"]
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Template = Annotated[str, Meta(min_length=1, max_length=100_000)]
+#: A wall-clock time where the schedule's ``timezone`` is, ``2026-12-24T10:00``.
+WallClock = Annotated[str, Meta(min_length=1, max_length=40)]
+Percent = Annotated[float, Meta(ge=0, le=100)]
+Phone = Annotated[str, Meta(min_length=1, max_length=64)]
+#: Runs (launches, tests) ``GET /api/v1/mailings/{id}`` lists, the newest: each is a
+#: count of its recipients, and clients poll it.
+DETAIL_RUNS = 20
 #: A mailing id in a path.
 MailingId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="the mailing's id")]
 
 
 class MailingCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A new mailing. A ``broadcast`` goes to its audience (``database`` or ``segment``)
-    when started; a ``trigger`` mailing sends one message per trigger call, to profiles of
+    when started, or ``at`` its time; a ``regular`` one at each time of its ``schedule``
+    (cron), a run over the audience as it is then; a ``multivariate`` one sends its 2 to
+    8 ``templates`` to ``test_share`` percent of the audience, then the winner to the
+    rest; a ``trigger`` mailing sends one message per trigger call, to profiles of
     ``database``, from the moment it is created."""
 
     name: Name
-    kind: Literal["broadcast", "trigger"]
+    kind: Literal["broadcast", "regular", "multivariate", "trigger"]
     resource: Name
-    template: Annotated[str, Meta(min_length=1, max_length=100_000)]
+    #: The one template (every kind but multivariate).
+    template: Template | None = None
+    #: A multivariate mailing's templates, variant 1 first.
+    templates: Annotated[list[Template], Meta(min_length=2, max_length=8)] | None = None
     database: Name | None = None
     segment: Name | None = None
     limit: Annotated[int, Meta(ge=0, le=MAX_ID)] | None = None
@@ -47,6 +73,67 @@ class MailingCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     document: dict[str, Any] = msgspec.field(default_factory=dict)
     #: This mailing's sending policy (over its resource's and the account's).
     policy: Policy | None = None
+    #: Launch once at this time; or on this cron schedule (five fields, ``MON#1``...).
+    at: WallClock | None = None
+    schedule: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    #: Of ``at``, ``schedule`` and ``until`` (IANA name; default ``[engine] timezone``).
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    #: No launch after this time.
+    until: WallClock | None = None
+    #: At the schedule's time in each profile's ``_tz`` (stored; not implemented yet).
+    local_time: bool = False
+    late: Literal["now", "next"] | None = None
+    #: Multivariate: percent of the audience in the test (100: a plain split), how the
+    #: winner is chosen, and seconds between the test and the choice.
+    test_share: Annotated[float, Meta(gt=0, le=100)] | None = None
+    winner: Literal["clicks", "unique_clicks", "delivered", "manual"] | None = None
+    wait: Annotated[float, Meta(ge=0, le=366 * 86400)] | None = None
+    #: Percent of the audience held out (skipped, reason ``control``).
+    control: Percent | None = None
+    #: Send to the database's global control group too (transactional mail).
+    ignore_global_control: bool = False
+    #: A trigger mailing obeys its resource's ``quiet_hours`` (stored; not yet applied).
+    quiet_hours: bool = False
+
+
+class MailingDetail(MailingStatus, kw_only=True):
+    """A mailing's status (the live progress of its latest run), its schedule and
+    options, and its newest runs with their counts (``herald mailing show --json``'s)."""
+
+    #: ``next_launch`` as ISO 8601 in ``timezone``, the schedule's (or ``[engine]``'s).
+    next_launch_at: str | None = None
+    timezone: str = "UTC"
+    #: Its options; the variants' templates left out (``variants`` counts them).
+    options: MailingOptions = msgspec.field(default_factory=MailingOptions)
+    variants: int = 0
+    #: The variant (from 1) that won, once a winner run exists.
+    winner: int | None = None
+    launches_total: int = 0
+    tests_total: int = 0
+    #: The newest launch runs (a multivariate mailing's variant tests and winner too).
+    launches: list[RunView] = msgspec.field(default_factory=list)
+    #: The newest test sends, apart: they count for no report.
+    tests: list[RunView] = msgspec.field(default_factory=list)
+
+
+class TestBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Send every variant of the mailing to these phones, rendered for ``profile_id``
+    (default: the first profile of its audience)."""
+
+    to: Annotated[list[Phone], Meta(min_length=1, max_length=100)]
+    profile_id: Annotated[int, Meta(ge=1, le=MAX_ID)] | None = None
+
+
+class TestAnswer(msgspec.Struct, kw_only=True):
+    """One run per variant, with each message's fate."""
+
+    runs: list[TrialRun]
+
+
+class PickBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The winner of a multivariate mailing whose ``winner`` is ``manual``."""
+
+    variant: Annotated[int, Meta(ge=1, le=8)]
 
 
 class _Document(msgspec.Struct):
@@ -89,8 +176,13 @@ async def mailings_options() -> Response[None]:
                              bounds=bounded_document),
       status_code=201, tags=["mailings"], summary="Create a mailing")
 async def create_mailing(request: Req, data: JSONBody[MailingCreate]) -> MailingStatus:
-    """A broadcast waits for ``start``; a trigger mailing takes calls at once."""
-    spec = msgspec.convert(msgspec.structs.asdict(data), MailingSpec)
+    """A broadcast waits for ``start`` (or its ``at``), a regular mailing for its
+    ``schedule``; a trigger mailing takes calls at once."""
+    given = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+    try:  # fields left out take the spec's defaults ([engine] timezone...)
+        spec = msgspec.convert(given, MailingSpec)
+    except msgspec.ValidationError as err:
+        raise decode_error(err) from None
     return await service_of(request).create(spec)
 
 
@@ -102,9 +194,48 @@ async def list_mailings(request: Req) -> MailingList:
 
 @get("/mailings/{mailing_id:int}", **guarded("viewer", 400, 404, 503),
      tags=["mailings"], summary="A mailing's status")
-async def mailing_status(request: Req, mailing_id: MailingId) -> MailingStatus:
-    """Status and live progress of the mailing's latest run."""
-    return await service_of(request).status(mailing_id)
+async def mailing_status(request: Req, mailing_id: MailingId) -> MailingDetail:
+    """Status and live progress of the mailing's latest run; its state, next launch and
+    options; its runs with their counts (test sends apart)."""
+    return await _detail(request, mailing_id)
+
+
+async def _detail(request: Req, mailing_id: int) -> MailingDetail:
+    status = await service_of(request).status(mailing_id)
+    herald = api_state(request).herald
+    view = await describe(herald, await herald.store.get_mailing(mailing_id),
+                          runs=DETAIL_RUNS)
+    return MailingDetail(
+        **msgspec.structs.asdict(status), next_launch_at=view.next_launch_at,
+        timezone=view.timezone, options=view.options, variants=view.variants,
+        winner=view.winner, launches_total=view.launches_total,
+        tests_total=view.tests_total, launches=view.launches, tests=view.tests,
+    )
+
+
+@post("/mailings/{mailing_id:int}/test", **guarded("sender", 400, 404, 409, 422, 503),
+      status_code=200, tags=["mailings"], summary="Test a mailing")
+async def mailing_test(request: Req, mailing_id: MailingId,
+                       data: JSONBody[TestBody]) -> TestAnswer:
+    """Send every variant to the ``to`` phones through the mailing's real routing, and
+    answer once they are sent: test messages skip dedupe and policies and count for no
+    report. Works before the mailing was ever started."""
+    try:
+        logs = await service_of(request).test(mailing_id, list(data.to), data.profile_id)
+    except InputError as err:  # the engine's "phones:" is this body's "to"
+        field, message = field_of(str(err))
+        raise ApiError(400, message, "to" if field == "phones" else field) from None
+    return TestAnswer(runs=await trial_runs(api_state(request).herald, logs))
+
+
+@post("/mailings/{mailing_id:int}/pick", **guarded("sender", 400, 404, 409, 503),
+      status_code=200, tags=["mailings"], summary="Pick a mailing's winner")
+async def pick_variant(request: Req, mailing_id: MailingId,
+                       data: JSONBody[PickBody]) -> MailingDetail:
+    """A multivariate mailing with ``winner: manual`` whose tests are done: ``variant``
+    (from 1) goes to the rest of the audience, in the background."""
+    await service_of(request).pick(mailing_id, data.variant)
+    return await _detail(request, mailing_id)
 
 
 @get("/mailings/{mailing_id:int}/log", **guarded("viewer", 400, 404, 409, 503),
@@ -144,5 +275,5 @@ async def cancel_mailing(request: Req, mailing_id: MailingId) -> MailingStatus:
 
 ROUTES: list[ControllerRouterHandler] = [
     mailings_options, create_mailing, list_mailings, mailing_status, mailing_log,
-    start_mailing, pause_mailing, resume_mailing, cancel_mailing,
+    start_mailing, pause_mailing, resume_mailing, cancel_mailing, mailing_test, pick_variant,
 ]

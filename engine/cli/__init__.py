@@ -19,6 +19,7 @@ from engine.cli.config import add_config_parsers
 from engine.cli.demo import add_demo_parser
 from engine.cli.gallery import add_gallery_parsers
 from engine.cli.imports import add_import_parsers
+from engine.cli.mailings import add_mailing_parsers
 from engine.cli.report import add_report_parsers
 from engine.cli.segments import add_segment_parsers
 from engine.cli.send import add_run_parsers, add_send_parser
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_import_parsers(sub)
     add_suppression_parsers(sub)
     add_send_parser(sub)
+    add_mailing_parsers(sub)
     add_template_parsers(sub)
     add_simulate_parser(sub)
     add_serve_parser(sub)
