@@ -89,6 +89,11 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     profile_id: int | None = None
     #: Why this variant won, for the log (a winner run): the figure per variant.
     decided: dict[str, float] = msgspec.field(default_factory=dict)
+    #: A wave of a launch in the recipients' local time (``Schedule.local_time``) or
+    #: held by quiet hours: the run takes the profiles whose send time falls in
+    #: ``(after, until]`` (seconds since the epoch); ``wave`` counts from 1. None: all.
+    window: tuple[float, float] | None = None
+    wave: int = 0
 
 
 class AudienceSource(msgspec.Struct, frozen=True):
