@@ -25,6 +25,7 @@ import msgspec
 from msgspec import Meta
 
 from engine.core.fields import FieldSpec
+from engine.core.localtime import QuietHours, parse_quiet_hours
 from engine.core.policy import Policy
 from engine.core.retry import RetryPolicy
 from engine.core.routing import HealthPolicy, Rule, VirtualSenderRouter
@@ -293,6 +294,14 @@ class ResourceConfig(_Strict):
     tracking_domain: _Domain | None = None
     #: Shorten this resource's links (None: as ``[tracking] track_links`` says).
     track_links: bool | None = None
+    #: ``"21:00-09:00"``: in the recipient's local time, a broadcast's, regular or
+    #: multivariate mailing's message due inside it waits for its end (a window may wrap
+    #: midnight); trigger mailings ignore it (``engine.core.localtime``).
+    quiet_hours: str | None = None
+
+    def quiet(self) -> QuietHours | None:
+        """The quiet hours, parsed (checked when the config was read)."""
+        return None if self.quiet_hours is None else parse_quiet_hours(self.quiet_hours)
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -572,6 +581,11 @@ def parse_config(
             d.fail(f"virtual_senders.{name}.rules", str(err))
     raw_vsenders = d.table(raw, "virtual_senders")
     for name, res in resources.items():
+        if res.quiet_hours is not None:
+            try:
+                parse_quiet_hours(res.quiet_hours)
+            except ValueError as err:
+                d.fail(f"resources.{name}.quiet_hours", str(err))
         if res.virtual_sender not in raw_vsenders:
             d.fail(
                 f"resources.{name}.virtual_sender",

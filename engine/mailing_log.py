@@ -12,7 +12,10 @@ A run with a spec says what it was for: its ``phase`` (``launch``, ``test``, ``w
 ``share`` of the audience (the profiles of the other shares are counted as
 ``other_share``, not received), the launch it was ``due`` for and how many launches before
 it were ``missed`` while nothing ran (they ran once, as this one), the ``decided`` figures
-that made its variant the winner, and, for a trial (``is_test``), its test ``phones``.
+that made its variant the winner, and, for a trial (``is_test``), its test ``phones``. A
+wave of a launch in the recipients' local time or held by quiet hours says which ``wave``
+it was, its ``window`` of send times, how many profiles it left ``later`` (not received,
+like ``other_share``) and when the ``next_wave`` is, and how many an ``earlier`` wave took.
 Counts come from the run's persisted counters and recipient rows, so they stay exact across
 interruptions and resumes.
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from engine.core.localtime import EARLIER, EARLIEST, LATER, next_wave
 from engine.store.models import Mailing, Run
 
 __all__ = ["MailingLog", "build_log", "format_log"]
@@ -90,6 +94,14 @@ class MailingLog(msgspec.Struct, kw_only=True):
     #: What the winner was chosen by (``clicks``, ``unique_clicks``, ``delivered``,
     #: ``manual``), for a winner run.
     winner_by: str | None = None
+    #: A wave of a launch (1 first; None: the launch was one run), its window of send
+    #: times ``[after, until]`` (after None: from the first), the profiles it left for
+    #: later waves and the time of the next one, and those an earlier wave took.
+    wave: int | None = None
+    window: list[str | None] | None = None
+    later: int = 0
+    next_wave: str | None = None
+    earlier: int = 0
 
 
 def _iso(ts: float | None) -> str | None:
@@ -159,6 +171,13 @@ def build_log(
         missed=spec.missed,
         decided=dict(spec.decided),
         winner_by=mailing.options.winner if spec.phase == "winner" else None,
+        wave=(spec.wave or None) if spec.window is not None else None,
+        window=None if spec.window is None else [
+            None if spec.window[0] <= EARLIEST else _iso(spec.window[0]),
+            _iso(spec.window[1])],
+        later=c.get(LATER, 0),
+        next_wave=_iso(next_wave(c)),
+        earlier=c.get(EARLIER, 0),
     )
 
 
@@ -179,6 +198,8 @@ _LABELS: list[tuple[str, str]] = [
     ("policy", "Over the sending policy"),
     ("control", "Control group"),
     ("other_share", "In other runs' shares"),
+    ("later", "Left for later waves"),
+    ("earlier", "Taken by earlier waves"),
     ("recipients", "Recipients"),
     ("sent", "Sent"),
     ("failed", "Failed"),
@@ -219,6 +240,13 @@ def _spec_rows(log: MailingLog) -> list[tuple[str, str]]:
         launches = "launch" if log.missed == 1 else "launches"
         rows.append(("Missed launches (missed)",
                      f"{log.missed} {launches} missed while nothing ran; run once"))
+    if log.wave is not None:
+        rows.append(("Wave (wave)", str(log.wave)))
+    if log.window is not None:
+        after, until = log.window
+        rows.append(("Send times (window)", f"{after or 'the first'} to {until}"))
+    if log.next_wave is not None:
+        rows.append(("Next wave (next_wave)", log.next_wave))
     if log.decided:
         figures = ", ".join(f"variant {k}: {_fmt(v)}" for k, v in
                             sorted(log.decided.items(), key=lambda kv: _variant_order(kv[0])))
@@ -233,7 +261,7 @@ def _variant_order(key: str) -> tuple[int, str]:
 
 
 #: Shown only when not zero: most runs have none of them.
-_WHEN_ANY = frozenset({"control", "other_share"})
+_WHEN_ANY = frozenset({"control", "other_share", "later", "earlier"})
 
 
 def format_log(log: MailingLog) -> str:

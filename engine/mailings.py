@@ -40,12 +40,13 @@ import msgspec
 from croniter import croniter
 
 from engine.audience import resolve_audience
+from engine.core.localtime import EARLIEST, next_wave
 from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy
 from engine.core.templates import refuse_blank
 from engine.errors import InputError, StoreError, TemplateError
 from engine.mailing_log import MailingLog
-from engine.pipeline import run_template
+from engine.pipeline import run_template, send_times
 from engine.runner import Herald
 from engine.store.models import (
     Mailing,
@@ -72,7 +73,9 @@ __all__ = [
     "next_launch",
     "pick",
     "resolve_time",
+    "run_phase",
     "run_template",
+    "run_waves",
     "test_mailing",
     "test_specs",
     "winner_spec",
@@ -113,7 +116,9 @@ class MailingSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timezone: str | None = None
     #: No launch after this wall-clock time.
     until: str | None = None
-    #: Stored, not implemented yet: each recipient at the schedule's time in their ``_tz``.
+    #: Each recipient at the schedule's time in their profile's ``_tz`` (else in
+    #: ``timezone``); those whose time has passed at the launch get it ``now``, or at
+    #: that time the ``next`` day (``late``). Needs ``at`` or ``schedule``.
     local_time: bool = False
     late: Literal["now", "next"] = "now"
     test_share: float | None = None
@@ -122,6 +127,8 @@ class MailingSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     wait: float | None = None
     control: float = 0.0
     ignore_global_control: bool = False
+    #: A trigger mailing obeying its resource's ``quiet_hours``: refused for now (its
+    #: messages would have to be held, not sent or dropped); other kinds always obey.
     quiet_hours: bool = False
 
 
@@ -274,6 +281,13 @@ async def _templates(herald: Herald, spec: MailingSpec) -> list[str]:
 
 
 def _options(spec: MailingSpec, variants: list[str]) -> MailingOptions:
+    if spec.quiet_hours and spec.kind == "trigger":
+        raise InputError("quiet_hours: a trigger mailing that obeys quiet hours is not"
+                         " supported yet (its calls would have to be held until the"
+                         " window ends); trigger mailings send at once")
+    if spec.local_time and spec.at is None and spec.schedule is None:
+        raise InputError("local_time: sends at the schedule's time in each recipient's"
+                         " zone: give at or schedule too")
     if not 0 <= spec.control < 100:
         raise InputError(f"control: a percent from 0 to under 100, not {spec.control}")
     if spec.kind != "multivariate":
@@ -371,7 +385,9 @@ async def launch(
     A multivariate mailing runs its tests one after another, then waits (state
     ``waiting``, its next launch the end of the wait), then takes that launch and runs
     the winner; with ``manual`` it stops after the tests, waiting for ``pick``. A run
-    that does not finish (paused, cancelled) ends the launch there."""
+    that does not finish (paused, cancelled) ends the launch there. Where the mailing
+    has local time or its resource quiet hours, each phase runs in waves
+    (``run_waves``), one after another here (``clock``, ``sleep``)."""
     store = herald.store
     execute = execute or _execute_here(herald, progress)
     if mailing.kind == "trigger":
@@ -382,15 +398,15 @@ async def launch(
                 mailing.id, expect=mailing.next_launch, next_launch=None, state=state):
             raise StoreError(f"mailing {mailing.id} was launched already ({mailing.state})")
     if mailing.kind != "multivariate":
-        run = await store.start_run(mailing.id, RunSpec(due=due, missed=missed))
-        return [await execute(mailing, run)]
-    logs: list[MailingLog] = []
-    for spec in test_specs(mailing, due, missed):
-        if (await store.get_mailing(mailing.id)).state == "cancelled":
-            return logs
-        logs.append(await execute(mailing, await store.start_run(mailing.id, spec)))
-        if logs[-1].status != "finished":
-            return logs
+        if send_times(herald.config, mailing, 0.0) is None:  # one run, as it always was
+            run = await store.start_run(mailing.id, RunSpec(due=due, missed=missed))
+            return [await execute(mailing, run)]
+        return (await run_phase(herald, mailing, [RunSpec(due=due, missed=missed)],
+                                execute=execute, clock=clock, sleep=sleep))[0]
+    logs, finished = await run_phase(herald, mailing, test_specs(mailing, due, missed),
+                                     execute=execute, clock=clock, sleep=sleep)
+    if not finished:
+        return logs
     options = mailing.options
     if options.test_share == 100:
         await store.set_mailing_state(mailing.id, "done")
@@ -403,9 +419,83 @@ async def launch(
     while (left := end - clock()) > 0:
         await sleep(left)
     if await store.set_launch(mailing.id, expect=end, next_launch=None, state="done"):
-        spec = await winner_spec(herald, mailing)
-        logs.append(await execute(mailing, await store.start_run(mailing.id, spec)))
+        logs += (await run_phase(herald, mailing, [await winner_spec(herald, mailing)],
+                                 execute=execute, clock=clock, sleep=sleep))[0]
     return logs  # else a scheduler took the winner (or it was cancelled)
+
+
+async def run_phase(
+    herald: Herald,
+    mailing: Mailing,
+    specs: Sequence[RunSpec],
+    *,
+    execute: Execute | None = None,
+    clock: Clock = time.time,
+    sleep: Sleep = anyio.sleep,
+) -> tuple[list[MailingLog], bool]:
+    """Run ``specs`` (a launch's one run, a multivariate mailing's winner, its test
+    runs) one after another, in waves where the mailing has local time or quiet hours
+    (``run_waves``): their logs, and whether all finished (a run that does not, or a
+    cancel, ends the phase there)."""
+    execute = execute or _execute_here(herald)
+    if send_times(herald.config, mailing, 0.0) is not None:
+        return await run_waves(herald, mailing, specs, execute=execute, clock=clock,
+                               sleep=sleep)
+    logs: list[MailingLog] = []
+    for spec in specs:
+        if (await herald.store.get_mailing(mailing.id)).state == "cancelled":
+            return logs, False
+        logs.append(await execute(mailing, await herald.store.start_run(mailing.id, spec)))
+        if logs[-1].status != "finished":
+            return logs, False
+    return logs, True
+
+
+async def run_waves(
+    herald: Herald,
+    mailing: Mailing,
+    specs: Sequence[RunSpec],
+    *,
+    execute: Execute | None = None,
+    clock: Clock = time.time,
+    sleep: Sleep = anyio.sleep,
+) -> tuple[list[MailingLog], bool]:
+    """Run one phase of a launch (``specs``: its one run, or a multivariate mailing's
+    test runs) in waves of send times (``engine.core.localtime``): the recipients' local
+    time, quiet hours. Each spec's ``due`` (now when None) is the launch's time S.
+
+    Wave 1 runs each spec at once with ``window = (EARLIEST, S]``; a run counts the
+    profiles whose send time is later, by time; the phase then sleeps until the earliest
+    of them and runs wave k+1 over ``(until of wave k, that time or now if later]``, so
+    each profile is in exactly one wave. The logs of its runs, and whether every wave
+    finished (False: a run did not finish, or the mailing was cancelled)."""
+    store = herald.store
+    execute = execute or _execute_here(herald)
+    start = clock()
+    specs = [s if s.due is not None else msgspec.structs.replace(s, due=start)
+             for s in specs]
+    logs: list[MailingLog] = []
+    after, until, wave = EARLIEST, max(s.due or start for s in specs), 1
+    while True:
+        soonest: float | None = None
+        for spec in specs:
+            if (await store.get_mailing(mailing.id)).state == "cancelled":
+                return logs, False
+            spec = msgspec.structs.replace(spec, window=(after, until), wave=wave,
+                                           missed=spec.missed if wave == 1 else 0)
+            log = await execute(mailing, await store.start_run(mailing.id, spec))
+            logs.append(log)
+            if log.status != "finished":
+                return logs, False
+            _, run = await store.get_run(log.run_id)
+            later = next_wave(run.counts)
+            if later is not None and (soonest is None or later < soonest):
+                soonest = later
+        if soonest is None:
+            return logs, True
+        while (left := soonest - clock()) > 0:
+            await sleep(left)
+        after, until, wave = until, max(soonest, clock()), wave + 1
 
 
 async def decide_winner(herald: Herald, mailing: Mailing) -> tuple[int, dict[int, float]]:
@@ -486,8 +576,11 @@ async def pick(
     """Send variant ``variant`` (1-based) of a waiting multivariate mailing to the rest of
     its audience, now, to the end of that run; its log."""
     mailing, spec = await claim_pick(herald, mailing_id, variant)
-    run = await herald.store.start_run(mailing.id, spec)
-    return await (execute or _execute_here(herald, progress))(mailing, run)
+    logs, _ = await run_phase(herald, mailing, [spec],
+                              execute=execute or _execute_here(herald, progress))
+    if not logs:
+        raise StoreError(f"mailing {mailing_id} was cancelled")
+    return logs[-1]
 
 
 async def test_mailing(

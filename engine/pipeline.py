@@ -9,7 +9,9 @@
 What a run is for is its ``Run.spec`` (``RunSpec``): a run with a ``share`` reads the whole
 audience and keeps only its share (``engine.core.groups``); the mailing's ``control`` and
 its database's ``control_group`` hold a stable part of the eligible out (reason
-``control``); a ``trial`` (``mailing test``) sends one profile's text to each of its phones.
+``control``); a ``trial`` (``mailing test``) sends one profile's text to each of its phones;
+a wave (``window``) keeps the profiles whose send time (their local time, quiet hours:
+``send_times``) falls in it, and counts the rest ``later`` by send time for the next wave.
 
 Stages exchange chunks and batches through bounded memory object streams, never single
 messages: per-message work is synchronous (``engine.core``). Durability follows a
@@ -37,6 +39,7 @@ from engine.core.codes import MAX_VALUE
 from engine.core.dedupe import Dedupe
 from engine.core.groups import Groups, global_key
 from engine.core.links import Shortener, link_request
+from engine.core.localtime import EARLIER, LATER, SendTimes, later_times
 from engine.core.phones import PhoneNormaliser
 from engine.core.prepare import AudienceRow, Message, Preparer, Renderer
 from engine.core.states import Outcome, State
@@ -48,7 +51,7 @@ from engine.segments import Condition, compile_condition
 from engine.store.base import JournalBatch, Lease, Store, TriggerRow
 from engine.store.models import Mailing, Run
 
-__all__ = ["Limits", "Pipeline", "PipelineStats", "run_template"]
+__all__ = ["Limits", "Pipeline", "PipelineStats", "run_template", "send_times"]
 
 
 class Limits(Protocol):
@@ -80,6 +83,30 @@ class PipelineStats(msgspec.Struct, frozen=True):
     control: int = 0
     #: Read but left to the mailing's other runs (a run with a ``share``).
     other_share: int = 0
+    #: A wave of a launch (``RunSpec.window``): the profiles left to later waves, the
+    #: earliest of their send times (None: nobody left), and those an earlier wave took.
+    later: int = 0
+    next_wave: float | None = None
+    earlier: int = 0
+
+
+def send_times(config: Config, mailing: Mailing, due: float) -> SendTimes | None:
+    """How each recipient's send time is found for a launch of ``mailing`` due at
+    ``due``: in their local time (the schedule's ``local_time``), moved out of their
+    resource's ``quiet_hours``; None when every recipient's is the launch's own (a trigger
+    mailing's: its calls go at once, quiet hours or not)."""
+    if mailing.kind == "trigger":
+        return None
+    schedule = mailing.options.schedule
+    local = schedule is not None and schedule.local_time
+    resource = config.resources.get(mailing.resource)
+    quiet = resource.quiet() if resource is not None else None
+    if not local and quiet is None:
+        return None
+    zone = schedule.timezone if schedule is not None and schedule.timezone \
+        else config.engine.timezone
+    return SendTimes(due, zone, local=local,
+                     late=schedule.late if schedule is not None else "now", quiet=quiet)
 
 
 def run_template(mailing: Mailing, run: Run) -> str:
@@ -200,12 +227,17 @@ class Pipeline:
             groups=Groups(mailing.id, spec.share, ((mailing.id, mailing.options.control),)),
             trial=self.trial,
         )
+        if spec.window is not None and spec.due is not None and not self.trial:
+            # a wave: only the profiles whose send time is in its window
+            self.preparer.use_window(spec.window, send_times(config, mailing, spec.due))
         if spec.share is not None and not self.trial:
             lo, hi = spec.share
             self.total = min(total, int(total * max(hi - lo, 0.0)) + 1)  # for progress
         self._counts = {k: counts.get(k, 0) for k in (
             "received", "found", "invalid", "suppressed", "duplicate", "too_long", "empty",
-            "policy", "control", "other_share", "reserved")}
+            "policy", "control", "other_share", "reserved", LATER, EARLIER)}
+        #: A wave's profiles left for later, by send time (``engine.core.localtime``).
+        self._later_at = later_times(counts)
         self._busy = {"cursor": 0.0, "prepare": 0.0}
         self.cursor_ms: float | None = None
         self._stop_scope = anyio.CancelScope()
@@ -267,6 +299,8 @@ class Pipeline:
             busy_s=self.busy,
             senders=[s.statistics(now) for s in self.senders.values()],
             control=c["control"], other_share=c["other_share"],
+            later=c[LATER], earlier=c[EARLIER],
+            next_wave=min(self._later_at) if self._later_at else None,
         )
 
     # -- the run -----------------------------------------------------------------------
@@ -627,9 +661,13 @@ class Pipeline:
                     audience_done=done,
                     links=result.links,
                 )
+                mine = self._counts
                 for k, v in result.counts.items():
-                    self._counts[k] += v
-                self._counts["reserved"] += len(result.messages)
+                    if k in mine:
+                        mine[k] += v
+                    else:  # a wave's later@<time>
+                        self._later_at.update(later_times({k: v}))
+                mine["reserved"] += len(result.messages)
                 batches = self._drop_refused(batches, refused)
                 self._busy["prepare"] += time.perf_counter() - t0
                 for b in batches:

@@ -36,6 +36,7 @@ from engine.mailings import (
     test_specs,
     winner_spec,
 )
+from engine.pipeline import send_times
 from engine.runner import Herald
 from engine.store.models import Mailing, MailingState, Run, RunSpec, Schedule
 
@@ -187,6 +188,10 @@ async def queue_launch(herald: Herald, mailing: Mailing, launch: Launch) -> list
     notified), not run here. A multivariate mailing's test runs are queued together;
     its wait then ends in whichever scheduler sees its tests over (``Scheduler``)."""
     store = herald.store
+    if send_times(herald.config, mailing, 0.0) is not None:
+        # waves are run in one process (engine.mailings.run_waves), not yet by workers
+        logger.warning("mailing %s: local time and quiet hours are not kept on a cluster"
+                       " yet: its launch goes to everyone now", mailing.id)
     if launch.winner:
         specs = [await winner_spec(herald, mailing)]
     elif mailing.kind == "multivariate":

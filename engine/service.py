@@ -53,11 +53,11 @@ from engine.mailings import (
     claim_pick,
     create_mailing,
     launch,
-    run_template,
+    run_phase,
     test_mailing,
     winner_spec,
 )
-from engine.pipeline import Pipeline
+from engine.pipeline import Pipeline, run_template, send_times
 from engine.runner import Herald
 from engine.scheduling import Scheduler, queue_launch
 from engine.store.models import Mailing, Run, RunSpec, run_is_live
@@ -330,6 +330,10 @@ class MailingService:
             if mailing.state == "scheduled" and not await self.herald.store.set_launch(
                     mailing_id, expect=mailing.next_launch, next_launch=None, state="done"):
                 raise StoreError(f"mailing {mailing_id} was launched already")
+            if self._cluster is None and self._in_waves(mailing):
+                # local time or quiet hours: its recipients' send times differ
+                await self._start_launch(mailing, Launch())
+                return await self.status(mailing_id)
             run = await self.herald.store.start_run(mailing_id)
             if self._cluster is not None:
                 await self._queue_chunks(mailing, run)
@@ -353,6 +357,36 @@ class MailingService:
             return
         await self._tg.start(self._run_launch, mailing, what)
 
+    def _in_waves(self, mailing: Mailing) -> bool:
+        """Whether the mailing's recipients have send times of their own (local time,
+        quiet hours): its runs then go in waves (``engine.mailings.run_phase``)."""
+        return send_times(self.herald.config, mailing, 0.0) is not None
+
+    async def _run_phase(
+        self, mailing: Mailing, spec: RunSpec, *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One run's spec, in waves, in the background (a picked winner)."""
+        started = False
+
+        async def execute(m: Mailing, run: Run) -> MailingLog:
+            nonlocal started
+            active = await self._launch(m, run, resume=False)
+            if not started:
+                started = True
+                task_status.started()
+            await active.done.wait()
+            return await self.herald.log(run.id)
+
+        try:
+            await run_phase(self.herald, mailing, [spec], execute=execute, clock=self._clock,
+                            sleep=self._sleep)
+        except Exception:
+            logger.exception("mailing %s: its winner failed", mailing.id)
+        finally:
+            if not started:
+                task_status.started()
+
     async def _run_launch(
         self, mailing: Mailing, what: Launch, *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -373,9 +407,10 @@ class MailingService:
         self._launches.add(scope)
         try:
             with scope:
-                if what.winner:
+                if what.winner:  # in waves where its recipients' send times differ
                     spec = await winner_spec(self.herald, mailing)
-                    await execute(mailing, await self.herald.store.start_run(mailing.id, spec))
+                    await run_phase(self.herald, mailing, [spec], execute=execute,
+                                    clock=self._clock, sleep=self._sleep)
                 else:
                     # the scheduler or start took the launch: launch() must not again
                     await launch(self.herald, mailing, due=what.due, missed=what.missed,
@@ -658,6 +693,9 @@ class MailingService:
         """Send variant ``variant`` (1-based) of a multivariate mailing waiting for its
         ``manual`` winner to the rest of its audience, in the background."""
         mailing, spec = await claim_pick(self.herald, mailing_id, variant)
+        if self._cluster is None and self._in_waves(mailing):
+            await self._tg.start(self._run_phase, mailing, spec)
+            return await self.status(mailing_id)
         run = await self.herald.store.start_run(mailing_id, spec)
         if self._cluster is not None:
             await self._queue_chunks(mailing, run)

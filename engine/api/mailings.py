@@ -80,7 +80,7 @@ class MailingCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     #: No launch after this time.
     until: WallClock | None = None
-    #: At the schedule's time in each profile's ``_tz`` (stored; not implemented yet).
+    #: At the schedule's time in each profile's ``_tz`` (in waves, one per send time).
     local_time: bool = False
     late: Literal["now", "next"] | None = None
     #: Multivariate: percent of the audience in the test (100: a plain split), how the

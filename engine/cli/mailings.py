@@ -552,7 +552,7 @@ def _add_create(sub: Any) -> None:
                       help="of --at, --schedule and --until (default [engine] timezone)")
     when.add_argument("--until", metavar="TIME", help="no launch after this time")
     when.add_argument("--local-time", action="store_true",
-                      help="at the schedule's time in each profile's _tz (not yet sent so)")
+                      help="at the schedule's time in each profile's _tz (else the mailing's)")
     when.add_argument("--late", choices=["now", "next"],
                       help="with --local-time: whose time has passed get it now or next day")
     ab = p.add_argument_group("multivariate")

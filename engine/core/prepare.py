@@ -16,8 +16,12 @@ as ``empty``, the rest are routed, and a text over its sender's segment cap is s
 A run that takes a share of its mailing's audience (``engine.core.groups``: a multivariate
 mailing's test and winner runs) drops the other profiles in ``screen``, before anything
 else: they are no part of the run (not received, not found, not recorded), only counted as
-``other_share``. A trial run (``mailing test``: ``trial=True``) renders each row as given,
-with no dedupe, no policy and no control group; a suppressed phone is still suppressed.
+``other_share``. A wave of a launch (``engine.core.localtime``: the recipients' local time,
+quiet hours) drops the same way the profiles whose send time is outside its window, after
+the share: counted as ``later`` (and by send time, for the next wave) or ``earlier``. Only
+such a run decodes each profile's ``_tz``. A trial run (``mailing test``: ``trial=True``)
+renders each row as given, with no dedupe, no policy and no control group; a suppressed
+phone is still suppressed.
 
 Where the run's resource has a tracking domain, the shell hands the Preparer a
 :class:`~engine.core.links.Shortener` (:meth:`Preparer.track`): each text's links are
@@ -37,6 +41,7 @@ import msgspec
 from engine.core.dedupe import Dedupe, Screen
 from engine.core.groups import CONTROL, Groups
 from engine.core.links import DataLink, Shortener
+from engine.core.localtime import EARLIER, LATER, SendTimes, later_key, profile_zone
 from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy, over_limit
 from engine.core.states import Skip
@@ -122,6 +127,9 @@ class Plan(NamedTuple):
     #: (``rows`` then holds only the run's), and the ids it dropped, in order.
     last_id: int | None = None
     others: Sequence[int] = ()
+    #: The ids a wave's window dropped, in order, with their send time (None: an
+    #: earlier wave's).
+    later: Sequence[tuple[int, float | None]] = ()
 
     def maybe_seen(self) -> list[str]:
         return [self.valid[i] for i in self.screen.maybe]
@@ -186,6 +194,9 @@ class Preparer:
         #: The run's share of the audience and its control groups (None: all, none).
         self.groups: Groups | None = None
         self.use_groups(groups)
+        #: A wave's window of send times and how each profile's is found (None: all).
+        self.window: tuple[float, float] | None = None
+        self.send_times: SendTimes | None = None
         self._needs_lead = "lead" in template.roots
         self._needs_sub = "subscription" in template.roots
         self._resource_id = self.context.get("resource", {}).get("id")
@@ -211,9 +222,19 @@ class Preparer:
     def limit_reached(self) -> bool:
         return self.limit is not None and self.reserved >= self.limit
 
+    def use_window(self, window: tuple[float, float] | None,
+                   send_times: SendTimes | None) -> None:
+        """Take only the profiles whose send time (``send_times``, from each profile's
+        ``_tz``) falls in ``window`` = ``(after, until]`` from now on: a wave of a launch
+        (``engine.core.localtime``). None: every profile (a trial takes all)."""
+        self.window = None if self.trial or window is None or send_times is None \
+            else window
+        self.send_times = send_times if self.window is not None else None
+
     def screen(self, rows: Sequence[AudienceRow]) -> Plan:
         last_id: int | None = None
         others: list[int] = []
+        later: list[tuple[int, float | None]] = []
         groups = self.groups
         if groups is not None and groups.shared and rows:
             last_id = rows[-1][0]
@@ -225,6 +246,10 @@ class Preparer:
                 else:
                     others.append(row[0])
             rows = kept
+        if self.window is not None and self.send_times is not None:
+            if last_id is None and rows:
+                last_id = rows[-1][0]
+            rows = self._in_window(rows, self.window, self.send_times, later)
         normalise = self.normaliser.normalise
         subscribed: list[int] = []
         phones: list[str | None] = []
@@ -242,7 +267,28 @@ class Preparer:
             phones.append(e164)
         screen = Screen(list(range(len(valid))), [], []) if self.trial \
             else self.dedupe.screen(valid)
-        return Plan(rows, subscribed, phones, valid, valid_at, screen, last_id, others)
+        return Plan(rows, subscribed, phones, valid, valid_at, screen, last_id, others, later)
+
+    @staticmethod
+    def _in_window(
+        rows: Sequence[AudienceRow], window: tuple[float, float], times: SendTimes,
+        out: list[tuple[int, float | None]],
+    ) -> list[AudienceRow]:
+        """The rows whose send time is in ``(after, until]``; appends ``(profile id,
+        send time)`` of each row after it to ``out``, ``(profile id, None)`` of each row
+        before it (an earlier wave took them)."""
+        after, until = window
+        send_time = times.of
+        kept = []
+        for row in rows:
+            at = send_time(profile_zone(row[1]))
+            if at <= after:
+                out.append((row[0], None))
+            elif at > until:
+                out.append((row[0], at))
+            else:
+                kept.append(row)
+        return kept
 
     def policy_keys(self, plan: Plan) -> list[int | str]:
         """What the chunk's policy counts are looked up by (profile ids or phones)."""
@@ -345,6 +391,15 @@ class Preparer:
         if plan.last_id is not None:
             # the dropped rows up to the checkpoint are settled with this chunk
             counts["other_share"] = bisect_right(plan.others, checkpoint)
+            for profile_id, send_at in plan.later:
+                if profile_id > checkpoint:
+                    break  # the rest are the resume's (ids come in order)
+                if send_at is None:
+                    counts[EARLIER] = counts.get(EARLIER, 0) + 1
+                else:
+                    counts[LATER] = counts.get(LATER, 0) + 1
+                    key = later_key(send_at)
+                    counts[key] = counts.get(key, 0) + 1
         limit_reached = self.limit_reached
         self.next_seq = seq
         return PreparedBatch(messages, skipped, checkpoint, limit_reached, counts, links)
