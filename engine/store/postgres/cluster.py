@@ -214,6 +214,7 @@ class PgCluster(PgBase):
                 msgs for _, _, msgs in batches) else None
             await tx.execute(journal._RESERVE_LEASED, {
                 "run": run_id, "now": now, "day": utc_day(now), "resource": resource,
+                "count": resource is not None,  # a trigger call is never a test send
                 "sent": journal.json_rows([(m.profile_id, int(m.phone[1:]))
                                            for _, _, msgs in batches for m in msgs]),
                 "batches": [b for b, _, _ in batches],
