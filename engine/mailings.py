@@ -56,6 +56,8 @@ from engine.store.models import (
     Run,
     RunSpec,
     Schedule,
+    Step,
+    StepKind,
     Winner,
 )
 
@@ -65,19 +67,30 @@ __all__ = [
     "Launch",
     "MailingSpec",
     "Sleep",
+    "WaveState",
+    "after_tests",
     "claim_pick",
+    "continue_launch",
     "create_mailing",
     "decide_winner",
     "default_timezone",
+    "end_tests",
+    "first_wave",
+    "follow",
     "launch",
     "next_launch",
+    "next_window",
+    "phase_end",
     "pick",
     "resolve_time",
     "run_phase",
+    "run_steps",
     "run_template",
     "run_waves",
     "test_mailing",
     "test_specs",
+    "wave_end",
+    "wave_time",
     "winner_spec",
 ]
 
@@ -127,18 +140,21 @@ class MailingSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     wait: float | None = None
     control: float = 0.0
     ignore_global_control: bool = False
-    #: A trigger mailing obeying its resource's ``quiet_hours``: refused for now (its
-    #: messages would have to be held, not sent or dropped); other kinds always obey.
+    #: A trigger mailing obeying its resource's ``quiet_hours``: a call whose recipient
+    #: is inside them is held until they end (other kinds always obey).
     quiet_hours: bool = False
 
 
 class Launch(msgspec.Struct, frozen=True, kw_only=True):
     """One launch a scheduler took: the time it was due (None: by hand), how many due
-    before it were missed, and whether it is a multivariate mailing's ``winner`` phase."""
+    before it were missed, and whether it is a multivariate mailing's ``winner`` phase;
+    or the ``step`` of a launch under way that it took from the store (the next test,
+    the next wave), to carry on from."""
 
     due: float | None = None
     missed: int = 0
     winner: bool = False
+    step: Step | None = None
 
 
 # -- schedules ---------------------------------------------------------------------------
@@ -281,10 +297,6 @@ async def _templates(herald: Herald, spec: MailingSpec) -> list[str]:
 
 
 def _options(spec: MailingSpec, variants: list[str]) -> MailingOptions:
-    if spec.quiet_hours and spec.kind == "trigger":
-        raise InputError("quiet_hours: a trigger mailing that obeys quiet hours is not"
-                         " supported yet (its calls would have to be held until the"
-                         " window ends); trigger mailings send at once")
     if spec.local_time and spec.at is None and spec.schedule is None:
         raise InputError("local_time: sends at the schedule's time in each recipient's"
                          " zone: give at or schedule too")
@@ -387,7 +399,11 @@ async def launch(
     the winner; with ``manual`` it stops after the tests, waiting for ``pick``. A run
     that does not finish (paused, cancelled) ends the launch there. Where the mailing
     has local time or its resource quiet hours, each phase runs in waves
-    (``run_waves``), one after another here (``clock``, ``sleep``)."""
+    (``run_waves``), one after another here (``clock``, ``sleep``).
+
+    Each run's next step is kept in the store (``run_steps``) and taken from it here as
+    it comes due: should this process stop, whichever scheduler runs next carries on
+    (and if one takes a step first, this launch ends there, that scheduler's)."""
     store = herald.store
     execute = execute or _execute_here(herald, progress)
     if mailing.kind == "trigger":
@@ -407,21 +423,68 @@ async def launch(
                                      execute=execute, clock=clock, sleep=sleep)
     if not finished:
         return logs
-    options = mailing.options
+    return logs + await after_tests(herald, mailing, execute=execute, clock=clock,
+                                    sleep=sleep)
+
+
+async def continue_launch(
+    herald: Herald,
+    mailing: Mailing,
+    step: Step,
+    *,
+    execute: Execute | None = None,
+    clock: Clock = time.time,
+    sleep: Sleep = anyio.sleep,
+) -> list[MailingLog]:
+    """Carry on a launch from a step a scheduler took (``Scheduler``: a process stopped
+    mid-launch, or it took the step first), in this process, as ``launch`` would have:
+    the logs of the runs it made."""
+    execute = execute or _execute_here(herald)
+    logs, finished = await run_steps(herald, mailing, step.kind, step.spec,
+                                     execute=execute, clock=clock, sleep=sleep)
+    if finished and step.spec.phase == "test" and mailing.kind == "multivariate":
+        logs += await after_tests(herald, mailing, execute=execute, clock=clock,
+                                  sleep=sleep)
+    return logs
+
+
+async def end_tests(herald: Herald, mailing: Mailing, now: float) -> float | None:
+    """A multivariate mailing's tests are over: a plain split (``test_share`` 100) is
+    done; a ``manual`` one waits for ``pick``; else its wait begins (state ``waiting``,
+    its next launch the end of the wait, which a scheduler takes: ``launch`` or
+    ``Scheduler``). The end of the wait, or None (no wait, or cancelled meanwhile)."""
+    store, options = herald.store, mailing.options
     if options.test_share == 100:
         await store.set_mailing_state(mailing.id, "done")
-        return logs
+        return None
     if options.winner == "manual":
-        return logs  # waiting for pick
-    end = clock() + (options.wait or 0.0)
+        return None  # waiting for pick
+    end = now + (options.wait or 0.0)
     if not await store.set_launch(mailing.id, expect=None, next_launch=end, state="waiting"):
-        return logs  # cancelled meanwhile
+        return None  # cancelled meanwhile
+    return end
+
+
+async def after_tests(
+    herald: Herald,
+    mailing: Mailing,
+    *,
+    execute: Execute,
+    clock: Clock = time.time,
+    sleep: Sleep = anyio.sleep,
+) -> list[MailingLog]:
+    """After a multivariate mailing's tests, in this process: ``end_tests``, then sleep
+    through the wait and run the winner, unless a scheduler took it first."""
+    store = herald.store
+    end = await end_tests(herald, mailing, clock())
+    if end is None:
+        return []
     while (left := end - clock()) > 0:
         await sleep(left)
-    if await store.set_launch(mailing.id, expect=end, next_launch=None, state="done"):
-        logs += (await run_phase(herald, mailing, [await winner_spec(herald, mailing)],
-                                 execute=execute, clock=clock, sleep=sleep))[0]
-    return logs  # else a scheduler took the winner (or it was cancelled)
+    if not await store.set_launch(mailing.id, expect=end, next_launch=None, state="done"):
+        return []  # a scheduler took the winner (or it was cancelled)
+    return (await run_phase(herald, mailing, [await winner_spec(herald, mailing)],
+                            execute=execute, clock=clock, sleep=sleep))[0]
 
 
 async def run_phase(
@@ -441,14 +504,18 @@ async def run_phase(
     if send_times(herald.config, mailing, 0.0) is not None:
         return await run_waves(herald, mailing, specs, execute=execute, clock=clock,
                                sleep=sleep)
-    logs: list[MailingLog] = []
-    for spec in specs:
-        if (await herald.store.get_mailing(mailing.id)).state == "cancelled":
-            return logs, False
-        logs.append(await execute(mailing, await herald.store.start_run(mailing.id, spec)))
-        if logs[-1].status != "finished":
-            return logs, False
-    return logs, True
+    if not specs:
+        return [], True
+    return await run_steps(herald, mailing, "run", specs[0], execute=execute, clock=clock,
+                           sleep=sleep)
+
+
+def first_wave(specs: Sequence[RunSpec], now: float) -> list[RunSpec]:
+    """A phase's specs as its first wave: each spec's ``due`` (now when None) is the
+    launch's time S; ``window = (EARLIEST, S]``."""
+    specs = [s if s.due is not None else msgspec.structs.replace(s, due=now) for s in specs]
+    until = max(s.due or now for s in specs)
+    return [msgspec.structs.replace(s, window=(EARLIEST, until), wave=1) for s in specs]
 
 
 async def run_waves(
@@ -467,35 +534,138 @@ async def run_waves(
     Wave 1 runs each spec at once with ``window = (EARLIEST, S]``; a run counts the
     profiles whose send time is later, by time; the phase then sleeps until the earliest
     of them and runs wave k+1 over ``(until of wave k, that time or now if later]``, so
-    each profile is in exactly one wave. The logs of its runs, and whether every wave
-    finished (False: a run did not finish, or the mailing was cancelled)."""
-    store = herald.store
+    each profile is in exactly one wave (``run_steps``: each next wave a step in the
+    store). The logs of its runs, and whether every wave finished (False: a run did not
+    finish, the mailing was cancelled, or another process took the next wave)."""
     execute = execute or _execute_here(herald)
-    start = clock()
-    specs = [s if s.due is not None else msgspec.structs.replace(s, due=start)
-             for s in specs]
+    if not specs:
+        return [], True
+    return await run_steps(herald, mailing, "run", first_wave(specs, clock())[0],
+                           execute=execute, clock=clock, sleep=sleep)
+
+
+def follow(mailing: Mailing, spec: RunSpec) -> tuple[StepKind, RunSpec] | None:
+    """The step that follows a launch's run with ``spec``: the next variant's test (in
+    the same wave); after a wave's last run the next wave (``wave_end``); after a
+    multivariate mailing's last test its wait; None: the launch ends with it."""
+    if spec.is_test or spec.phase == "trial":
+        return None
+    if spec.phase == "test" and spec.variant + 1 < len(mailing.options.variants):
+        nxt = test_specs(mailing, spec.due, spec.missed)[spec.variant + 1]
+        return "run", msgspec.structs.replace(nxt, window=spec.window, wave=spec.wave)
+    return wave_end(mailing, spec)
+
+
+def wave_end(mailing: Mailing, spec: RunSpec) -> tuple[StepKind, RunSpec] | None:
+    """What follows the last run of a wave (or of a phase not in waves): the next wave
+    (its first spec, numbered on, with this wave's window until its time is known),
+    else ``phase_end``."""
+    if spec.window is not None:
+        first = test_specs(mailing, spec.due, 0)[0] if spec.phase == "test" else spec
+        return "wave", msgspec.structs.replace(first, window=spec.window,
+                                               wave=spec.wave + 1, missed=0)
+    return phase_end(mailing, spec)
+
+
+def phase_end(mailing: Mailing, spec: RunSpec) -> tuple[StepKind, RunSpec] | None:
+    """What follows a phase: a multivariate mailing's tests, its wait; else nothing."""
+    if spec.phase == "test" and mailing.kind == "multivariate":
+        return "wait", spec
+    return None
+
+
+WaveState = Literal["ready", "going", "ended"]
+
+
+async def wave_time(
+    herald: Herald, mailing: Mailing, spec: RunSpec
+) -> tuple[WaveState, float | None]:
+    """The wave before a ``wave`` step's ``spec`` (the runs of its phase and launch
+    numbered one less): ``ready`` once all of them finished (``going`` while one runs,
+    ``ended`` if one did not finish), and the soonest later send time they counted
+    (None: nobody left: the phase is over)."""
+    runs = [r for r in await herald.store.mailing_runs(mailing.id)
+            if not r.spec.is_test and r.spec.phase == spec.phase
+            and r.spec.wave == spec.wave - 1 and r.spec.due == spec.due]
+    if any(r.status in ("cancelled", "failed") for r in runs):
+        return "ended", None
+    if not runs or any(r.status != "finished" for r in runs):
+        return "going", None
+    later = [t for r in runs if (t := next_wave(r.counts)) is not None]
+    return "ready", min(later, default=None)
+
+
+def next_window(spec: RunSpec, soonest: float, now: float) -> RunSpec:
+    """A ``wave`` step's spec as its run: over ``(until of the wave before, its time or
+    now if later]``."""
+    assert spec.window is not None
+    return msgspec.structs.replace(spec, window=(spec.window[1], max(soonest, now)))
+
+
+async def run_steps(
+    herald: Herald,
+    mailing: Mailing,
+    kind: StepKind,
+    spec: RunSpec,
+    *,
+    execute: Execute,
+    clock: Clock = time.time,
+    sleep: Sleep = anyio.sleep,
+) -> tuple[list[MailingLog], bool]:
+    """Run a launch from a step on (``kind``, ``spec``: its first run, or a step taken
+    from the store), in this process, to the end of its phase.
+
+    As each run starts, the step that follows it (``follow``) is kept in the store
+    (``RunStore.add_step``), due once the run is finished; when it is, this process
+    takes it (``take_step``) and goes on. A next wave's time is read from the finished
+    wave's counts: its step is kept with that time while this process sleeps to it.
+    Should this process stop meanwhile, a scheduler takes the step (``Scheduler``); if
+    one took it first, this ends here. Ends at a ``wait`` (the caller's:
+    ``after_tests``). The logs of its runs, and whether the phase finished (False: a
+    run did not, and the launch's steps were dropped; the mailing was cancelled; or
+    another process took the next step)."""
+    store = herald.store
     logs: list[MailingLog] = []
-    after, until, wave = EARLIEST, max(s.due or start for s in specs), 1
     while True:
-        soonest: float | None = None
-        for spec in specs:
-            if (await store.get_mailing(mailing.id)).state == "cancelled":
-                return logs, False
-            spec = msgspec.structs.replace(spec, window=(after, until), wave=wave,
-                                           missed=spec.missed if wave == 1 else 0)
-            log = await execute(mailing, await store.start_run(mailing.id, spec))
-            logs.append(log)
-            if log.status != "finished":
-                return logs, False
-            _, run = await store.get_run(log.run_id)
-            later = next_wave(run.counts)
-            if later is not None and (soonest is None or later < soonest):
-                soonest = later
-        if soonest is None:
+        if kind == "wait":
             return logs, True
-        while (left := soonest - clock()) > 0:
-            await sleep(left)
-        after, until, wave = until, max(soonest, clock()), wave + 1
+        if kind == "wave":
+            state, soonest = await wave_time(herald, mailing, spec)
+            if state != "ready":  # this process ran the wave: it never is "going" here
+                await store.drop_steps(mailing.id)
+                return logs, False
+            if soonest is None:
+                end = phase_end(mailing, spec)
+                if end is None:
+                    return logs, True
+                kind, spec = end
+                continue
+            if soonest > clock():
+                armed = await store.add_step(mailing.id, spec, at=soonest, kind="wave")
+                while (left := soonest - clock()) > 0:
+                    await sleep(left)
+                if not await store.take_step(armed):
+                    return logs, False  # a scheduler took it
+            spec = next_window(spec, soonest, clock())
+        if (await store.get_mailing(mailing.id)).state == "cancelled":
+            await store.drop_steps(mailing.id)
+            return logs, False
+        nxt = follow(mailing, spec)
+        step_id: int | None = None
+        if nxt is None:
+            run = await store.start_run(mailing.id, spec)
+        else:  # the run and its next step together: neither without the other
+            run, step_id = await store.start_run_then(mailing.id, spec, *nxt)
+        log = await execute(mailing, run)
+        logs.append(log)
+        if log.status != "finished":
+            await store.drop_steps(mailing.id)
+            return logs, False
+        if nxt is None or step_id is None:
+            return logs, True
+        if not await store.take_step(step_id):
+            return logs, False  # a scheduler took it
+        kind, spec = nxt
 
 
 async def decide_winner(herald: Herald, mailing: Mailing) -> tuple[int, dict[int, float]]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 import anyio
 import anyio.lowlevel
@@ -39,7 +39,14 @@ from engine.core.codes import MAX_VALUE
 from engine.core.dedupe import Dedupe
 from engine.core.groups import Groups, global_key
 from engine.core.links import Shortener, link_request
-from engine.core.localtime import EARLIER, LATER, SendTimes, later_times
+from engine.core.localtime import (
+    EARLIER,
+    LATER,
+    QuietHours,
+    SendTimes,
+    later_times,
+    profile_zone,
+)
 from engine.core.phones import PhoneNormaliser
 from engine.core.prepare import AudienceRow, Message, Preparer, Renderer
 from engine.core.states import Outcome, State
@@ -94,7 +101,8 @@ def send_times(config: Config, mailing: Mailing, due: float) -> SendTimes | None
     """How each recipient's send time is found for a launch of ``mailing`` due at
     ``due``: in their local time (the schedule's ``local_time``), moved out of their
     resource's ``quiet_hours``; None when every recipient's is the launch's own (a trigger
-    mailing's: its calls go at once, quiet hours or not)."""
+    mailing's: it has no launch; its calls go at once, or are held one by one for quiet
+    hours, see ``Pipeline``)."""
     if mailing.kind == "trigger":
         return None
     schedule = mailing.options.schedule
@@ -136,7 +144,18 @@ class Pipeline:
     A trigger mailing's run on a cluster is one chunk (lo 0, no hi) whose checkpoint is
     the last queue id settled: the queue is read from there, its reserves are fenced by
     the lease (``reserve_triggers``: no phone is refused, each call is its own message),
-    and it is never complete while the mailing is active (a stop gives it back)."""
+    and it is never complete while the mailing is active (a stop gives it back).
+
+    A trigger mailing with ``quiet_hours`` (``MailingOptions``) holds each call whose
+    recipient is inside their resource's quiet hours (in their ``_tz``, else ``[engine]
+    timezone``) at the moment it is prepared: the call stays queued with the time the
+    window ends (``TriggerStore.hold_triggers``), keeps its seq (the message id its call
+    was answered with) and is prepared then like any call, its policy and suppression
+    judged at that time. ``wall`` is the clock of that judgement."""
+
+    #: Wall-clock time (seconds since the epoch) a trigger mailing's quiet hours are
+    #: judged on (a test sets a fake one on the class, or on a pipeline before it runs).
+    wall: Callable[[], float] = time.time
 
     def __init__(
         self,
@@ -245,6 +264,20 @@ class Pipeline:
         self._ready = False
         #: A trial's profile row (``ready``).
         self._trial: AudienceRow | None = None
+        #: A trigger mailing that obeys its resource's quiet hours: it may have calls held
+        #: (read back even if the window left the config since), the window, and the zone
+        #: of recipients without a ``_tz``.
+        self._holds = mailing.kind == "trigger" and mailing.options.quiet_hours
+        self._quiet: QuietHours | None = resource.quiet() if self._holds else None
+        schedule = mailing.options.schedule
+        self._quiet_zone = schedule.timezone if schedule is not None and schedule.timezone \
+            else eng.timezone
+        #: A trigger run's position in its queue as last reserved (a queue id).
+        self._queue_checkpoint = run.checkpoint if lease is None else lease.checkpoint
+        #: Held calls read back and not yet released (the cursor reads no more meanwhile).
+        self._held_busy = False
+        #: Seqs in the journal when the run resumed: held calls reserved already.
+        self._journal_seqs: set[int] = set()
 
     # -- control -----------------------------------------------------------------------
 
@@ -332,7 +365,7 @@ class Pipeline:
                 async with anyio.create_task_group() as feed:
                     if self.mailing.kind == "trigger":
                         queued_send, queued_receive = anyio.create_memory_object_stream[
-                            list[TriggerRow]
+                            _Queued
                         ](4)
                         feed.start_soon(self._trigger_cursor, queued_send)
                         feed.start_soon(self._prepare_triggers, queued_receive, backlog)
@@ -432,6 +465,8 @@ class Pipeline:
         backlog = []
         for jb in await self._journal():
             self.dedupe.remember(e.phone for e in jb.entries)
+            if self._holds:
+                self._journal_seqs.update(e.seq for e in jb.entries)
             sender = jb.sender
             if sender not in self.senders:
                 # The sender left the config: route its messages again (same ids).
@@ -563,20 +598,30 @@ class Pipeline:
         """New triggers are queued: look now rather than at the next poll."""
         self._wake.set()
 
-    async def _trigger_cursor(self, out: MemoryObjectSendStream[list[TriggerRow]]) -> None:
-        """A trigger mailing's queue, in order, for as long as the run goes on."""
-        store = self.store
+    async def _trigger_cursor(self, out: MemoryObjectSendStream[_Queued]) -> None:
+        """A trigger mailing's queue, in order, for as long as the run goes on; with quiet
+        hours, the held calls whose time has come too (looked at least every
+        ``TRIGGER_POLL``, one chunk of them at a time)."""
+        store, run_id = self.store, self.run.id
         chunk = self.config.engine.chunk_size
         # a trigger run on a cluster: its one chunk's position (the last queue id settled)
         after = self.run.checkpoint if self.lease is None else self.lease.checkpoint
+        looked = -TRIGGER_POLL
         async with out:
             while True:
+                if self._holds and not self._held_busy and \
+                        anyio.current_time() - looked >= TRIGGER_POLL:
+                    looked = anyio.current_time()
+                    held = await self._due_held(chunk)
+                    if held:
+                        self._held_busy = True
+                        await out.send(_Queued(held, True))
                 t0 = time.perf_counter()
-                rows = await store.trigger_chunk(self.run.id, self.resource_id, after, chunk)
+                rows = await store.trigger_chunk(run_id, self.resource_id, after, chunk)
                 self._busy["cursor"] += time.perf_counter() - t0
                 if rows:
                     after = rows[-1].queue_id
-                    await out.send(rows)
+                    await out.send(_Queued(rows, False))
                     continue
                 with anyio.move_on_after(TRIGGER_POLL):  # another process may queue too
                     await self._wake.wait()
@@ -585,16 +630,58 @@ class Pipeline:
                     await anyio.sleep(self.config.engine.trigger_linger)
                 self._wake = anyio.Event()
 
+    async def _due_held(self, limit: int) -> list[TriggerRow]:
+        """Held calls whose time has come (all of them when the resource has no quiet
+        hours any more), without those a crash left reserved but not released (their seq
+        was in the journal at the resume: released now)."""
+        store, run_id = self.store, self.run.id
+        t0 = time.perf_counter()
+        now = self.wall() if self._quiet is not None else _NO_END
+        rows = await store.held_triggers(run_id, self.resource_id, now, limit)
+        self._busy["cursor"] += time.perf_counter() - t0
+        seqs = self._journal_seqs
+        if seqs and rows:
+            done = {r.queue_id for r in rows if r.seq in seqs}
+            if done:
+                await store.release_triggers(run_id, sorted(done))
+                seqs.difference_update(r.seq for r in rows if r.queue_id in done)
+                rows = [r for r in rows if r.queue_id not in done]
+        return rows
+
+    def _quiet_split(
+        self, rows: list[TriggerRow]
+    ) -> tuple[list[TriggerRow], list[tuple[int, float]]]:
+        """The calls to prepare now, and the (queue id, time) of those to hold: their
+        recipient is inside the quiet hours now."""
+        if self._quiet is None:
+            return rows, []
+        now = self.wall()
+        times = SendTimes(now, self._quiet_zone, local=False, quiet=self._quiet)
+        due: list[TriggerRow] = []
+        held: list[tuple[int, float]] = []
+        for r in rows:
+            at = times.of(profile_zone(r.fields))
+            if at > now:
+                held.append((r.queue_id, at))
+            else:
+                due.append(r)
+        return due, held
+
     async def _prepare_triggers(
-        self, chunks: MemoryObjectReceiveStream[list[TriggerRow]], backlog: list[Batch]
+        self, chunks: MemoryObjectReceiveStream[_Queued], backlog: list[Batch]
     ) -> None:
         await self._send_backlog(backlog)
         store, run_id, prep = self.store, self.run.id, self.preparer
         normalise = prep.normaliser.normalise
         batch_size = self.config.engine.batch_size
         async with chunks:
-            async for rows in chunks:
+            async for queued, released in chunks:
                 t0 = time.perf_counter()
+                rows, held = self._quiet_split(queued)
+                if held:  # before the checkpoint passes them
+                    await store.hold_triggers(run_id, held)
+                if not released:
+                    self._queue_checkpoint = queued[-1].queue_id
                 phones = [None if r.phone is None else normalise(r.phone) for r in rows]
                 valid = [p for p in phones if p is not None]
                 suppressed, _ = await store.lookup(run_id, valid, [])
@@ -608,24 +695,29 @@ class Pipeline:
                                               policy_counts)
                 batches = _group(result.messages, self.senders, batch_size)
                 counts = {**result.counts, "reserved": len(result.messages)}
+                # a held chunk's calls are behind the queue's position: it stays
+                checkpoint = self._queue_checkpoint
                 if self.lease is not None:
                     # fenced by the trigger chunk's lease, without the (run, phone)
                     # backstop: two calls to one phone are two messages
                     await cast(Any, store).reserve_triggers(
                         run_id, batches=[(b.batch, b.sender, b.messages) for b in batches],
-                        skipped=result.skipped, checkpoint=result.checkpoint,
+                        skipped=result.skipped, checkpoint=checkpoint,
                         counts=counts, lease=self.lease, links=result.links)
                 else:
                     await store.reserve(
                         run_id,
                         batches=[(b.batch, b.sender, b.messages) for b in batches],
                         skipped=result.skipped,
-                        checkpoint=result.checkpoint,
+                        checkpoint=checkpoint,
                         next_seq=None,  # trigger calls hand out seqs as they queue
                         counts=counts,
                         audience_done=False,
                         links=result.links,
                     )
+                if released:  # reserved (or recorded): never handed back again
+                    await store.release_triggers(run_id, [r.queue_id for r in rows])
+                    self._held_busy = False
                 for k in self._counts:
                     self._counts[k] += result.counts.get(k, 0)
                 self._counts["reserved"] += len(result.messages)
@@ -700,6 +792,16 @@ class Pipeline:
         return out
 
 _MAX_ID = 2**63 - 1
+#: After any time a call can be held until (seconds since the epoch).
+_NO_END = 1.0e18
+
+
+class _Queued(NamedTuple):
+    """A chunk of a trigger mailing's queue: calls read in order, or held calls whose
+    quiet hours are over (``released``)."""
+
+    rows: list[TriggerRow]
+    released: bool
 #: Seconds between looks at a trigger queue when nobody wakes the pipeline.
 TRIGGER_POLL = 0.5
 

@@ -11,11 +11,25 @@ is up (``herald serve``'s MailingService, ``herald worker``), exactly one of the
              waiting   → a multivariate mailing whose wait ended: once its test runs are
                          over (re-armed a second later while one still runs, on a
                          cluster), set_launch(..., state done) → ``start`` the winner
+           each pending step of a launch under way (store.pending_steps: its run over,
+           its time come): the next test, the next wave, the end of the tests
+             run       → take_step → ``start`` it (Launch(step=...)): carried on there
+             wave      → its time read from the finished wave's counts: not yet → kept
+                         again with that time; come → take_step → ``start``; nobody
+                         left → the phase's end
+             wait      → take_step → the tests' end (``end_tests``): the wait begins,
+                         which the ``waiting`` case above ends
 
 ``start`` runs the launch elsewhere (in the background of the service; on a cluster,
 ``queue_launch`` hands its runs to the workers as chunks) and returns at once, so one
 long launch never delays the next. Time comes from an injected clock and sleep: tests run
 on a fake one.
+
+The steps are what makes a launch outlast its process: each run of a launch, as it
+starts, keeps the step that follows it in the store (``engine.mailings.run_steps``); the
+process running it takes it when it comes due, and if that process is gone, whichever
+scheduler runs next does (``take_step``: exactly one). On a cluster every step is a
+scheduler's: ``queue_launch`` queues a wave's runs and keeps the next wave's step.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+import msgspec
 
 from engine.cluster.control import notify
 from engine.mailings import (
@@ -32,15 +47,22 @@ from engine.mailings import (
     Launch,
     Sleep,
     default_timezone,
+    end_tests,
+    first_wave,
     next_launch,
+    next_window,
+    phase_end,
     test_specs,
+    wave_end,
+    wave_time,
     winner_spec,
 )
 from engine.pipeline import send_times
 from engine.runner import Herald
-from engine.store.models import Mailing, MailingState, Run, RunSpec, Schedule
+from engine.store.models import Mailing, MailingState, Run, RunSpec, Schedule, Step
 
-__all__ = ["POLL", "Scheduler", "Start", "catch_up", "queue_launch"]
+__all__ = ["POLL", "Scheduler", "Start", "catch_up", "queue_launch", "queue_phase",
+           "queue_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +148,9 @@ class Scheduler:
             tg.start_soon(waker)
 
     async def tick(self) -> list[tuple[int, float | None]]:
-        """Take every launch due now; the ones this process took (mailing id, due time;
-        None for a multivariate mailing's winner)."""
+        """Take every launch and launch step due now; the ones this process took
+        (mailing id, due time; None for a multivariate mailing's winner; a step's time,
+        None if it had none)."""
         store, now = self.herald.store, self.clock()
         taken: list[tuple[int, float | None]] = []
         for mailing in await store.due_mailings(now):
@@ -141,8 +164,54 @@ class Scheduler:
                     taken.append((mailing.id, mailing.next_launch))
             except Exception:
                 logger.exception("scheduler: mailing %s could not be launched", mailing.id)
+        for step in await store.pending_steps(now):
+            try:
+                if await self._take_step(step, now):
+                    taken.append((step.mailing_id, step.at))
+            except Exception:
+                logger.exception("scheduler: mailing %s's next step could not be taken",
+                                 step.mailing_id)
         self.taken += taken
         return taken
+
+    async def _take_step(self, step: Step, now: float) -> bool:
+        """Take a pending step of a launch under way and do it; whether this process
+        did (another may have taken it, or a next wave's time has not come)."""
+        store = self.herald.store
+        mailing = await store.get_mailing(step.mailing_id)
+        if mailing.resource not in self.herald.config.resources:
+            return False  # its resource left this process's config: another may run it
+        if mailing.state == "cancelled":
+            await store.drop_steps(mailing.id)
+            return False
+        kind = step.kind
+        if kind == "wave":
+            state, soonest = await wave_time(self.herald, mailing, step.spec)
+            if state == "ended":  # a run of the wave was cancelled or failed
+                await store.drop_steps(mailing.id)
+                return False
+            if state == "going":  # on a cluster: another run of the wave still goes on
+                return False
+            if soonest is not None and soonest > now:
+                # its time is known now: kept again with it (taken first: only one does)
+                if await store.take_step(step.id):
+                    await store.add_step(mailing.id, step.spec, after_run=step.after_run,
+                                         at=soonest, kind="wave")
+                return False
+            if soonest is None:  # nobody left: the phase is over
+                if not await store.take_step(step.id):
+                    return False
+                if phase_end(mailing, step.spec) is None:
+                    return False  # the launch is over: nothing to do
+                await end_tests(self.herald, mailing, now)
+                return True
+        if not await store.take_step(step.id):
+            return False  # another process took it
+        if kind == "wait":
+            await end_tests(self.herald, mailing, now)
+            return True
+        await self.start(mailing, Launch(step=step))
+        return True
 
     async def _take(self, mailing: Mailing, now: float) -> bool:
         expect = mailing.next_launch
@@ -183,29 +252,61 @@ class Scheduler:
         return True
 
 
-async def queue_launch(herald: Herald, mailing: Mailing, launch: Launch) -> list[Run]:
+async def queue_launch(
+    herald: Herald, mailing: Mailing, launch: Launch, *, now: float | None = None,
+) -> list[Run]:
     """A launch on a cluster: its runs made and cut into chunks for the workers (each
     notified), not run here. A multivariate mailing's test runs are queued together;
-    its wait then ends in whichever scheduler sees its tests over (``Scheduler``)."""
+    its wait then ends in whichever scheduler sees its tests over (``Scheduler``). In
+    waves (local time, quiet hours), each wave's runs are queued together and the next
+    wave kept as a step (``queue_phase``); ``launch.step``: such a step, taken."""
     store = herald.store
-    if send_times(herald.config, mailing, 0.0) is not None:
-        # waves are run in one process (engine.mailings.run_waves), not yet by workers
-        logger.warning("mailing %s: local time and quiet hours are not kept on a cluster"
-                       " yet: its launch goes to everyone now", mailing.id)
+    now = time.time() if now is None else now
+    step = launch.step
+    if step is not None:
+        spec = step.spec
+        if step.kind == "wave":
+            _, soonest = await wave_time(herald, mailing, spec)
+            spec = next_window(spec, soonest if soonest is not None else now, now)
+        # the whole wave: a multivariate mailing's every variant
+        specs = [msgspec.structs.replace(s, window=spec.window, wave=spec.wave)
+                 for s in test_specs(mailing, spec.due, spec.missed)] \
+            if spec.phase == "test" else [spec]
+        return await queue_phase(herald, mailing, specs, now=now)
     if launch.winner:
         specs = [await winner_spec(herald, mailing)]
     elif mailing.kind == "multivariate":
         specs = test_specs(mailing, launch.due, launch.missed)
     else:
         specs = [RunSpec(due=launch.due, missed=launch.missed)]
-    runs = [await queue_run(herald, mailing, spec) for spec in specs]
-    if mailing.kind == "multivariate" and not launch.winner:
+    runs = await queue_phase(herald, mailing, specs, now=now)
+    if mailing.kind == "multivariate" and not launch.winner \
+            and send_times(herald.config, mailing, 0.0) is None:
         options = mailing.options
         if options.test_share == 100:
             await store.set_mailing_state(mailing.id, "done")
         elif options.winner != "manual":  # a lower bound: the tests' end counts
             await store.set_launch(mailing.id, expect=None, state="waiting",
                                    next_launch=time.time() + (options.wait or 0.0))
+    return runs
+
+
+async def queue_phase(
+    herald: Herald, mailing: Mailing, specs: list[RunSpec], *, now: float | None = None,
+) -> list[Run]:
+    """Queue one wave of a phase on a cluster (``specs``; not yet in waves: its first,
+    where the mailing has local time or quiet hours) and keep the step that follows it:
+    the next wave, or the tests' end, due once its runs are over (``Scheduler``)."""
+    now = time.time() if now is None else now
+    in_waves = send_times(herald.config, mailing, 0.0) is not None
+    if in_waves and specs and specs[0].window is None:
+        specs = first_wave(specs, now)
+    runs = [await queue_run(herald, mailing, spec) for spec in specs]
+    if in_waves and runs:
+        nxt = wave_end(mailing, specs[-1])
+        if nxt is not None:
+            await herald.store.add_step(mailing.id, nxt[1], after_run=runs[-1].id,
+                                        kind=nxt[0])
     return runs
 
 

@@ -51,6 +51,7 @@ from engine.mailings import (
     MailingSpec,
     Sleep,
     claim_pick,
+    continue_launch,
     create_mailing,
     launch,
     run_phase,
@@ -59,7 +60,7 @@ from engine.mailings import (
 )
 from engine.pipeline import Pipeline, run_template, send_times
 from engine.runner import Herald
-from engine.scheduling import Scheduler, queue_launch
+from engine.scheduling import Scheduler, queue_launch, queue_phase
 from engine.store.models import Mailing, Run, RunSpec, run_is_live
 
 __all__ = [
@@ -230,8 +231,9 @@ class MailingService:
         schedule: bool = True,
     ) -> AsyncIterator[MailingService]:
         """The service, for as long as the block runs; then every run is stopped
-        gracefully (what is left stays in its journal) and waited for. With
-        ``schedule``, its scheduler launches due mailings (on ``clock``, ``sleep``)."""
+        gracefully (what is left stays in its journal) and waited for; the launches
+        under way keep their next steps in the store. With ``schedule``, its scheduler
+        launches due mailings and takes those steps (on ``clock``, ``sleep``)."""
         async with anyio.create_task_group() as tg:
             service = cls(herald, tg, clock=clock, sleep=sleep)
             await service._restore()
@@ -252,10 +254,13 @@ class MailingService:
                 yield service
             finally:
                 scheduling.cancel()
+                # launches first: each one's next step stays in the store (a run stopped
+                # by the shutdown is not a pause that ends its launch), for whichever
+                # scheduler runs next once the run is resumed and over
+                for task in list(service._launches):
+                    task.cancel()
                 with anyio.CancelScope(shield=True):
                     await service._stop_all()
-                for task in list(service._launches):
-                    task.cancel()  # a multivariate launch in its wait: the store has it
                 listening.cancel()
 
     async def _restore(self) -> None:
@@ -330,8 +335,9 @@ class MailingService:
             if mailing.state == "scheduled" and not await self.herald.store.set_launch(
                     mailing_id, expect=mailing.next_launch, next_launch=None, state="done"):
                 raise StoreError(f"mailing {mailing_id} was launched already")
-            if self._cluster is None and self._in_waves(mailing):
-                # local time or quiet hours: its recipients' send times differ
+            if self._in_waves(mailing):
+                # local time or quiet hours: its recipients' send times differ (on a
+                # cluster too: each wave queued at its time, ``queue_launch``)
                 await self._start_launch(mailing, Launch())
                 return await self.status(mailing_id)
             run = await self.herald.store.start_run(mailing_id)
@@ -353,7 +359,7 @@ class MailingService:
         """Run a launch (the scheduler's, or ``start``'s) in the background: here, or on
         a cluster as chunks for the workers. Returns once its first run is under way."""
         if self._cluster is not None:
-            await queue_launch(self.herald, mailing, what)
+            await queue_launch(self.herald, mailing, what, now=self._clock())
             return
         await self._tg.start(self._run_launch, mailing, what)
 
@@ -407,7 +413,10 @@ class MailingService:
         self._launches.add(scope)
         try:
             with scope:
-                if what.winner:  # in waves where its recipients' send times differ
+                if what.step is not None:  # a launch under way: a step the scheduler took
+                    await continue_launch(self.herald, mailing, what.step, execute=execute,
+                                          clock=self._clock, sleep=self._sleep)
+                elif what.winner:  # in waves where its recipients' send times differ
                     spec = await winner_spec(self.herald, mailing)
                     await run_phase(self.herald, mailing, [spec], execute=execute,
                                     clock=self._clock, sleep=self._sleep)
@@ -419,7 +428,8 @@ class MailingService:
         except Exception:
             logger.exception("mailing %s: its launch failed", mailing.id)
         finally:
-            self._launching.pop(mailing.id, None)
+            if self._launching.get(mailing.id) is scope:  # not a step's launch after it
+                del self._launching[mailing.id]
             self._launches.discard(scope)
             if not started:
                 task_status.started()
@@ -478,6 +488,7 @@ class MailingService:
         scheduled = mailing.state in ("scheduled", "waiting")
         if scheduled or mailing.kind in ("regular", "multivariate"):
             await self.herald.store.set_mailing_state(mailing_id, "cancelled")
+        await self.herald.store.drop_steps(mailing_id)  # its launch's next wave or test
         launching = self._launching.get(mailing_id)
         if launching is not None:  # its next run (a winner after a wait) never starts
             launching.cancel()
@@ -693,6 +704,9 @@ class MailingService:
         """Send variant ``variant`` (1-based) of a multivariate mailing waiting for its
         ``manual`` winner to the rest of its audience, in the background."""
         mailing, spec = await claim_pick(self.herald, mailing_id, variant)
+        if self._cluster is not None and self._in_waves(mailing):
+            await queue_phase(self.herald, mailing, [spec], now=self._clock())
+            return await self.status(mailing_id)
         if self._cluster is None and self._in_waves(mailing):
             await self._tg.start(self._run_phase, mailing, spec)
             return await self.status(mailing_id)

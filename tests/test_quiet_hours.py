@@ -15,7 +15,7 @@ import pytest
 
 from engine.config import load_config
 from engine.core.localtime import QuietHours, parse_quiet_hours, quiet_end
-from engine.errors import ConfigError, InputError
+from engine.errors import ConfigError
 from engine.mailings import MailingSpec, create_mailing, launch, resolve_time
 from engine.service import MailingService
 from engine.testing import FakeGateway, write_config
@@ -97,19 +97,20 @@ async def test_quiet_hours_with_local_time_and_a_regular_mailing_in_the_quiet(
     assert sum(log.sent for log in logs) == 4
 
 
-async def test_a_trigger_mailing_that_obeys_quiet_hours_is_refused(
+async def test_a_trigger_mailing_ignores_quiet_hours_unless_told(
     open_herald: Callable[..., Any],
 ) -> None:
+    """(tests/test_trigger_quiet_hours.py sends through both kinds.)"""
     async with await open_herald(extra=QUIET) as herald:
         await herald.store.database_id("main", create=True)
-        with pytest.raises(InputError, match=r"^quiet_hours: "):
-            await create_mailing(herald, MailingSpec(
-                name="t", kind="trigger", resource="news", template="Hi",
-                database="main", quiet_hours=True))
+        obeys = await create_mailing(herald, MailingSpec(
+            name="t", kind="trigger", resource="news", template="Hi",
+            database="main", quiet_hours=True))
+        assert obeys.options.quiet_hours
         # one that ignores them is made, and sends at once (no waves for triggers)
         mailing = await create_mailing(herald, MailingSpec(
             name="t", kind="trigger", resource="news", template="Hi", database="main"))
-        assert mailing.kind == "trigger"
+        assert mailing.kind == "trigger" and not mailing.options.quiet_hours
 
 
 async def test_a_broadcast_started_by_hand_in_the_service_goes_in_waves(

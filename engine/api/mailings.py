@@ -92,7 +92,7 @@ class MailingCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     control: Percent | None = None
     #: Send to the database's global control group too (transactional mail).
     ignore_global_control: bool = False
-    #: A trigger mailing obeys its resource's ``quiet_hours`` (stored; not yet applied).
+    #: A trigger mailing holds a call inside its resource's ``quiet_hours`` until they end.
     quiet_hours: bool = False
 
 

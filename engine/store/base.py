@@ -34,6 +34,8 @@ from engine.store.models import (
     Run,
     RunSpec,
     RunStatus,
+    Step,
+    StepKind,
 )
 
 if TYPE_CHECKING:
@@ -570,6 +572,39 @@ class RunStore(abc.ABC):
         """Settle a stopped run for good: what was reserved and never handed over is
         skipped (reason ``cancelled``), what may have been is ``unknown``."""
 
+    @abc.abstractmethod
+    async def add_step(
+        self, mailing_id: int, spec: RunSpec, *, after_run: int | None = None,
+        at: float | None = None, kind: StepKind = "run",
+    ) -> int:
+        """Keep a launch's next step (``Step``): do ``kind`` with ``spec`` once run
+        ``after_run`` is finished and time ``at`` has come (None: no such condition); its
+        id. Kept in the store so that a process stopped mid-launch loses none of it."""
+
+    @abc.abstractmethod
+    async def start_run_then(
+        self, mailing_id: int, spec: RunSpec, kind: StepKind, then: RunSpec,
+    ) -> tuple[Run, int]:
+        """``start_run`` and ``add_step(mailing_id, then, after_run=<the run>, kind=kind)``
+        in one transaction (a process stopped between the two would lose the rest of
+        its launch): the run, and the step's id."""
+
+    @abc.abstractmethod
+    async def pending_steps(self, now: float) -> list[Step]:
+        """The steps due at ``now``: their ``after_run`` finished (or none) and their
+        ``at`` at or before ``now`` (or none), oldest first. Seeing one is not taking it
+        (``take_step``)."""
+
+    @abc.abstractmethod
+    async def take_step(self, step_id: int) -> bool:
+        """Delete the step, atomically; whether this call did. Of processes that saw one
+        step due, exactly one takes it, and it is the one that does it."""
+
+    @abc.abstractmethod
+    async def drop_steps(self, mailing_id: int) -> int:
+        """Delete every step of the mailing (its launch was cancelled, or a run of it
+        ended unfinished); how many there were."""
+
 
 class JournalStore(abc.ABC):
     """The journal of reserved batches, and the recipients' rows."""
@@ -727,7 +762,28 @@ class TriggerStore(abc.ABC):
     ) -> list[TriggerRow]:
         """Up to ``limit`` queued triggers of the run after queue id ``after_id``, in queue
         order, each with its profile and the profile's best active SMS subscription to the
-        resource (``phone`` None if none)."""
+        resource (``phone`` None if none). Calls held for quiet hours (``hold_triggers``)
+        are left out: ``held_triggers`` reads them back when they are due."""
+
+    @abc.abstractmethod
+    async def hold_triggers(self, run_id: int, held: Sequence[tuple[int, float]]) -> None:
+        """Hold (queue id, not before) calls of the run: their recipient is in their quiet
+        hours. ``trigger_chunk`` reads them no more, whether the checkpoint passed them or
+        not; ``held_triggers`` hands them back once their time has come. Held again (still
+        quiet when released), the new time replaces the old."""
+
+    @abc.abstractmethod
+    async def held_triggers(
+        self, run_id: int, resource_id: int, now: float, limit: int
+    ) -> list[TriggerRow]:
+        """Up to ``limit`` held calls of the run whose time is ``now`` or before, soonest
+        first, not released and not recorded as recipients (a release that a crash cut
+        short between the reserve and ``release_triggers``); read as ``trigger_chunk``
+        reads. The caller leaves out the seqs still in the run's journal."""
+
+    @abc.abstractmethod
+    async def release_triggers(self, run_id: int, queue_ids: Sequence[int]) -> None:
+        """Held calls that are reserved now (or recorded): never handed back again."""
 
 
 class ApiTokenStore(abc.ABC):

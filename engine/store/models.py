@@ -13,7 +13,8 @@ from engine.core.policy import Policy
 
 __all__ = [
     "AudienceSource", "Mailing", "MailingOptions", "MailingState", "Run", "RunSpec",
-    "RunStatus", "Schedule", "mailing_from_row", "run_from_row", "run_is_live",
+    "RunStatus", "Schedule", "Step", "StepKind", "mailing_from_row", "run_from_row",
+    "run_is_live", "step_from_row",
 ]
 
 RunStatus = Literal["running", "finished", "interrupted", "failed", "cancelled"]
@@ -94,6 +95,26 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     #: ``(after, until]`` (seconds since the epoch); ``wave`` counts from 1. None: all.
     window: tuple[float, float] | None = None
     wave: int = 0
+
+
+#: What a launch step does once due: ``run`` starts a run with its spec; ``wave`` is
+#: the next wave of a phase (its time and window read from the finished wave's counts
+#: when it is taken); ``wait`` ends a multivariate mailing's tests (its wait, then the
+#: winner).
+StepKind = Literal["run", "wave", "wait"]
+
+
+class Step(msgspec.Struct, frozen=True, kw_only=True):
+    """A launch's next step, kept in the store (``RunStore.add_step``) so that whichever
+    scheduler runs next takes it, once: due when run ``after_run`` (if any) is finished
+    and time ``at`` (if any) has come."""
+
+    id: int
+    mailing_id: int
+    kind: StepKind = "run"
+    spec: RunSpec
+    after_run: int | None = None
+    at: float | None = None
 
 
 class AudienceSource(msgspec.Struct, frozen=True):
@@ -211,3 +232,10 @@ def run_from_row(row: Sequence[Any]) -> tuple[Mailing, Run]:
         host=row[12], error=row[13], spec=_spec(row[14]),
     )
     return mailing_from_row(row[15:]), run
+
+
+def step_from_row(row: Sequence[Any]) -> Step:
+    """A step from the stores' column order: id, mailing id, kind, spec (JSON), after
+    run, at."""
+    return Step(id=row[0], mailing_id=row[1], kind=row[2], spec=_spec(row[3]),
+                after_run=row[4], at=row[5])

@@ -194,3 +194,58 @@ async def test_of_processes_that_saw_a_launch_due_exactly_one_takes_it(store: St
     assert await store.next_due() is None
     with pytest.raises(NotFound):
         await store.set_mailing_state(other.id + 100, "done")
+
+
+async def test_a_launch_step_is_due_once_its_run_is_finished_and_its_time_has_come(
+    store: Store,
+) -> None:
+    w = await make_world(store, 1)
+    mailing = await store.create_mailing(name="m", kind="broadcast", resource="news",
+                                         source=w.source(), template="x", limit=None)
+    run = await store.start_run(mailing.id, RunSpec(phase="test", variant=0))
+    spec = RunSpec(phase="test", variant=1, window=(1.0, 2.0), wave=2)
+    after = await store.add_step(mailing.id, spec, after_run=run.id)
+    timed = await store.add_step(mailing.id, RunSpec(), at=1000.0, kind="wave")
+    free = await store.add_step(mailing.id, RunSpec(), kind="wait")
+    assert [s.id for s in await store.pending_steps(999.0)] == [free]  # run still going
+    await store.set_run_status(run.id, "finished")
+    steps = await store.pending_steps(1000.0)
+    assert [s.id for s in steps] == [after, timed, free]
+    first = steps[0]
+    assert (first.mailing_id, first.kind, first.spec, first.after_run, first.at) == (
+        mailing.id, "run", spec, run.id, None)
+    assert (steps[1].kind, steps[1].at, steps[2].kind) == ("wave", 1000.0, "wait")
+
+
+async def test_a_launch_step_is_taken_exactly_once_and_a_cancel_drops_them_all(
+    store: Store,
+) -> None:
+    w = await make_world(store, 1)
+    mailing = await store.create_mailing(name="m", kind="broadcast", resource="news",
+                                         source=w.source(), template="x", limit=None)
+    other = await store.create_mailing(name="o", kind="broadcast", resource="news",
+                                       source=w.source(), template="x", limit=None)
+    step = await store.add_step(mailing.id, RunSpec())
+    assert await store.take_step(step) is True
+    assert await store.take_step(step) is False
+    assert await store.pending_steps(0.0) == []
+    await store.add_step(mailing.id, RunSpec())
+    await store.add_step(mailing.id, RunSpec(), at=5.0)
+    kept = await store.add_step(other.id, RunSpec())
+    assert await store.drop_steps(mailing.id) == 2
+    assert [s.id for s in await store.pending_steps(10.0)] == [kept]
+
+
+async def test_a_run_and_its_next_step_start_together(store: Store) -> None:
+    w = await make_world(store, 1)
+    mailing = await store.create_mailing(name="m", kind="multivariate", resource="news",
+                                         source=w.source(), template="x", limit=None)
+    then = RunSpec(phase="test", variant=1)
+    run, step_id = await store.start_run_then(mailing.id, RunSpec(phase="test"), "run", then)
+    assert (run.mailing_id, run.status, run.spec) == (mailing.id, "running",
+                                                      RunSpec(phase="test"))
+    assert await store.pending_steps(time.time()) == []
+    await store.set_run_status(run.id, "finished")
+    [step] = await store.pending_steps(time.time())
+    assert (step.id, step.kind, step.spec, step.after_run, step.at) == (
+        step_id, "run", then, run.id, None)

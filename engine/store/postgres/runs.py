@@ -21,15 +21,18 @@ from engine.store.models import (
     Run,
     RunSpec,
     RunStatus,
+    Step,
+    StepKind,
     mailing_from_row,
     run_from_row,
     run_is_live,
+    step_from_row,
 )
 from engine.store.postgres.connection import PgBase
 from engine.store.postgres.events import TALLY, tally_params
 from engine.store.postgres.journal import decode_entries, json_rows
 
-__all__ = ["DDL", "KINDS_DDL", "PgRuns"]
+__all__ = ["DDL", "KINDS_DDL", "STEPS_DDL", "PgRuns"]
 
 #: This role's tables, in the first migration (``schema.py``). A mailing's document is
 #: ``json``, kept as written (its keys in the user's order); counts and timings are jsonb.
@@ -73,6 +76,18 @@ ALTER TABLE mailings ADD COLUMN state text NOT NULL DEFAULT 'draft';
 ALTER TABLE mailings ADD COLUMN next_launch double precision;
 CREATE INDEX mailings_due ON mailings(next_launch) WHERE next_launch IS NOT NULL;
 ALTER TABLE runs ADD COLUMN spec jsonb NOT NULL DEFAULT '{}';
+"""
+#: Migration 6 (issue 14): a launch's next steps (``RunStore.add_step``).
+STEPS_DDL = """
+CREATE TABLE launch_steps (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    mailing_id bigint NOT NULL REFERENCES mailings(id),
+    kind text NOT NULL DEFAULT 'run',
+    spec jsonb NOT NULL DEFAULT '{}',
+    after_run bigint REFERENCES runs(id),
+    at double precision
+);
+CREATE INDEX launch_steps_mailing ON launch_steps(mailing_id);
 """
 
 _json = msgspec.json.Encoder()
@@ -290,3 +305,57 @@ class PgRuns(PgBase):
                 {"run": run_id, "now": now, "rows": json_rows(settled), "batches": batches,
                  **tally_params(tally, 0)},
             )
+
+    async def add_step(
+        self, mailing_id: int, spec: RunSpec, *, after_run: int | None = None,
+        at: float | None = None, kind: StepKind = "run",
+    ) -> int:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "INSERT INTO launch_steps (mailing_id, kind, spec, after_run, at)"
+                " VALUES (%s, %s, %s::jsonb, %s, %s) RETURNING id",
+                (mailing_id, kind, _json.encode(spec).decode(), after_run, at),
+            )
+        assert row is not None
+        return int(row[0])
+
+    async def start_run_then(
+        self, mailing_id: int, spec: RunSpec, kind: StepKind, then: RunSpec,
+    ) -> tuple[Run, int]:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "INSERT INTO runs (uid, mailing_id, status, started_at, pid, host, spec)"
+                " VALUES (%s, %s, 'running', %s, %s, %s, %s::jsonb) RETURNING id",
+                (secrets.token_hex(5), mailing_id, time.time(), os.getpid(),
+                 socket.gethostname(), _json.encode(spec).decode()),
+            )
+            assert row is not None
+            run_id = int(row[0])
+            step = await tx.fetchone(
+                "INSERT INTO launch_steps (mailing_id, kind, spec, after_run)"
+                " VALUES (%s, %s, %s::jsonb, %s) RETURNING id",
+                (mailing_id, kind, _json.encode(then).decode(), run_id),
+            )
+            assert step is not None
+        return (await self.get_run(run_id))[1], int(step[0])
+
+    async def pending_steps(self, now: float) -> list[Step]:
+        rows = await self.db.fetchall(
+            "SELECT s.id, s.mailing_id, s.kind, s.spec::text, s.after_run, s.at"
+            " FROM launch_steps s LEFT JOIN runs r ON r.id = s.after_run"
+            " WHERE (s.after_run IS NULL OR r.status = 'finished')"
+            " AND (s.at IS NULL OR s.at <= %s) ORDER BY s.id", (now,)
+        )
+        return [step_from_row(r) for r in rows]
+
+    async def take_step(self, step_id: int) -> bool:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "DELETE FROM launch_steps WHERE id = %s RETURNING id", (step_id,))
+        return row is not None
+
+    async def drop_steps(self, mailing_id: int) -> int:
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                "DELETE FROM launch_steps WHERE mailing_id = %s RETURNING id", (mailing_id,))
+        return len(rows)

@@ -40,4 +40,9 @@ MIGRATIONS: list[str] = [
     # 5: mailing kinds and schedules (issue 14): a mailing's options, state and next
     # launch; what each run is for (its spec)
     runs.KINDS_DDL,
+    # 6: a launch's next steps (issue 14): the next test, wave or wait-then-winner, taken
+    # by whichever scheduler runs next
+    runs.STEPS_DDL,
+    # 7: trigger calls held for their recipient's quiet hours (issue 14)
+    triggers.HELD_DDL,
 ]

@@ -1,4 +1,10 @@
-"""The queue of trigger mailings (TriggerStore)."""
+"""The queue of trigger mailings (TriggerStore).
+
+A queued call's ``not_before`` is NULL while it is due at once; a call held for its
+recipient's quiet hours has the time it may go (seconds since the epoch), and 0 once it
+is released (reserved): ``trigger_chunk`` reads only the first kind, ``held_triggers``
+only the second whose time has come.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from engine.errors import NotFound
 from engine.store.base import TriggerRow
 from engine.store.postgres.connection import PICK_SUBSCRIPTION, PgBase
 
-__all__ = ["DDL", "PgTriggers"]
+__all__ = ["DDL", "HELD_DDL", "PgTriggers"]
 
 #: This role's tables, in the first migration (``schema.py``).
 DDL = """
@@ -31,6 +37,12 @@ CREATE INDEX trigger_queue_run ON trigger_queue(run_id, id);
 -- added here.
 ALTER TABLE suppression_attachments
     ADD FOREIGN KEY (mailing_id) REFERENCES mailings(id);
+"""
+
+#: Calls held for their recipient's quiet hours (a later migration, ``schema.py``).
+HELD_DDL = """
+ALTER TABLE trigger_queue ADD COLUMN not_before double precision;
+CREATE INDEX trigger_queue_held ON trigger_queue(run_id, not_before) WHERE not_before > 0;
 """
 
 
@@ -87,7 +99,39 @@ class PgTriggers(PgBase):
         rows = await self.db.fetchall(
             "SELECT q.id, q.seq, p.id, p.fields::text, s.phone, s.fields::text, q.content"
             f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {PICK_SUBSCRIPTION}"
-            " WHERE q.run_id = %s AND q.id > %s ORDER BY q.id LIMIT %s",
+            " WHERE q.run_id = %s AND q.id > %s AND q.not_before IS NULL"
+            " ORDER BY q.id LIMIT %s",
             (resource_id, run_id, after_id, limit),
         )
         return [TriggerRow(*r) for r in rows]
+
+    async def hold_triggers(self, run_id: int, held: Sequence[tuple[int, float]]) -> None:
+        if not held:
+            return
+        await self.db.execute(
+            "UPDATE trigger_queue q SET not_before = u.at FROM"
+            " unnest(%s::bigint[], %s::float8[]) AS u(id, at)"
+            " WHERE q.run_id = %s AND q.id = u.id",
+            ([h[0] for h in held], [max(h[1], 1.0) for h in held], run_id),
+        )
+
+    async def held_triggers(
+        self, run_id: int, resource_id: int, now: float, limit: int
+    ) -> list[TriggerRow]:
+        rows = await self.db.fetchall(
+            "SELECT q.id, q.seq, p.id, p.fields::text, s.phone, s.fields::text, q.content"
+            f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {PICK_SUBSCRIPTION}"
+            " WHERE q.run_id = %s AND q.not_before > 0 AND q.not_before <= %s"
+            " AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.run_id = q.run_id"
+            " AND r.seq = q.seq) ORDER BY q.not_before, q.id LIMIT %s",
+            (resource_id, run_id, now, limit),
+        )
+        return [TriggerRow(*r) for r in rows]
+
+    async def release_triggers(self, run_id: int, queue_ids: Sequence[int]) -> None:
+        if not queue_ids:
+            return
+        await self.db.execute(
+            "UPDATE trigger_queue SET not_before = 0 WHERE run_id = %s AND id = ANY(%s::bigint[])",
+            (run_id, list(queue_ids)),
+        )

@@ -22,9 +22,12 @@ from engine.store.models import (
     Run,
     RunSpec,
     RunStatus,
+    Step,
+    StepKind,
     mailing_from_row,
     run_from_row,
     run_is_live,
+    step_from_row,
 )
 from engine.store.sqlite.connection import SQLiteBase
 from engine.store.sqlite.events import write_tally
@@ -242,3 +245,51 @@ class SQLiteRuns(SQLiteBase):
                 " WHERE id = ?",
                 (now, run_id),
             )
+
+    async def add_step(
+        self, mailing_id: int, spec: RunSpec, *, after_run: int | None = None,
+        at: float | None = None, kind: StepKind = "run",
+    ) -> int:
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO launch_steps (mailing_id, kind, spec, after_run, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (mailing_id, kind, _json.encode(spec).decode(), after_run, at),
+            )
+            return int(cur.lastrowid or 0)
+
+    async def start_run_then(
+        self, mailing_id: int, spec: RunSpec, kind: StepKind, then: RunSpec,
+    ) -> tuple[Run, int]:
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO runs (uid, mailing_id, status, started_at, pid, host, spec)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                (secrets.token_hex(5), mailing_id, time.time(), os.getpid(),
+                 socket.gethostname(), _json.encode(spec).decode()),
+            )
+            run_id = int(cur.lastrowid or 0)
+            cur = c.execute(
+                "INSERT INTO launch_steps (mailing_id, kind, spec, after_run)"
+                " VALUES (?, ?, ?, ?)", (mailing_id, kind, _json.encode(then).decode(), run_id),
+            )
+            step_id = int(cur.lastrowid or 0)
+        return self._get_run(run_id)[1], step_id
+
+    async def pending_steps(self, now: float) -> list[Step]:
+        rows = self.conn.execute(
+            "SELECT s.id, s.mailing_id, s.kind, s.spec, s.after_run, s.at"
+            " FROM launch_steps s LEFT JOIN runs r ON r.id = s.after_run"
+            " WHERE (s.after_run IS NULL OR r.status = 'finished')"
+            " AND (s.at IS NULL OR s.at <= ?) ORDER BY s.id", (now,)
+        ).fetchall()
+        return [step_from_row(r) for r in rows]
+
+    async def take_step(self, step_id: int) -> bool:
+        with self._tx() as c:
+            return c.execute("DELETE FROM launch_steps WHERE id = ?", (step_id,)).rowcount == 1
+
+    async def drop_steps(self, mailing_id: int) -> int:
+        with self._tx() as c:
+            return c.execute("DELETE FROM launch_steps WHERE mailing_id = ?",
+                             (mailing_id,)).rowcount

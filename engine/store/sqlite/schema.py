@@ -370,4 +370,24 @@ MIGRATIONS: list[str] = [
     CREATE INDEX mailings_due ON mailings(next_launch) WHERE next_launch IS NOT NULL;
     ALTER TABLE runs ADD COLUMN spec BLOB NOT NULL DEFAULT '{}';
     """,
+    # 12: a launch's next steps (issue 14): the next test, wave or wait-then-winner,
+    # taken by whichever scheduler runs next, so a stopped process loses none of them
+    """
+    CREATE TABLE launch_steps (
+        id INTEGER PRIMARY KEY,
+        mailing_id INTEGER NOT NULL REFERENCES mailings(id),
+        kind TEXT NOT NULL DEFAULT 'run',
+        spec BLOB NOT NULL DEFAULT '{}',
+        after_run INTEGER REFERENCES runs(id),
+        at REAL
+    );
+    CREATE INDEX launch_steps_mailing ON launch_steps(mailing_id);
+    """,
+    # 13: trigger calls held for their recipient's quiet hours (issue 14): the time each
+    # may go (NULL: at once; 0: held, then released)
+    """
+    ALTER TABLE trigger_queue ADD COLUMN not_before REAL;
+    CREATE INDEX trigger_queue_held ON trigger_queue(run_id, not_before)
+        WHERE not_before > 0;
+    """,
 ]

@@ -1,4 +1,10 @@
-"""The queue of a trigger mailing (TriggerStore)."""
+"""The queue of a trigger mailing (TriggerStore).
+
+A queued call's ``not_before`` is NULL while it is due at once; a call held for its
+recipient's quiet hours has the time it may go (seconds since the epoch), and 0 once it
+is released (reserved): ``trigger_chunk`` reads only the first kind, ``held_triggers``
+only the second whose time has come.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +52,38 @@ class SQLiteTriggers(SQLiteBase):
         rows = self.conn.execute(
             "SELECT q.id, q.seq, p.id, p.fields, s.phone, s.fields, q.content"
             f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {PICK_SUBSCRIPTION}"
-            " WHERE q.run_id = ? AND q.id > ? ORDER BY q.id LIMIT ?",
+            " WHERE q.run_id = ? AND q.id > ? AND q.not_before IS NULL ORDER BY q.id LIMIT ?",
             (resource_id, run_id, after_id, limit),
         ).fetchall()
         return list(map(TriggerRow._make, rows))
+
+    async def hold_triggers(self, run_id: int, held: Sequence[tuple[int, float]]) -> None:
+        if not held:
+            return
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE trigger_queue SET not_before = ? WHERE run_id = ? AND id = ?",
+                [(max(at, 1.0), run_id, queue_id) for queue_id, at in held],
+            )
+
+    async def held_triggers(
+        self, run_id: int, resource_id: int, now: float, limit: int
+    ) -> list[TriggerRow]:
+        rows = self.conn.execute(
+            "SELECT q.id, q.seq, p.id, p.fields, s.phone, s.fields, q.content"
+            f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {PICK_SUBSCRIPTION}"
+            " WHERE q.run_id = ? AND q.not_before > 0 AND q.not_before <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.run_id = q.run_id"
+            " AND r.seq = q.seq) ORDER BY q.not_before, q.id LIMIT ?",
+            (resource_id, run_id, now, limit),
+        ).fetchall()
+        return list(map(TriggerRow._make, rows))
+
+    async def release_triggers(self, run_id: int, queue_ids: Sequence[int]) -> None:
+        if not queue_ids:
+            return
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE trigger_queue SET not_before = 0 WHERE run_id = ? AND id = ?",
+                [(run_id, queue_id) for queue_id in queue_ids],
+            )
