@@ -200,6 +200,29 @@ class _Active(_Calls):
         self.ready.set()
 
 
+class _Runs:
+    """The runs of a launch in the background, each in the service's pipeline
+    (``execute`` for ``engine.mailings``); the task that started the launch goes on once
+    its first run is under way, or it ended without one (``done``)."""
+
+    def __init__(self, service: MailingService, task_status: anyio.abc.TaskStatus[None]
+                 ) -> None:
+        self._service = service
+        self._task_status = task_status
+        self._started = False
+
+    async def execute(self, mailing: Mailing, run: Run) -> MailingLog:
+        active = await self._service._launch(mailing, run, resume=False)
+        self.done()
+        await active.done.wait()
+        return await self._service.herald.log(run.id)
+
+    def done(self) -> None:
+        if not self._started:
+            self._started = True
+            self._task_status.started()
+
+
 class MailingService:
     """Runs mailings in the background of one process; see the module docstring."""
 
@@ -373,41 +396,21 @@ class MailingService:
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """One run's spec, in waves, in the background (a picked winner)."""
-        started = False
-
-        async def execute(m: Mailing, run: Run) -> MailingLog:
-            nonlocal started
-            active = await self._launch(m, run, resume=False)
-            if not started:
-                started = True
-                task_status.started()
-            await active.done.wait()
-            return await self.herald.log(run.id)
-
+        runs = _Runs(self, task_status)
         try:
-            await run_phase(self.herald, mailing, [spec], execute=execute, clock=self._clock,
-                            sleep=self._sleep)
+            await run_phase(self.herald, mailing, [spec], execute=runs.execute,
+                            clock=self._clock, sleep=self._sleep)
         except Exception:
             logger.exception("mailing %s: its winner failed", mailing.id)
         finally:
-            if not started:
-                task_status.started()
+            runs.done()
 
     async def _run_launch(
         self, mailing: Mailing, what: Launch, *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        started = False
-
-        async def execute(m: Mailing, run: Run) -> MailingLog:
-            nonlocal started
-            active = await self._launch(m, run, resume=False)
-            if not started:
-                started = True
-                task_status.started()
-            await active.done.wait()
-            return await self.herald.log(run.id)
-
+        runs = _Runs(self, task_status)
+        execute = runs.execute
         scope = anyio.CancelScope()
         self._launching[mailing.id] = scope
         self._launches.add(scope)
@@ -431,8 +434,7 @@ class MailingService:
             if self._launching.get(mailing.id) is scope:  # not a step's launch after it
                 del self._launching[mailing.id]
             self._launches.discard(scope)
-            if not started:
-                task_status.started()
+            runs.done()
 
     async def pause(self, mailing_id: int) -> MailingStatus:
         """Stop gracefully; ``resume`` carries on without losing or repeating anyone.
