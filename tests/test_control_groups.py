@@ -18,7 +18,7 @@ from engine.errors import ConfigError
 from engine.mailing_log import MailingLog, format_log
 from engine.plugins import load_plugins
 from engine.runner import Herald
-from engine.store.base import ImportRecord
+from engine.store.base import ImportRecord, ReportFilter
 from engine.store.models import Mailing, MailingOptions, RunSpec
 from engine.testing import FakeGateway, write_config
 
@@ -131,6 +131,10 @@ async def test_control_10_holds_out_a_tenth_and_the_same_profiles_on_every_run(
 
         second = await run(herald, m)  # a regular mailing's next launch
         assert await held_out(herald, second) == out
+        # the reports count them too: the channel report's control, both runs
+        (row,) = await herald.store.report_channel(ReportFilter(mailings=(m.id,)))
+        assert row.control == first.control + second.control
+        assert row.recipients == first.recipients + second.recipients
 
         other = await run(herald, await mailing(herald, control=10.0))
         assert 900 <= other.control <= 1_100

@@ -36,7 +36,7 @@ from engine.store.models import AudienceSource, Mailing
 from engine.testing import in_workspace, write_config
 
 COUNTS = ("recipients", "sent", "delivered", "undelivered", "failed", "unknown", "segments",
-          "clicks", "unique_clicks", "unsubscribed")
+          "clicks", "unique_clicks", "unsubscribed", "control")
 
 
 def channel(key: str | int | None, recipients: int = 0, sent: int = 0, delivered: int = 0,
@@ -89,13 +89,13 @@ class FakeReports:
 async def test_channel_rows_carry_the_counts_and_rates_in_the_contract_order() -> None:
     fake = FakeReports([channel(None, recipients=1000, sent=990, delivered=900, undelivered=60,
                                 unique_clicks=45, failed=10, unknown=30, clicks=70,
-                                unsubscribed=3, segments=1500)])
+                                unsubscribed=3, segments=1500, control=12)])
     report = await channel_report(fake.store(), ReportFilter(), None)
     assert report.columns == (*COUNTS, "delivery_rate", "ctr")
     assert report.rows == [{
         "recipients": 1000, "sent": 990, "delivered": 900, "undelivered": 60, "failed": 10,
         "unknown": 30, "segments": 1500, "clicks": 70, "unique_clicks": 45, "unsubscribed": 3,
-        "delivery_rate": 0.9091, "ctr": 0.05,
+        "control": 12, "delivery_rate": 0.9091, "ctr": 0.05,
     }]
     assert list(report.rows[0]) == list(report.columns)
 
@@ -189,7 +189,7 @@ async def sample() -> Any:
 async def test_csv_is_a_header_and_a_line_per_row() -> None:
     rows = list(csv.reader(io.StringIO(render(await sample(), "csv").decode())))
     assert rows[0] == ["mailing_id", "mailing", *COUNTS, "delivery_rate", "ctr"]
-    assert rows[1] == ["1", 'a, "quoted"', "10", "8", "6", "2", "0", "0", "8", "3", "3", "0",
+    assert rows[1] == ["1", 'a, "quoted"', "10", "8", "6", "2", "0", "0", "8", "3", "3", "0", "0",
                        "0.75", "0.5"]
     assert rows[2][-2:] == ["", ""]  # no rate over nothing sent
     assert len(rows) == 3
@@ -205,7 +205,7 @@ async def test_xlsx_reads_back_with_numbers_as_numbers(tmp_path: Path) -> None:
     assert sheet is not None and sheet.title == "channel"
     values = list(sheet.iter_rows(values_only=True))
     assert values[0] == ("mailing_id", "mailing", *COUNTS, "delivery_rate", "ctr")
-    assert values[1] == (1, 'a, "quoted"', 10, 8, 6, 2, 0, 0, 8, 3, 3, 0, 0.75, 0.5)
+    assert values[1] == (1, 'a, "quoted"', 10, 8, 6, 2, 0, 0, 8, 3, 3, 0, 0, 0.75, 0.5)
     assert values[2][-2:] == (None, None)
     assert all(cell.font.bold for cell in sheet[1])
     assert sheet.cell(row=2, column=len(values[0])).number_format == "0.00%"
@@ -331,16 +331,16 @@ async def seed(store: Store) -> Seeded:
 
 SPRING = {"recipients": 8, "sent": 7, "delivered": 3, "undelivered": 4, "failed": 1,
           "unknown": 0, "segments": 8, "clicks": 3, "unique_clicks": 2, "unsubscribed": 0,
-          "delivery_rate": 0.4286, "ctr": 0.6667}
+          "control": 0, "delivery_rate": 0.4286, "ctr": 0.6667}
 PROMO_ROW = {"recipients": 2, "sent": 2, "delivered": 1, "undelivered": 0, "failed": 0,
              "unknown": 0, "segments": 2, "clicks": 0, "unique_clicks": 0, "unsubscribed": 0,
-             "delivery_rate": 0.5, "ctr": 0.0}
+             "control": 0, "delivery_rate": 0.5, "ctr": 0.0}
 SPRING_REASONS = [{"reason": "absent subscriber", "count": 2, "share": 0.5},
                   {"reason": "blocked", "count": 1, "share": 0.25},
                   {"reason": "undefined", "count": 1, "share": 0.25}]
 SPRING_CSV = ("recipients,sent,delivered,undelivered,failed,unknown,segments,clicks,"
-              "unique_clicks,unsubscribed,delivery_rate,ctr\r\n"
-              "8,7,3,4,1,0,8,3,2,0,0.4286,0.6667\r\n")
+              "unique_clicks,unsubscribed,control,delivery_rate,ctr\r\n"
+              "8,7,3,4,1,0,8,3,2,0,0,0.4286,0.6667\r\n")
 REASONS_CSV = ("reason,count,share\r\nabsent subscriber,2,0.5\r\nblocked,1,0.25\r\n"
                "undefined,1,0.25\r\n")
 

@@ -68,6 +68,8 @@ class ChannelReportRow(msgspec.Struct, kw_only=True):
     clicks: int
     unique_clicks: int
     unsubscribed: int
+    #: Profiles held out in a control group (skipped; no recipient of any sender).
+    control: int = 0
     #: delivered / sent, to 4 places (null when nothing was sent).
     delivery_rate: float | None
     #: unique clicks / delivered, to 4 places (null when nothing was delivered).

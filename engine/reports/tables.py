@@ -48,7 +48,8 @@ __all__ = [
 Row = dict[str, Any]
 
 CHANNEL_COUNTS: Final = ("recipients", "sent", "delivered", "undelivered", "failed",
-                         "unknown", "segments", "clicks", "unique_clicks", "unsubscribed")
+                         "unknown", "segments", "clicks", "unique_clicks", "unsubscribed",
+                         "control")
 CHANNEL_RATES: Final = ("delivery_rate", "ctr")
 #: The columns a grouping puts before the counts.
 KEY_COLUMNS: Final[Mapping[Grouping | None, tuple[str, ...]]] = {

@@ -1110,6 +1110,8 @@ class ChannelRow(NamedTuple):
     clicks: int
     unique_clicks: int
     unsubscribed: int
+    #: Profiles held out in a control group (``--control``, a database's control_group).
+    control: int = 0
 
 
 class LinkStat(NamedTuple):

@@ -36,20 +36,42 @@ from engine.core.events import UNDELIVERED as UNDELIVERED_EVENT
 from engine.store.base import ChannelRow, Click, Grouping, LinkStat, ReportFilter
 
 __all__ = [
-    "CLICKS", "COUNTS", "DELIVERED", "FAILED", "GROUP_KEYS", "RECIPIENTS", "SEGMENTS", "SENT",
+    "CLICKS",
+    "CONTROL",
+    "COUNTS",
+    "DELIVERED",
+    "FAILED",
+    "GROUP_KEYS",
+    "RECIPIENTS",
+    "SEGMENTS",
+    "SENT",
     "SUMS",
-    "UNDELIVERED", "UNIQUE_CLICKS", "UNKNOWN", "UNSUBSCRIBED", "Grouping", "Tally",
-    "channel_rows", "count_clicks", "count_receipt", "group_keys", "hour_of", "hours",
-    "link_stats", "undeliveries", "where_sql",
+    "UNDELIVERED",
+    "UNIQUE_CLICKS",
+    "UNKNOWN",
+    "UNSUBSCRIBED",
+    "Grouping",
+    "Tally",
+    "channel_rows",
+    "count_clicks",
+    "count_receipt",
+    "group_keys",
+    "hour_of",
+    "hours",
+    "link_stats",
+    "undeliveries",
+    "where_sql",
 ]
 
 
 
 #: The channel report's counts: ``report_counts``'s columns and ``ChannelRow``'s fields.
 COUNTS: Final = ("recipients", "sent", "delivered", "undelivered", "failed", "unknown",
-                 "segments", "clicks", "unique_clicks", "unsubscribed")
+                 "segments", "clicks", "unique_clicks", "unsubscribed", "control")
 (RECIPIENTS, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN, SEGMENTS, CLICKS,
- UNIQUE_CLICKS, UNSUBSCRIBED) = range(len(COUNTS))
+ UNIQUE_CLICKS, UNSUBSCRIBED, CONTROL) = range(len(COUNTS))
+#: ``control`` counts profiles held out in a control group: skipped, no recipients; under
+#: sender "" (they were routed to none).
 
 #: The event record's columns, in the order ``Tally.events`` holds them.
 EVENT_COLUMNS: Final = ("kind", "at", "run_id", "seq", "profile_id", "phone", "sender",

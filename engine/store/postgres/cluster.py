@@ -227,6 +227,7 @@ class PgCluster(PgBase):
                                             {(link, seq): url
                                              for link, seq, url in links}.items()]),
             })
+            await journal.write_control(tx, run_id, skipped, now)
 
     async def claim_chunk(
         self, worker: str, ttl: float, *, run_id: int | None = None

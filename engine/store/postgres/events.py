@@ -19,9 +19,15 @@ from engine.store.base import EventRow
 from engine.store.counters import COUNTS, Tally
 from engine.store.postgres.connection import PgBase
 
-__all__ = ["AFTER", "DDL", "TALLY", "WRITE_TALLY", "PgEvents", "tally_params"]
+__all__ = ["AFTER", "CONTROL_DDL", "DDL", "TALLY", "WRITE_TALLY", "PgEvents", "tally_params"]
 
 #: This role's tables (migration 4). A message's mailing and id come from its run.
+#: The counters as migration 4 made them (later ones add columns: ``CONTROL_DDL``).
+_COUNTS_OF_MIGRATION_4 = ("recipients", "sent", "delivered", "undelivered", "failed",
+                          "unknown", "segments", "clicks", "unique_clicks", "unsubscribed")
+#: Migration 8 (issue 14): profiles held out in control groups, counted.
+CONTROL_DDL = "ALTER TABLE report_counts ADD COLUMN control bigint NOT NULL DEFAULT 0;"
+
 DDL = f"""
 CREATE TABLE events (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -45,7 +51,7 @@ CREATE TABLE report_counts (
     sender text NOT NULL,
     hour bigint NOT NULL,
     part integer NOT NULL,
-    {", ".join(f"{c} bigint NOT NULL DEFAULT 0" for c in COUNTS)},
+    {", ".join(f"{c} bigint NOT NULL DEFAULT 0" for c in _COUNTS_OF_MIGRATION_4)},
     PRIMARY KEY (run_id, sender, hour, part)
 );
 CREATE INDEX report_counts_hour ON report_counts(hour);

@@ -38,10 +38,10 @@ import msgspec
 from engine.core.events import SENT as SENT_EVENT
 from engine.core.policy import utc_day
 from engine.core.prepare import Message, Skipped
-from engine.core.states import TRANSITIONS, Outcome
+from engine.core.states import TRANSITIONS, Outcome, Skip
 from engine.errors import NotFound
 from engine.store.base import JournalBatch, Lease, RecipientRow, Reserved
-from engine.store.counters import COUNTS, Tally, count_receipt, hour_of
+from engine.store.counters import CONTROL, COUNTS, Tally, count_receipt, hour_of
 from engine.store.postgres.cluster import LEASE_HELD, lease_lost
 from engine.store.postgres.connection import PgBase
 from engine.store.postgres.db import Tx
@@ -298,6 +298,16 @@ SELECT run_id, seq, profile_id, phone, sender, status, error FROM moved
 """
 
 
+
+async def write_control(tx: Tx, run_id: int, skipped: Sequence[Skipped], now: float) -> None:
+    """Count the profiles among ``skipped`` held out in a control group, for the reports
+    (under sender "": no sender was theirs)."""
+    held_out = sum(1 for s in skipped if s.reason == Skip.CONTROL)
+    if held_out:
+        tally = Tally()
+        tally.count(run_id, "", now, CONTROL, held_out)
+        await tx.execute(WRITE_TALLY, tally_params(tally, 0))
+
 class PgJournal(PgBase):
     async def _run_is_test(self, tx: Tx, run_id: int) -> bool:
         """Whether a run sends test messages (``RunSpec.is_test``; cached: a run's spec
@@ -373,6 +383,7 @@ class PgJournal(PgBase):
                 "links": json_rows([(k[0], k[1], url) for k, url in
                                     {(link, seq): url for link, seq, url in links}.items()]),
             })
+            await write_control(tx, run_id, skipped, now)
         return refused
 
     async def _accept(

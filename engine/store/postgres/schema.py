@@ -45,4 +45,6 @@ MIGRATIONS: list[str] = [
     runs.STEPS_DDL,
     # 7: trigger calls held for their recipient's quiet hours (issue 14)
     triggers.HELD_DDL,
+    # 8: profiles held out in control groups, in the report counters (issue 14)
+    events.CONTROL_DDL,
 ]

@@ -24,12 +24,22 @@ import msgspec
 
 from engine.core.events import SENT as SENT_EVENT
 from engine.core.prepare import Message, Skipped
-from engine.core.states import Outcome
+from engine.core.states import Outcome, Skip
 from engine.store.base import JournalBatch, Lease, RecipientRow, Reserved
-from engine.store.counters import COUNTS, FAILED, RECIPIENTS, SEGMENTS, SENT, UNKNOWN, hour_of
+from engine.store.counters import (
+    CONTROL,
+    COUNTS,
+    FAILED,
+    RECIPIENTS,
+    SEGMENTS,
+    SENT,
+    UNKNOWN,
+    Tally,
+    hour_of,
+)
 from engine.store.sqlite.cluster import no_cluster
 from engine.store.sqlite.connection import SQLiteBase, sql_text
-from engine.store.sqlite.events import add_counts
+from engine.store.sqlite.events import add_counts, write_tally
 from engine.store.sqlite.policy import count_sent
 from engine.store.sqlite.receipts import apply_pending
 
@@ -99,11 +109,12 @@ class SQLiteJournal(SQLiteBase):
             scratch, table = self._seen_table(run_id)
             self._add_seen(scratch, table, [m.phone for _, _, msgs in batches for m in msgs])
         with self._tx() as c:
-            if batches and not self._run_is_test(c, run_id):  # a test send: no policy
-                count_sent(
-                    c, self._run_resource_id(c, run_id),
-                    [(m.profile_id, m.phone) for _, _, msgs in batches for m in msgs],
-                )
+            if batches:
+                if not self._run_is_test(c, run_id):  # a test send counts for no policy
+                    count_sent(
+                        c, self._run_resource_id(c, run_id),
+                        [(m.profile_id, m.phone) for _, _, msgs in batches for m in msgs],
+                    )
                 c.executemany(
                     "INSERT INTO journal (run_id, batch, sender, messages) VALUES (?, ?, ?, ?)",
                     [
@@ -124,6 +135,11 @@ class SQLiteJournal(SQLiteBase):
                     " updated_at) VALUES (?, ?, ?, ?, 'skipped', ?, ?)",
                     [(run_id, s.seq, s.profile_id, s.phone, s.reason, now) for s in skipped],
                 )
+                held_out = sum(1 for s in skipped if s.reason == Skip.CONTROL)
+                if held_out:  # the control groups, in the reports
+                    tally = Tally()
+                    tally.count(run_id, "", now, CONTROL, held_out)
+                    write_tally(c, tally)
             (raw,) = c.execute("SELECT counts FROM runs WHERE id = ?", (run_id,)).fetchone()
             total = _decode_counts(raw)
             for k, v in counts.items():

@@ -390,4 +390,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX trigger_queue_held ON trigger_queue(run_id, not_before)
         WHERE not_before > 0;
     """,
+    # 14: profiles held out in control groups, in the report counters (issue 14)
+    "ALTER TABLE report_counts ADD COLUMN control INTEGER NOT NULL DEFAULT 0;",
 ]
