@@ -357,10 +357,15 @@ def _schedule(herald: Herald, spec: MailingSpec) -> Schedule | None:
 # -- launching ---------------------------------------------------------------------------
 
 
-def _execute_here(herald: Herald, progress: Any = None) -> Execute:
+def _execute_here(herald: Herald, progress: Any = None, handle_signals: bool = False
+                  ) -> Execute:
+    """Each run in this process; ``handle_signals``: Ctrl-C or SIGTERM stops the run in
+    progress gracefully (a second one stops waiting for its gateways), as in
+    ``herald send``."""
     async def execute(mailing: Mailing, run: Run) -> MailingLog:
         template = await herald.compile_async(run_template(mailing, run))
-        return await herald.execute(mailing, run, template=template, progress=progress)
+        return await herald.execute(mailing, run, template=template, progress=progress,
+                                    handle_signals=handle_signals)
 
     return execute
 
@@ -387,6 +392,7 @@ async def launch(
     execute: Execute | None = None,
     clock: Clock = time.time,
     sleep: Sleep = anyio.sleep,
+    handle_signals: bool = False,
 ) -> list[MailingLog]:
     """Run one launch of the mailing now, in this process, to its end; the logs of its
     runs. ``due``: the scheduled time a scheduler took it for (with ``missed`` launches
@@ -405,7 +411,7 @@ async def launch(
     it comes due: should this process stop, whichever scheduler runs next carries on
     (and if one takes a step first, this launch ends there, that scheduler's)."""
     store = herald.store
-    execute = execute or _execute_here(herald, progress)
+    execute = execute or _execute_here(herald, progress, handle_signals)
     if mailing.kind == "trigger":
         raise InputError(f"mailing {mailing.id} is a trigger mailing: it runs on calls")
     if due is None and not taken and mailing.kind != "regular":
@@ -741,13 +747,14 @@ async def claim_pick(herald: Herald, mailing_id: int, variant: int) -> tuple[Mai
 
 async def pick(
     herald: Herald, mailing_id: int, variant: int, *, execute: Execute | None = None,
-    progress: Any = None,
+    progress: Any = None, handle_signals: bool = False,
 ) -> MailingLog:
     """Send variant ``variant`` (1-based) of a waiting multivariate mailing to the rest of
     its audience, now, to the end of that run; its log."""
     mailing, spec = await claim_pick(herald, mailing_id, variant)
     logs, _ = await run_phase(herald, mailing, [spec],
-                              execute=execute or _execute_here(herald, progress))
+                              execute=execute or _execute_here(herald, progress,
+                                                               handle_signals))
     if not logs:
         raise StoreError(f"mailing {mailing_id} was cancelled")
     return logs[-1]

@@ -209,3 +209,30 @@ async def test_a_finished_run_cannot_be_resumed(open_herald: Callable[..., Any])
         log = await herald.send(resource="news", database="main", template="x")
         with pytest.raises(Exception, match="finished; nothing to resume"):
             await herald.resume(log.run_id)
+
+
+def test_sigterm_stops_a_mailing_start_gracefully_and_resume_finishes(tmp_path: Path) -> None:
+    """``herald mailing start`` stops as ``herald send`` does: the batches at the gateway
+    finish, the log says interrupted (exit 1), and ``mailing resume`` sends the rest."""
+    plan = workspace(tmp_path, idempotent=False)
+    created = herald(tmp_path, "mailing", "create", "--name", "m", "--kind", "broadcast",
+                     "--resource", "news", "--database", "customers", "--template", "t.txt")
+    out, err = created.communicate(timeout=60)
+    assert created.returncode == 0, err
+    mailing = out.strip()
+    proc = herald(tmp_path, "mailing", "start", mailing, "--json")
+    deadline = time.monotonic() + 60
+    while len(ledger(tmp_path)) < 600:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    (log,) = json.loads(out)
+    assert log["status"] == "interrupted" and log["unknown"] == 0
+    resumed = herald(tmp_path, "mailing", "resume", mailing)
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    per_phone = Counter(line["to"] for line in ledger(tmp_path))
+    assert len(per_phone) == plan.unique and set(per_phone.values()) == {1}

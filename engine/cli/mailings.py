@@ -333,7 +333,7 @@ def cmd_start(args: argparse.Namespace) -> int:
                 raise StoreError(f"mailing {mailing.id} is cancelled")
             await _refuse_unfinished(herald, mailing)
             with ProgressBar(not args.json) as bar:
-                logs = await launch(herald, mailing, progress=bar)
+                logs = await launch(herald, mailing, progress=bar, handle_signals=True)
             return logs, await store.get_mailing(mailing.id)
 
     logs, mailing = run_backend(go)
@@ -515,7 +515,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
 
     async def go(herald: Any) -> MailingLog:
         with ProgressBar(not args.json) as bar:
-            log: MailingLog = await pick(herald, args.mailing_id, args.variant, progress=bar)
+            log: MailingLog = await pick(herald, args.mailing_id, args.variant,
+                                         progress=bar, handle_signals=True)
         return log
 
     return _show_logs([using(args, go)], args.json)
