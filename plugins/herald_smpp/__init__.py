@@ -134,9 +134,9 @@ from engine.drivers import (
 )
 from engine.errors import InputError, PermanentGatewayError, TransientGatewayError
 from engine.hookspecs import hookimpl
+from herald_smpp.codec import MESSAGE_PAYLOAD, Bind, DeliverSm, DeliverSmResp, SubmitSm, encode
 from herald_smpp.codec.dlr import convert_id, is_receipt, normalise_id, parse_receipt
 from herald_smpp.codec.parts import concatenation, decode_text, message_parts
-from herald_smpp.codec.pdu import MESSAGE_PAYLOAD, Bind, DeliverSm, DeliverSmResp, SubmitSm, encode
 from herald_smpp.codec.status import ESME_ROK, ESME_RTHROTTLED, describe
 from herald_smpp.receipts import InFlight, ReceiptBook, Undo
 from herald_smpp.session import Backoff, Call, Session, SessionKind, Submit

@@ -42,7 +42,7 @@ from anyio.abc import ByteStream
 
 from engine.drivers import SendResult
 from engine.errors import redact
-from herald_smpp.codec.pdu import (
+from herald_smpp.codec import (
     Bind,
     BindResp,
     CodecError,

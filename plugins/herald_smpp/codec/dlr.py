@@ -26,7 +26,14 @@ from typing import Final, Literal
 
 import msgspec
 
-from .pdu import ESM_INTERMEDIATE, ESM_RECEIPT, ESM_RECEIPT_MASK, ESM_SME_ACK, DataSm, DeliverSm
+from .commands import (
+    ESM_INTERMEDIATE,
+    ESM_RECEIPT,
+    ESM_RECEIPT_MASK,
+    ESM_SME_ACK,
+    DataSm,
+    DeliverSm,
+)
 from .tlv import MESSAGE_PAYLOAD, MESSAGE_STATE, NETWORK_ERROR_CODE, RECEIPTED_MESSAGE_ID
 
 __all__ = [

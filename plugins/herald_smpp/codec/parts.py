@@ -34,8 +34,8 @@ import msgspec
 
 from engine.core.sms import measure, split
 
+from .commands import DATA_CODING_DEFAULT, DATA_CODING_UCS2, ESM_UDHI
 from .gsm import decode_gsm7, decode_ucs2, encode_gsm7, encode_ucs2, pack7, unpack7
-from .pdu import DATA_CODING_DEFAULT, DATA_CODING_UCS2, ESM_UDHI
 from .tlv import MESSAGE_PAYLOAD, SAR_MSG_REF_NUM, SAR_SEGMENT_SEQNUM, SAR_TOTAL_SEGMENTS
 
 __all__ = [

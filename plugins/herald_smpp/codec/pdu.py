@@ -2,7 +2,7 @@
 
 Every PDU is a 16-octet header (``command_length``, ``command_id``, ``command_status``,
 ``sequence_number``, big-endian) and a body of mandatory fields, then optional TLVs. The PDU
-classes (defined in :mod:`.commands`, importable from here) carry the header as
+classes (:mod:`.commands`; import them from the package) carry the header as
 ``sequence`` and ``status`` and the body under the spec's field names; ``command_id`` is a
 class attribute (for ``Bind`` and ``BindResp`` a property of their ``kind``).
 
@@ -35,17 +35,9 @@ import msgspec
 
 from .commands import (
     _BIND_IDS,
-    DATA_CODING_DEFAULT,
-    DATA_CODING_UCS2,
-    ESM_INTERMEDIATE,
-    ESM_RECEIPT,
-    ESM_RECEIPT_MASK,
-    ESM_SME_ACK,
-    ESM_UDHI,
     HEADER_LENGTH,
     SHORT_MESSAGE_MAX,
     Bind,
-    BindKind,
     BindResp,
     CodecError,
     CommandId,
@@ -65,63 +57,10 @@ from .commands import (
     Unbind,
     UnbindResp,
     UnknownPdu,
-    is_response,
 )
 from .status import ESME_RINVCMDLEN, ESME_RINVOPTPARSTREAM
-from .tlv import (
-    MESSAGE_PAYLOAD,
-    MESSAGE_STATE,
-    NETWORK_ERROR_CODE,
-    RECEIPTED_MESSAGE_ID,
-    SAR_MSG_REF_NUM,
-    SAR_SEGMENT_SEQNUM,
-    SAR_TOTAL_SEGMENTS,
-    SC_INTERFACE_VERSION,
-)
 
-__all__ = [
-    "DATA_CODING_DEFAULT",
-    "DATA_CODING_UCS2",
-    "ESM_INTERMEDIATE",
-    "ESM_RECEIPT",
-    "ESM_RECEIPT_MASK",
-    "ESM_SME_ACK",
-    "ESM_UDHI",
-    "HEADER_LENGTH",
-    "MESSAGE_PAYLOAD",
-    "MESSAGE_STATE",
-    "NETWORK_ERROR_CODE",
-    "RECEIPTED_MESSAGE_ID",
-    "SAR_MSG_REF_NUM",
-    "SAR_SEGMENT_SEQNUM",
-    "SAR_TOTAL_SEGMENTS",
-    "SC_INTERFACE_VERSION",
-    "SHORT_MESSAGE_MAX",
-    "Bind",
-    "BindKind",
-    "BindResp",
-    "CodecError",
-    "CommandId",
-    "DataSm",
-    "DataSmResp",
-    "Decoder",
-    "DeliverSm",
-    "DeliverSmResp",
-    "EnquireLink",
-    "EnquireLinkResp",
-    "GenericNack",
-    "Outbind",
-    "Pdu",
-    "QuerySm",
-    "QuerySmResp",
-    "SubmitSm",
-    "SubmitSmResp",
-    "Unbind",
-    "UnbindResp",
-    "UnknownPdu",
-    "encode",
-    "is_response",
-]
+__all__ = ["Decoder", "encode"]
 
 # -- Layouts ----------------------------------------------------------------------------------
 # A body is a sequence of fields (name, kind, size): a C-octet string of at most ``size``

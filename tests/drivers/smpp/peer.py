@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
-from herald_smpp.codec.pdu import (
+from herald_smpp.codec import (
     Bind,
     BindResp,
     Decoder,

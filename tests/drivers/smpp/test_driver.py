@@ -18,7 +18,7 @@ from engine.drivers import Inbound, OutboundMessage, Receipt
 from engine.errors import InputError
 from engine.plugins import load_plugins
 from herald_smpp import ESME_RX_T_APPN, SmppConfig, SmppDriver, inbound_message
-from herald_smpp.codec.pdu import DeliverSm
+from herald_smpp.codec import DeliverSm
 from herald_smpp.receipts import InFlight, ReceiptBook
 from herald_smpp.session import Backoff
 from tests.drivers.smpp.peer import Peer

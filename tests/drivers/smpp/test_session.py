@@ -17,8 +17,8 @@ import pytest
 from engine.drivers import OutboundMessage
 from engine.errors import PermanentGatewayError, TransientGatewayError
 from herald_smpp import SmppConfig, SmppDriver
+from herald_smpp.codec import SubmitSm
 from herald_smpp.codec.parts import Concat, split_udh
-from herald_smpp.codec.pdu import SubmitSm
 from herald_smpp.session import Backoff
 from tests.drivers.smpp.peer import Conn, Peer
 
@@ -243,7 +243,7 @@ async def test_an_unbind_from_the_smsc_reconnects_and_loses_nothing() -> None:
 
 
 async def test_a_generic_nack_closes_the_session_and_reconnects() -> None:
-    from herald_smpp.codec.pdu import GenericNack
+    from herald_smpp.codec import GenericNack
 
     async def nack(conn: Conn) -> None:
         if conn.number == 0 and conn.unanswered:
@@ -314,7 +314,7 @@ async def test_enquire_link_is_answered_and_sent_when_idle() -> None:
         async with smpp(peer, enquire_link=0.1) as driver, anyio.create_task_group() as tg:
             tg.start_soon(driver.serve)
             await peer.bound.wait()
-            from herald_smpp.codec.pdu import EnquireLink
+            from herald_smpp.codec import EnquireLink
 
             await peer.conns[0].send(EnquireLink(sequence=77))
             await peer.wait(lambda: peer.enquire_link_resps == 1 and peer.enquire_links >= 1)
