@@ -65,7 +65,9 @@ async def open_cluster(tmp_path: Path, pg_url: str, gateway: FakeGateway,
 
 @pytest.mark.anyio
 async def test_send_and_a_worker_share_a_run_exactly(tmp_path: Path, pg_url: str) -> None:
-    gateway = FakeGateway(latency=0.05)
+    # slow enough that the run outlasts the worker's start and idle poll (0.3 s) many
+    # times over, however loaded the machine: both must take chunks
+    gateway = FakeGateway(latency=0.15)
     async with await open_cluster(tmp_path, pg_url, gateway) as herald:
         plan = await generate(herald.store, profiles=700, database="customers")
         other = Worker(herald, concurrency=2)
