@@ -33,6 +33,7 @@ from engine.drivers import Driver, DriverConfig
 from engine.errors import ConfigError, ConfigProblem, redact, secret_values
 
 __all__ = [
+    "HOOK_EVENTS",
     "ApiConfig",
     "ClusterConfig",
     "Config",
@@ -40,6 +41,8 @@ __all__ = [
     "EngineConfig",
     "GalleryConfig",
     "GatewayConfig",
+    "HookConfig",
+    "HookEventName",
     "LimitsConfig",
     "Policy",
     "ResourceConfig",
@@ -94,6 +97,8 @@ class EngineConfig(_Strict):
     #: The time zone (an IANA name, e.g. "Europe/Moscow") of a mailing's schedule when the
     #: mailing names none.
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
+    #: The account id that action hooks' messages carry (Altcraft's ``account_id``).
+    account_id: Annotated[int, Meta(ge=0, le=2**53)] = 1
 
 
 _Domain = Annotated[str, Meta(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]
@@ -174,6 +179,10 @@ class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     auth_failures_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 30
     #: Seconds a request body may take to arrive, in all.
     body_timeout: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    #: The HTTP server of ``herald serve``: ``uvicorn`` (httptools' C parser; asyncio
+    #: only) or ``hypercorn`` (h11; asyncio and trio). ``auto``: uvicorn on asyncio,
+    #: hypercorn on trio.
+    server: Literal["auto", "uvicorn", "hypercorn"] = "auto"
 
 
 class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -197,6 +206,64 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     @property
     def heartbeat_s(self) -> float:
         return self.heartbeat if self.heartbeat is not None else min(1.0, self.lease_ttl / 10)
+
+
+#: The events an action hook may deliver (Altcraft's names).
+HookEventName = Literal["send_sms", "deliv_sms", "undeliv_sms", "click_sms", "uclick_sms",
+                        "unsub_sms", "import_file", "import_api"]
+HOOK_EVENTS: tuple[str, ...] = ("send_sms", "deliv_sms", "undeliv_sms", "click_sms",
+                                "uclick_sms", "unsub_sms", "import_file", "import_api")
+#: Which URL schemes each transport takes.
+_HOOK_SCHEMES = {"http": ("http://", "https://"), "rabbitmq": ("amqp://", "amqps://"),
+                 "nats": ("nats://", "tls://")}
+
+
+class HookConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """``[hooks.NAME]``: an action hook, which delivers the events of the record to a
+    system of the user's (``engine.events``; the messages: ``docs/hooks.md``).
+
+    The keys of every transport are in this one table; each transport reads its own, and
+    ``check-config`` refuses another transport's keys."""
+
+    transport: Literal["http", "rabbitmq", "nats"]
+    #: The events it delivers.
+    events: Annotated[list[HookEventName], Meta(min_length=1)]
+    #: Only events of these resources, profile databases and mailings (config names,
+    #: names, ids). Empty: all. An import event has no resource or mailing: a hook with
+    #: either filter delivers no import event.
+    resources: list[Name] = msgspec.field(default_factory=list)
+    databases: list[Name] = msgspec.field(default_factory=list)
+    mailings: list[Annotated[int, Meta(ge=1)]] = msgspec.field(default_factory=list)
+    #: Deliver the events of test sends (``mailing test``) too.
+    include_tests: bool = False
+    #: Seconds a failing batch is retried (exponential backoff with jitter, from
+    #: ``retry_initial`` up to ``retry_max`` between tries) before it goes to the dead
+    #: letters (``herald hooks status``, ``herald hooks replay``). Default 3 days.
+    max_age: Annotated[float, Meta(gt=0, le=365 * 86400)] = 3 * 86400.0
+    retry_initial: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    retry_max: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    #: Events per delivery: sent when this many have accumulated...
+    batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 500
+    #: ...or when the oldest waiting has waited this many seconds.
+    flush_interval: Annotated[float, Meta(ge=0, le=3600)] = 1.0
+    #: Seconds one delivery may take.
+    timeout: Annotated[float, Meta(gt=0, le=600)] = 10.0
+    #: http: where batches are POSTed (a JSON array of messages); rabbitmq: amqp://...;
+    #: nats: nats://...
+    url: Annotated[str, Meta(min_length=1, max_length=2000)]
+    #: http: a regex the answer's body must match (searched); empty: any 2xx is success.
+    success: Annotated[str, Meta(max_length=1000)] = ""
+    #: http: extra request headers.
+    headers: dict[Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")],
+                  Annotated[str, Meta(max_length=8000)]] = msgspec.field(default_factory=dict)
+    #: http: signs each request (``X-Herald-Signature``, HMAC-SHA256 with a timestamp).
+    secret: Annotated[str, Meta(min_length=16, max_length=1000)] | None = None
+    #: rabbitmq: the exchange ("" is the default exchange) and the routing key; both may
+    #: hold ``{event_type}``.
+    exchange: Annotated[str, Meta(max_length=255)] | None = None
+    routing_key: Annotated[str, Meta(max_length=255)] = "herald.{event_type}"
+    #: nats: the JetStream subject (may hold ``{event_type}``); a stream must take it.
+    subject: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
 
 
 class GatewayConfig(msgspec.Struct, frozen=True):
@@ -334,6 +401,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     api: ApiConfig = ApiConfig()
     #: None: no ``[cluster]`` table, one process does all the work (as before).
     cluster: ClusterConfig | None = None
+    #: ``[hooks.NAME]``: action hooks.
+    hooks: dict[str, HookConfig] = msgspec.field(default_factory=dict)
 
     def field_specs(self, database: str) -> dict[str, FieldSpec]:
         """The custom field types declared for ``database`` (none: all text)."""
@@ -460,7 +529,7 @@ class _Decoder:
 
 
 _TOP_LEVEL = ("engine", "gateways", "senders", "virtual_senders", "resources", "databases",
-              "tracking", "gallery", "limits", "api", "cluster")
+              "tracking", "gallery", "limits", "api", "cluster", "hooks")
 
 
 def parse_config(
@@ -561,6 +630,50 @@ def parse_config(
 
     databases = d.named(raw, "databases", database)
 
+    def hook(value: dict[str, Any], where: str) -> HookConfig | None:
+        before = len(d.problems)
+        decoded = d.convert(value, HookConfig, where)
+        hidden = list(secret_values(value))
+        d.problems[before:] = [ConfigProblem(p.file, p.path, redact(p.message, hidden))
+                               for p in d.problems[before:]]
+        if decoded is None:
+            return None
+        t = decoded.transport
+        if not decoded.url.startswith(_HOOK_SCHEMES[t]):
+            d.fail(f"{where}.url", f"{redact(decoded.url)!r}: a {t} hook's url starts with"
+                   f" {' or '.join(_HOOK_SCHEMES[t])}")
+        own = {"http": ("success", "headers", "secret"), "rabbitmq": ("exchange", "routing_key"),
+               "nats": ("subject",)}
+        for other, keys in own.items():
+            if other != t:
+                for key in keys:
+                    if key in value:
+                        d.fail(f"{where}.{key}", f"a key of the {other} transport, not of {t}")
+        if t == "rabbitmq" and decoded.exchange is None:
+            d.fail(f"{where}.exchange", 'required key is missing (\"\" for the default'
+                   ' exchange)')
+        if t == "nats" and decoded.subject is None:
+            d.fail(f"{where}.subject", "required key is missing")
+        if decoded.success:
+            try:
+                re.compile(decoded.success)
+            except re.error as err:
+                d.fail(f"{where}.success", f"not a regular expression: {err}")
+        if decoded.retry_initial > decoded.retry_max:
+            d.fail(f"{where}.retry_initial", "greater than retry_max")
+        if t == "http":  # the broker clients are imported only when a hook runs
+            from engine.events.transports import transport_class
+
+            for key, message in transport_class(t).problems(decoded):
+                d.fail(f"{where}.{key}", redact(message, hidden))
+        return decoded
+
+    hooks = d.named(raw, "hooks", hook)
+    for name, h in hooks.items():
+        for i, r in enumerate(h.resources):
+            if r not in resources and r not in d.table(raw, "resources"):
+                d.fail(f"hooks.{name}.resources[{i}]", f"no resource named {r!r}")
+
     raw_gateways = d.table(raw, "gateways")
     for name, sender in senders.items():
         if sender.gateway not in raw_gateways:
@@ -606,6 +719,7 @@ def parse_config(
         limits=limits,
         api=api,
         cluster=cluster,
+        hooks=hooks,
     )
 
 

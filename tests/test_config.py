@@ -135,7 +135,7 @@ def test_driver_options_are_checked_by_the_driver(tmp_path: Path) -> None:
 def test_unknown_table_and_bad_toml(tmp_path: Path) -> None:
     assert problems(tmp_path, GOOD + "[sender.s2]\ngateway = 'out'\n") == [
         "sender: unknown table (expected one of: engine, gateways, senders, virtual_senders,"
-        " resources, databases, tracking, gallery, limits, api, cluster)"
+        " resources, databases, tracking, gallery, limits, api, cluster, hooks)"
     ]
     path = tmp_path / "bad.toml"
     path.write_text("[engine]\ndatabase = \n", encoding="utf-8")
@@ -237,3 +237,39 @@ def test_a_cluster_needs_postgresql_and_a_redis_url(tmp_path: Path,
                     encoding="utf-8")
     cluster = load_config(path, drivers=DRIVERS).cluster
     assert cluster is not None and cluster.lease_ttl == 5 and cluster.heartbeat_s == 0.5
+
+
+def test_hooks_are_checked_key_by_key(tmp_path: Path) -> None:
+    text = GOOD + """
+[hooks.crm]
+transport = "http"
+url = "https://user:pw@crm.example.com/hook"
+events = ["send_sms", "sent_sms"]
+[hooks.queue]
+transport = "rabbitmq"
+url = "amqp://guest:guest@127.0.0.1/"
+events = ["deliv_sms"]
+secret = "0123456789abcdef"
+resources = ["nope"]
+[hooks.stream]
+transport = "nats"
+url = "http://127.0.0.1:4222"
+events = ["click_sms"]
+[hooks.web]
+transport = "http"
+url = "https://user:pw@crm.example.com/hook"
+events = ["unsub_sms"]
+headers = { "Content-Length" = "5" }
+success = "("
+"""
+    found = problems(tmp_path, text)
+    assert "hooks.crm.events[1]: invalid enum value 'sent_sms'" in found
+    assert "hooks.queue.secret: a key of the http transport, not of rabbitmq" in found
+    assert any(p.startswith("hooks.queue.exchange: required key is missing") for p in found)
+    assert "hooks.queue.resources[0]: no resource named 'nope'" in found
+    assert any(p.startswith("hooks.stream.url: ") and "nats://" in p for p in found)
+    assert "hooks.stream.subject: required key is missing" in found
+    assert any(p.startswith("hooks.web.url: url must not carry credentials") for p in found)
+    assert any(p.startswith("hooks.web.headers.Content-Length: ") for p in found)
+    assert any(p.startswith("hooks.web.success: not a regular expression") for p in found)
+    assert not any("pw" in p or "guest:guest" in p for p in found)
