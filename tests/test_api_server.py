@@ -1,5 +1,6 @@
-"""The real thing: ``herald serve`` in a subprocess on a loopback port, on asyncio and trio;
-a trigger sent through it lands at the gateway, and SIGTERM stops it cleanly."""
+"""The real thing: ``herald serve`` in a subprocess on a loopback port, on asyncio and trio
+and on each HTTP server (``[api] server``); a trigger sent through it lands at the gateway,
+and SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ from engine.testing import write_config
 from tests.servers import free_port, wait_healthy
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_herald_serve(tmp_path: Path, backend: str) -> None:
-    config = write_config(tmp_path, driver="file", default_region="RU")
+@pytest.mark.parametrize(("backend", "server", "runs"), [
+    ("asyncio", "auto", "uvicorn"), ("asyncio", "hypercorn", "hypercorn"),
+    ("trio", "auto", "hypercorn")])
+def test_herald_serve(tmp_path: Path, backend: str, server: str, runs: str) -> None:
+    config = write_config(tmp_path, driver="file", default_region="RU",
+                          extra=f'\n[api]\nserver = "{server}"\n')
     store = SQLiteStore.open(tmp_path / "herald.db")
     _, secret = anyio.run(TokenStore(store).create, "sender")
     anyio.run(store.aclose)
@@ -69,7 +73,20 @@ def test_herald_serve(tmp_path: Path, backend: str) -> None:
     assert (sent["id"], sent["to"], sent["text"]) == (
         message_id, "+79161234567", f"Ann, your code is {backend}")
     assert proc.stderr is not None
-    assert f"serving http://127.0.0.1:{port}" in proc.stderr.read().decode()
+    assert f"serving http://127.0.0.1:{port} on {backend} with {runs}" in (
+        proc.stderr.read().decode())
+
+
+def test_uvicorn_on_trio_is_refused_at_start(tmp_path: Path) -> None:
+    config = write_config(tmp_path, driver="null", extra='\n[api]\nserver = "uvicorn"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "--config", str(config), "serve",
+         "--port", str(free_port()), "--backend", "trio"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert '[api] server = "uvicorn" runs on asyncio only' in done.stderr
+    assert "api.server" in done.stderr
 
 
 def test_herald_serve_on_a_taken_port(tmp_path: Path) -> None:

@@ -46,8 +46,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_backend(go, args.backend)
 
 
-def _needs_cluster(args: argparse.Namespace) -> None:
-    """InputError unless the config of ``--config`` has a ``[cluster]`` table."""
+def _check_workers(args: argparse.Namespace) -> None:
+    """InputError unless the config of ``--config`` has a ``[cluster]`` table and an
+    ``[api] server`` that runs on ``--backend``: refused once, before any worker starts."""
+    from engine.api.server import server_for
     from engine.config import load_config
     from engine.plugins import load_plugins
 
@@ -55,6 +57,7 @@ def _needs_cluster(args: argparse.Namespace) -> None:
     if config.cluster is None:
         raise InputError(f"--workers {args.workers} needs a [cluster] (the processes share"
                          " their mailings through PostgreSQL)")
+    server_for(config.api, args.backend)
 
 
 def _exit_code(returncode: int) -> int:
@@ -86,7 +89,7 @@ def _worker_start(parent: int) -> Callable[[], None]:
 def _serve_workers(args: argparse.Namespace) -> int:
     from engine.api.server import bind_address, listen_or_refuse
 
-    _needs_cluster(args)
+    _check_workers(args)
     fd, port = listen_or_refuse(args.host, args.port)
     listener = socket.socket(fileno=fd)
     listener.listen(1024)  # connections wait in the backlog while the workers start

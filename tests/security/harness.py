@@ -1,8 +1,9 @@
 """A real ``herald serve`` on loopback whose event loop is watched, for hostile requests.
 
-``hostile_api(config)`` runs ``create_app(herald)`` on Hypercorn (asyncio, uvloop when
-``backend="asyncio"``; or trio) in a thread, with a heartbeat task on the server's own loop
-that records the longest stall (the time the loop could not run it)::
+``hostile_api(config)`` runs ``create_app(herald)`` in a thread on the server ``herald serve``
+would run (``engine.api.server.run_server``: uvicorn on asyncio with uvloop, Hypercorn on
+trio; ``server=`` to choose), with a heartbeat task on the server's own loop that records
+the longest stall (the time the loop could not run it)::
 
     with hostile_api(config) as api:
         token = api.token("sender")
@@ -32,6 +33,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from engine.api import create_app
+from engine.api.server import listen, run_server, server_for
 from engine.plugins import load_plugins
 from engine.runner import Herald
 from engine.testing import FakeGateway, create_token
@@ -118,11 +120,12 @@ class HostileApi:
 
 
 class _Server(threading.Thread):
-    def __init__(self, api: HostileApi, port: int, backend: str) -> None:
+    def __init__(self, api: HostileApi, port: int, backend: str, server: str | None) -> None:
         super().__init__(daemon=True)
         self.api = api
         self.port = port
         self.backend = backend
+        self.server = server
         self._started = threading.Event()
         self._token: Any = None
         self._stopping: anyio.Event | None = None
@@ -143,24 +146,17 @@ class _Server(threading.Thread):
             self.api._beat(max(anyio.current_time() - t0 - BEAT, 0.0))
 
     async def _serve(self) -> None:
-        from hypercorn.config import Config
-
-        if self.backend == "trio":
-            from hypercorn.trio import serve
-        else:
-            from hypercorn.asyncio import serve  # type: ignore[assignment]
-        config = Config()
-        config.bind = [f"127.0.0.1:{self.port}"]
-        config.accesslog = None
         self._stopping = anyio.Event()
         self._token = self.api._loop_token = anyio.lowlevel.current_token()
         plugins = load_plugins(self.api.gateway.plugin())
         async with await Herald.open(self.api.config, plugins=plugins) as herald:
+            server = self.server or server_for(herald.config.api, self.backend)
+            fd, _ = listen("127.0.0.1", self.port)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat)  # ends once stopping is set
                 self._started.set()
-                await serve(create_app(herald), config,  # type: ignore[arg-type]
-                            shutdown_trigger=self._stopping.wait, mode="asgi")
+                await run_server(create_app(herald), fd, server=server,
+                                 until=self._stopping.wait, grace=1.0)
 
     def stop(self) -> None:
         if self._started.wait(timeout=30) and self._stopping is not None:
@@ -169,12 +165,14 @@ class _Server(threading.Thread):
 
 
 @contextmanager
-def hostile_api(config: Path, *, backend: str = "asyncio") -> Iterator[HostileApi]:
-    """The API of the workspace ``config`` on a loopback port, watched (see the module)."""
+def hostile_api(config: Path, *, backend: str = "asyncio",
+                server: str | None = None) -> Iterator[HostileApi]:
+    """The API of the workspace ``config`` on a loopback port, watched (see the module);
+    ``server``: "uvicorn" or "hypercorn" rather than what ``[api] server`` says."""
     port = free_port()
     api = HostileApi(base=f"http://127.0.0.1:{port}", config=config, gateway=FakeGateway())
-    server = _Server(api, port, backend)
-    server.start()
+    thread = _Server(api, port, backend, server)
+    thread.start()
     try:
         wait_healthy(api.base)
         # as `herald serve` does after start-up (engine/api/server.py): what exists by then
@@ -183,6 +181,6 @@ def hostile_api(config: Path, *, backend: str = "asyncio") -> Iterator[HostileAp
         gc.freeze()
         yield api
     finally:
-        server.stop()
-        if server.error is not None:
-            raise server.error
+        thread.stop()
+        if thread.error is not None:
+            raise thread.error
