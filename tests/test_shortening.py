@@ -102,6 +102,19 @@ def test_an_unsubscribe_link_asks_for_a_link_row_to_anchor_its_codes() -> None:
 # --- the Shortener ------------------------------------------------------------------------
 
 
+def test_codes_already_sent_keep_their_meaning() -> None:
+    """Codes are derived, never stored: a change to how they are computed must give the
+    same codes, or the links of every message already out would stop redirecting."""
+    link = Codec(b"golden-secret-0123456789", b"link")
+    unsubscribe = Codec(b"golden-secret-0123456789", b"unsubscribe")
+    pairs = [(0, 0), (1, 1), (7, 123456), (MAX_VALUE - 1, MAX_VALUE - 1)]
+    codes = ["UpWB5ISo00", "8lLopJeEUt", "LCiIoS85Q0", "9DLqaM7xac"]
+    assert [link.encode(a, b) for a, b in pairs] == codes
+    assert [link.prefix(a) + link.suffix(a)(b) for a, b in pairs] == codes
+    assert [link.decode(c) for c in codes] == pairs
+    assert unsubscribe.encode(3, 99) == "F6bwe4v10R"
+
+
 def test_a_template_link_becomes_a_code_that_decodes_to_its_link_and_seq() -> None:
     text, found = render("Sale: https://shop.ru/sale?utm=sms now {lead.n}", 42,
                          {"lead": {"n": "Ann"}})

@@ -208,11 +208,11 @@ class Shortener:
     def _one_link(self) -> Callable[[str, int, list[DataLink]], str]:
         """``shorten`` of a template whose only link is one closed URL."""
         (url, head, suffix), = self._replace
-        marks, general, base = self._marks, self._shorten, self._seq_base
+        marks, general, base, limit = self._marks, self._shorten, self._seq_base, MAX_VALUE
 
         def shorten(text: str, seq: int, found: list[DataLink]) -> str:
             offset = seq - base
-            if 0 <= offset < MAX_VALUE and text.count("://") == marks:
+            if 0 <= offset < limit and text.count("://") == marks:
                 return text.replace(url, head + suffix(offset))
             return general(text, seq, found)
 
