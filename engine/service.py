@@ -75,6 +75,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+#: How a trigger call names its profile: exactly one of these.
+_WHO = ("profile_id", "phone", "email", "field_name")
 
 
 class MailingStatus(msgspec.Struct, kw_only=True):
@@ -124,6 +126,13 @@ class TriggerRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     content: dict[str, Any] = msgspec.field(default_factory=dict)
     #: The same key never sends twice: a repeated call answers with the first message id.
     idempotency_key: str | None = None
+    #: Or found by a custom field's value (Altcraft's ``matching = "custom"``):
+    #: ``field_name`` with ``field_value``, compared as text.
+    field_name: str | None = None
+    field_value: str | None = None
+    #: Handed to the action hooks with each event of this message (Altcraft's
+    #: ``custom_data``); never rendered.
+    custom_data: dict[str, Any] | None = None
 
 
 class TriggerAccepted(msgspec.Struct, kw_only=True):
@@ -273,6 +282,9 @@ class MailingService:
             tg.start_soon(listen)  # receipts and replies of SMPP gateways between runs
             if schedule:
                 tg.start_soon(launch_due)
+            delivering = anyio.CancelScope()  # action hooks ([hooks.NAME]): engine.events
+            if herald.config.hooks:
+                tg.start_soon(_deliver_hooks, herald, delivering)
             try:
                 yield service
             finally:
@@ -285,6 +297,7 @@ class MailingService:
                 with anyio.CancelScope(shield=True):
                     await service._stop_all()
                 listening.cancel()
+                delivering.cancel()
 
     async def _restore(self) -> None:
         """Trigger mailings keep taking calls across restarts: resume their runs (on a
@@ -839,11 +852,19 @@ class MailingService:
         by_phone: dict[str, list[int]] = {}
         by_email: dict[str, list[int]] = {}
         by_id: dict[int, list[int]] = {}
+        by_field: dict[str, dict[str, list[int]]] = {}
         for i, r in enumerate(requests):
-            given = [k for k in ("profile_id", "phone", "email") if getattr(r, k) is not None]
+            given = [k for k in _WHO if getattr(r, k) is not None]
             if len(given) != 1:
                 answers[i] = TriggerAccepted(error="give exactly one of profile_id, phone,"
-                                             " email")
+                                             " email, field_name")
+            elif r.field_name is not None:
+                if r.field_value is None:
+                    answers[i] = TriggerAccepted(error="field_value: required with"
+                                                 " field_name")
+                else:
+                    by_field.setdefault(r.field_name, {}).setdefault(
+                        r.field_value, []).append(i)
             elif r.profile_id is not None:
                 by_id.setdefault(r.profile_id, []).append(i)
             elif r.phone is not None:
@@ -859,30 +880,34 @@ class MailingService:
         for pid, idx in by_id.items():
             for i in idx:
                 profile_of[i] = pid if pid in found_ids else None
-        for key, table in (("phone", by_phone), ("email", by_email)):
+        lookups = [("phone", by_phone), ("email", by_email)]
+        lookups += [(f"field:{name}", table) for name, table in by_field.items()]
+        for key, table in lookups:
             if table:
                 found = await store.find_profiles(database_id, key, list(table))
                 for value, idx in table.items():
                     for i in idx:
                         profile_of[i] = found.get(value)
         items: list[tuple[int, bytes, str | None]] = []
+        custom: list[bytes | None] = []
         positions: list[int] = []
         for i, r in enumerate(requests):
             if answers[i] is not None:
                 continue
             profile_id = profile_of[i]
             if profile_id is None:
-                field = next(k for k in ("profile_id", "phone", "email")
-                             if getattr(r, k) is not None)
+                field = next(k for k in _WHO if getattr(r, k) is not None)
                 answers[i] = TriggerAccepted(error=f"{field}: no such profile in the"
                                              " mailing's database")
                 continue
             items.append((profile_id, _encode(r.content), r.idempotency_key))
+            custom.append(None if r.custom_data is None else _encode(r.custom_data))
             positions.append(i)
         if items:
-            for i, (seq, duplicate) in zip(
-                positions, await store.enqueue_triggers(mailing.id, run.id, items), strict=True
-            ):
+            queued = await store.enqueue_triggers(
+                mailing.id, run.id, items,
+                custom_data=custom if any(c is not None for c in custom) else None)
+            for i, (seq, duplicate) in zip(positions, queued, strict=True):
                 answers[i] = TriggerAccepted(message_id=f"{run.uid}-{seq}", duplicate=duplicate)
         return [a if a is not None else TriggerAccepted(error="not processed")
                 for a in answers], bool(items)
@@ -913,6 +938,15 @@ SETTLED_TTL = 5.0
 _STATUS = {"running": "paused", "interrupted": "paused", "finished": "finished",
            "cancelled": "cancelled", "failed": "failed"}
 _encode = msgspec.json.Encoder().encode
+
+
+async def _deliver_hooks(herald: Herald, scope: anyio.CancelScope) -> None:
+    """The action hooks' deliverers (``engine.events.outbox``), until ``scope`` is
+    cancelled."""
+    from engine.events.outbox import Outbox
+
+    with scope:
+        await Outbox(herald.store, herald.config).run()
 
 
 async def _create_trigger_chunk(store: Any, run_id: int) -> None:

@@ -118,7 +118,7 @@ async def test_trigger_answers_ids_at_once_and_sends_in_the_background(
             await wait_for(service, m.id, lambda s: s.sent == 2)
     assert answers[0].message_id and answers[1].message_id
     assert answers[2].error == "phone: no such profile in the mailing's database"
-    assert answers[3].error == "give exactly one of profile_id, phone, email"
+    assert answers[3].error == "give exactly one of profile_id, phone, email, field_name"
     assert again[0].message_id == answers[0].message_id and again[0].duplicate
     texts = sorted(msg.text for msg in gateway.texts.values())
     assert texts == ["Ann, your code is 1111", "Bob, your code is 2222"]

@@ -6,6 +6,8 @@ are matching keys (``phone`` also subscribes the profile to ``resource``), ``_fn
 update never erases one). A bad profile is reported as ``{"index", "field", "error"}`` and
 the others still land, a thousand per transaction. A profile past ``[limits]
 profile_fields`` or ``json_depth`` refuses the whole import (422/400) before anything lands.
+Each call that imports adds an ``import_api`` event for the action hooks
+(``engine.importing.events``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from engine.api.state import MAX_ID, Req, api_state
 from engine.config import LimitsConfig
 from engine.core.fields import FieldSpec, convert_value
 from engine.errors import NotFound
+from engine.importing.events import record_import
 from engine.store.base import ImportRecord
 
 __all__ = ["ROUTES", "ImportAnswer", "ImportBody", "ItemError"]
@@ -234,6 +237,8 @@ async def import_profiles(request: Req) -> ImportAnswer:
         await flush()
     answer.errors.sort(key=lambda e: e.index)
     answer.rejected = len(answer.errors)
+    await record_import(store, "import_api", database_id, answer,
+                        source="/api/v1/profiles/import")
     return answer
 
 

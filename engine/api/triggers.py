@@ -4,9 +4,10 @@ background, and an idempotency key already used answers with its first message i
 (``duplicate: true``) without sending again.
 
 ``POST /api/v1/mailings/{id}/trigger``: one ``{"profile_id"|"phone"|"email", "content",
-"idempotency_key"}``; the key may come as an ``Idempotency-Key`` header instead.
+"idempotency_key", "custom_data"}``; the key may come as an ``Idempotency-Key`` header instead.
 ``POST /api/v1/mailings/{id}/trigger/batch``: ``{"items": [...]}``, an answer per item.
-``content`` is what the template reaches as ``{apicontent.*}``.
+``content`` is what the template reaches as ``{apicontent.*}``; ``custom_data`` (a JSON
+object) is handed to the action hooks with each event of the message.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class TriggerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     content: dict[str, Any] = msgspec.field(default_factory=dict)
     #: The same key never sends twice.
     idempotency_key: Key | None = None
+    #: Handed to the action hooks with each event of this message (Altcraft's
+    #: ``custom_data``); never rendered.
+    custom_data: dict[str, Any] | None = None
 
 
 class TriggerBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -83,7 +87,8 @@ def _who(body: TriggerBody) -> str | None:
 
 def _request(body: TriggerBody, key: str | None = None) -> TriggerRequest:
     return TriggerRequest(profile_id=body.profile_id, phone=body.phone, email=body.email,
-                          content=body.content, idempotency_key=key or body.idempotency_key)
+                          content=body.content, idempotency_key=key or body.idempotency_key,
+                          custom_data=body.custom_data)
 
 
 def _answer(accepted: TriggerAccepted) -> TriggerAnswer:

@@ -12,6 +12,7 @@ from engine.core.fields import FieldSpec
 from engine.core.phones import PhoneNormaliser
 from engine.errors import InputError
 from engine.importing.archives import MAX_RATIO, MAX_UNPACKED
+from engine.importing.events import record_import
 from engine.importing.rows import (
     MODES,
     Matching,
@@ -95,7 +96,8 @@ async def import_file(
     A row that cannot be imported is counted and reported with its file and line, and the
     others still land. A file that cannot be read as a whole (a bad header, an unsafe
     archive, an unknown encoding) raises InputError; an archive is checked, and each of
-    its members' header, before anything is written.
+    its members' header, before anything is written. A finished import adds an
+    ``import_file`` event to the record (``events.py``).
     """
     match = parse_matching(matching)
     if mode not in MODES:
@@ -143,6 +145,8 @@ async def import_file(
                 report.errors[first_error:] = sorted(
                     report.errors[first_error:], key=lambda e: e.line
                 )
+    # the action hooks hear of the finished import (its counts: ``events.import_data``)
+    await record_import(store, "import_file", database_id, report, source=path.name)
     return report
 
 

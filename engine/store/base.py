@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from engine.segments.dates import Now
 
 __all__ = [
+    "ORIGIN",
     "ApiTokenStore",
     "AudienceStore",
     "ChannelRow",
@@ -51,13 +52,18 @@ __all__ = [
     "ClickReport",
     "ClusterStore",
     "ConditionPlan",
+    "DeadLetter",
     "DirectoryRow",
+    "EventPosition",
     "EventRow",
     "EventStore",
     "GalleryDeleted",
     "GallerySort",
     "GalleryStore",
     "Grouping",
+    "HookEvent",
+    "HookState",
+    "HookStore",
     "ImageQuery",
     "ImageRow",
     "ImportRecord",
@@ -270,6 +276,10 @@ class ProfileStore(abc.ABC):
         """The id of profile database ``name``; NotFound unless ``create``."""
 
     @abc.abstractmethod
+    async def database_name(self, database_id: int) -> str:
+        """The name of profile database ``database_id``; NotFound if there is none."""
+
+    @abc.abstractmethod
     async def resource_id(self, name: str) -> int:
         """The id of resource ``name`` (resources are declared in config; rows follow)."""
 
@@ -304,7 +314,9 @@ class ProfileStore(abc.ABC):
     async def find_profiles(
         self, database_id: int, key: str, values: Sequence[str]
     ) -> dict[str, int]:
-        """Profile ids by ``phone`` (E.164) or ``email``; the oldest profile wins."""
+        """Profile ids by ``phone`` (E.164), ``email`` or ``field:NAME`` (a custom field's
+        value, compared as text: a number's JSON text, a string as is); the oldest profile
+        wins."""
 
     @abc.abstractmethod
     async def profile_ids_in(self, database_id: int, ids: Sequence[int]) -> set[int]:
@@ -750,11 +762,14 @@ class TriggerStore(abc.ABC):
 
     @abc.abstractmethod
     async def enqueue_triggers(
-        self, mailing_id: int, run_id: int, items: Sequence[tuple[int, bytes, str | None]]
+        self, mailing_id: int, run_id: int, items: Sequence[tuple[int, bytes, str | None]],
+        *, custom_data: Sequence[bytes | None] | None = None,
     ) -> list[tuple[int, bool]]:
         """Queue (profile id, JSON content, idempotency key) items of a trigger mailing in
         one transaction; for each, its message's seq and whether the key was seen before
-        (then nothing is queued and the first seq is returned)."""
+        (then nothing is queued and the first seq is returned). ``custom_data``, one per
+        item (JSON or None), is kept with the message for the action hooks
+        (``HookEvent.custom_data``)."""
 
     @abc.abstractmethod
     async def trigger_chunk(
@@ -1078,6 +1093,94 @@ class EventRow(NamedTuple):
     url: str | None
 
 
+class EventPosition(NamedTuple):
+    """Where an event lies in the order hooks deliver the record in: ``(txid, id)``.
+
+    On SQLite writers take turns, so ids grow in commit order and ``txid`` is always 0.
+    On PostgreSQL an id is given at insert and transactions commit out of id order, so a
+    reader paging by id alone could pass an event that commits later with a smaller id:
+    there ``txid`` is the writing transaction's id (``xid8``), and hooks read only events
+    whose every earlier writer has ended (``txid`` under the snapshot's ``xmin``), in
+    ``(txid, id)`` order."""
+
+    txid: int
+    id: int
+
+
+#: Before every event: a hook's cursor that has delivered nothing.
+ORIGIN: EventPosition = EventPosition(0, 0)
+
+
+class HookEvent(NamedTuple):
+    """One event of the record with what an action hook's message says of it (its
+    mailing, resource, database and the trigger call's ``custom_data``), in delivery
+    order (``position``)."""
+
+    position: EventPosition
+    #: ``engine.core.events.EventKind``, or ``import_file`` / ``import_api``.
+    kind: str
+    at: float
+    #: The run is a test send (``mailing test``).
+    is_test: bool
+    mailing_id: int | None
+    run_id: int | None
+    seq: int | None
+    #: ``{run uid}-{seq}``; None for an event with no message (a STOP reply to none, an
+    #: import).
+    message_id: str | None
+    profile_id: int | None
+    #: The profile's database (Altcraft's ``list_id``), by id and name: a message's
+    #: mailing's, else the profile's; an import event's, the database it imported into.
+    database_id: int | None
+    database: str | None
+    #: The mailing's resource, by its numeric id (as ``/api/v1/resources`` lists it) and
+    #: its config name.
+    resource_id: int | None
+    resource: str | None
+    phone: str
+    sender: str | None
+    #: The provider's error (``undeliv_sms``).
+    error: str | None
+    #: The link's target (``click_sms``, ``uclick_sms``).
+    url: str | None
+    #: The trigger call's ``custom_data``, as JSON (None when the call gave none).
+    custom_data: bytes | None
+    #: What an import event says (its counts, file name...), as a JSON object.
+    data: bytes | None
+
+
+class HookState(NamedTuple):
+    """A hook's row: how far it has delivered, and which process delivers it."""
+
+    name: str
+    cursor: EventPosition
+    #: The process holding the hook's lease ("" when none), and until when (the store's
+    #: clock, seconds since the epoch).
+    owner: str
+    lease_until: float
+    #: The last failure's text ("" after a success), and when the failing batch first
+    #: failed (None when nothing is failing).
+    last_error: str
+    failing_since: float | None
+    #: Events delivered since the hook was first seen.
+    delivered: int
+
+
+class DeadLetter(NamedTuple):
+    """A batch a hook gave up on after ``max_age``: the events in ``(after, upto]`` (the
+    hook's filters apply again on replay)."""
+
+    id: int
+    hook: str
+    after: EventPosition
+    upto: EventPosition
+    #: Events of the batch (after the hook's filters).
+    events: int
+    error: str
+    first_failed: float
+    at: float
+
+
 #: How the channel report groups its counts.
 #: ``variant``: the run's ``spec.variant`` (1-based in the report; multivariate mailings).
 Grouping = Literal["day", "hour", "mailing", "resource", "sender", "variant"]
@@ -1193,6 +1296,84 @@ class EventStore(abc.ABC):
         if given)."""
 
 
+class HookStore(abc.ABC):
+    """Action hooks' outbox: a cursor per hook over the event record, a lease so that one
+    process at a time delivers each hook, and the dead letters.
+
+    Delivery is at least once: a deliverer reads a batch after its cursor, sends it, and
+    only then advances the cursor (fenced by its lease), so a process that dies between
+    the two sends that batch again. Times are the store's clock (the database server's
+    on PostgreSQL)."""
+
+    @abc.abstractmethod
+    async def record_import_event(
+        self, kind: str, at: float, database_id: int, data: bytes
+    ) -> None:
+        """Add a finished import's event (``import_file``, ``import_api``) to the record:
+        ``data`` is a JSON object (its counts)."""
+
+    @abc.abstractmethod
+    async def hook_events(
+        self, after: EventPosition, limit: int, *, upto: EventPosition | None = None
+    ) -> list[HookEvent]:
+        """At most ``limit`` events after ``after`` (and at or before ``upto``), in
+        delivery order. Never an event that a writer still open could precede: on
+        PostgreSQL only events below the snapshot's ``xmin`` (``EventPosition``)."""
+
+    @abc.abstractmethod
+    async def events_at(self, since: float) -> EventPosition:
+        """The position just before the first event at ``since`` or later (for a replay
+        from a time): events are recorded in time order, near enough."""
+
+    @abc.abstractmethod
+    async def claim_hook(
+        self, name: str, owner: str, ttl: float
+    ) -> HookState | None:
+        """Take or renew the lease on hook ``name`` for ``ttl`` seconds: granted when it is
+        free, expired, or ``owner``'s already. A hook not seen before starts at the end
+        of the record (it delivers what happens from now on). None when another owner
+        holds it."""
+
+    @abc.abstractmethod
+    async def advance_hook(
+        self, name: str, owner: str, cursor: EventPosition, delivered: int
+    ) -> bool:
+        """Move the hook's cursor to ``cursor`` (never back), add ``delivered`` to its
+        count and clear its failure, if ``owner`` still holds its lease; False (and
+        nothing written) when the lease was lost."""
+
+    @abc.abstractmethod
+    async def fail_hook(
+        self, name: str, owner: str, error: str, first_failed: float
+    ) -> bool:
+        """Note the hook's failure (shown by ``herald hooks status``), if ``owner`` holds
+        its lease; False when it was lost."""
+
+    @abc.abstractmethod
+    async def release_hook(self, name: str, owner: str) -> None:
+        """Give the lease up (on shutdown), so another process takes it at once."""
+
+    @abc.abstractmethod
+    async def hook_states(self) -> list[HookState]:
+        """Every hook ever seen, by name."""
+
+    @abc.abstractmethod
+    async def dead_letter(
+        self, name: str, owner: str, letter: DeadLetter
+    ) -> bool:
+        """In one transaction: keep ``letter`` (its ``id`` is ignored) and move the hook's
+        cursor past it (to ``letter.upto``), if ``owner`` holds the lease; False when the
+        lease was lost (nothing written)."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
+        """The dead letters (of one hook, if given), oldest first."""
+
+    @abc.abstractmethod
+    async def drop_dead_letters(self, ids: Sequence[int]) -> None:
+        """Forget dead letters that were delivered again (``herald hooks replay``)."""
+
+
 class ReportStore(abc.ABC):
     """Counters kept as events arrive, per (run, sender, hour): reports read them, so a
     report over a mailing of millions of recipients answers in milliseconds."""
@@ -1217,7 +1398,7 @@ class ReportStore(abc.ABC):
 class Store(
     ProfileStore, SubscriptionStore, SuppressionStore, SegmentStore, AudienceStore,
     RunStore, JournalStore, ReceiptStore, PolicyStore, TriggerStore, ApiTokenStore,
-    GalleryStore, ClusterStore, TrackingStore, EventStore, ReportStore,
+    GalleryStore, ClusterStore, TrackingStore, EventStore, HookStore, ReportStore,
 ):
     """Everything Herald persists, by role. ``url`` names the database (without a
     password)."""

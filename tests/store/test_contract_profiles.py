@@ -21,6 +21,9 @@ async def test_a_database_is_found_by_name_and_made_only_when_asked(store: Store
     assert await store.database_id("main", create=True) == main
     other = await store.database_id("other", create=True)
     assert other != main
+    assert [await store.database_name(i) for i in (main, other)] == ["main", "other"]
+    with pytest.raises(NotFound, match="no profile database with id"):
+        await store.database_name(other + main + 1)
 
 
 async def test_a_resource_keeps_its_id(store: Store) -> None:

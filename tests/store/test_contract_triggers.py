@@ -6,7 +6,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine.store.base import Store, TriggerRow
+from engine.core.states import Outcome
+from engine.errors import InputError
+from engine.store.base import ORIGIN, ImportRecord, Store, TriggerRow
 from engine.store.models import Mailing, Run
 from tests.store.helpers import World, fields_of, make_world, messages, reserve
 
@@ -87,3 +89,59 @@ async def test_trigger_chunk_reads_the_queue_in_order_with_each_profile(store: S
     # another run's queue is not this one's
     _, later = await trigger_run(store, w, "later")
     assert await store.trigger_chunk(later.id, w.resource_id, 0, 10) == []
+
+
+async def test_custom_data_is_kept_with_its_message_and_a_repeat_keeps_the_first(
+    store: Store,
+) -> None:
+    w = await make_world(store, 3)
+    mailing, run = await trigger_run(store, w)
+    out = await store.enqueue_triggers(mailing.id, run.id, [
+        (w.ids[0], b"{}", "k1"), (w.ids[1], b"{}", None), (w.ids[2], b"{}", None),
+    ], custom_data=[b'{"order": 1}', None, b'{"order": 3}'])
+    assert out == [(1, False), (2, False), (3, False)]
+    # a repeated key queues nothing: its custom_data is the first call's
+    assert await store.enqueue_triggers(mailing.id, run.id, [(w.ids[0], b"{}", "k1")],
+                                        custom_data=[b'{"order": 99}']) == [(1, True)]
+    # the queue's rows are as before (custom_data is never rendered)
+    rows = await store.trigger_chunk(run.id, w.resource_id, 0, 10)
+    assert [r.seq for r in rows] == [1, 2, 3]
+    msgs = messages(w, [1, 2, 3])
+    await reserve(store, run.id, [(1, "s", msgs)], next_seq=None)
+    await store.record(run.id, 1, "s", msgs, [Outcome(m.seq, "sent") for m in msgs])
+    events = await store.hook_events(ORIGIN, 10)
+    assert [(e.seq, msgspec.json.decode(e.custom_data) if e.custom_data else None)
+            for e in events] == [(1, {"order": 1}), (2, None), (3, {"order": 3})]
+    with pytest.raises(ValueError, match="one per item"):
+        await store.enqueue_triggers(mailing.id, run.id, [(w.ids[0], b"{}", None)],
+                                     custom_data=[])
+
+
+async def test_find_profiles_by_a_custom_fields_value_as_text(store: Store) -> None:
+    w = await make_world(store, 3)
+    await store.import_profiles(w.database_id, [
+        ImportRecord(w.phones[0], None, None, {"code": "A-1", "vip": True}),
+        ImportRecord(w.phones[1], None, None, {"code": 7, "vip": False}),
+    ], matching="phone", resource_id=None)
+    # fields {"n": i, "name": "P<i>", ...}: a number matches its JSON text, a string as
+    # is (case and all), a boolean as 1 or 0
+    assert await store.find_profiles(w.database_id, "field:n", ["1", "3", "7"]) == {
+        "1": w.ids[0], "3": w.ids[2]}
+    assert await store.find_profiles(w.database_id, "field:name", ["P2", "p2"]) == {
+        "P2": w.ids[1]}
+    assert await store.find_profiles(w.database_id, "field:code", ["A-1", "7", "a-1"]) == {
+        "A-1": w.ids[0], "7": w.ids[1]}
+    assert await store.find_profiles(w.database_id, "field:vip", ["1", "0"]) == {
+        "1": w.ids[0], "0": w.ids[1]}
+    assert await store.find_profiles(w.database_id, "field:missing", ["1"]) == {}
+    assert await store.find_profiles(w.database_id, "field:n", []) == {}
+    other = await store.database_id("other", create=True)
+    assert await store.find_profiles(other, "field:n", ["1"]) == {}
+    # the oldest profile wins, as by phone
+    await store.import_profiles(w.database_id, [
+        ImportRecord("+15550000001", "+15550000001", None, {"code": "A-1"})],
+        matching="phone", resource_id=None)
+    assert await store.find_profiles(w.database_id, "field:code", ["A-1"]) == {
+        "A-1": w.ids[0]}
+    with pytest.raises(InputError):
+        await store.find_profiles(w.database_id, "city", ["x"])

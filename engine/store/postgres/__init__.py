@@ -5,7 +5,8 @@ threads on trio), creates or migrates the schema (``schema.py``) and returns the
 Writes are set-based, one statement per chunk (``unnest`` of arrays, or COPY into a temp
 table then ``INSERT ... ON CONFLICT``), never one per message. Those that make events
 write them, and add to the report counters, in the same statement (``events.py``);
-``tracking.py`` keeps links and clicks, ``reports.py`` reads the counters.
+``tracking.py`` keeps links and clicks, ``reports.py`` reads the counters, ``hooks.py``
+keeps the action hooks' cursors over the event record (in commit order: see there).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from engine.store.postgres.cluster import PgCluster
 from engine.store.postgres.db import connect, redact_url
 from engine.store.postgres.events import PgEvents
 from engine.store.postgres.gallery import PgGallery
+from engine.store.postgres.hooks import PgHooks
 from engine.store.postgres.journal import PgJournal
 from engine.store.postgres.policy import PgPolicy
 from engine.store.postgres.profiles import PgProfiles
@@ -41,7 +43,7 @@ _MIGRATION_LOCK = 0x4845_5241_4C44  # "HERALD"
 class PostgresStore(
     PgProfiles, PgSubscriptions, PgSuppression, PgSegments, PgAudience, PgRuns, PgJournal,
     PgReceipts, PgPolicy, PgTriggers, PgTokens, PgGallery, PgCluster, PgTracking, PgEvents,
-    PgReports, Store,
+    PgHooks, PgReports, Store,
 ):
     """Everything Herald persists, in one PostgreSQL database."""
 

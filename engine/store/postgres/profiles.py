@@ -95,6 +95,13 @@ def _key_column(matching: str) -> str:
 
 
 class PgProfiles(PgBase):
+    async def database_name(self, database_id: int) -> str:
+        rows = await self.db.fetchall("SELECT name FROM databases WHERE id = %s",
+                                      (database_id,))
+        if not rows:
+            raise NotFound(f"no profile database with id {database_id}")
+        return str(rows[0][0])
+
     async def database_id(self, name: str, *, create: bool = False) -> int:
         async with self.db.transaction() as tx:
             row = await tx.fetchone("SELECT id FROM databases WHERE name = %s", (name,))
@@ -297,8 +304,15 @@ class PgProfiles(PgBase):
     async def find_profiles(
         self, database_id: int, key: str, values: Sequence[str]
     ) -> dict[str, int]:
+        if key.startswith("field:"):
+            column = _key_column(key)
+            if not values:
+                return {}
+            async with self.db.transaction() as tx:
+                found = await self._match(tx, database_id, key, column, list(values))
+            return {str(k): pid for k, pid in found.items()}
         if key not in ("phone", "email"):
-            raise InputError(f"profiles are found by phone or email, not {key!r}")
+            raise InputError(f"profiles are found by phone, email or field:NAME, not {key!r}")
         if not values:
             return {}
         rows = await self.db.fetchall(

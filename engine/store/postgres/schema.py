@@ -8,6 +8,7 @@ from engine.store.postgres import (
     cluster,
     events,
     gallery,
+    hooks,
     journal,
     policy,
     profiles,
@@ -47,4 +48,8 @@ MIGRATIONS: list[str] = [
     triggers.HELD_DDL,
     # 8: profiles held out in control groups, in the report counters (issue 14)
     events.CONTROL_DDL,
+    # 9: action hooks (issue 15): events ordered by their writer's transaction (``txid``),
+    # what an import event says, a trigger call's custom_data, the hooks' cursors and
+    # leases and their dead letters
+    hooks.DDL,
 ]

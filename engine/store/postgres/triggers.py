@@ -48,10 +48,14 @@ CREATE INDEX trigger_queue_held ON trigger_queue(run_id, not_before) WHERE not_b
 
 class PgTriggers(PgBase):
     async def enqueue_triggers(
-        self, mailing_id: int, run_id: int, items: Sequence[tuple[int, bytes, str | None]]
+        self, mailing_id: int, run_id: int, items: Sequence[tuple[int, bytes, str | None]],
+        *, custom_data: Sequence[bytes | None] | None = None,
     ) -> list[tuple[int, bool]]:
         if not items:
             return []
+        if custom_data is not None and len(custom_data) != len(items):
+            raise ValueError("custom_data: one per item")
+        custom = [None] * len(items) if custom_data is None else custom_data
         now = time.time()
         async with self.db.transaction() as tx:
             # The run's row lock orders concurrent calls: each sees the keys queued before.
@@ -69,8 +73,8 @@ class PgTriggers(PgBase):
                     (mailing_id, keys),
                 )}
             out: list[tuple[int, bool]] = []
-            queued: list[tuple[int, int, bytes, str | None]] = []
-            for profile_id, content, key in items:
+            queued: list[tuple[int, int, bytes, str | None, str | None]] = []
+            for (profile_id, content, key), data in zip(items, custom, strict=True):
                 if key is not None and key in known:
                     out.append((known[key], True))
                     continue
@@ -78,18 +82,20 @@ class PgTriggers(PgBase):
                 next_seq += 1
                 if key is not None:
                     known[key] = seq
-                queued.append((seq, profile_id, content, key))
+                queued.append((seq, profile_id, content, key,
+                               None if data is None else data.decode()))
                 out.append((seq, False))
             if queued:
                 await tx.execute(
                     "UPDATE runs SET next_seq = %s WHERE id = %s", (next_seq, run_id))
                 await tx.execute(
                     "INSERT INTO trigger_queue (mailing_id, run_id, seq, profile_id, content,"
-                    " idempotency_key, created_at) SELECT %s, %s, s, p, c, k, %s"
-                    " FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[], %s::text[])"
-                    " AS u(s, p, c, k) ORDER BY s",
+                    " idempotency_key, created_at, custom_data)"
+                    " SELECT %s, %s, s, p, c, k, %s, d::json FROM unnest(%s::bigint[],"
+                    " %s::bigint[], %s::bytea[], %s::text[], %s::text[]) AS u(s, p, c, k, d)"
+                    " ORDER BY s",
                     (mailing_id, run_id, now, [q[0] for q in queued], [q[1] for q in queued],
-                     [q[2] for q in queued], [q[3] for q in queued]),
+                     [q[2] for q in queued], [q[3] for q in queued], [q[4] for q in queued]),
                 )
         return out
 

@@ -12,7 +12,8 @@ One module per role, each a mixin on ``connection.SQLiteBase``: ``profiles``,
 ``suppression``, ``segments`` (with ``conditions/``, segment conditions in SQLite's SQL),
 ``audience``, ``runs``, ``journal`` (with the dedupe record), ``receipts``, ``policy``,
 ``triggers``, ``subscriptions``, ``tokens``, ``gallery``, ``tracking`` (links, clicks,
-unsubscribes), ``events`` (the event record) and ``reports`` (from the counters of
+unsubscribes), ``events`` (the event record), ``hooks`` (the action hooks' cursors,
+leases and dead letters over it) and ``reports`` (from the counters of
 ``engine.store.counters``); ``schema`` holds the migrations.
 """
 
@@ -29,6 +30,7 @@ from engine.store.sqlite.audience import SQLiteAudience
 from engine.store.sqlite.cluster import SQLiteCluster
 from engine.store.sqlite.events import SQLiteEvents
 from engine.store.sqlite.gallery import SQLiteGallery
+from engine.store.sqlite.hooks import SQLiteHooks
 from engine.store.sqlite.policy import SQLitePolicy
 from engine.store.sqlite.profiles import SQLiteProfiles
 from engine.store.sqlite.receipts import RECEIPT_CHUNK, SQLiteReceipts
@@ -46,7 +48,7 @@ __all__ = ["RECEIPT_CHUNK", "SQLiteStore"]
 class SQLiteStore(
     SQLiteProfiles, SQLiteAudience, SQLiteRuns, SQLiteReceipts, SQLitePolicy, SQLiteTriggers,
     SQLiteTokens, SQLiteSubscriptions, SQLiteGallery, SQLiteCluster, SQLiteTracking,
-    SQLiteEvents, SQLiteReports, Store,
+    SQLiteEvents, SQLiteHooks, SQLiteReports, Store,
 ):
     """``SQLiteStore.open(path)`` creates or migrates the file and returns a store."""
 

@@ -20,6 +20,17 @@ _decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
 _sql_text = sql_text
 
 
+def _key_column(matching: str) -> str:
+    """The SQL expression profiles are matched on by ``matching`` (in ``profiles``)."""
+    if matching in ("phone", "email", "id"):
+        return matching
+    if matching.startswith("field:") and len(matching) > 6 and '"' not in matching:
+        # A custom field's value, as text (a number stored by the API matches too).
+        path = _sql_text(f'$."{matching[6:]}"')
+        return f"CAST(json_extract(fields, {path}) AS TEXT)"
+    raise InputError(f"matching must be phone, email, id or field:NAME, not {matching!r}")
+
+
 class SQLiteProfiles(SQLiteBase):
     async def database_id(self, name: str, *, create: bool = False) -> int:
         return self._database_id(name, create=create)
@@ -34,6 +45,13 @@ class SQLiteProfiles(SQLiteBase):
             "INSERT INTO databases (name, created_at) VALUES (?, ?)", (name, time.time())
         )
         return int(cur.lastrowid or 0)
+
+    async def database_name(self, database_id: int) -> str:
+        row = self.conn.execute("SELECT name FROM databases WHERE id = ?",
+                                (database_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no profile database with id {database_id}")
+        return str(row[0])
 
     async def resource_id(self, name: str) -> int:
         return self._resource_id(name)
@@ -148,18 +166,7 @@ class SQLiteProfiles(SQLiteBase):
         c: sqlite3.Connection, database_id: int, matching: str, keys: Sequence[str | int]
     ) -> dict[str | int, int]:
         """The profile each key matches (the oldest, if several): one query per batch."""
-        if matching in ("phone", "email"):
-            column = matching
-        elif matching == "id":
-            column = "id"
-        elif matching.startswith("field:") and len(matching) > 6 and '"' not in matching:
-            # A custom field's value, as text (a number stored by the API matches too).
-            path = _sql_text(f'$."{matching[6:]}"')
-            column = f"CAST(json_extract(fields, {path}) AS TEXT)"
-        else:
-            raise InputError(
-                f"matching must be phone, email, id or field:NAME, not {matching!r}"
-            )
+        column = _key_column(matching)
         if not keys:
             return {}
         return {
@@ -186,11 +193,12 @@ class SQLiteProfiles(SQLiteBase):
     async def find_profiles(
         self, database_id: int, key: str, values: Sequence[str]
     ) -> dict[str, int]:
-        if key not in ("phone", "email"):
-            raise InputError(f"profiles are found by phone or email, not {key!r}")
+        if key not in ("phone", "email") and not key.startswith("field:"):
+            raise InputError(f"profiles are found by phone, email or field:NAME, not {key!r}")
+        column = _key_column(key)
         found: dict[str, int] = {}
         for value, pid in self.conn.execute(
-            f"SELECT {key}, min(id) FROM profiles WHERE database_id = ? AND {key} IN"
+            f"SELECT {column} AS k, min(id) FROM profiles WHERE database_id = ? AND k IN"
             " (SELECT value FROM json_each(?)) GROUP BY 1",
             (database_id, _json.encode(list(values))),
         ):

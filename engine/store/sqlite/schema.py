@@ -392,4 +392,38 @@ MIGRATIONS: list[str] = [
     """,
     # 14: profiles held out in control groups, in the report counters (issue 14)
     "ALTER TABLE report_counts ADD COLUMN control INTEGER NOT NULL DEFAULT 0;",
+    # 15: action hooks (issue 15, ``hooks.py``): what an import event says (``data``, JSON)
+    # and its database (an import has no profile); a trigger call's ``custom_data``, found
+    # by (run, seq) for the hooks (indexed only where given: other calls pay nothing); a
+    # cursor and lease per hook, and the batches given up on (dead letters).
+    """
+    ALTER TABLE events ADD COLUMN data TEXT;
+    ALTER TABLE events ADD COLUMN database_id INTEGER;
+    ALTER TABLE trigger_queue ADD COLUMN custom_data TEXT;
+    CREATE INDEX trigger_queue_custom ON trigger_queue(run_id, seq)
+        WHERE custom_data IS NOT NULL;
+    CREATE TABLE hooks (
+        name TEXT PRIMARY KEY,
+        cursor_txid INTEGER NOT NULL DEFAULT 0,
+        cursor_id INTEGER NOT NULL DEFAULT 0,
+        owner TEXT NOT NULL DEFAULT '',
+        lease_until REAL NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        failing_since REAL,
+        delivered INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        hook TEXT NOT NULL,
+        after_txid INTEGER NOT NULL,
+        after_id INTEGER NOT NULL,
+        upto_txid INTEGER NOT NULL,
+        upto_id INTEGER NOT NULL,
+        events INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        first_failed REAL NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX dead_letters_hook ON dead_letters(hook, id);
+    """,
 ]

@@ -19,12 +19,16 @@ __all__ = ["SQLiteTriggers"]
 
 class SQLiteTriggers(SQLiteBase):
     async def enqueue_triggers(
-        self, mailing_id: int, run_id: int, items: Sequence[tuple[int, bytes, str | None]]
+        self, mailing_id: int, run_id: int, items: Sequence[tuple[int, bytes, str | None]],
+        *, custom_data: Sequence[bytes | None] | None = None,
     ) -> list[tuple[int, bool]]:
         now = time.time()
         out: list[tuple[int, bool]] = []
+        if custom_data is not None and len(custom_data) != len(items):
+            raise ValueError("custom_data: one per item")
+        custom = [None] * len(items) if custom_data is None else custom_data
         with self._tx() as c:
-            for profile_id, content, key in items:
+            for (profile_id, content, key), data in zip(items, custom, strict=True):
                 if key is not None:
                     row = c.execute(
                         "SELECT seq FROM trigger_queue WHERE mailing_id = ?"
@@ -40,8 +44,9 @@ class SQLiteTriggers(SQLiteBase):
                 ).fetchone()
                 c.execute(
                     "INSERT INTO trigger_queue (mailing_id, run_id, seq, profile_id, content,"
-                    " idempotency_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (mailing_id, run_id, seq, profile_id, content, key, now),
+                    " idempotency_key, created_at, custom_data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (mailing_id, run_id, seq, profile_id, content, key, now,
+                     None if data is None else data.decode()),
                 )
                 out.append((int(seq), False))
         return out
