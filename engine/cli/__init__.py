@@ -18,6 +18,7 @@ from engine.cli.cluster import add_cluster_parsers
 from engine.cli.config import add_config_parsers
 from engine.cli.demo import add_demo_parser
 from engine.cli.gallery import add_gallery_parsers
+from engine.cli.hooks import add_hooks_parsers
 from engine.cli.imports import add_import_parsers
 from engine.cli.mailings import add_mailing_parsers
 from engine.cli.report import add_report_parsers
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parsers(sub)
     add_cluster_parsers(sub)
     add_report_parsers(sub)
+    add_hooks_parsers(sub)
     return parser
 
 

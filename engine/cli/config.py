@@ -8,8 +8,9 @@ from typing import Any
 
 import msgspec
 
+from engine.backends import default_backend
 from engine.cli.workspace import print_json
-from engine.config import load_config
+from engine.config import Config, load_config
 from engine.errors import ConfigError
 from engine.plugins import load_plugins
 
@@ -19,13 +20,29 @@ __all__ = ["add_config_parsers"]
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = args.path or args.config
     try:
-        load_config(path, drivers=load_plugins().drivers)
+        config = load_config(path, drivers=load_plugins().drivers)
     except ConfigError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return 2
+    for note in _backend_notes(config):
+        print(note, file=sys.stderr)
     print("ok")
     return 0
+
+
+def _backend_notes(config: Config) -> list[str]:
+    """What the config does differently on this backend ($HERALD_BACKEND): a hook whose
+    broker client runs only on asyncio gets an asyncio loop in a thread of its own on trio."""
+    from engine.events.transports import transport_class
+
+    backend = default_backend()
+    if backend != "trio":
+        return []
+    return [f"note: hooks.{name}: the {hook.transport} client runs only on asyncio; on trio"
+            " (HERALD_BACKEND) it runs on an asyncio event loop in a thread of its own"
+            for name, hook in config.hooks.items()
+            if transport_class(hook.transport).asyncio_only]
 
 
 class _PluginOut(msgspec.Struct):

@@ -10,6 +10,8 @@
                run's chunks at once, as the heartbeat would; a start or resume wakes the
                idle slots and the pipelines of that run (a trigger run's new calls).
                The heartbeat's look stays the fallback for a lost message.
+    hooks:     a deliverer per [hooks.NAME] (engine.events.outbox), under the hook's lease:
+               one process of the cluster delivers each hook.
 
 A trigger mailing's run is one chunk (``create_trigger_chunk``: every profile, its
 checkpoint the last queue id settled) that one worker holds for as long as the mailing is
@@ -208,6 +210,10 @@ class Worker:
             # listening before the first claim: a pause of a chunk claimed is heard
             await tg.start(listen, self.store, self._on_control)
             tg.start_soon(self._heartbeat)
+            if self.run_id is None and self.herald.config.hooks:  # herald worker: hooks too
+                from engine.events.outbox import Outbox
+
+                tg.start_soon(Outbox(self.store, self.herald.config, owner=self.name).run)
             async with anyio.create_task_group() as slots:
                 for _ in range(self.concurrency):
                     slots.start_soon(self._slot)

@@ -34,7 +34,7 @@ import os
 import select
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import anyio
@@ -184,8 +184,17 @@ class ConnectionPool:
             stale=self._stale,
         )
 
-    async def post(self, body: bytes, progress: Progress | None = None) -> Response:
-        """POST ``body``; the complete response. Raises ``TransportError``."""
+    async def post(
+        self, body: bytes, progress: Progress | None = None, *,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> Response:
+        """POST ``body``; the complete response. Raises ``TransportError``.
+
+        ``headers``: added to this request only (a signature over the body); h11 checks
+        them, and a bad one raises its ``LocalProtocolError`` before anything is sent."""
+        request = self._request(len(body)) if not headers else h11.Request(
+            method=b"POST", target=self._target,
+            headers=[*self._headers, *headers, (b"content-length", b"%d" % len(body))])
         if progress is None:
             progress = Progress()
         progress.written = False
@@ -194,7 +203,7 @@ class ConnectionPool:
             connection = await self._connect()
         else:
             self._reuses += 1
-        return await self._exchange(connection, body, progress)
+        return await self._exchange(connection, request, body, progress)
 
     async def aclose(self) -> None:
         """Close the idle connections now and the busy ones when their request ends."""
@@ -252,10 +261,12 @@ class ConnectionPool:
         self._connects += 1
         return _Connection(stream)
 
-    async def _exchange(self, connection: _Connection, body: bytes, progress: Progress) -> Response:
+    async def _exchange(
+        self, connection: _Connection, request: h11.Request, body: bytes, progress: Progress
+    ) -> Response:
         conn = connection.h11
         try:
-            head = conn.send(self._request(len(body))) or b""
+            head = conn.send(request) or b""
             framed = conn.send_with_data_passthrough(h11.Data(data=body)) or []
             data = b"".join([head, *framed, conn.send(h11.EndOfMessage()) or b""])
             await connection.stream.send(data)

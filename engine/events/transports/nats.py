@@ -1,0 +1,163 @@
+"""The ``nats`` transport of action hooks: each event a JetStream message on ``subject``
+(which may hold ``{event_type}``), delivered when the stream acknowledged it.
+
+A stream must take the subject: Herald does not create it (``nats stream add``). Each
+message carries the header ``Nats-Msg-Id`` = its ``event_id``, so the stream drops a
+resend within its duplicate window (``duplicate_window``, two minutes by default);
+resends after that reach consumers again, who dedupe on ``event_id``.
+
+A batch is published without waiting between messages, in order, and the acks are
+awaited together. The connection is opened on the first send and again after any
+failure (the client's own reconnecting is off, so that a lost connection fails the batch
+at once; ``aclose`` is final: a later send raises DeliveryError); nats-py runs only on
+asyncio (see ``_asyncio_thread`` for trio).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+import anyio
+import nats.errors
+import nats.js
+import nats.js.api
+import nats.js.errors
+from nats.aio.client import Client
+
+from engine.config import HookConfig
+from engine.events.transports._asyncio_thread import AsyncioRunner
+from engine.events.transports._brokers import EVENT_TYPE, describe, head, url_secrets
+from engine.events.transports.base import DeliveryError, Transport
+
+if TYPE_CHECKING:
+    from asyncio import Future
+
+__all__ = ["NatsTransport"]
+
+#: What the client raises when the server or the network fails us.
+_FAILURES = (nats.errors.Error, OSError)
+
+#: More acks than a batch can await (``batch_size`` is at most 10,000).
+_MAX_IN_FLIGHT = 1 << 20
+
+#: Seconds closing a connection may take after a failure.
+_CLOSE_WAIT = 1.0
+
+
+class NatsTransport(Transport):
+    """Publishes a hook's events to NATS JetStream (module docstring)."""
+
+    asyncio_only: ClassVar[bool] = True
+
+    def __init__(self, name: str, config: HookConfig) -> None:
+        super().__init__(name, config)
+        self._runner = AsyncioRunner(f"herald hook {name}")
+        self._closed = False
+        self._secrets = url_secrets(config.url, token_user=True)
+        self._client: Client | None = None
+        self._js: nats.js.JetStreamContext | None = None
+        #: What the client last reported to its error callback (instead of logging it
+        #: with a traceback): why a connect ended in NoServersError.
+        self._last_error: Exception | None = None
+        #: The acks the batch being sent awaits: failed when the connection is lost (the
+        #: client would leave them pending until the timeout).
+        self._pending: list[Future[nats.js.api.PubAck]] = []
+
+    async def send(self, messages: Sequence[bytes]) -> None:
+        if self._closed:
+            raise DeliveryError(f"hook {self.name!r}: its transport is closed")
+        if messages:
+            await self._runner.run(lambda: self._send(messages))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._client is not None:
+            await self._runner.run(self._drop)
+        await self._runner.aclose()
+
+    async def _send(self, messages: Sequence[bytes]) -> None:
+        timeout = self.config.timeout
+        try:
+            with anyio.fail_after(timeout):
+                await self._publish_all(messages)
+        except TimeoutError:
+            await self._drop()
+            raise DeliveryError(
+                f"NATS JetStream did not acknowledge the batch within {timeout:g} s"
+            ) from None
+        except nats.js.errors.NoStreamResponseError:
+            raise DeliveryError(
+                f"NATS: no JetStream stream takes subject {self.config.subject!r}"
+                " (create one whose subjects match it)") from None
+        except nats.js.errors.APIError as err:
+            raise DeliveryError(f"NATS JetStream refused a message: "
+                                f"{describe(err, self._secrets)}") from None
+        except _FAILURES as err:
+            await self._drop()
+            why: Exception = err
+            if isinstance(err, nats.errors.NoServersError) and self._last_error is not None:
+                why = self._last_error
+            raise DeliveryError(f"NATS: {describe(why, self._secrets)}") from None
+        except anyio.get_cancelled_exc_class():
+            await self._drop()
+            raise
+
+    async def _publish_all(self, messages: Sequence[bytes]) -> None:
+        subject = self.config.subject or ""
+        js = await self._open()
+        acks = self._pending = []
+        try:
+            for body in messages:
+                h = head(body)
+                headers = {} if h.event_id is None else {"Nats-Msg-Id": str(h.event_id)}
+                acks.append(await js.publish_async(
+                    subject.replace(EVENT_TYPE, h.event_type), body, headers=headers))
+            for ack in acks:
+                await ack  # a duplicate (ack.duplicate) was stored before: delivered too
+        finally:
+            for ack in acks:
+                ack.cancel()  # those still pending, after a failure
+            self._pending = []
+
+    async def _open(self) -> nats.js.JetStreamContext:
+        """The JetStream context, after (re)connecting if the connection is gone."""
+        if self._client is None or self._js is None or not self._client.is_connected:
+            await self._drop()
+            self._last_error = None
+            # Reconnecting is ours (on the next send), and so are the retries of a
+            # failed connect: the client's least is one more try, here at once.
+            # Kept before it connects, so that _drop closes the socket of a connect that
+            # failed or was cancelled half-way.
+            self._client = Client()
+            await self._client.connect(
+                self.config.url, name=f"herald hook {self.name}",
+                connect_timeout=math.ceil(self.config.timeout),  # our deadline rules
+                allow_reconnect=False,
+                max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=self._on_error,
+                disconnected_cb=self._on_disconnect)
+            # Never stalls on its limit of acks in flight: a stalled publish_async turns
+            # cancellation into TooManyStalledMsgsError.
+            self._js = self._client.jetstream(publish_async_max_pending=_MAX_IN_FLIGHT)
+        return self._js
+
+    async def _on_error(self, err: Exception) -> None:
+        self._last_error = err
+
+    async def _on_disconnect(self) -> None:
+        for ack in self._pending:
+            if not ack.done():
+                ack.set_exception(nats.errors.ConnectionClosedError())
+
+    async def _drop(self) -> None:
+        """Forget the connection (closing it if it is still open): the next send opens
+        another."""
+        client, self._client, self._js = self._client, None, None
+        if client is None or client.is_closed:
+            return
+        with anyio.move_on_after(_CLOSE_WAIT, shield=True):
+            try:
+                await client.close()
+            except _FAILURES:  # it was failing anyway
+                pass
