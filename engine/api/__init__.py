@@ -21,6 +21,15 @@ Routes (JSON in and out; the roles are ``viewer`` < ``sender`` < ``admin``)::
     POST /api/v1/inbound/{gateway}                  the gateway's shared secret (STOP)
     GET  /api/v1/reports/channel|undeliveries|clicks   viewer   ?format=csv|xlsx downloads
 
+Altcraft's methods, its fields and envelope (``engine.api.altcraft``; HTTP 200, the code in
+``error``; the token in the body as ``token`` or as a bearer header)::
+
+    POST /api/v1.1/campaigns/triggers/start         sender
+    POST /api/v1.1/campaigns/triggers/start_batch   sender
+    POST /api/v1.1/profiles/import                  sender
+    POST /api/v1.1/profiles/import_batch            sender
+    POST /api/v1.1/campaigns/log_v2                 viewer
+
 The tracking domain's public routes (no token; ``engine.tracking``)::
 
     GET  /{code}                                    302 to a short link's URL, the click kept

@@ -21,6 +21,7 @@ from litestar.openapi.spec import Components, Reference, SecurityScheme
 
 from engine import __version__
 from engine.api import (
+    altcraft,
     gallery,
     inbound,
     mailings,
@@ -114,8 +115,8 @@ def create_app(herald: Herald, service: MailingService | None = None, *,
         use_handler_docstrings=True,
     )
     app = Litestar(
-        route_handlers=[api, healthz, *metrics.ROUTES, *gallery.PUBLIC_ROUTES,
-                        *GALLERY_PAGE, *tracking_routes.ROUTES],
+        route_handlers=[api, altcraft.router(), healthz, *metrics.ROUTES,
+                        *gallery.PUBLIC_ROUTES, *GALLERY_PAGE, *tracking_routes.ROUTES],
         exception_handlers=exception_handlers(),
         openapi_config=openapi,
         request_max_body_size=MAX_BODY,
