@@ -1,16 +1,62 @@
-"""What the broker transports (``rabbitmq``, ``nats``) share: reading a message's
-``event_type`` and ``event_id`` back from its bytes, the ``{event_type}`` placeholder, and
-the URL's secrets to keep out of error messages."""
+"""What the broker transports (``rabbitmq``, ``nats``) share: their life cycle on an
+asyncio loop (``BrokerTransport``), reading a message's ``event_type`` and ``event_id``
+back from its bytes, the ``{event_type}`` placeholder, and the URL's secrets to keep out
+of error messages."""
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Sequence
+from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 import msgspec
 
+from engine.config import HookConfig
 from engine.errors import redact
+from engine.events.transports._asyncio_thread import AsyncioRunner
+from engine.events.transports.base import DeliveryError, Transport
 
-__all__ = ["EVENT_TYPE", "describe", "head", "url_secrets"]
+__all__ = ["EVENT_TYPE", "BrokerTransport", "describe", "head", "url_secrets"]
+
+
+class BrokerTransport(Transport):
+    """A transport whose client runs only on asyncio: each call runs on the
+    ``AsyncioRunner`` (this loop on asyncio, a loop in a thread of its own on trio). The
+    connection opens on the first send and again after a failure; ``aclose`` is final (a
+    later send raises DeliveryError)."""
+
+    asyncio_only: ClassVar[bool] = True
+
+    def __init__(self, name: str, config: HookConfig, *, token_user: bool = False) -> None:
+        super().__init__(name, config)
+        self._runner = AsyncioRunner(f"herald hook {name}")
+        self._closed = False
+        self._secrets = url_secrets(config.url, token_user=token_user)
+
+    async def send(self, messages: Sequence[bytes]) -> None:
+        if self._closed:
+            raise DeliveryError(f"hook {self.name!r}: its transport is closed")
+        if messages:
+            await self._runner.run(lambda: self._send(messages))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._connected():
+            await self._runner.run(self._drop)
+        await self._runner.aclose()
+
+    @abc.abstractmethod
+    async def _send(self, messages: Sequence[bytes]) -> None:
+        """Deliver a batch (on the runner's loop), or raise DeliveryError."""
+
+    @abc.abstractmethod
+    def _connected(self) -> bool:
+        """Whether a connection may be open (``aclose`` then closes it)."""
+
+    @abc.abstractmethod
+    async def _drop(self) -> None:
+        """Forget the connection, closing it if it is still open."""
 
 #: The placeholder of ``routing_key``, ``exchange`` and ``subject``.
 EVENT_TYPE = "{event_type}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import anyio
 import nats.errors
@@ -27,9 +27,8 @@ import nats.js.errors
 from nats.aio.client import Client
 
 from engine.config import HookConfig
-from engine.events.transports._asyncio_thread import AsyncioRunner
-from engine.events.transports._brokers import EVENT_TYPE, describe, head, url_secrets
-from engine.events.transports.base import DeliveryError, Transport
+from engine.events.transports._brokers import EVENT_TYPE, BrokerTransport, describe, head
+from engine.events.transports.base import DeliveryError
 
 if TYPE_CHECKING:
     from asyncio import Future
@@ -46,16 +45,11 @@ _MAX_IN_FLIGHT = 1 << 20
 _CLOSE_WAIT = 1.0
 
 
-class NatsTransport(Transport):
+class NatsTransport(BrokerTransport):
     """Publishes a hook's events to NATS JetStream (module docstring)."""
 
-    asyncio_only: ClassVar[bool] = True
-
     def __init__(self, name: str, config: HookConfig) -> None:
-        super().__init__(name, config)
-        self._runner = AsyncioRunner(f"herald hook {name}")
-        self._closed = False
-        self._secrets = url_secrets(config.url, token_user=True)
+        super().__init__(name, config, token_user=True)
         self._client: Client | None = None
         self._js: nats.js.JetStreamContext | None = None
         #: What the client last reported to its error callback (instead of logging it
@@ -65,17 +59,8 @@ class NatsTransport(Transport):
         #: client would leave them pending until the timeout).
         self._pending: list[Future[nats.js.api.PubAck]] = []
 
-    async def send(self, messages: Sequence[bytes]) -> None:
-        if self._closed:
-            raise DeliveryError(f"hook {self.name!r}: its transport is closed")
-        if messages:
-            await self._runner.run(lambda: self._send(messages))
-
-    async def aclose(self) -> None:
-        self._closed = True
-        if self._client is not None:
-            await self._runner.run(self._drop)
-        await self._runner.aclose()
+    def _connected(self) -> bool:
+        return self._client is not None
 
     async def _send(self, messages: Sequence[bytes]) -> None:
         timeout = self.config.timeout

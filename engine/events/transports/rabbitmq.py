@@ -19,7 +19,6 @@ final: a later send raises DeliveryError); aio-pika runs only on asyncio (see
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 import aio_pika
 import aio_pika.abc
@@ -27,9 +26,8 @@ import aiormq.exceptions
 import anyio
 
 from engine.config import HookConfig
-from engine.events.transports._asyncio_thread import AsyncioRunner
-from engine.events.transports._brokers import EVENT_TYPE, describe, head, url_secrets
-from engine.events.transports.base import DeliveryError, Transport
+from engine.events.transports._brokers import EVENT_TYPE, BrokerTransport, describe, head
+from engine.events.transports.base import DeliveryError
 
 __all__ = ["RabbitTransport"]
 
@@ -40,31 +38,17 @@ _FAILURES = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateE
 _CLOSE_WAIT = 1.0
 
 
-class RabbitTransport(Transport):
+class RabbitTransport(BrokerTransport):
     """Publishes a hook's events to RabbitMQ with publisher confirms (module docstring)."""
-
-    asyncio_only: ClassVar[bool] = True
 
     def __init__(self, name: str, config: HookConfig) -> None:
         super().__init__(name, config)
-        self._runner = AsyncioRunner(f"herald hook {name}")
-        self._closed = False
-        self._secrets = url_secrets(config.url)
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
 
-    async def send(self, messages: Sequence[bytes]) -> None:
-        if self._closed:
-            raise DeliveryError(f"hook {self.name!r}: its transport is closed")
-        if messages:
-            await self._runner.run(lambda: self._send(messages))
-
-    async def aclose(self) -> None:
-        self._closed = True
-        if self._connection is not None:
-            await self._runner.run(self._drop)
-        await self._runner.aclose()
+    def _connected(self) -> bool:
+        return self._connection is not None
 
     async def _send(self, messages: Sequence[bytes]) -> None:
         timeout = self.config.timeout
