@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.store.base import DeadLetter, EventPosition, HookEvent, HookState
+from engine.store.hook_rows import EVENT_JOINS
 from engine.store.postgres.connection import PgBase
 
 __all__ = ["DDL", "PgHooks"]
@@ -79,15 +80,8 @@ _SELECT = (
     " r.mailing_id, e.run_id, e.seq, r.uid || '-' || e.seq, e.profile_id,"
     " coalesce(e.database_id, m.database_id, p.database_id), d.name, res.id, m.resource,"
     " e.phone, e.sender, e.error, e.url, q.custom_data::text, e.data::text"
-    " FROM events e"
-    " LEFT JOIN runs r ON r.id = e.run_id"
-    " LEFT JOIN mailings m ON m.id = r.mailing_id"
-    " LEFT JOIN resources res ON res.name = m.resource"
-    " LEFT JOIN profiles p ON p.id = CASE WHEN e.run_id IS NULL THEN e.profile_id END"
-    " LEFT JOIN databases d ON d.id = coalesce(e.database_id, m.database_id, p.database_id)"
-    " LEFT JOIN trigger_queue q ON q.run_id = e.run_id AND q.seq = e.seq"
-    " AND q.custom_data IS NOT NULL"
-    f" WHERE (e.txid, e.id) > (%(txid)s::text::xid8, %(id)s) AND e.txid < {_XMIN}"
+    + EVENT_JOINS
+    + f" WHERE (e.txid, e.id) > (%(txid)s::text::xid8, %(id)s) AND e.txid < {_XMIN}"
 )
 _STATE_COLUMNS = ("name, cursor_txid::text, cursor_id, owner, lease_until, last_error,"
                   " failing_since, delivered")

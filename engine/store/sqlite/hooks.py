@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.store.base import DeadLetter, EventPosition, HookEvent, HookState
+from engine.store.hook_rows import EVENT_JOINS
 from engine.store.sqlite.connection import SQLiteBase
 
 __all__ = ["SQLiteHooks"]
@@ -27,14 +28,7 @@ _SELECT = (
     " r.mailing_id, e.run_id, e.seq, r.uid || '-' || e.seq, e.profile_id,"
     " coalesce(e.database_id, m.database_id, p.database_id), d.name, res.id, m.resource,"
     " e.phone, e.sender, e.error, e.url, q.custom_data, e.data"
-    " FROM events e"
-    " LEFT JOIN runs r ON r.id = e.run_id"
-    " LEFT JOIN mailings m ON m.id = r.mailing_id"
-    " LEFT JOIN resources res ON res.name = m.resource"
-    " LEFT JOIN profiles p ON p.id = CASE WHEN e.run_id IS NULL THEN e.profile_id END"
-    " LEFT JOIN databases d ON d.id = coalesce(e.database_id, m.database_id, p.database_id)"
-    " LEFT JOIN trigger_queue q ON q.run_id = e.run_id AND q.seq = e.seq"
-    " AND q.custom_data IS NOT NULL"
+    + EVENT_JOINS
 )
 _STATE = ("SELECT name, cursor_txid, cursor_id, owner, lease_until, last_error, failing_since,"
           " delivered FROM hooks")
