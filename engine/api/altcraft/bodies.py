@@ -30,6 +30,7 @@ __all__ = [
     "LogAnswer",
     "LogBody",
     "LogRow",
+    "MatchingValue",
     "StartAnswer",
     "StartBatchAnswer",
     "StartBatchBody",
@@ -73,7 +74,18 @@ class SubscriptionFilter(msgspec.Struct, kw_only=True):
     not_strict: bool = False
 
 
-class StartBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class MatchingValue(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The matching value: in the field ``matching`` names (``custom``: ``field_name``
+    with ``field_value``)."""
+
+    email: Email | None = None
+    phone: Phone | None = None
+    profile_id: ProfileId | None = None
+    field_name: FieldName | None = None
+    field_value: FieldValue | None = None
+
+
+class StartBody(MatchingValue, kw_only=True, forbid_unknown_fields=True):
     """``campaigns/triggers/start``: one message of trigger mailing ``id`` to the profile
     ``matching`` finds by the field of that name (``custom``: ``field_name`` with
     ``field_value``), in the mailing's database."""
@@ -82,11 +94,6 @@ class StartBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     format: Format | None = None
     id: Id
     matching: Matching = "email"
-    email: Email | None = None
-    phone: Phone | None = None
-    profile_id: ProfileId | None = None
-    field_name: FieldName | None = None
-    field_value: FieldValue | None = None
     #: Rendered as ``{apicontent.*}``.
     content: dict[str, Any] = msgspec.field(default_factory=dict)
     #: Handed to the action hooks with each event of the message; never rendered.
@@ -116,15 +123,10 @@ class StartAnswer(Envelope, kw_only=True):
     data: StartData | None = None
 
 
-class BatchItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class BatchItem(MatchingValue, kw_only=True, forbid_unknown_fields=True):
     """One profile of ``start_batch``, by the field ``matching`` names; ``content`` and
     ``custom_data`` given here are merged over the call's."""
 
-    email: Email | None = None
-    phone: Phone | None = None
-    profile_id: ProfileId | None = None
-    field_name: FieldName | None = None
-    field_value: FieldValue | None = None
     content: dict[str, Any] | None = None
     custom_data: dict[str, Any] | None = None
     idempotency_key: Key | None = None
@@ -174,16 +176,11 @@ class StartBatchAnswer(Envelope, kw_only=True):
     items: list[BatchItemAnswer] | None = None
 
 
-class _ImportHead(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class _ImportHead(MatchingValue, kw_only=True, forbid_unknown_fields=True):
     token: Token | None = None
     format: Format | None = None
     db_id: IdOrName
     matching: Matching = "email"
-    email: Email | None = None
-    phone: Phone | None = None
-    profile_id: ProfileId | None = None
-    field_name: FieldName | None = None
-    field_value: FieldValue | None = None
     #: Accepted: nothing in Herald is triggered by an import.
     skip_triggers: bool = False
     #: Leave out subscriptions that cannot be applied (another channel, an unknown
