@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -50,7 +51,10 @@ from engine.errors import GatewayError, TransientGatewayError
 from engine.limits import LocalSenderLimit, SenderLimit
 from engine.store.base import Store
 
-__all__ = ["Batch", "Dispatcher", "SenderRuntime", "SenderStats", "split_parts"]
+__all__ = ["LAST_ERRORS", "Batch", "Dispatcher", "SenderRuntime", "SenderStats", "split_parts"]
+
+#: Gateway errors a sender keeps, the newest, for the console's senders page.
+LAST_ERRORS = 5
 
 
 class Batch(NamedTuple):
@@ -108,6 +112,8 @@ class SenderRuntime:
         self.sent = self.failed = self.throttled = 0
         #: Seconds per gateway call.
         self.latency = Histogram()
+        #: The newest gateway errors: (seconds since the epoch, what the gateway said).
+        self.errors: deque[tuple[float, str]] = deque(maxlen=LAST_ERRORS)
 
     def statistics(self, now: float) -> SenderStats:
         g = self.limit.statistics()
@@ -372,6 +378,8 @@ class Dispatcher:
     ) -> None:
         """Gateway faults count against a sender's health; throttling slows the sender down
         instead, and content rejections count for nothing."""
+        if error is not None:
+            sender.errors.append((time.time(), str(error) or type(error).__name__))
         if sub.throttled:
             sender.throttled += 1
             sender.limit.penalize(sub.retry_after or 1.0)  # the whole sender waits

@@ -41,7 +41,8 @@ from anyio.abc import TaskGroup
 
 from engine.cluster.control import notify
 from engine.core.phones import PhoneNormaliser
-from engine.dispatch import SenderRuntime
+from engine.core.routing import RouterStats
+from engine.dispatch import LAST_ERRORS, SenderRuntime
 from engine.errors import InputError, StoreError
 from engine.listening import listen_gateways
 from engine.mailing_log import MailingLog
@@ -156,6 +157,8 @@ class SenderMetrics(msgspec.Struct, kw_only=True):
     latency_counts: list[int] = msgspec.field(default_factory=list)
     latency_sum: float = 0.0
     latency_count: int = 0
+    #: The newest gateway errors, oldest first: (seconds since the epoch, the error).
+    last_errors: list[tuple[float, str]] = msgspec.field(default_factory=list)
 
 
 class ServiceStats(msgspec.Struct, kw_only=True):
@@ -368,6 +371,12 @@ class MailingService:
             raise StoreError(f"mailing {mailing_id} has a {run.status} run {run.id};"
                              " resume or cancel it")
         if mailing.kind == "broadcast":
+            sent = [r for r in await self.herald.store.mailing_runs(mailing_id)
+                    if not r.spec.is_test]
+            if sent:  # a second run would send to everybody again
+                raise StoreError(f"mailing {mailing_id} was sent already (run {sent[-1].id},"
+                                 f" {sent[-1].status}): a broadcast sends once; create"
+                                 " another mailing to send again")
             if mailing.state == "scheduled" and not await self.herald.store.set_launch(
                     mailing_id, expect=mailing.next_launch, next_launch=None, state="done"):
                 raise StoreError(f"mailing {mailing_id} was launched already")
@@ -916,7 +925,9 @@ class MailingService:
 
     def statistics(self) -> ServiceStats:
         busy = dict(self._finished_busy)
-        senders = {n: msgspec.structs.replace(m) for n, m in self._finished_senders.items()}
+        # copies: the active runs are added to them, never to the finished totals
+        senders = {n: msgspec.structs.replace(m, latency_counts=list(m.latency_counts))
+                   for n, m in self._finished_senders.items()}
         counted: set[int] = set()  # runs on one sender share its window: count it once
         for active in self._active.values():
             if active.pipeline is None:
@@ -931,6 +942,19 @@ class MailingService:
                     total.in_flight += sender.limit.in_flight
         return ServiceStats(senders=sorted(senders.values(), key=lambda s: s.name),
                             busy_s=busy, running=len(self._active))
+
+    def routing(self) -> builtins.list[tuple[str, RouterStats]]:
+        """Each run going on here: its virtual sender, and its router's weights and sender
+        health now (each run routes with its own health)."""
+        out = []
+        for active in self._active.values():
+            pipeline = active.pipeline
+            if pipeline is not None:
+                resource = self.herald.config.resources.get(pipeline.mailing.resource)
+                if resource is not None:
+                    out.append((resource.virtual_sender,
+                                pipeline.router.statistics(pipeline.clock())))
+        return out
 
 
 #: Seconds a stopped run's counts are reused by ``status`` (receipts may still move them).
@@ -967,3 +991,5 @@ def _add_sender(total: SenderMetrics, sender: SenderRuntime) -> None:
         total.latency_counts[i] += n
     total.latency_sum += h.total
     total.latency_count += h.count
+    if sender.errors:
+        total.last_errors = sorted([*total.last_errors, *sender.errors])[-LAST_ERRORS:]
