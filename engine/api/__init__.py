@@ -20,6 +20,14 @@ Routes (JSON in and out; the roles are ``viewer`` < ``sender`` < ``admin``)::
     POST /api/v1/dlr/{gateway}                      the gateway's shared secret
     POST /api/v1/inbound/{gateway}                  the gateway's shared secret (STOP)
     GET  /api/v1/reports/channel|undeliveries|clicks   viewer   ?format=csv|xlsx downloads
+    GET  /api/v1/whoami                             viewer   the token's role and name
+    GET  /api/v1/mailings/{id}/live                 viewer   server-sent events: status
+    GET  /api/v1/senders                            viewer   pace, weight, health, errors
+    GET  /api/v1/senders/live                       viewer   server-sent events: senders
+    POST /api/v1/templates/preview                  viewer   rendered text, encoding, segments
+    GET  /api/v1/databases                          viewer   with their profile counts
+    GET  /api/v1/databases/{name}/profiles          viewer   ?limit=&after= a page
+    GET  /api/v1/segments                           viewer
 
 Altcraft's methods, its fields and envelope (``engine.api.altcraft``; HTTP 200, the code in
 ``error``; the token in the body as ``token`` or as a bearer header)::
@@ -29,6 +37,12 @@ Altcraft's methods, its fields and envelope (``engine.api.altcraft``; HTTP 200, 
     POST /api/v1.1/profiles/import                  sender
     POST /api/v1.1/profiles/import_batch            sender
     POST /api/v1.1/campaigns/log_v2                 viewer
+
+The operator console's pages (no token; ``engine.api.console``, package data under
+``engine/api/static/console/``)::
+
+    GET  /console, /console/                        the page (it asks for a token)
+    GET  /console/static/{name}                     its scripts, styles and images
 
 The tracking domain's public routes (no token; ``engine.tracking``)::
 

@@ -22,14 +22,20 @@ from litestar.openapi.spec import Components, Reference, SecurityScheme
 from engine import __version__
 from engine.api import (
     altcraft,
+    console,
+    databases,
     gallery,
     inbound,
+    live,
     mailings,
+    me,
     metrics,
     profiles,
     receipts,
     reports,
     resources,
+    senders,
+    templates,
     triggers,
 )
 from engine.api.auth import require
@@ -96,6 +102,7 @@ def create_app(herald: Herald, service: MailingService | None = None, *,
     api = Router("/api/v1", route_handlers=[
         *profiles.ROUTES, *resources.ROUTES, *mailings.ROUTES, *triggers.ROUTES,
         *receipts.ROUTES, *gallery.ROUTES, *inbound.ROUTES, *reports.ROUTES,
+        *me.ROUTES, *live.ROUTES, *senders.ROUTES, *templates.ROUTES, *databases.ROUTES,
     ])
     schemes: dict[str, SecurityScheme | Reference] = {
         "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="hrld_..."),
@@ -116,7 +123,8 @@ def create_app(herald: Herald, service: MailingService | None = None, *,
     )
     app = Litestar(
         route_handlers=[api, altcraft.router(), healthz, *metrics.ROUTES,
-                        *gallery.PUBLIC_ROUTES, *GALLERY_PAGE, *tracking_routes.ROUTES],
+                        *gallery.PUBLIC_ROUTES, *GALLERY_PAGE, *console.ROUTES,
+                        *tracking_routes.ROUTES],
         exception_handlers=exception_handlers(),
         openapi_config=openapi,
         request_max_body_size=MAX_BODY,

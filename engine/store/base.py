@@ -52,6 +52,7 @@ __all__ = [
     "ClickReport",
     "ClusterStore",
     "ConditionPlan",
+    "DatabaseRow",
     "DeadLetter",
     "DirectoryRow",
     "EventPosition",
@@ -76,6 +77,7 @@ __all__ = [
     "Member",
     "NewImage",
     "PolicyStore",
+    "ProfileRow",
     "ProfileStore",
     "ReceiptReport",
     "ReceiptStore",
@@ -242,6 +244,23 @@ class SegmentRow(NamedTuple):
     created_at: float
 
 
+class DatabaseRow(NamedTuple):
+    """A profile database and how many profiles it holds (the console's list)."""
+
+    id: int
+    name: str
+    profiles: int
+
+
+class ProfileRow(NamedTuple):
+    """A profile as the console lists it: its keys and its fields, decoded."""
+
+    id: int
+    phone: str | None
+    email: str | None
+    fields: dict[str, Any]
+
+
 class Member(NamedTuple):
     """A profile of a segment, as ``segment show`` samples it."""
 
@@ -322,6 +341,17 @@ class ProfileStore(abc.ABC):
     async def profile_ids_in(self, database_id: int, ids: Sequence[int]) -> set[int]:
         """Which of ``ids`` are profiles of the database."""
 
+    @abc.abstractmethod
+    async def database_rows(self) -> list[DatabaseRow]:
+        """Every profile database, by name, with its count of profiles (a count over
+        each database's index: for a page, not a hot path)."""
+
+    @abc.abstractmethod
+    async def profile_page(
+        self, database_id: int, after_id: int, limit: int
+    ) -> list[ProfileRow]:
+        """Up to ``limit`` profiles of the database with id > ``after_id``, in id order."""
+
 
 class SubscriptionStore(abc.ABC):
     """A resource's SMS subscriptions, one profile or phone at a time (the API's)."""
@@ -401,6 +431,10 @@ class SegmentStore(abc.ABC):
     @abc.abstractmethod
     async def segment_by_id(self, segment_id: int) -> SegmentRow:
         """NotFound if there is no such segment."""
+
+    @abc.abstractmethod
+    async def segment_rows(self) -> list[SegmentRow]:
+        """Every segment, by name."""
 
     @abc.abstractmethod
     def condition_plan(self, condition: Condition) -> ConditionPlan:

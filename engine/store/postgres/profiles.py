@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import InputError, NotFound
-from engine.store.base import ImportRecord, ImportResult
+from engine.store.base import DatabaseRow, ImportRecord, ImportResult, ProfileRow
 from engine.store.postgres.connection import PgBase
 from engine.store.postgres.db import Tx
 
@@ -45,6 +45,7 @@ CREATE TABLE resources (
 """
 
 _json = msgspec.json.Encoder()
+_decode_dict = msgspec.json.Decoder(dict[str, Any]).decode
 
 #: Imports into one database take turns (advisory lock (_IMPORT_LOCK, database id)), as
 #: under SQLite's write lock: two that add the same new phone add one profile.
@@ -330,6 +331,23 @@ class PgProfiles(PgBase):
             (database_id, [i for i in ids if _is_id(i)]),
         )
         return {int(r[0]) for r in rows}
+
+    async def database_rows(self) -> list[DatabaseRow]:
+        rows = await self.db.fetchall(
+            "SELECT d.id, d.name, (SELECT count(*) FROM profiles p WHERE p.database_id = d.id)"
+            ' FROM databases d ORDER BY d.name COLLATE "C"')
+        return [DatabaseRow(int(i), name, int(n)) for i, name, n in rows]
+
+    async def profile_page(
+        self, database_id: int, after_id: int, limit: int
+    ) -> list[ProfileRow]:
+        if not (_is_id(database_id) and _is_id(after_id)):
+            return []
+        rows = await self.db.fetchall(
+            "SELECT id, phone, email, fields::text FROM profiles WHERE database_id = %s"
+            " AND id > %s ORDER BY id LIMIT %s", (database_id, after_id, limit))
+        return [ProfileRow(int(i), phone, email, _decode_dict(fields))
+                for i, phone, email, fields in rows]
 
 
 def _is_id(value: object) -> bool:

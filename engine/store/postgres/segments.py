@@ -145,6 +145,10 @@ class PgSegments(PgBase, SegmentStore):
             raise NotFound(f"no segment with id {segment_id}")
         return _segment(row)
 
+    async def segment_rows(self) -> list[SegmentRow]:
+        rows = await self.db.fetchall(f'{_SEGMENT_COLUMNS} ORDER BY g.name COLLATE "C"')
+        return [_segment(r) for r in rows]
+
     # -- conditions --------------------------------------------------------------------
 
     def _verdict_cache(self) -> dict[Any, tuple[Condition, Verdict]]:

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import InputError, NotFound
-from engine.store.base import ImportRecord, ImportResult
+from engine.store.base import DatabaseRow, ImportRecord, ImportResult, ProfileRow
 from engine.store.sqlite.connection import SQLiteBase, sql_text
 
 __all__ = ["SQLiteProfiles"]
@@ -211,3 +211,17 @@ class SQLiteProfiles(SQLiteBase):
             " (SELECT value FROM json_each(?))",
             (database_id, _json.encode(list(ids))),
         )}
+
+    async def database_rows(self) -> list[DatabaseRow]:
+        return [DatabaseRow(int(i), name, int(n)) for i, name, n in self.conn.execute(
+            "SELECT d.id, d.name, (SELECT count(*) FROM profiles p WHERE p.database_id = d.id)"
+            " FROM databases d ORDER BY d.name"
+        )]
+
+    async def profile_page(
+        self, database_id: int, after_id: int, limit: int
+    ) -> list[ProfileRow]:
+        return [ProfileRow(int(i), phone, email, _decode_dict(fields) if fields else {})
+                for i, phone, email, fields in self.conn.execute(
+                    "SELECT id, phone, email, fields FROM profiles WHERE database_id = ?"
+                    " AND id > ? ORDER BY id LIMIT ?", (database_id, after_id, limit))]

@@ -108,6 +108,9 @@ class SQLiteSegments(SQLiteBase):
             raise NotFound(f"no segment with id {segment_id}")
         return _segment(row)
 
+    async def segment_rows(self) -> list[SegmentRow]:
+        return [_segment(r) for r in self.conn.execute(f"{_SEGMENT_COLUMNS} ORDER BY g.name")]
+
     # -- conditions --------------------------------------------------------------------
 
     def _compiled(self, condition: Condition) -> Verdict:
