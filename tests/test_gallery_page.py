@@ -1,5 +1,6 @@
 """The gallery's web page: its route and the thumbnail route in-process, then the page itself
-in headless Chromium (Playwright) against the real app on Hypercorn: token, uploads with a
+in headless Chromium (Playwright) against the real app on Hypercorn (its files are
+package data, ``engine/api/static/gallery/``): token, uploads with a
 refusal, a new directory, moving a selection into it, browsing and searching.
 
 The browser test is slow and skips itself without ``/usr/bin/chromium`` (Debian's package;
@@ -64,8 +65,20 @@ async def test_page_and_thumbnail_routes(open_herald: Callable[..., Any]) -> Non
             page = await c.get("/gallery")  # no token needed
             assert page.status_code == 200
             assert page.headers["content-type"].startswith("text/html")
-            assert "script-src 'sha256-" in page.headers["content-security-policy"]
+            csp = page.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "style-src 'self'" in csp
             assert "<title>Herald gallery</title>" in page.text
+            assert "<style" not in page.text and "<script>" not in page.text
+            assert "style=" not in page.text  # the CSP would block it
+            for asset, kind in (("gallery.js", "application/javascript"),
+                                ("gallery.css", "text/css")):
+                assert f'"/gallery/static/{asset}"' in page.text
+                r = await c.get(f"/gallery/static/{asset}")
+                assert r.status_code == 200, asset
+                assert r.headers["content-type"].startswith(kind)
+                assert r.headers["x-content-type-options"] == "nosniff"
+            for bad in ("/gallery/static/index.py", "/gallery/static/..%2fgallery.py"):
+                assert (await c.get(bad)).status_code == 404, bad
 
             up = await c.post("/api/v1/gallery/images", headers=sender,
                               files=[("file", ("a.png", png((10, 200, 10)), "image/png"))])
