@@ -272,6 +272,7 @@ function mailingView(id) {
           variants: numbers, variant: r.variant,
           run: (v) => api("POST", "/mailings/" + id + "/pick", {variant: v.variant}),
           done: (answer) => {
+            applyMailing(answer);  // the winner is marked at once, not at the next push
             say("Variant " + answer.winner + " goes to the rest.");
             loadReports().catch(report);
           },
