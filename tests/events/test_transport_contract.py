@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import pytest
 
 from engine.config import HookConfig
@@ -141,6 +142,18 @@ async def test_a_hung_peer_raises_delivery_error_within_the_timeout(peer: Peer) 
         assert 0.4 < time.monotonic() - started < 3
     for secret in peer.secrets:
         assert secret not in str(caught.value)
+
+
+async def test_a_cancelled_send_returns_at_once(peer: Peer) -> None:
+    """A stop (SIGTERM, a lost lease) does not wait for a peer that never answers."""
+    async with silent_server() as port:
+        transport = peer.transport(port=port, timeout=60)
+        started = time.monotonic()
+        with anyio.move_on_after(0.2) as scope:
+            await transport.send(messages(1))
+        await transport.aclose()
+        assert scope.cancelled_caught
+        assert time.monotonic() - started < 3
 
 
 async def test_aclose_is_idempotent_and_final(peer: Peer) -> None:
