@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
+import anyio
 import msgspec
 
 from engine.config import HookConfig
@@ -46,9 +47,42 @@ class BrokerTransport(Transport):
             await self._runner.run(self._drop)
         await self._runner.aclose()
 
-    @abc.abstractmethod
+    #: The broker as errors name it, and what it does to a delivered batch.
+    _BROKER: ClassVar[str]
+    _ACKS: ClassVar[str]
+
     async def _send(self, messages: Sequence[bytes]) -> None:
-        """Deliver a batch (on the runner's loop), or raise DeliveryError."""
+        """Deliver a batch (on the runner's loop) within ``timeout``, or raise
+        DeliveryError. A timeout or a cancellation drops the connection: the abandoned
+        batch's confirms are pending on it."""
+        timeout = self.config.timeout
+        try:
+            with anyio.fail_after(timeout):
+                await self._publish_all(messages)
+        except TimeoutError:
+            await self._drop()
+            raise DeliveryError(f"{self._BROKER} did not {self._ACKS} the batch within"
+                                f" {timeout:g} s") from None
+        except anyio.get_cancelled_exc_class():
+            await self._drop()
+            raise
+        except Exception as err:
+            failure = self._failure(err)
+            if failure is None:
+                raise
+            message, drop = failure
+            if drop:
+                await self._drop()
+            raise DeliveryError(message) from None
+
+    @abc.abstractmethod
+    async def _publish_all(self, messages: Sequence[bytes]) -> None:
+        """Publish the batch in order and await every confirm."""
+
+    @abc.abstractmethod
+    def _failure(self, err: Exception) -> tuple[str, bool] | None:
+        """What ``err`` (raised by ``_publish_all``) means: the DeliveryError's message and
+        whether the connection is lost; None for an error that is not the broker's."""
 
     @abc.abstractmethod
     def _connected(self) -> bool:

@@ -28,7 +28,6 @@ from nats.aio.client import Client
 
 from engine.config import HookConfig
 from engine.events.transports._brokers import EVENT_TYPE, BrokerTransport, describe, head
-from engine.events.transports.base import DeliveryError
 
 if TYPE_CHECKING:
     from asyncio import Future
@@ -62,32 +61,21 @@ class NatsTransport(BrokerTransport):
     def _connected(self) -> bool:
         return self._client is not None
 
-    async def _send(self, messages: Sequence[bytes]) -> None:
-        timeout = self.config.timeout
-        try:
-            with anyio.fail_after(timeout):
-                await self._publish_all(messages)
-        except TimeoutError:
-            await self._drop()
-            raise DeliveryError(
-                f"NATS JetStream did not acknowledge the batch within {timeout:g} s"
-            ) from None
-        except nats.js.errors.NoStreamResponseError:
-            raise DeliveryError(
-                f"NATS: no JetStream stream takes subject {self.config.subject!r}"
-                " (create one whose subjects match it)") from None
-        except nats.js.errors.APIError as err:
-            raise DeliveryError(f"NATS JetStream refused a message: "
-                                f"{describe(err, self._secrets)}") from None
-        except _FAILURES as err:
-            await self._drop()
+    _BROKER = "NATS JetStream"
+    _ACKS = "acknowledge"
+
+    def _failure(self, err: Exception) -> tuple[str, bool] | None:
+        if isinstance(err, nats.js.errors.NoStreamResponseError):
+            return (f"NATS: no JetStream stream takes subject {self.config.subject!r}"
+                    " (create one whose subjects match it)"), False
+        if isinstance(err, nats.js.errors.APIError):
+            return f"NATS JetStream refused a message: {describe(err, self._secrets)}", False
+        if isinstance(err, _FAILURES):
             why: Exception = err
             if isinstance(err, nats.errors.NoServersError) and self._last_error is not None:
                 why = self._last_error
-            raise DeliveryError(f"NATS: {describe(why, self._secrets)}") from None
-        except anyio.get_cancelled_exc_class():
-            await self._drop()
-            raise
+            return f"NATS: {describe(why, self._secrets)}", True
+        return None
 
     async def _publish_all(self, messages: Sequence[bytes]) -> None:
         subject = self.config.subject or ""

@@ -50,21 +50,13 @@ class RabbitTransport(BrokerTransport):
     def _connected(self) -> bool:
         return self._connection is not None
 
-    async def _send(self, messages: Sequence[bytes]) -> None:
-        timeout = self.config.timeout
-        try:
-            with anyio.fail_after(timeout):
-                await self._publish_all(messages)
-        except TimeoutError:
-            await self._drop()
-            raise DeliveryError(
-                f"RabbitMQ did not confirm the batch within {timeout:g} s") from None
-        except _FAILURES as err:
-            await self._drop()
-            raise DeliveryError(f"RabbitMQ: {describe(err, self._secrets)}") from None
-        except anyio.get_cancelled_exc_class():
-            await self._drop()  # confirms of the abandoned batch are pending on it
-            raise
+    _BROKER = "RabbitMQ"
+    _ACKS = "confirm"
+
+    def _failure(self, err: Exception) -> tuple[str, bool] | None:
+        if isinstance(err, _FAILURES):
+            return f"RabbitMQ: {describe(err, self._secrets)}", True
+        return None
 
     async def _publish_all(self, messages: Sequence[bytes]) -> None:
         exchange_name = self.config.exchange or ""
