@@ -292,7 +292,8 @@ class HealthTracker:
 
 
 class _CompiledRule:
-    __slots__ = ("backups", "current", "healths", "names", "percents", "prefixes", "weighted")
+    __slots__ = ("backups", "current", "healths", "healthy", "names", "percents", "prefixes",
+                 "weighted")
 
     def __init__(self, rule: Rule, tracker: HealthTracker) -> None:
         self.names = tuple(name for name, _ in rule.senders)
@@ -302,6 +303,8 @@ class _CompiledRule:
         self.prefixes = None if rule.prefixes is None else tuple(rule.prefixes)
         self.weighted = tuple(i for i, p in enumerate(self.percents) if p > 0)
         self.backups = tuple(i for i, p in enumerate(self.percents) if p == 0)
+        #: The weights while every weighted sender is healthy and none is excluded.
+        self.healthy = tuple((i, p) for i, p in enumerate(self.percents) if p > 0)
 
     def weights(self, now: float, exclude: Collection[str]) -> list[float]:
         """Effective weight of each sender: percent times health factor, 0 when excluded;
@@ -383,11 +386,25 @@ class VirtualSenderRouter:
         The caller decides whether trying it again is worth it.
         """
         rule = self._match(phone)
-        weights = rule.weights(now, exclude)
         current = rule.current
         total = 0.0
         best = -1
         best_score = -math.inf
+        if not exclude and rule.healthy:
+            for health in rule.healths:
+                if health.tripped_at is not None:
+                    break
+            else:  # all healthy (the common case): the configured percents, as they are
+                for i, weight in rule.healthy:
+                    score = current[i] + weight
+                    current[i] = score
+                    total += weight
+                    if score > best_score:
+                        best_score = score
+                        best = i
+                current[best] -= total
+                return rule.names[best]
+        weights = rule.weights(now, exclude)
         for i, weight in enumerate(weights):
             if weight <= 0.0:
                 continue
