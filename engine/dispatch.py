@@ -165,6 +165,9 @@ class Dispatcher:
         self.results = {"sent": 0, "failed": 0, "unknown": 0}
         self.in_flight = 0
         self.busy = {"dispatch": 0.0, "record": 0.0}
+        #: When the first batch was handed to a driver (``time.perf_counter()``; None:
+        #: none yet): the mailing log's ``first_submit_ms``.
+        self.first_submit: float | None = None
         self.stopping = False
         self._deadline = math.inf
         self._sending_scopes: set[anyio.CancelScope] = set()
@@ -260,6 +263,8 @@ class Dispatcher:
                 self._sending_scopes.add(scope)
                 try:
                     t0 = time.perf_counter()
+                    if self.first_submit is None:
+                        self.first_submit = t0
                     try:
                         results = await sender.driver.send_batch(sub.next_attempt())
                     except Exception as err:

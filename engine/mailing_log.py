@@ -44,6 +44,9 @@ class MailingLog(msgspec.Struct, kw_only=True):
     database_id: int | None
     segment_id: int | None
     cursor_ms: float | None
+    #: Milliseconds from the start of the run (``herald send``'s call, a launch) to its
+    #: first batch handed to a gateway (None: none was).
+    first_submit_ms: float | None = None
     subscribers_received: int
     subscribers_found: int
     duplicate_phones: int
@@ -136,6 +139,7 @@ def build_log(
         database_id=mailing.source.database_id if mailing.source.kind == "list" else None,
         segment_id=mailing.source.segment_id,
         cursor_ms=t.get("cursor_ms"),
+        first_submit_ms=t.get("first_submit_ms"),
         subscribers_received=c.get("received", 0),
         subscribers_found=c.get("found", 0),
         duplicate_phones=skipped.get("duplicate", 0),
@@ -188,6 +192,7 @@ _LABELS: list[tuple[str, str]] = [
     ("database_id", "Database id"),
     ("segment_id", "Segment id"),
     ("cursor_ms", "Cursor, ms"),
+    ("first_submit_ms", "First submit, ms"),
     ("subscribers_received", "Subscribers received"),
     ("subscribers_found", "Subscribers found"),
     ("duplicate_phones", "Duplicate phones"),

@@ -249,9 +249,8 @@ class Pipeline:
         if spec.window is not None and spec.due is not None and not self.trial:
             # a wave: only the profiles whose send time is in its window
             self.preparer.use_window(spec.window, send_times(config, mailing, spec.due))
-        if spec.share is not None and not self.trial:
-            lo, hi = spec.share
-            self.total = min(total, int(total * max(hi - lo, 0.0)) + 1)  # for progress
+        self._share = None if self.trial else spec.share
+        self.set_total(total)
         self._counts = {k: counts.get(k, 0) for k in (
             "received", "found", "invalid", "suppressed", "duplicate", "too_long", "empty",
             "policy", "control", "other_share", "reserved", LATER, EARLIER)}
@@ -775,6 +774,16 @@ class Pipeline:
             counts={}, audience_done=True,
         )
         self._audience_done = True
+
+    def set_total(self, total: int) -> None:
+        """How many profiles the run's audience holds (its share of them), for progress:
+        the bound the run started with, then the count once it came."""
+        if self.trial:
+            return
+        if self._share is not None:
+            lo, hi = self._share
+            total = min(total, int(total * max(hi - lo, 0.0)) + 1)
+        self.total = total
 
     def _drop_refused(self, batches: list[Batch], refused: Collection[int]) -> list[Batch]:
         """The batches as the store journalled them: without the messages it refused as

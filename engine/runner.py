@@ -47,7 +47,7 @@ from engine.mailing_log import MailingLog, build_log
 from engine.pipeline import Limits, Pipeline, PipelineStats, run_template
 from engine.plugins import Plugins, load_plugins
 from engine.store.base import ReceiptReport, Store
-from engine.store.models import Mailing, Run, run_is_live
+from engine.store.models import AudienceSource, Mailing, Run, run_is_live
 from engine.store.open import open_store
 from engine.tracking.inbound import InboundTaker
 
@@ -156,12 +156,13 @@ class Herald:
     ) -> MailingLog:
         """Run a broadcast mailing now, to its end; return its mailing log. ``policy``
         overrides the resource's and the account's sending policy for this mailing."""
+        begun = time.perf_counter()
         mailing, run, compiled = await self.create_broadcast(
             resource=resource, template=template, database=database, segment=segment,
             limit=limit, name=name, document=document, policy=policy,
         )
         return await self.execute(mailing, run, template=compiled, progress=progress,
-                                  handle_signals=handle_signals)
+                                  handle_signals=handle_signals, begun=begun)
 
     async def create_broadcast(
         self,
@@ -272,17 +273,25 @@ class Herald:
         progress: Progress | None = None,
         handle_signals: bool = False,
         started: Callable[[Pipeline], None] | None = None,
+        begun: float | None = None,
     ) -> MailingLog:
         """Run (or, with ``resume``, finish) ``run`` of ``mailing`` until it ends or is
         stopped; ``started`` is handed the pipeline (for progress, stop() and wake()).
         ``template``: the run's template compiled (``run_template``: its variant's of a
-        multivariate mailing); None: compiled here."""
+        multivariate mailing); None: compiled here. ``begun``: when the caller started on
+        the run (``time.perf_counter()``; default now), what the log's
+        ``first_submit_ms`` counts from."""
+        if begun is None:
+            begun = time.perf_counter()
         store = self.store
         if template is None:
             template = self._compile(run_template(mailing, run))
         drivers = self._drivers()
         resource_id = await store.resource_id(mailing.resource)
-        total = 0 if mailing.kind == "trigger" else await store.count_audience(mailing.source)
+        # the filter is sized by a bound got at once; the count, for progress, comes
+        # beside the first messages (it scans an index: 80 ms for a million profiles)
+        counted = mailing.kind != "trigger"
+        total = await store.audience_bound(mailing.source) if counted else 0
         pipeline = Pipeline(
             store=store, config=self.config, drivers=drivers, mailing=mailing, run=run,
             template=template, measure=measure, resource_id=resource_id, total=total,
@@ -303,6 +312,8 @@ class Herald:
             async with anyio.create_task_group() as tg:
                 if handle_signals:
                     tg.start_soon(_stop_on_signal, pipeline)
+                if counted:
+                    tg.start_soon(_count_audience, pipeline, store, mailing.source)
                 if progress is not None:
                     tg.start_soon(_report, pipeline, progress)
                 for driver in drivers.values():
@@ -327,6 +338,9 @@ class Herald:
                 )
                 if pipeline.cursor_ms is not None and "cursor_ms" not in timings:
                     timings["cursor_ms"] = round(pipeline.cursor_ms, 3)
+                first = pipeline.dispatcher.first_submit
+                if first is not None and "first_submit_ms" not in timings:
+                    timings["first_submit_ms"] = round((first - begun) * 1000, 3)
                 for stage, seconds in pipeline.busy.items():
                     key = f"busy_{stage}"
                     timings[key] = round(timings.get(key, 0.0) + seconds, 3)
@@ -432,6 +446,11 @@ async def _listen_while_sending(driver: Driver) -> None:
     failure to is the sending's to report (``send_batch`` raises it), not a reason to stop."""
     with contextlib.suppress(GatewayError):
         await driver.listen()
+
+
+async def _count_audience(pipeline: Pipeline, store: Store, source: AudienceSource) -> None:
+    """Tell the pipeline how many profiles its audience holds (for progress)."""
+    pipeline.set_total(await store.count_audience(source))
 
 
 async def _stop_on_signal(pipeline: Pipeline) -> None:

@@ -273,7 +273,7 @@ class Worker:
         key = (lease.run_id, lease.chunk)
         try:
             resource_id = await self.store.resource_id(mailing.resource)
-            total = await self.store.count_audience(mailing.source)
+            total = await self.store.audience_bound(mailing.source)
             pipeline = Pipeline(
                 store=cast(Store, leased), config=herald.config, drivers=drivers,
                 mailing=mailing, run=run, template=template, measure=measure,

@@ -470,7 +470,16 @@ class AudienceStore(abc.ABC):
     @abc.abstractmethod
     async def count_audience(self, source: AudienceSource) -> int:
         """How many profiles the source holds now (for a dynamic segment, its database's
-        count: an upper bound, cheap to get). For progress and sizing, not for the log."""
+        count: an upper bound, cheap to get). For progress, not for the log. It scans an
+        index (80 ms for a million profiles on SQLite), so a run asks for it beside its
+        first messages, not before them: the store must not hold the event loop meanwhile.
+        """
+
+    @abc.abstractmethod
+    async def audience_bound(self, source: AudienceSource) -> int:
+        """An upper bound on ``count_audience``, at once (a look at both ends of an
+        index, no scan): what a run sizes its dedupe filter by before its first message.
+        """
 
     @abc.abstractmethod
     async def audience_chunk(

@@ -7,6 +7,7 @@ import pytest
 
 from engine.core.prepare import Skipped
 from engine.store.base import Store
+from engine.store.models import AudienceSource
 from tests.store.helpers import (
     T0,
     audience,
@@ -34,6 +35,23 @@ async def test_audience_chunk_reads_in_id_order_after_the_cursor(store: Store) -
     assert [r.profile_id for r in rest] == w.ids[2:]
     assert await store.audience_chunk(w.source(), w.resource_id, w.ids[-1], 10) == []
     assert await store.count_audience(w.source()) == 5
+    # the bound spans the database's ids: never under the count, and exact here, where
+    # the other database's profiles came after
+    assert await store.audience_bound(w.source()) == w.ids[-1] - w.ids[0] + 1 == 5
+
+
+async def test_the_audience_bound_never_falls_under_the_count(store: Store) -> None:
+    a = await make_world(store, 3)
+    b = await make_world(store, 2, database="other", first=10)
+    more = await make_world(store, 2, first=20)  # main again: its ids now enclose other's
+    assert more.database_id == a.database_id
+    count = await store.count_audience(a.source())
+    bound = await store.audience_bound(a.source())
+    assert count == 5
+    assert bound == more.ids[-1] - a.ids[0] + 1 >= count
+    assert await store.audience_bound(b.source()) == 2
+    empty = AudienceSource("list", await store.database_id("empty", create=True))
+    assert await store.audience_bound(empty) == await store.count_audience(empty) == 0
 
 
 async def test_a_profile_without_an_active_subscription_has_no_phone(store: Store) -> None:

@@ -33,6 +33,7 @@ async def test_a_static_segment_holds_its_profiles(store: Store) -> None:
         Member(w.ids[0], phone(1), "p1@example.com"), Member(w.ids[2], phone(3), "p3@example.com")]
     source = AudienceSource("segment", w.database_id, seg.id)
     assert await store.count_audience(source) == 3
+    assert await store.audience_bound(source) == w.ids[3] - w.ids[0] + 1 >= 3
     rows, last = await store.segment_page(seg, None, w.resource_id, 0, 2, NOW)
     assert [(r.profile_id, r.phone) for r in audience(rows)] == [
         (w.ids[0], phone(1)), (w.ids[2], phone(3))]
@@ -80,6 +81,7 @@ async def test_a_dynamic_segment_is_judged_when_read(store: Store) -> None:
     assert [r.profile_id for r in audience(rows)] == [w.ids[0], *w.ids[2:]]
     # the cursor's count is the database's: an upper bound, cheap to get
     assert await store.count_audience(source) == 6
+    assert await store.audience_bound(source) >= 6
 
 
 async def test_segment_pages_scan_up_to_the_limit_and_say_where_they_stopped(

@@ -47,8 +47,29 @@ class PgAudience(PgBase):
             after_id: int, limit: int, now: Now,
         ) -> tuple[list[AudienceRow], int | None]: ...
 
+    async def audience_bound(self, source: AudienceSource) -> int:
+        await self._fresh_statistics()  # before the run's first chunk is planned
+        async with self.db.transaction() as tx:
+            table, column, key = "profiles", "database_id", int(source.database_id or 0)
+            if source.kind == "segment":
+                row = await tx.fetchone(
+                    "SELECT kind FROM segments WHERE id = %s", (source.segment_id,))
+                if row is None or row[0] != "dynamic":
+                    table, column = "segment_members", "segment_id"
+                    key = int(source.segment_id or 0)
+            id_column = "profile_id" if table == "segment_members" else "id"
+            # each an index's end (min and max in one statement would scan)
+            lo = await tx.fetchone(
+                f"SELECT {id_column} FROM {table} WHERE {column} = %s"
+                f" ORDER BY {id_column} LIMIT 1", (key,))
+            if lo is None:
+                return 0
+            hi = await tx.fetchone(
+                f"SELECT {id_column} FROM {table} WHERE {column} = %s"
+                f" ORDER BY {id_column} DESC LIMIT 1", (key,))
+            return int(hi[0]) - int(lo[0]) + 1 if hi else 0
+
     async def count_audience(self, source: AudienceSource) -> int:
-        await self._fresh_statistics()
         async with self.db.transaction() as tx:
             if source.kind == "segment":
                 row = await tx.fetchone(
@@ -69,7 +90,7 @@ class PgAudience(PgBase):
         """ANALYZE the audience's tables if much of them changed since their statistics
         were taken (a big import just now: autovacuum takes a minute or more to come).
         On stale statistics the planner may read a chunk by sorting every profile left.
-        Called once per run, as it starts (``count_audience``)."""
+        Called once per run, as it starts (``audience_bound``)."""
         async with self.db.transaction() as tx:
             rows = await tx.fetchall(
                 "SELECT relname FROM pg_stat_user_tables"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import anyio.to_thread
 import msgspec
 
 from engine.core.prepare import AudienceRow
@@ -24,27 +26,40 @@ _PICK_SUBSCRIPTION = PICK_SUBSCRIPTION
 class SQLiteAudience(SQLiteSegments, SQLiteSuppression, SQLiteJournal):
     """Reads segments, and the suppression lists and dedupe record of a run."""
 
-    async def count_audience(self, source: AudienceSource) -> int:
+    def _counted(self, source: AudienceSource) -> tuple[str, int]:
+        """The table (and the key) whose rows the source's count counts."""
         if source.kind == "segment":
             row = self.conn.execute(
                 "SELECT kind FROM segments WHERE id = ?", (source.segment_id,)
             ).fetchone()
-            if row is not None and row[0] == "dynamic":
-                # An upper bound: judging every profile now would hold the event loop for
-                # seconds on a big database; the run judges them as it reads them anyway.
-                row = self.conn.execute(
-                    "SELECT count(*) FROM profiles WHERE database_id = ?",
-                    (source.database_id,),
-                ).fetchone()
-                return int(row[0])
-            row = self.conn.execute(
-                "SELECT count(*) FROM segment_members WHERE segment_id = ?", (source.segment_id,)
-            ).fetchone()
-        else:
-            row = self.conn.execute(
-                "SELECT count(*) FROM profiles WHERE database_id = ?", (source.database_id,)
-            ).fetchone()
-        return int(row[0])
+            if row is None or row[0] != "dynamic":
+                return "segment_members WHERE segment_id = ?", int(source.segment_id or 0)
+            # A dynamic segment's database: an upper bound (judging every profile now
+            # would take seconds on a big database; the run judges them as it reads them)
+        return "profiles WHERE database_id = ?", int(source.database_id or 0)
+
+    async def count_audience(self, source: AudienceSource) -> int:
+        where, key = self._counted(source)
+        sql = f"SELECT count(*) FROM {where}"
+
+        def count() -> int:  # on a connection of its own (WAL: it reads beside writes)
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            try:
+                return int(conn.execute(sql, (key,)).fetchone()[0])
+            finally:
+                conn.close()
+
+        return await anyio.to_thread.run_sync(count)
+
+    async def audience_bound(self, source: AudienceSource) -> int:
+        where, key = self._counted(source)
+        column = "profile_id" if where.startswith("segment_members") else "id"
+        # one aggregate per statement: SQLite answers each from the index's end
+        (lo,) = self.conn.execute(f"SELECT min({column}) FROM {where}", (key,)).fetchone()
+        if lo is None:
+            return 0
+        (hi,) = self.conn.execute(f"SELECT max({column}) FROM {where}", (key,)).fetchone()
+        return int(hi) - int(lo) + 1
 
     async def audience_chunk(
         self, source: AudienceSource, resource_id: int, after_id: int, limit: int
