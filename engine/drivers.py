@@ -19,6 +19,7 @@ import msgspec
 from engine.errors import InputError
 
 __all__ = [
+    "Bounce",
     "Capabilities",
     "Driver",
     "DriverConfig",
@@ -35,13 +36,24 @@ SendStatus = Literal["accepted", "rejected", "retry", "unknown"]
 
 
 class OutboundMessage(msgspec.Struct, frozen=True, gc=False):
-    """One SMS handed to a driver. ``id`` is stable across retries, failover and resume."""
+    """One message handed to a driver. ``id`` is stable across retries, failover and resume.
+
+    An SMS: ``to`` is the E.164 phone, ``sender`` the caller id, ``text`` the rendered text.
+
+    An email (``mime`` set): ``to`` is the normalised recipient address (the envelope's
+    ``RCPT TO``), ``sender`` the envelope sender (the return path, a VERP address where
+    the gateway takes bounces by mail), ``text`` the text version, and ``mime`` the whole
+    RFC 5322 message the engine built (``engine.core.mime``): headers (From, To, Subject,
+    Date, Message-ID, List-Unsubscribe, ...) and the multipart body, CRLF line ends. A
+    driver that signs (DKIM) signs these bytes; it never rebuilds them.
+    """
 
     id: str
     to: str
     sender: str
     text: str
     segments: int = 1
+    mime: bytes | None = None
 
 
 class SendResult(msgspec.Struct, frozen=True, gc=False):
@@ -90,6 +102,31 @@ class Inbound(msgspec.Struct, frozen=True):
     at: float | None = None
 
 
+class Bounce(msgspec.Struct, frozen=True):
+    """An email that came back, or a complaint about one, as a driver parsed it from its
+    gateway's inbound route (``POST /api/v1/inbound/{gateway}``): an RFC 3464 DSN, an
+    RFC 5965 ARF report, or the vendor's webhook.
+
+    ``hard``: the address does not exist or refuses for good (5.x.x); the subscription
+    becomes ``hardbounced`` (Altcraft's ``hbounce``). ``soft``: a temporary failure (4.x.x,
+    a full mailbox; ``sbounce``). ``complaint``: the recipient marked it as spam
+    (``complain``: ``complainer``, and the address is suppressed).
+    """
+
+    kind: Literal["hard", "soft", "complaint"]
+    #: The recipient's address, as the report gives it (Herald normalises it).
+    email: str
+    #: Herald's message id, when the report carries it (VERP return path, or the
+    #: original message's ``X-Herald-Id`` header).
+    id: str | None = None
+    #: The gateway's id of the message, for a vendor's webhook.
+    provider_id: str | None = None
+    #: The status and diagnostic, e.g. ``"5.1.1 smtp; 550 5.1.1 user unknown"``.
+    error: str | None = None
+    #: When it happened (seconds since the epoch), if the report says.
+    at: float | None = None
+
+
 class Capabilities(msgspec.Struct, frozen=True):
     """What a driver can do; the engine shapes batches and recovery around it.
 
@@ -102,6 +139,9 @@ class Capabilities(msgspec.Struct, frozen=True):
     max_segments: int = 0
     supports_dlr: bool = False
     idempotent: bool = False
+    #: What the driver carries: SMS (``to`` a phone) or email (``to`` an address, ``mime``
+    #: the message). A resource's senders must be on gateways of its channel.
+    channel: Literal["sms", "email"] = "sms"
 
 
 class Listener(Protocol):
@@ -194,6 +234,13 @@ class Driver(abc.ABC):
         """
         raise NotImplementedError(f"the {self.name} driver does not take delivery receipts")
 
+    def parse_bounces(self, body: bytes, headers: dict[str, str]) -> list[Bounce]:
+        """Parse what this email gateway posts to its inbound route (sans-I/O): DSNs,
+        ARF complaints or the vendor's webhook. Raise ``InputError`` naming the bad field
+        for a malformed body. Optional: an email driver overrides it (``takes_bounces``).
+        """
+        raise NotImplementedError(f"the {self.name} driver does not take bounces")
+
     def parse_inbound(self, body: bytes, headers: dict[str, str]) -> list[Inbound]:
         """Parse an inbound-message callback of this driver's gateway (sans-I/O): the
         replies recipients sent. Raise ``InputError`` naming the bad field for a malformed
@@ -213,6 +260,11 @@ class Driver(abc.ABC):
     def listens(cls) -> bool:
         """Whether the driver has a session to listen on (overrides ``listen``)."""
         return cls.listen is not Driver.listen
+
+    @classmethod
+    def takes_bounces(cls) -> bool:
+        """Whether the driver parses bounces and complaints (overrides ``parse_bounces``)."""
+        return cls.parse_bounces is not Driver.parse_bounces
 
     @classmethod
     def takes_inbound(cls) -> bool:
