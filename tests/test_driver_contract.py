@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import msgspec
 import pytest
 
+from engine.core.mime import MimeBuilder
 from engine.drivers import Capabilities, Driver, OutboundMessage
 from engine.errors import InputError
 from engine.plugins import load_plugins
@@ -26,7 +27,7 @@ from engine.simulator import GatewaySimulator
 pytestmark = pytest.mark.anyio
 
 #: Drivers of real gateways, each tested against ``tests.fakes.<name>.gateway``.
-FAKED = ["smpp", "twilio", "vonage", "infobip", "smscru", "devino", "exolve"]
+FAKED = ["smpp", "twilio", "vonage", "infobip", "smscru", "devino", "exolve", "mailgun"]
 BUNDLED = ["null", "file", "http", *FAKED]
 
 
@@ -63,12 +64,26 @@ async def bundled(
         yield Bundled(name, options, driver)
 
 
-def messages(n: int) -> list[OutboundMessage]:
+def messages(n: int, channel: str = "sms") -> list[OutboundMessage]:
+    """``n`` messages of ``channel``: SMS to one phone, or emails built as the engine
+    builds them (``engine.core.mime``)."""
+    if channel == "email":
+        b = MimeBuilder(from_="ACME <news@example.com>", domain="example.com")
+        return [OutboundMessage(
+            f"id-{i}", "reader@example.net", "bounce@example.com", f"hello {i}",
+            mime=b.build(to="reader@example.net", subject="hi", html=f"<p>hello {i}</p>",
+                         text=f"hello {i}", message_id=f"id-{i}", unsubscribe_url=None,
+                         now=0.0))
+            for i in range(n)]
     return [OutboundMessage(f"id-{i}", "+15551234567", "ACME", f"hello {i}", 1) for i in range(n)]
 
 
+def messages_for(bundled: Bundled, n: int) -> list[OutboundMessage]:
+    return messages(n, bundled.driver.capabilities.channel)
+
+
 async def test_one_result_per_message_with_matching_ids(bundled: Bundled) -> None:
-    batch = messages(7)
+    batch = messages_for(bundled, 7)
     results = await bundled.driver.send_batch(batch)
     assert [r.id for r in results] == [m.id for m in batch]
     assert {r.status for r in results} == {"accepted"}  # a healthy gateway takes them all
@@ -81,13 +96,13 @@ async def test_an_empty_batch_gives_no_results(bundled: Bundled) -> None:
 async def test_a_batch_of_exactly_max_batch_works(bundled: Bundled) -> None:
     caps = bundled.driver.capabilities
     assert isinstance(caps, Capabilities) and caps.max_batch >= 1
-    batch = messages(caps.max_batch)
+    batch = messages_for(bundled, caps.max_batch)
     results = await bundled.driver.send_batch(batch)
     assert [r.id for r in results] == [m.id for m in batch]
 
 
 async def test_aclose_twice_is_harmless(bundled: Bundled) -> None:
-    await bundled.driver.send_batch(messages(2))
+    await bundled.driver.send_batch(messages_for(bundled, 2))
     await bundled.driver.aclose()
     await bundled.driver.aclose()
 
