@@ -195,7 +195,9 @@ class Herald:
             document=document,
             policy=policy,
         )
-        return mailing, run, compiled
+        # launched now, once: no start, schedule or console may launch it again
+        await self.store.set_mailing_state(mailing.id, "done")
+        return msgspec.structs.replace(mailing, state="done"), run, compiled
 
     async def resume(
         self, run_id: int, *, progress: Progress | None = None, handle_signals: bool = False

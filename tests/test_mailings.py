@@ -133,6 +133,20 @@ async def test_a_broadcast_launched_by_hand_runs_once_and_its_schedule_is_taken(
     assert (again.state, again.next_launch) == ("done", None)
 
 
+async def test_a_mailing_sent_at_once_is_done_and_cannot_be_launched_again(
+    open_herald: Callable[..., Any],
+) -> None:
+    gateway = FakeGateway()
+    async with await open_herald(gateway, default_region="RU") as herald:
+        plan = await generate(herald.store, profiles=10, database="main")
+        log = await herald.send(resource="news", database="main", template="Hi")
+        mailing = await herald.store.get_mailing(log.mailing_id)
+        with pytest.raises(StoreError, match="launched already"):
+            await launch(herald, mailing)
+    assert log.sent == plan.unique == len(gateway.accepted)
+    assert (mailing.state, mailing.next_launch) == ("done", None)
+
+
 async def test_a_test_send_is_a_trial_run_per_variant_before_any_start(
     open_herald: Callable[..., Any],
 ) -> None:
