@@ -79,7 +79,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from engine.core.emails import normalise_domain
 from engine.drivers import Bounce, Capabilities, Driver, OutboundMessage, Receipt, SendResult
 from engine.errors import InputError, TransientGatewayError
 from engine.hookspecs import hookimpl
@@ -119,6 +118,10 @@ class MailgunConfig(ApiOptions, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         try:
+            # imported here: email-validator takes 80 ms to import, and every herald
+            # command loads every driver
+            from engine.core.emails import normalise_domain
+
             normal = normalise_domain(self.domain)
         except InputError as err:
             raise ValueError(str(err)) from None
