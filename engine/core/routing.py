@@ -386,28 +386,15 @@ class VirtualSenderRouter:
         The caller decides whether trying it again is worth it.
         """
         rule = self._match(phone)
+        pairs: Sequence[tuple[int, float]] = rule.healthy
+        if exclude or not pairs or any(h.tripped_at is not None for h in rule.healths):
+            # someone is excluded or failing: the weights as health and exclusion leave them
+            pairs = [(i, w) for i, w in enumerate(rule.weights(now, exclude)) if w > 0.0]
         current = rule.current
         total = 0.0
         best = -1
         best_score = -math.inf
-        if not exclude and rule.healthy:
-            for health in rule.healths:
-                if health.tripped_at is not None:
-                    break
-            else:  # all healthy (the common case): the configured percents, as they are
-                for i, weight in rule.healthy:
-                    score = current[i] + weight
-                    current[i] = score
-                    total += weight
-                    if score > best_score:
-                        best_score = score
-                        best = i
-                current[best] -= total
-                return rule.names[best]
-        weights = rule.weights(now, exclude)
-        for i, weight in enumerate(weights):
-            if weight <= 0.0:
-                continue
+        for i, weight in pairs:
             score = current[i] + weight
             current[i] = score
             total += weight
