@@ -33,6 +33,7 @@ __all__ = [
     "ApiDriver",
     "ApiOptions",
     "ApiStatistics",
+    "field_path",
     "merge_results",
     "raise_for_status",
     "snippet",
@@ -288,3 +289,18 @@ def merge_results(
         else:
             results += answer
     return results
+
+
+def field_path(message: str) -> str:
+    """A msgspec validation error of a vendor's JSON, ``"what - at `$.path`"``, as
+    ``"path: what"``, a missing field named in the path (``body`` when at the top)."""
+    what, sep, path = message.rpartition(" - at `")
+    path = path.rstrip("`").removeprefix("$").lstrip(".") if sep else ""
+    if not sep:
+        what = message
+    missing = "Object missing required field `"
+    if what.startswith(missing):
+        field = what[len(missing):].rstrip("`")
+        return f"{path}.{field}: required field missing" if path else \
+            f"{field}: required field missing"
+    return f"{path or 'body'}: {what}"

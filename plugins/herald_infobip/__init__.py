@@ -65,7 +65,7 @@ import msgspec
 from engine.drivers import Driver, Inbound, OutboundMessage, Receipt, SendResult
 from engine.errors import InputError
 from engine.hookspecs import hookimpl
-from herald_http.api import ApiDriver, ApiOptions, raise_for_status
+from herald_http.api import ApiDriver, ApiOptions, field_path, raise_for_status
 from herald_http.http1 import Response, split_url
 from herald_http.pool import Transport
 from herald_http.wire import retry_after as header_wait
@@ -291,23 +291,9 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes, what: str) -> Any:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as err:
-        raise InputError(f"{_where(str(err))} (Infobip {what})") from None
+        raise InputError(f"{field_path(str(err))} (Infobip {what})") from None
     except msgspec.DecodeError as err:
         raise InputError(f"body: Infobip {what} are not JSON: {err}") from None
-
-
-def _where(message: str) -> str:
-    """msgspec's "what - at `$.path`" as "path: what", a missing field named in the path."""
-    what, sep, path = message.rpartition(" - at `")
-    path = path.rstrip("`").removeprefix("$").lstrip(".") if sep else ""
-    if not sep:
-        what = message
-    missing = "Object missing required field `"
-    if what.startswith(missing):
-        field = what[len(missing):].rstrip("`")
-        return f"{path}.{field}: required field missing" if path else \
-            f"{field}: required field missing"
-    return f"{path or 'body'}: {what}"
 
 
 def _time(value: str | None) -> float | None:

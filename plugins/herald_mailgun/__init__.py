@@ -83,7 +83,14 @@ from engine.drivers import Bounce, Capabilities, Driver, OutboundMessage, Receip
 from engine.errors import InputError, TransientGatewayError
 from engine.hookspecs import hookimpl
 from engine.tracking.lru import Lru
-from herald_http.api import TRANSIENT_4XX, ApiDriver, ApiOptions, raise_for_status, snippet
+from herald_http.api import (
+    TRANSIENT_4XX,
+    ApiDriver,
+    ApiOptions,
+    field_path,
+    raise_for_status,
+    snippet,
+)
 from herald_http.http1 import Response
 from herald_http.pool import Transport
 from herald_http.wire import retry_after as header_wait
@@ -322,7 +329,7 @@ class MailgunDriver(ApiDriver):
             raw = _decode_json.decode(body)
             hook = msgspec.convert(raw, _Webhook)
         except msgspec.ValidationError as err:
-            raise InputError(f"{_where(str(err))} (Mailgun webhook)") from None
+            raise InputError(f"{field_path(str(err))} (Mailgun webhook)") from None
         except msgspec.DecodeError as err:
             raise InputError(f"body: not a Mailgun webhook (JSON): {err}") from None
         key = self._config.webhook_signing_key
@@ -408,20 +415,6 @@ def _provider_id(event: _EventData) -> str | None:
 def _at(event: _EventData) -> float | None:
     at = event.timestamp
     return at if at is not None and math.isfinite(at) else None
-
-
-def _where(message: str) -> str:
-    """msgspec's "what - at `$.path`" as "path: what", a missing field named in the path."""
-    what, sep, path = message.rpartition(" - at `")
-    path = path.rstrip("`").removeprefix("$").lstrip(".") if sep else ""
-    if not sep:
-        what = message
-    missing = "Object missing required field `"
-    if what.startswith(missing):
-        field = what[len(missing):].rstrip("`")
-        return f"{path}.{field}: required field missing" if path else \
-            f"{field}: required field missing"
-    return f"{path or 'body'}: {what}"
 
 
 @hookimpl
