@@ -320,6 +320,7 @@ const LOG_LABELS = [
   ["mailing_started", "Mailing started"], ["limit", "Limit"],
   ["audience_source", "Audience source"], ["database_id", "Database id"],
   ["segment_id", "Segment id"], ["cursor_ms", "Cursor, ms"],
+  ["first_submit_ms", "First submit, ms"],
   ["subscribers_received", "Subscribers received"], ["subscribers_found", "Subscribers found"],
   ["duplicate_phones", "Duplicate phones"], ["suppressed", "Suppressed"],
   ["invalid_phones", "Invalid phones"], ["empty", "Empty text"], ["too_long", "Too long"],
