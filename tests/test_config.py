@@ -82,7 +82,7 @@ def test_every_driver_has_a_commented_example_that_loads(tmp_path: Path) -> None
     examples = commented_gateways(text)
     drivers = {e.split('driver = "')[1].split('"')[0] for e in examples.values()}
     assert drivers >= {"http", "smpp", "twilio", "vonage", "infobip", "smscru", "devino",
-                       "exolve", "mailgun"}
+                       "exolve", "mailgun", "smtp"}
     path = tmp_path / "herald.toml"
     path.write_text(text + "\n" + "\n".join(examples.values()), encoding="utf-8")
     config = load_config(path, drivers=DRIVERS)

@@ -27,7 +27,8 @@ from engine.simulator import GatewaySimulator
 pytestmark = pytest.mark.anyio
 
 #: Drivers of real gateways, each tested against ``tests.fakes.<name>.gateway``.
-FAKED = ["smpp", "twilio", "vonage", "infobip", "smscru", "devino", "exolve", "mailgun"]
+FAKED = ["smpp", "twilio", "vonage", "infobip", "smscru", "devino", "exolve", "mailgun",
+         "smtp"]
 BUNDLED = ["null", "file", "http", *FAKED]
 
 
