@@ -10,10 +10,8 @@ check that a message is never submitted twice.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import email.utils
 import http.server
-import ipaddress
 import json
 import socket
 import ssl
@@ -40,6 +38,7 @@ from herald_http import HttpConfig, HttpDriver, Progress
 from herald_http.http1 import split_url
 from herald_http.pool import ConnectionPool, TransportError
 from herald_http.wire import read_answer, retry_after
+from tests.tls import self_signed
 
 pytestmark = pytest.mark.anyio
 
@@ -748,26 +747,8 @@ async def test_connections_the_server_dropped_while_idle_are_never_written_to() 
 
 def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server, client) contexts for a self-signed certificate of 127.0.0.1."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "herald test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pytest.importorskip("cryptography.x509")
+    cert_pem, key_pem = self_signed("herald test")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "cert.pem").write_bytes(cert_pem)
         (Path(tmp) / "key.pem").write_bytes(key_pem)
