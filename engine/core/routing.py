@@ -387,8 +387,13 @@ class VirtualSenderRouter:
         """
         rule = self._match(phone)
         pairs: Sequence[tuple[int, float]] = rule.healthy
-        if exclude or not pairs or any(h.tripped_at is not None for h in rule.healths):
-            # someone is excluded or failing: the weights as health and exclusion leave them
+        failing = bool(exclude) or not pairs
+        if not failing:  # a loop, not any(...): no generator made per message
+            for health in rule.healths:
+                if health.tripped_at is not None:
+                    failing = True
+                    break
+        if failing:  # someone is excluded or failing: the weights health and exclusion leave
             pairs = [(i, w) for i, w in enumerate(rule.weights(now, exclude)) if w > 0.0]
         current = rule.current
         total = 0.0
