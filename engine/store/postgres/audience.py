@@ -47,17 +47,21 @@ class PgAudience(PgBase):
             after_id: int, limit: int, now: Now,
         ) -> tuple[list[AudienceRow], int | None]: ...
 
+    async def _counted(self, tx: Any, source: AudienceSource) -> tuple[str, str, str, int]:
+        """The table whose rows the source's count counts: (table, key column, id column,
+        key). A dynamic segment's is its database's profiles: an upper bound, cheap to get
+        (the run judges the profiles as it reads them anyway)."""
+        if source.kind == "segment":
+            row = await tx.fetchone(
+                "SELECT kind FROM segments WHERE id = %s", (source.segment_id,))
+            if row is None or row[0] != "dynamic":
+                return "segment_members", "segment_id", "profile_id", int(source.segment_id or 0)
+        return "profiles", "database_id", "id", int(source.database_id or 0)
+
     async def audience_bound(self, source: AudienceSource) -> int:
         await self._fresh_statistics()  # before the run's first chunk is planned
         async with self.db.transaction() as tx:
-            table, column, key = "profiles", "database_id", int(source.database_id or 0)
-            if source.kind == "segment":
-                row = await tx.fetchone(
-                    "SELECT kind FROM segments WHERE id = %s", (source.segment_id,))
-                if row is None or row[0] != "dynamic":
-                    table, column = "segment_members", "segment_id"
-                    key = int(source.segment_id or 0)
-            id_column = "profile_id" if table == "segment_members" else "id"
+            table, column, id_column, key = await self._counted(tx, source)
             # each an index's end (min and max in one statement would scan)
             lo = await tx.fetchone(
                 f"SELECT {id_column} FROM {table} WHERE {column} = %s"
@@ -71,19 +75,8 @@ class PgAudience(PgBase):
 
     async def count_audience(self, source: AudienceSource) -> int:
         async with self.db.transaction() as tx:
-            if source.kind == "segment":
-                row = await tx.fetchone(
-                    "SELECT kind FROM segments WHERE id = %s", (source.segment_id,))
-                if row is None or row[0] != "dynamic":
-                    row = await tx.fetchone(
-                        "SELECT count(*) FROM segment_members WHERE segment_id = %s",
-                        (source.segment_id,),
-                    )
-                    return int(row[0]) if row else 0
-            # A dynamic segment's is its database's: an upper bound, cheap to get (the run
-            # judges the profiles as it reads them anyway).
-            row = await tx.fetchone(
-                "SELECT count(*) FROM profiles WHERE database_id = %s", (source.database_id,))
+            table, column, _, key = await self._counted(tx, source)
+            row = await tx.fetchone(f"SELECT count(*) FROM {table} WHERE {column} = %s", (key,))
             return int(row[0]) if row else 0
 
     async def _fresh_statistics(self) -> None:
