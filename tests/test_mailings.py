@@ -147,6 +147,30 @@ async def test_a_mailing_sent_at_once_is_done_and_cannot_be_launched_again(
     assert (mailing.state, mailing.next_launch) == ("done", None)
 
 
+async def test_a_run_counts_its_audience_beside_its_messages_and_logs_its_first_submit(
+    open_herald: Callable[..., Any],
+) -> None:
+    """The dedupe filter is sized by the bound (both ends of the database's ids, which
+    another database's profiles widen here); progress ends on the exact count; the log
+    says when the first batch went."""
+    gateway = FakeGateway()
+    async with await open_herald(gateway, default_region="RU") as herald:
+        first = await generate(herald.store, profiles=10, database="main")
+        await generate(herald.store, profiles=10, database="other", seed=2)
+        more = await generate(herald.store, profiles=10, database="main", seed=3)
+        source = (await herald.store.get_mailing(
+            (await herald.send(resource="news", database="main", template="Hi",
+                               limit=0)).mailing_id)).source
+        assert await herald.store.audience_bound(source) == 30 > 20
+        seen: list[Any] = []
+        log = await herald.send(resource="news", database="main", template="Hi",
+                                progress=seen.append)
+    assert seen[-1].total == first.profiles + more.profiles == 20
+    assert log.sent == first.unique + more.unique
+    assert log.first_submit_ms is not None
+    assert 0 < log.first_submit_ms < 60_000
+
+
 async def test_a_test_send_is_a_trial_run_per_variant_before_any_start(
     open_herald: Callable[..., Any],
 ) -> None:
