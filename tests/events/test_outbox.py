@@ -134,7 +134,8 @@ async def test_a_failing_batch_is_retried_with_growing_jittered_pauses() -> None
         flush_interval=0, retry_initial=1.0, retry_max=8.0))
     draws = itertools.chain([0.5, 1.0, 0.25, 1.0, 0.9, 0.1, 1.0], itertools.repeat(1.0))
     d = deliverer(store, clock, transport, draws=draws)
-    await running(lambda: transport.tries >= 8, d.run)
+    # the deliverer counts a failure after its transport call returns: wait for both
+    await running(lambda: transport.tries >= 8 and d.statistics().failures >= 8, d.run)
     pauses = [s for s in clock.sleeps if s != d.poll]
     # ceilings 1, 2, 4, 8, 8, 8, 8 (retry_max), each times a draw
     assert pauses[:7] == pytest.approx([0.5, 2.0, 1.0, 8.0, 7.2, 0.8, 8.0])
