@@ -48,7 +48,7 @@ from typing import Final
 from engine.core.emails import normalise_domain, normalise_email
 from engine.errors import InputError
 
-__all__ = ["MAX_LINE", "MimeBuilder"]
+__all__ = ["MAX_LINE", "MimeBuilder", "parse_address"]
 
 MAX_LINE: Final = 998
 """Octets a line may hold, CRLF not counted (RFC 5322 2.1.1)."""
@@ -281,6 +281,15 @@ def _encoded_words(name: str, value: str) -> bytes:
         words.append(b"=?utf-8?b?" + binascii.b2a_base64(data[start:end], newline=False) + b"?=")
         start, budget = end, rest
     return name.encode() + b": " + b"\r\n ".join(words) + b"\r\n"
+
+
+def parse_address(raw: str, *, bare: bool = False) -> str:
+    """The normalised address of a From or Reply-To as people write it (``"News
+    <news@example.com>"``), or with ``bare`` of an address alone; InputError saying why
+    it is none."""
+    if bare:
+        return normalise_email(raw)
+    return _address_header("From", raw)[0]
 
 
 def _address_header(name: str, raw: str) -> tuple[str, bytes]:

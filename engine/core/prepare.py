@@ -42,7 +42,6 @@ from engine.core.dedupe import Dedupe, Screen
 from engine.core.groups import CONTROL, Groups
 from engine.core.links import DataLink, Shortener
 from engine.core.localtime import EARLIER, LATER, SendTimes, later_key, profile_zone
-from engine.core.phones import PhoneNormaliser
 from engine.core.policy import Policy, over_limit
 from engine.core.states import Skip
 
@@ -107,6 +106,13 @@ class Skipped(NamedTuple):
     reason: str
 
 
+class Normaliser(Protocol):
+    """Turns an address as written into the channel's form (E.164, a normalised email),
+    or None when it is none (``PhoneNormaliser``, ``EmailNormaliser``)."""
+
+    def normalise(self, raw: str) -> str | None: ...
+
+
 class Renderer(Protocol):
     roots: frozenset[str]
 
@@ -151,12 +157,15 @@ class PreparedBatch(NamedTuple):
 class Preparer:
     """Per-run state of the prepare stage: sequence numbers, dedupe, counters, limit."""
 
+    #: The skip reason of an address the normaliser refuses.
+    invalid_reason: str = Skip.INVALID_PHONE
+
     def __init__(
         self,
         *,
         run_uid: str,
         run_id: int = 0,
-        normaliser: PhoneNormaliser,
+        normaliser: Normaliser,
         dedupe: Dedupe,
         template: Renderer,
         measure: Callable[[str], Any],
@@ -327,6 +336,7 @@ class Preparer:
         reserved = self.reserved
         render, route = self.render, self.route
         accept = _accept_none if self.trial else self.dedupe.accept
+        invalid = self.invalid_reason
         controlled = self.groups.controlled if self.groups is not None and \
             self.groups.controls else None
         caps = self.max_segments
@@ -342,7 +352,7 @@ class Preparer:
             profile_id = row[0]
             e164 = phones[k]
             if e164 is None:
-                skipped.append(Skipped(seq, profile_id, row[2] or "", Skip.INVALID_PHONE))
+                skipped.append(Skipped(seq, profile_id, row[2] or "", invalid))
                 counts["invalid"] += 1
             elif e164 in suppressed:
                 skipped.append(Skipped(seq, profile_id, e164, Skip.SUPPRESSED))
@@ -412,6 +422,18 @@ class Preparer:
         """The text of message ``seq`` for one audience row (its links shortened, the URLs
         from data that took a slot appended to ``links``), its length in SMS segments and
         its encoding."""
+        text = self.template.render(self.context_of(row, apicontent))
+        if self.shortener is not None:
+            text = self.shortener.shorten(text, seq, [] if links is None else links)
+        info = self.measure(text)
+        return text, info.segments, info.encoding
+
+    def context_of(
+        self, row: AudienceRow, apicontent: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The render context of one audience row: the run's, with the row's ``lead``,
+        ``subscription`` and the trigger call's ``apicontent`` where the template reads
+        them."""
         ctx = self.context.copy()
         if apicontent is not None:
             ctx["apicontent"] = apicontent
@@ -424,11 +446,7 @@ class Preparer:
             sub["phone"] = row[2]
             sub.setdefault("resource_id", self._resource_id)
             ctx["subscription"] = sub
-        text = self.template.render(ctx)
-        if self.shortener is not None:
-            text = self.shortener.shorten(text, seq, [] if links is None else links)
-        info = self.measure(text)
-        return text, info.segments, info.encoding
+        return ctx
 
     def rerender(
         self, entries: Sequence[tuple[int, int, str]], rows: Sequence[AudienceRow], sender: str
@@ -479,7 +497,7 @@ class Preparer:
                 continue
             counts["found"] += 1
             if e164 is None:
-                skipped.append(Skipped(seq, profile_id, phone, Skip.INVALID_PHONE))
+                skipped.append(Skipped(seq, profile_id, phone, self.invalid_reason))
                 counts["invalid"] += 1
             elif e164 in suppressed:
                 skipped.append(Skipped(seq, profile_id, e164, Skip.SUPPRESSED))

@@ -58,6 +58,8 @@ class Skip(StrEnum):
     """Why a recipient was not sent anything."""
 
     INVALID_PHONE = "invalid_phone"
+    #: An email channel's address that email-validator refuses (``engine.core.emails``).
+    INVALID_EMAIL = "invalid_email"
     SUPPRESSED = "suppressed"
     DUPLICATE = "duplicate"
     TOO_LONG = "too_long"

@@ -26,14 +26,18 @@ remembers that the gateway may already have it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from engine.core.prepare import Message
 from engine.core.states import Outcome, State
 from engine.drivers import OutboundMessage, SendResult
-from engine.errors import GatewayError, PermanentGatewayError, TransientGatewayError
+from engine.errors import GatewayError, InputError, PermanentGatewayError, TransientGatewayError
 
-__all__ = ["Submission"]
+__all__ = ["Compose", "Submission"]
+
+#: Builds one email message's OutboundMessage (``engine.core.email_message.Composer``),
+#: given the time for its Date header.
+Compose = Callable[[Message, float], OutboundMessage]
 
 _NO_RESULT = "the driver returned no result for it"
 
@@ -41,15 +45,16 @@ _NO_RESULT = "the driver returned no result for it"
 class Submission:
     """The outcomes of one batch, settled over one or more attempts."""
 
-    __slots__ = ("_caller_id", "_errors", "_maybe", "_outbound", "attempt", "outcomes",
-                 "pending", "retry_after", "retry_ambiguous", "seqs", "throttled")
+    __slots__ = ("_caller_id", "_errors", "_maybe", "_messages", "_now", "_outbound",
+                 "attempt", "outcomes", "pending", "retry_after", "retry_ambiguous", "seqs",
+                 "throttled", "unwritable")
 
     def __init__(
-        self, messages: Sequence[Message], caller_id: str, *, retry_ambiguous: bool = False
+        self, messages: Sequence[Message], caller_id: str, *, retry_ambiguous: bool = False,
+        compose: Compose | None = None, now: float = 0.0,
     ) -> None:
-        self._outbound = [
-            OutboundMessage(m.id, m.phone, caller_id, m.text, m.segments) for m in messages
-        ]
+        self._messages = messages
+        self._now = now
         self.seqs = [m.seq for m in messages]
         self.outcomes: list[Outcome | None] = [None] * len(messages)
         #: Positions (into ``messages``) still to be settled.
@@ -64,6 +69,37 @@ class Submission:
         self.retry_ambiguous = retry_ambiguous
         #: Positions an earlier attempt may have handed over (retried: ambiguous answers).
         self._maybe: set[int] = set()
+        #: Positions whose message could not be written (an email the sender's From
+        #: and the recipient's address cannot make): settled failed at once, never sent.
+        self.unwritable: list[int] = []
+        self._outbound = self._build(messages, caller_id, compose)
+        self._fail_unwritable()
+
+    def _build(self, messages: Sequence[Message], caller_id: str,
+               compose: Compose | None) -> list[OutboundMessage]:
+        if compose is None:
+            return [OutboundMessage(m.id, m.phone, caller_id, m.text, m.segments)
+                    for m in messages]
+        out = []
+        for i, m in enumerate(messages):
+            try:
+                out.append(compose(m, self._now))
+            except InputError as err:  # kept in place, settled failed, never submitted
+                out.append(OutboundMessage(m.id, m.phone, caller_id, m.text, m.segments))
+                if i not in self.unwritable:
+                    self.unwritable.append(i)
+                    self._errors[i] = str(err)
+        return out
+
+    def _fail_unwritable(self) -> None:
+        if not self.unwritable:
+            return
+        bad = set(self.unwritable)
+        for i in self.unwritable:
+            if self.outcomes[i] is None:
+                self.outcomes[i] = Outcome(self.seqs[i], State.FAILED, "unwritable", None,
+                                           self._errors.get(i), 0)
+        self.pending = [i for i in self.pending if i not in bad]
 
     @property
     def done(self) -> bool:
@@ -169,9 +205,14 @@ class Submission:
                                "not have it")
         self.pending = []
 
-    def switch(self, caller_id: str) -> None:
-        """Fail over to another sender: same message ids, its caller id."""
-        if caller_id != self._caller_id:
+    def switch(self, caller_id: str, compose: Compose | None = None) -> None:
+        """Fail over to another sender: same message ids, its caller id (an email
+        sender's ``compose``: its From and envelope)."""
+        if compose is not None:
+            self._caller_id = caller_id
+            self._outbound = self._build(self._messages, caller_id, compose)
+            self._fail_unwritable()
+        elif caller_id != self._caller_id:
             self._caller_id = caller_id
             self._outbound = [
                 OutboundMessage(o.id, o.to, caller_id, o.text, o.segments)
