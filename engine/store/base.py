@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from engine.core.policy import Policy
 from engine.core.prepare import AudienceRow, Message, Skipped
 from engine.core.states import Outcome
-from engine.drivers import Receipt
+from engine.drivers import Bounce, Receipt
 from engine.store.models import (
     AudienceSource,
     Mailing,
@@ -311,6 +311,7 @@ class ProfileStore(abc.ABC):
         matching: str,
         resource_id: int | None,
         mode: str = "add+update",
+        channel: Literal["sms", "email"] = "sms",
     ) -> ImportResult:
         """Apply a batch in one transaction (all of it or, on error, none), in order.
 
@@ -319,15 +320,17 @@ class ProfileStore(abc.ABC):
         ``mode``: ``add+update`` adds records that match nothing and merges the others into
         their profile (their fields over the old ones; phone and email when given);
         ``add`` skips the ones that match; ``update`` rejects the ones that do not. A
-        record's phone is subscribed to ``resource_id`` when given.
+        record's address for ``channel`` (its phone; its email, normalised, for an email
+        resource) is subscribed to ``resource_id`` when given, under that channel.
         """
 
     @abc.abstractmethod
     async def set_subscription_status(
         self, resource_id: int, profile_ids: Sequence[int], status: str
     ) -> int:
-        """Set the status (subscribed, unsubscribed, suspended, invalid) of the profiles'
-        SMS subscriptions to the resource; returns how many changed."""
+        """Set the status (subscribed, unsubscribed, suspended, invalid, hardbounced,
+        complainer) of the profiles' subscriptions to the resource (of its channel);
+        returns how many changed."""
 
     @abc.abstractmethod
     async def find_profiles(
@@ -354,14 +357,15 @@ class ProfileStore(abc.ABC):
 
 
 class SubscriptionStore(abc.ABC):
-    """A resource's SMS subscriptions, one profile or phone at a time (the API's)."""
+    """A resource's subscriptions (of its channel), one profile or address at a time (the
+    API's)."""
 
     @abc.abstractmethod
     async def find_subscriptions(
         self, resource_id: int, *, profile_id: int | None = None, phone: str | None = None,
         database_id: int | None = None, limit: int = 1000,
     ) -> list[SubscriptionRow]:
-        """The resource's SMS subscriptions matching every filter given, by profile id,
+        """The resource's subscriptions matching every filter given, by profile id,
         then priority (highest first), then age."""
 
     @abc.abstractmethod
@@ -486,7 +490,8 @@ class AudienceStore(abc.ABC):
         self, source: AudienceSource, resource_id: int, after_id: int, limit: int
     ) -> list[AudienceRow]:
         """Up to ``limit`` profiles with id > ``after_id``, in id order, each with its
-        highest-priority active SMS subscription to the resource (phone None if none)."""
+        highest-priority active subscription of ``source.channel`` to the resource (phone,
+        the address, None if none)."""
 
     @abc.abstractmethod
     async def audience_page(
@@ -554,11 +559,12 @@ class RunStore(abc.ABC):
         limit: int | None,
         document: dict[str, Any] | None = None,
         policy: Policy | None = None,
+        options: MailingOptions | None = None,
     ) -> tuple[Mailing, Run]:
         """Create a broadcast mailing and its run, marked running by this process."""
         mailing = await self.create_mailing(
             name=name, kind="broadcast", resource=resource, source=source, template=template,
-            limit=limit, document=document, policy=policy,
+            limit=limit, document=document, policy=policy, options=options,
         )
         return mailing, await self.start_run(mailing.id)
 
@@ -819,7 +825,7 @@ class TriggerStore(abc.ABC):
         self, run_id: int, resource_id: int, after_id: int, limit: int
     ) -> list[TriggerRow]:
         """Up to ``limit`` queued triggers of the run after queue id ``after_id``, in queue
-        order, each with its profile and the profile's best active SMS subscription to the
+        order, each with its profile and the profile's best active subscription to the
         resource (``phone`` None if none). Calls held for quiet hours (``hold_triggers``)
         are left out: ``held_triggers`` reads them back when they are due."""
 
@@ -1100,6 +1106,44 @@ class ClickReport(NamedTuple):
     unknown: int
 
 
+class Open(NamedTuple):
+    """An email's open, as the tracking domain saw its pixel fetched
+    (``{base}/o/{code}``)."""
+
+    run_id: int
+    seq: int
+    at: float
+    ip: str | None
+    user_agent: str | None
+    #: A crawler: kept, never counted or made an event.
+    bot: bool
+    #: A mail privacy proxy's prefetch (Apple Mail Privacy Protection): kept, flagged,
+    #: never counted as the recipient's open or made an event.
+    prefetch: bool = False
+
+
+class OpenReport(NamedTuple):
+    #: Opens written (people, bots and prefetches).
+    recorded: int
+    #: People's opens that were their message's first (``uopen``).
+    unique: int
+    #: Opens of a (run, seq) with no recipient recorded: dropped.
+    unknown: int
+
+
+class BounceReport(NamedTuple):
+    """What ``TrackingStore.apply_bounces`` did."""
+
+    #: Subscriptions made ``hardbounced``.
+    hardbounced: int
+    #: Soft bounces recorded (``sbounce`` events; no status changes).
+    soft: int
+    #: Subscriptions made ``complainer`` (their address is suppressed as well).
+    complainers: int
+    #: Bounces that matched no recipient of Herald's (kept nowhere).
+    unknown: int
+
+
 class RecipientRef(NamedTuple):
     """Who a (run, seq) of a sent message is: what an unsubscribe page needs."""
 
@@ -1111,7 +1155,8 @@ class RecipientRef(NamedTuple):
     profile_id: int
     phone: str
     database_id: int
-    #: Whether the recipient's profile has an active SMS subscription to ``resource``.
+    #: Whether the recipient's profile has an active subscription to ``resource`` (of the
+    #: run's channel).
     subscribed: bool
 
 
@@ -1230,13 +1275,15 @@ Grouping = Literal["day", "hour", "mailing", "resource", "sender", "variant"]
 
 
 class ReportFilter(NamedTuple):
-    """What a report covers: mailings (any if empty), a resource, and a time range (events
-    at ``since <= at < until``, seconds since the epoch)."""
+    """What a report covers: mailings (any if empty), a resource, a time range (events
+    at ``since <= at < until``, seconds since the epoch) and a channel (the mailings'
+    ``Mailing.source.channel``: ``sms`` or ``email``; any if None)."""
 
     mailings: tuple[int, ...] = ()
     resource: str | None = None
     since: float | None = None
     until: float | None = None
+    channel: str | None = None
 
 
 class ChannelRow(NamedTuple):
@@ -1258,6 +1305,13 @@ class ChannelRow(NamedTuple):
     unsubscribed: int
     #: Profiles held out in a control group (``--control``, a database's control_group).
     control: int = 0
+    #: Email only: people's opens (``open``) and first opens of a message (``uopen``),
+    #: hard and soft bounces (``hbounce``, ``sbounce``) and complaints (``complain``).
+    opens: int = 0
+    unique_opens: int = 0
+    hard_bounced: int = 0
+    soft_bounced: int = 0
+    complaints: int = 0
 
 
 class LinkStat(NamedTuple):
@@ -1311,10 +1365,10 @@ class TrackingStore(abc.ABC):
     async def unsubscribe_recipient(
         self, run_id: int, seq: int, *, everywhere: bool = False, at: float
     ) -> int:
-        """Unsubscribe the recipient of message ``seq``: its profile's SMS subscriptions
-        to the run's resource, or with ``everywhere`` to every resource (of the profile's
-        database). One transaction, with an ``unsub_sms`` event and an ``unsubscribed``
-        count when anything changed. Returns the subscriptions changed (0: already
+        """Unsubscribe the recipient of message ``seq``: its profile's subscriptions
+        of the run's channel to the run's resource, or with ``everywhere`` to every resource
+        (of the profile's database). One transaction, with an ``unsub_sms`` event (``unsub``
+        on email) and an ``unsubscribed`` count when anything changed. Returns the subscriptions changed (0: already
         unsubscribed, or no such recipient)."""
 
     @abc.abstractmethod
@@ -1326,6 +1380,33 @@ class TrackingStore(abc.ABC):
         adds an ``unsub_sms`` event, credited (with an ``unsubscribed`` count) to the last
         message sent to the phone on one of the resources, if any. Returns the
         subscriptions changed."""
+
+
+    @abc.abstractmethod
+    async def add_opens(self, opens: Sequence[Open]) -> OpenReport:
+        """One transaction: write the opens. Each person's open (not ``bot``, not
+        ``prefetch``) adds an ``open`` event and counts under ``opens``; the first of
+        its (run, seq) also adds ``uopen`` and counts under ``unique_opens``. They count
+        under the recipient's sender, in the hour of the open. An open of a (run, seq)
+        with no recipient recorded is dropped (``unknown``)."""
+
+    @abc.abstractmethod
+    async def apply_bounces(
+        self, bounces: Sequence[Bounce], resource_ids: Sequence[int], *, at: float
+    ) -> BounceReport:
+        """One transaction: apply bounces and complaints (their ``email`` normalised,
+        ``engine.core.emails``) that came for email ``resource_ids``.
+
+        Each is credited to its message: the one its ``id`` names (``{run uid}-{seq}``)
+        when recorded, else the last message sent to the address on one of the
+        resources. ``hard``: every subscription with that address to one of the
+        resources becomes ``hardbounced``, with an ``hbounce`` event (``error``) and a
+        ``hard_bounced`` count. ``soft``: an ``sbounce`` event and a ``soft_bounced``
+        count, no status change. ``complaint``: the subscriptions become
+        ``complainer``, the address joins the global suppression list ``complaints``
+        (kind ``email``; lowercased, as lists hold addresses), with a ``complain`` event and a ``complaints`` count. A
+        bounce of neither a recorded message nor a subscribed address is ``unknown``.
+        The same report twice changes nothing more (no second event)."""
 
 
 class EventStore(abc.ABC):

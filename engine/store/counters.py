@@ -30,35 +30,57 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from engine.core.events import CLICK, UNIQUE_CLICK, normalise_reason
+from engine.core.events import (
+    CLICK,
+    COMPLAINT,
+    HARD_BOUNCE,
+    OPEN,
+    SOFT_BOUNCE,
+    UNIQUE_CLICK,
+    UNIQUE_OPEN,
+    kind_for,
+    normalise_reason,
+)
 from engine.core.events import DELIVERED as DELIVERED_EVENT
 from engine.core.events import UNDELIVERED as UNDELIVERED_EVENT
-from engine.store.base import ChannelRow, Click, Grouping, LinkStat, ReportFilter
+from engine.store.base import ChannelRow, Click, Grouping, LinkStat, Open, ReportFilter
 
 __all__ = [
+    "BOUNCE_EVENTS",
+    "BOUNCE_KEEPS",
+    "BOUNCE_STATUS",
     "CLICKS",
+    "COMPLAINTS",
+    "COMPLAINTS_LIST",
     "CONTROL",
     "COUNTS",
     "DELIVERED",
+    "EMAIL_COUNTS",
     "FAILED",
     "GROUP_KEYS",
+    "HARD_BOUNCED",
+    "OPENS",
     "RECIPIENTS",
     "SEGMENTS",
     "SENT",
+    "SOFT_BOUNCED",
     "SUMS",
     "UNDELIVERED",
     "UNIQUE_CLICKS",
+    "UNIQUE_OPENS",
     "UNKNOWN",
     "UNSUBSCRIBED",
     "Grouping",
     "Tally",
     "channel_rows",
     "count_clicks",
+    "count_opens",
     "count_receipt",
     "group_keys",
     "hour_of",
     "hours",
     "link_stats",
+    "on_channels",
     "undeliveries",
     "where_sql",
 ]
@@ -67,11 +89,26 @@ __all__ = [
 
 #: The channel report's counts: ``report_counts``'s columns and ``ChannelRow``'s fields.
 COUNTS: Final = ("recipients", "sent", "delivered", "undelivered", "failed", "unknown",
-                 "segments", "clicks", "unique_clicks", "unsubscribed", "control")
+                 "segments", "clicks", "unique_clicks", "unsubscribed", "control",
+                 "opens", "unique_opens", "hard_bounced", "soft_bounced", "complaints")
 (RECIPIENTS, SENT, DELIVERED, UNDELIVERED, FAILED, UNKNOWN, SEGMENTS, CLICKS,
- UNIQUE_CLICKS, UNSUBSCRIBED, CONTROL) = range(len(COUNTS))
+ UNIQUE_CLICKS, UNSUBSCRIBED, CONTROL, OPENS, UNIQUE_OPENS, HARD_BOUNCED, SOFT_BOUNCED,
+ COMPLAINTS) = range(len(COUNTS))
 #: ``control`` counts profiles held out in a control group: skipped, no recipients; under
-#: sender "" (they were routed to none).
+#: sender "" (they were routed to none). The last five are email's: people's opens and
+#: first opens (``add_opens``), hard and soft bounces and complaints (``apply_bounces``):
+#: ``EMAIL_COUNTS``, the columns the email channel's migration adds to ``report_counts``.
+EMAIL_COUNTS: Final = COUNTS[OPENS:]
+
+#: An email bounce's kind (``engine.drivers.Bounce.kind``) -> its event and its counter.
+BOUNCE_EVENTS: Final = {"hard": (HARD_BOUNCE, HARD_BOUNCED), "soft": (SOFT_BOUNCE, SOFT_BOUNCED),
+                        "complaint": (COMPLAINT, COMPLAINTS)}
+#: The subscription status each bounce kind sets (a soft bounce sets none), and the
+#: statuses it leaves alone: a complaint is never turned into a hard bounce.
+BOUNCE_STATUS: Final = {"hard": "hardbounced", "complaint": "complainer"}
+BOUNCE_KEEPS: Final = {"hard": ("hardbounced", "complainer"), "complaint": ("complainer",)}
+#: The global suppression list a complainer's address joins (kind ``email``).
+COMPLAINTS_LIST: Final = "complaints"
 
 #: The event record's columns, in the order ``Tally.events`` holds them.
 EVENT_COLUMNS: Final = ("kind", "at", "run_id", "seq", "profile_id", "phone", "sender",
@@ -193,6 +230,46 @@ def count_clicks(
     return tally, firsts
 
 
+def count_opens(
+    kept: Sequence[Open], found: Mapping[tuple[int, int], Sequence[Any]]
+) -> tuple[Tally, list[tuple[int, int]]]:
+    """The events and counts of the people's opens among ``kept`` (a bot's or a privacy
+    proxy's prefetch counts for nothing), in the order they happened, and the (run, seq)
+    pairs a person opened for the first time. ``found``: (run, seq) -> [profile id,
+    phone, sender, whether a person opened it before]."""
+    tally = Tally()
+    firsts: list[tuple[int, int]] = []
+    seen: set[tuple[int, int]] = set()
+    for o in sorted((o for o in kept if not (o.bot or o.prefetch)), key=lambda o: o.at):
+        pair = (o.run_id, o.seq)
+        profile_id, phone, sender, before = found[pair]
+        unique = not before and pair not in seen
+        seen.add(pair)
+        tally.event(OPEN, o.at, o.run_id, o.seq, profile_id, phone, sender)
+        tally.count(o.run_id, sender, o.at, OPENS)
+        if unique:
+            firsts.append(pair)
+            tally.event(UNIQUE_OPEN, o.at, o.run_id, o.seq, profile_id, phone, sender)
+            tally.count(o.run_id, sender, o.at, UNIQUE_OPENS)
+    return tally, firsts
+
+
+def on_channels(tally: Tally, channel_of: Callable[[int], str]) -> None:
+    """Give the tally's events of each run the kinds of its channel (``kind_for``: an
+    email run's ``deliv_sms`` is ``deliv``...). ``channel_of``: a run id's channel (asked
+    once per run). Events of no run keep their kind."""
+    channels: dict[int, str] = {}
+    for i, event in enumerate(tally.events):
+        run_id = event[2]
+        if run_id is None:
+            continue
+        channel = channels.get(run_id)
+        if channel is None:
+            channel = channels[run_id] = channel_of(run_id)
+        if channel != "sms":
+            tally.events[i] = (kind_for(event[0], channel), *event[1:])
+
+
 #: The SQL of each grouping's raw key (``channel_rows`` turns it into the row's key), over
 #: a counters table ``c``, its runs ``ru`` and mailings ``m``; the same on both stores but
 #: ``variant``, which reads the run's spec (JSON) in the store's dialect (``group_keys``).
@@ -226,6 +303,9 @@ def where_sql(
     if where.resource is not None:
         sql += f" AND m.resource = {placeholder}"
         args.append(where.resource)
+    if where.channel is not None:
+        sql += f" AND m.channel = {placeholder}"
+        args.append(where.channel)
     lo, hi = hours(where)
     if lo is not None:
         sql += f" AND c.hour >= {placeholder}"

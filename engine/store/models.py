@@ -65,6 +65,11 @@ class MailingOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     #: A trigger mailing obeys its resource's ``quiet_hours`` (broadcasts always do).
     quiet_hours: bool = False
     schedule: Schedule | None = None
+    #: An email mailing's subject template (``Mailing.template`` is then its HTML).
+    subject: str | None = None
+    #: An email mailing's text version; None: made from the HTML (Altcraft's "Text
+    #: version" button), once, when the mailing's templates are compiled.
+    text: str | None = None
 
 
 class RunSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -123,6 +128,10 @@ class AudienceSource(msgspec.Struct, frozen=True):
     kind: Literal["list", "segment"]
     database_id: int
     segment_id: int | None = None
+    #: The resource's channel: which of a profile's subscriptions the audience reads
+    #: (``subscriptions.phone`` holds the channel's address: an E.164 phone for SMS, a
+    #: normalised email address for email).
+    channel: Literal["sms", "email"] = "sms"
 
 
 class Mailing(msgspec.Struct, frozen=True, kw_only=True):

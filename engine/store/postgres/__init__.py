@@ -5,7 +5,8 @@ threads on trio), creates or migrates the schema (``schema.py``) and returns the
 Writes are set-based, one statement per chunk (``unnest`` of arrays, or COPY into a temp
 table then ``INSERT ... ON CONFLICT``), never one per message. Those that make events
 write them, and add to the report counters, in the same statement (``events.py``);
-``tracking.py`` keeps links and clicks, ``reports.py`` reads the counters, ``hooks.py``
+``tracking.py`` keeps links, clicks and opens, ``bounces.py`` an email's bounces and
+complaints, ``reports.py`` reads the counters, ``hooks.py``
 keeps the action hooks' cursors over the event record (in commit order: see there).
 """
 
@@ -16,6 +17,7 @@ import psycopg
 from engine.errors import StoreError
 from engine.store.base import Store
 from engine.store.postgres.audience import PgAudience
+from engine.store.postgres.bounces import PgBounces
 from engine.store.postgres.cluster import PgCluster
 from engine.store.postgres.db import connect, redact_url
 from engine.store.postgres.events import PgEvents
@@ -42,8 +44,8 @@ _MIGRATION_LOCK = 0x4845_5241_4C44  # "HERALD"
 
 class PostgresStore(
     PgProfiles, PgSubscriptions, PgSuppression, PgSegments, PgAudience, PgRuns, PgJournal,
-    PgReceipts, PgPolicy, PgTriggers, PgTokens, PgGallery, PgCluster, PgTracking, PgEvents,
-    PgHooks, PgReports, Store,
+    PgReceipts, PgPolicy, PgTriggers, PgTokens, PgGallery, PgCluster, PgTracking, PgBounces,
+    PgEvents, PgHooks, PgReports, Store,
 ):
     """Everything Herald persists, in one PostgreSQL database."""
 

@@ -1,4 +1,9 @@
-"""The audience cursor and the hot path's lookups (AudienceStore)."""
+"""The audience cursor and the hot path's lookups (AudienceStore).
+
+An audience reads the subscriptions of its source's channel (``AudienceSource.channel``):
+an SMS one's phones, an email one's addresses. The lookups of an email run find its
+addresses suppressed by an email entry or by their domain's, and its accepted ones in
+``run_addresses`` (journal.py), as an SMS run's phones are found in ``run_phones``."""
 
 from __future__ import annotations
 
@@ -6,9 +11,16 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from engine.core.emails import email_domain
 from engine.core.prepare import AudienceRow
+from engine.errors import InputError
 from engine.store.models import AudienceSource
-from engine.store.postgres.connection import AUDIENCE_COLUMNS, PICK_SUBSCRIPTION, PgBase
+from engine.store.postgres.connection import (
+    AUDIENCE_COLUMNS,
+    Channel,
+    PgBase,
+    pick_subscription,
+)
 from engine.store.postgres.db import Tx
 
 if TYPE_CHECKING:
@@ -44,7 +56,7 @@ class PgAudience(PgBase):
 
         async def segment_page(
             self, segment: SegmentRow, condition: Condition | None, resource_id: int,
-            after_id: int, limit: int, now: Now,
+            after_id: int, limit: int, now: Now, *, channel: Channel = "sms",
         ) -> tuple[list[AudienceRow], int | None]: ...
 
     async def _counted(self, tx: Any, source: AudienceSource) -> tuple[str, str, str, int]:
@@ -101,11 +113,12 @@ class PgAudience(PgBase):
         # The page's profiles are picked first (LIMIT inside), then joined to their
         # subscription: the join never runs for more than ``limit`` profiles, whatever
         # the planner believes of the tables.
+        pick = pick_subscription(source.channel)
         if source.kind == "segment":
             sql = (
                 f"SELECT {AUDIENCE_COLUMNS} FROM (SELECT profile_id FROM segment_members"
                 "  WHERE segment_id = %s AND profile_id > %s ORDER BY profile_id LIMIT %s) g"
-                f" JOIN profiles p ON p.id = g.profile_id {PICK_SUBSCRIPTION}"
+                f" JOIN profiles p ON p.id = g.profile_id {pick}"
                 " ORDER BY p.id"
             )
             args: tuple[Any, ...] = (source.segment_id, after_id, limit, resource_id)
@@ -113,7 +126,7 @@ class PgAudience(PgBase):
             sql = (
                 f"SELECT {AUDIENCE_COLUMNS} FROM (SELECT id, fields FROM profiles"
                 "  WHERE database_id = %s AND id > %s ORDER BY id LIMIT %s) p"
-                f" {PICK_SUBSCRIPTION} ORDER BY p.id"
+                f" {pick} ORDER BY p.id"
             )
             args = (source.database_id, after_id, limit, resource_id)
         return _rows(await self.db.fetchall(sql, args))
@@ -130,7 +143,7 @@ class PgAudience(PgBase):
                 condition = _builtin_condition(segment.condition)
             return await self.segment_page(
                 segment, condition if segment.kind == "dynamic" else None, resource_id,
-                after_id, limit, now,
+                after_id, limit, now, channel=source.channel,
             )
         rows = await self.audience_chunk(source, resource_id, after_id, limit)
         return rows, (rows[-1][0] if rows else None)
@@ -141,7 +154,7 @@ class PgAudience(PgBase):
         if not profile_ids:
             return []
         return _rows(await self.db.fetchall(
-            f"SELECT {AUDIENCE_COLUMNS} FROM profiles p {PICK_SUBSCRIPTION}"
+            f"SELECT {AUDIENCE_COLUMNS} FROM profiles p {pick_subscription(source.channel)}"
             " WHERE p.id = ANY(%s::bigint[]) ORDER BY p.id",
             (resource_id, list(profile_ids)),
         ))
@@ -154,6 +167,8 @@ class PgAudience(PgBase):
         if not phones and not maybe_seen:
             return suppressed, seen
         async with self.db.transaction() as tx:
+            if await self._channel(tx, run_id) == "email":
+                return await self._lookup_emails(tx, run_id, phones, maybe_seen)
             lists = await self._lists_for_run(tx, run_id) if phones else []
             # One round trip: the suppressed phones (0), and the accepted ones (1), which
             # ``reserve`` keeps in run_phones (journal.py) as integers.
@@ -167,6 +182,46 @@ class PgAudience(PgBase):
             )
         for which, phone in rows:
             (seen if which else suppressed).add(phone)
+        return suppressed, seen
+
+    async def _lookup_emails(
+        self, tx: Tx, run_id: int, addresses: Sequence[str], maybe_seen: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        """``lookup`` of an email run: an address is suppressed by an ``email`` entry of
+        itself or a ``domain`` entry of its domain on an applying list; the seen ones are
+        in ``run_addresses``."""
+        lists = await self._lists_for_run(tx, run_id) if addresses else []
+        by_domain: dict[str, list[str]] = {}
+        # a list holds its addresses lowercased (``engine.suppression.classify``): an
+        # address is on it whatever the case of its local part
+        lowered: dict[str, list[str]] = {}
+        if lists:
+            for address in addresses:
+                lowered.setdefault(address.lower(), []).append(address)
+                try:
+                    by_domain.setdefault(email_domain(address), []).append(address)
+                except InputError:
+                    continue  # not an address: no domain of it is listed
+        # One round trip: the suppressed addresses (0), the suppressed domains (2), and
+        # the accepted addresses (1).
+        rows = await tx.fetchall(
+            "SELECT 0, value FROM suppressions WHERE value = ANY(%s::text[])"
+            " AND kind = 'email' AND list_id = ANY(%s::bigint[])"
+            " UNION ALL SELECT 2, value FROM suppressions WHERE value = ANY(%s::text[])"
+            " AND kind = 'domain' AND list_id = ANY(%s::bigint[])"
+            " UNION ALL SELECT 1, address FROM run_addresses"
+            " WHERE run_id = %s AND address = ANY(%s::text[])",
+            (list(lowered), lists, list(by_domain), lists, run_id, list(maybe_seen)),
+        )
+        suppressed: set[str] = set()
+        seen: set[str] = set()
+        for which, value in rows:
+            if which == 2:
+                suppressed.update(by_domain.get(value, ()))
+            elif which == 0:
+                suppressed.update(lowered.get(value, ()))
+            else:
+                seen.add(value)
         return suppressed, seen
 
     async def _lists_for_run(self, tx: Tx, run_id: int) -> list[int]:

@@ -212,14 +212,11 @@ class PgCluster(PgBase):
                 raise lease_lost(lease)
             resource = await cast(Any, self)._run_resource_id(tx, run_id) if any(
                 msgs for _, _, msgs in batches) else None
-            await tx.execute(journal._RESERVE_LEASED, {
+            channel = await self._channel(tx, run_id)
+            await tx.execute(journal.reserve_sql(channel, leased=True), {
                 "run": run_id, "now": now, "day": utc_day(now), "resource": resource,
                 "count": resource is not None,  # a trigger call is never a test send
-                "sent": journal.json_rows([(m.profile_id, int(m.phone[1:]))
-                                           for _, _, msgs in batches for m in msgs]),
-                "batches": [b for b, _, _ in batches],
-                "senders": [sender for _, sender, _ in batches],
-                "blobs": [journal._entries(msgs) for _, _, msgs in batches],
+                **journal.reserve_params(channel, batches),
                 "skipped": journal.json_rows(skipped),
                 "checkpoint": checkpoint, "next_seq": None, "done": False,
                 "counts": journal.json_rows(counts), "chunk": lease.chunk,

@@ -16,10 +16,11 @@ from typing import Any, Final
 import msgspec
 
 from engine.store.base import EventRow
-from engine.store.counters import COUNTS, Tally
+from engine.store.counters import COUNTS, EMAIL_COUNTS, Tally
 from engine.store.postgres.connection import PgBase
 
-__all__ = ["AFTER", "CONTROL_DDL", "DDL", "TALLY", "WRITE_TALLY", "PgEvents", "tally_params"]
+__all__ = ["AFTER", "CONTROL_DDL", "DDL", "EMAIL_DDL", "TALLY", "WRITE_TALLY", "PgEvents",
+           "tally_params"]
 
 #: This role's tables (migration 4). A message's mailing and id come from its run.
 #: The counters as migration 4 made them (later ones add columns: ``CONTROL_DDL``).
@@ -27,6 +28,12 @@ _COUNTS_OF_MIGRATION_4 = ("recipients", "sent", "delivered", "undelivered", "fai
                           "unknown", "segments", "clicks", "unique_clicks", "unsubscribed")
 #: Migration 8 (issue 14): profiles held out in control groups, counted.
 CONTROL_DDL = "ALTER TABLE report_counts ADD COLUMN control bigint NOT NULL DEFAULT 0;"
+#: Migration 10 (issue 19): the email channel's counters, and the index that finds the
+#: last email sent to a profile (a bounce that names no message is credited to it).
+EMAIL_DDL = "".join(
+    f"ALTER TABLE report_counts ADD COLUMN {c} bigint NOT NULL DEFAULT 0;\n"
+    for c in EMAIL_COUNTS
+) + "CREATE INDEX events_sent_email ON events(profile_id, id) WHERE kind = 'send';\n"
 
 DDL = f"""
 CREATE TABLE events (

@@ -5,18 +5,22 @@ write go in data-modifying ``WITH`` clauses of that one statement, so a ``reserv
 ``record`` costs one round trip (``record`` two when it has provider ids: receipts that
 came early are applied in a second statement, which sees the first one's rows, and a
 third writes their events when any moved). ``record``'s statement also writes the
-batch's ``send_sms`` events and adds to its report counters (``events.py``); ``reserve``'s
-writes the URLs of its data links. The send events (a row and three index entries per
-message) cost about as much as the recipients' rows: a 500-message ``record`` went from
-6.3 to 9.5 ms on a loaded 2-core machine, the counters' upsert adding nothing measurable. The rows
-travel as one JSON array of arrays (``json_rows``), which the server unpacks with
-``jsonb_array_elements``: psycopg adapts a Python list for ``unnest`` at 2-4 us an element
-(3-5 ms of a 500-message ``record``), msgspec encodes the whole batch in tens of us.
+batch's send events (``send_sms``; an email run's ``send``) and adds to its report
+counters (``events.py``); ``reserve``'s writes the URLs of its data links. The send
+events (a row and three index entries per message) cost about as much as the recipients'
+rows: a 500-message ``record`` went from 6.3 to 9.5 ms on a loaded 2-core machine, the
+counters' upsert adding nothing measurable. The rows travel as one JSON array of arrays
+(``json_rows``), which the server unpacks with ``jsonb_array_elements``: psycopg adapts a
+Python list for ``unnest`` at 2-4 us an element (3-5 ms of a 500-message ``record``),
+msgspec encodes the whole batch in tens of us.
 
 ``run_phones`` is the exact record of the phones a run has accepted (the digits of the
 E.164 number, as an integer): the ``(run, phone)`` key behind the dedupe filter. It is
 written by ``reserve`` in the transaction that journals the messages, read by ``lookup``
-(``audience.py``), and durable, so a resumed run needs no rebuild.
+(``audience.py``), and durable, so a resumed run needs no rebuild. An email run's
+addresses (text) are kept in ``run_addresses`` the same way, and its policy history per
+address in ``history_address`` (``policy.py``): each channel's statements are made once,
+from one text (``_reserve_sql``).
 
 Under a cluster lease (``cluster.py``) every write first holds the lease (``LEASE_HELD``,
 in the same statement), or raises LeaseLost having written nothing. ``reserve`` then
@@ -36,6 +40,7 @@ from typing import Any
 import msgspec
 
 from engine.core.events import SENT as SENT_EVENT
+from engine.core.events import kind_for
 from engine.core.policy import utc_day
 from engine.core.prepare import Message, Skipped
 from engine.core.states import TRANSITIONS, Outcome, Skip
@@ -43,12 +48,13 @@ from engine.errors import NotFound
 from engine.store.base import JournalBatch, Lease, RecipientRow, Reserved
 from engine.store.counters import CONTROL, COUNTS, Tally, count_receipt, hour_of
 from engine.store.postgres.cluster import LEASE_HELD, lease_lost
-from engine.store.postgres.connection import PgBase
+from engine.store.postgres.connection import Channel, PgBase
 from engine.store.postgres.db import Tx
 from engine.store.postgres.events import WRITE_TALLY, tally_params
 
 __all__ = [
-    "DDL", "MOVES", "PgJournal", "decode_entries", "json_rows", "sender_lock", "text_array",
+    "ADDRESSES_DDL", "DDL", "MOVES", "PgJournal", "decode_entries", "json_rows",
+    "reserve_params", "reserve_sql", "sender_lock", "text_array",
 ]
 
 #: This role's tables, in the first migration (``schema.py``).
@@ -94,6 +100,15 @@ CREATE TABLE run_phones (
     PRIMARY KEY (run_id, phone)
 );
 """
+#: Migration 10 (issue 19): the addresses each email run has accepted (normalised,
+#: ``engine.core.emails``): its exact dedupe's backstop, as ``run_phones`` is an SMS run's.
+ADDRESSES_DDL = """
+CREATE TABLE run_addresses (
+    run_id bigint NOT NULL,
+    address text NOT NULL,
+    PRIMARY KEY (run_id, address)
+);
+"""
 
 _msgpack = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
@@ -136,14 +151,29 @@ def _entries(messages: Sequence[Message]) -> bytes:
     return _msgpack.encode([(m.seq, m.profile_id, m.phone) for m in messages])
 
 
+#: Where each channel keeps its addresses: (SQL type of an address, the run's accepted
+#: addresses (table, column), the policy history per address (table, column)). An SMS
+#: phone is kept as the integer of its E.164 digits (``_address_key``).
+_KEPT = {
+    "sms": ("bigint", "run_phones", "phone", "history_contact", "phone"),
+    "email": ("text", "run_addresses", "address", "history_address", "address"),
+}
+
+
+def _address_key(channel: Channel, address: str) -> int | str:
+    """How a channel's tables keep ``address``: an E.164 phone's digits as an integer,
+    an email address as it is."""
+    return int(address[1:]) if channel == "sms" else address
+
+
 #: ``reserve``: the policy history, the journal, the run's phones (``{accepted}``), the
 #: skips, the reading position (the run's, ``{position}``, or the chunk's, ``{chunk}``)
 #: and the run's counters, in one statement. History keys are counted first (a profile
 #: twice in a batch counts twice) and written in key order, so concurrent runs lock rows
-#: in one order.
+#: in one order. ``{type}``, ``{history}``, ``{hcol}``: the channel's (``_KEPT``).
 _RESERVE = """
 WITH sent AS (
-    SELECT (r->>0)::bigint AS profile_id, (r->>1)::bigint AS phone
+    SELECT (r->>0)::bigint AS profile_id, (r->>1)::{type} AS phone
     FROM jsonb_array_elements(%(sent)s::jsonb) AS r
 ), history_p AS (
     INSERT INTO history_profile (profile_id, day, resource_id, n)
@@ -151,9 +181,9 @@ WITH sent AS (
     GROUP BY profile_id ORDER BY profile_id
     ON CONFLICT (profile_id, day, resource_id) DO UPDATE SET n = history_profile.n + excluded.n
 ), history_c AS (
-    INSERT INTO history_contact (phone, day, n)
+    INSERT INTO {history} ({hcol}, day, n)
     SELECT phone, %(day)s, count(*) FROM sent WHERE %(count)s GROUP BY phone ORDER BY phone
-    ON CONFLICT (phone, day) DO UPDATE SET n = history_contact.n + excluded.n
+    ON CONFLICT ({hcol}, day) DO UPDATE SET n = {history}.n + excluded.n
 ){accepted}, journalled AS (
     INSERT INTO journal (run_id, batch, sender, messages)
     SELECT %(run)s, b, s, m
@@ -179,43 +209,73 @@ UPDATE {table} SET {position}
     )
 WHERE {row}
 """
-#: One process: the run's phones are written with the rest, and its position.
-_RESERVE_ALONE = _RESERVE.format(
-    accepted=""", accepted AS (
-    INSERT INTO run_phones (run_id, phone) SELECT %(run)s, phone FROM sent
+
+
+def _reserve_sql(channel: Channel, leased: bool) -> str:
+    """``reserve``'s statement for a run of ``channel``: alone, the run's phones are
+    written with the rest, and its position; under a lease, the phones were accepted by
+    ``_ACCEPT``, and the position and the counters are the chunk's (the run's are summed
+    when it is read: ``runs.RUN_COUNTS``)."""
+    kind, accepted, column, history, hcol = _KEPT[channel]
+    return _RESERVE.format(
+        accepted="" if leased else f""", accepted AS (
+    INSERT INTO {accepted} (run_id, {column}) SELECT %(run)s, phone FROM sent
     ON CONFLICT DO NOTHING
 )""",
-    chunk="",
-    position="""checkpoint = %(checkpoint)s, next_seq = coalesce(%(next_seq)s, next_seq),
+        chunk="",
+        position="""checkpoint = %(checkpoint)s, next_seq = coalesce(%(next_seq)s, next_seq),
     audience_done = %(done)s,""",
-    table="runs", row="id = %(run)s",
-)
-#: Under a lease: the phones were accepted by ``_ACCEPT``; the position and the counters
-#: are the chunk's (the run's are summed when it is read: ``runs.RUN_COUNTS``).
-_RESERVE_LEASED = _RESERVE.format(
-    accepted="",
-    chunk="",
-    position="""checkpoint = %(checkpoint)s, next_seq = coalesce(%(next_seq)s, next_seq),
-    audience_done = %(done)s,""",
-    table="run_chunks", row="run_id = %(run)s AND chunk = %(chunk)s",
-)
+        table="run_chunks" if leased else "runs",
+        row="run_id = %(run)s AND chunk = %(chunk)s" if leased else "id = %(run)s",
+        type=kind, history=history, hcol=hcol,
+    )
+
+
+_RESERVES = {(channel, leased): _reserve_sql(channel, leased)
+             for channel in ("sms", "email") for leased in (False, True)}
+
+
+def reserve_sql(channel: Channel, *, leased: bool) -> str:
+    """``reserve``'s statement for a run of ``channel``, alone or under a lease (made
+    once)."""
+    return _RESERVES[channel, leased]
+
+
+def reserve_params(
+    channel: Channel, batches: Sequence[tuple[int, str, Sequence[Message]]],
+) -> dict[str, Any]:
+    """``reserve``'s parameters that its batches give: the history rows (profile, the
+    channel's key of its address), the batches, their senders and their entries."""
+    return {
+        "sent": json_rows([(m.profile_id, _address_key(channel, m.phone))
+                           for _, _, msgs in batches for m in msgs]),
+        "batches": [b for b, _, _ in batches],
+        "senders": [sender for _, sender, _ in batches],
+        "blobs": [_entries(msgs) for _, _, msgs in batches],
+    }
+
 
 #: ``reserve`` under a lease, first: hold the lease and insert the batches' phones into
-#: the run's, in phone order (concurrent reserves of one run wait for each other in one
-#: order). Its row: whether the lease is held, and the phones inserted (JSON).
-_ACCEPT = f"""
-WITH lease AS ({LEASE_HELD}), accepted AS (
-    INSERT INTO run_phones (run_id, phone)
-    SELECT DISTINCT %(run)s, p::bigint
+#: the run's (``{table}``, ``{column}`` of type ``{type}``: the channel's), in phone order
+#: (concurrent reserves of one run wait for each other in one order). Its row: whether
+#: the lease is held, and the phones inserted (JSON).
+_ACCEPT = """
+WITH lease AS ({held}), accepted AS (
+    INSERT INTO {table} (run_id, {column})
+    SELECT DISTINCT %(run)s, p::{type}
     FROM jsonb_array_elements_text(%(phones)s::jsonb) AS p
     WHERE EXISTS (SELECT 1 FROM lease) ORDER BY 2
-    ON CONFLICT DO NOTHING RETURNING phone
+    ON CONFLICT DO NOTHING RETURNING {column}
 )
 SELECT EXISTS (SELECT 1 FROM lease),
-    (SELECT coalesce(json_agg(phone), '[]')::text FROM accepted)
+    (SELECT coalesce(json_agg({column}), '[]')::text FROM accepted)
 """
+_ACCEPTS = {
+    channel: _ACCEPT.format(held=LEASE_HELD, table=table, column=column, type=kind)
+    for channel, (kind, table, column, _, _) in _KEPT.items()
+}
 
-_decode_phones = msgspec.json.Decoder(list[int]).decode
+_decode_keys = msgspec.json.Decoder(list[int | str]).decode
 
 
 def _lease_params(run_id: int, lease: Lease) -> dict[str, int]:
@@ -244,9 +304,10 @@ _MOVE_BATCH = (
     "UPDATE journal SET sender = %(sender)s WHERE run_id = %(run)s AND batch = %(batch)s{held}"
 )
 
-#: ``record``: the batch's recipient rows, their ``send_sms`` events, its counters (under
-#: part ``%(part)s``, ``events.py``) and the journal's change (``{journal}``); under a lease
-#: (``{lease}``), only if it is held (``{where}``, ``{held_and}``), which the row says.
+#: ``record``: the batch's recipient rows, their send events (``%(sent_kind)s``, the run's
+#: channel's), its counters (under part ``%(part)s``, ``events.py``) and the journal's
+#: change (``{journal}``); under a lease (``{lease}``), only if it is held (``{where}``,
+#: ``{held_and}``), which the row says.
 _RECORD = """
 WITH {lease}settled AS (
     INSERT INTO recipients (run_id, seq, profile_id, phone, state, reason, sender, segments,
@@ -256,7 +317,7 @@ WITH {lease}settled AS (
     FROM jsonb_array_elements(%(rows)s::jsonb) AS r{where}
 ), sends AS (
     INSERT INTO events (kind, at, run_id, seq, profile_id, phone, sender)
-    SELECT '{sent_event}', %(now)s, %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2,
+    SELECT %(sent_kind)s, %(now)s, %(run)s, (r->>0)::bigint, (r->>1)::bigint, r->>2,
            %(sender)s
     FROM jsonb_array_elements(%(rows)s::jsonb) AS r WHERE r->>3 = 'sent'{held_and}
 ), counted AS (
@@ -268,7 +329,6 @@ WITH {lease}settled AS (
 SELECT {lock}, {held}
 """
 _RECORD_COUNTS = {
-    "sent_event": SENT_EVENT,
     "count_columns": ", ".join(COUNTS),
     "count_values": ", ".join(f"%(c_{c})s" for c in COUNTS),
     "count_sums": ", ".join(f"{c} = report_counts.{c} + excluded.{c}" for c in COUNTS),
@@ -358,23 +418,19 @@ class PgJournal(PgBase):
         now = time.time()
         refused: set[int] = set()
         async with self.db.transaction() as tx:
+            channel = await self._channel(tx, run_id)
             if lease is not None:
                 batches, skipped, counts, refused = await self._accept(
-                    tx, run_id, lease, batches, skipped, counts)
+                    tx, run_id, channel, lease, batches, skipped, counts)
             # Messages count in the policy history from the moment they are reserved, so
             # one still at its gateway counts too: a policy never lets one through twice.
             # (test messages count for no policy: RunSpec.is_test)
             resource = await self._run_resource_id(tx, run_id) if any(
                 msgs for _, _, msgs in batches) else None
             count = resource is not None and not await self._run_is_test(tx, run_id)
-            await tx.execute(_RESERVE_ALONE if lease is None else _RESERVE_LEASED, {
+            await tx.execute(reserve_sql(channel, leased=lease is not None), {
                 "run": run_id, "now": now, "day": utc_day(now), "resource": resource,
-                "count": count,
-                "sent": json_rows([(m.profile_id, int(m.phone[1:]))
-                                   for _, _, msgs in batches for m in msgs]),
-                "batches": [b for b, _, _ in batches],
-                "senders": [sender for _, sender, _ in batches],
-                "blobs": [_entries(msgs) for _, _, msgs in batches],
+                "count": count, **reserve_params(channel, batches),
                 "skipped": json_rows(skipped),
                 "checkpoint": checkpoint, "next_seq": next_seq, "done": audience_done,
                 "counts": json_rows(counts),
@@ -387,7 +443,7 @@ class PgJournal(PgBase):
         return refused
 
     async def _accept(
-        self, tx: Tx, run_id: int, lease: Lease,
+        self, tx: Tx, run_id: int, channel: Channel, lease: Lease,
         batches: Sequence[tuple[int, str, Sequence[Message]]], skipped: Sequence[Skipped],
         counts: dict[str, int],
     ) -> tuple[list[tuple[int, str, Sequence[Message]]], list[Skipped], dict[str, int],
@@ -396,21 +452,22 @@ class PgJournal(PgBase):
         phone another worker accepted first (or an earlier message of these batches) are
         refused, skipped as duplicates. Returns what is left to reserve and the refused
         seqs. LeaseLost if the lease is not held."""
-        row = await tx.fetchone(_ACCEPT, {
+        row = await tx.fetchone(_ACCEPTS[channel], {
             **_lease_params(run_id, lease),
-            "phones": json_rows([m.phone[1:] for _, _, msgs in batches for m in msgs]),
+            "phones": json_rows([_address_key(channel, m.phone)
+                                 for _, _, msgs in batches for m in msgs]),
         })
         if row is None or not row[0]:
             raise lease_lost(lease)
-        fresh = set(_decode_phones(row[1]))
+        fresh = set(_decode_keys(row[1]))
         kept: list[tuple[int, str, Sequence[Message]]] = []
         refusals: list[Skipped] = []
         for batch, sender, msgs in batches:
             accepted: list[Message] = []
             for m in msgs:
-                number = int(m.phone[1:])
-                if number in fresh:
-                    fresh.discard(number)  # the first message to the phone has it
+                key = _address_key(channel, m.phone)
+                if key in fresh:
+                    fresh.discard(key)  # the first message to the phone has it
                     accepted.append(m)
                 else:
                     refusals.append(Skipped(m.seq, m.profile_id, m.phone, "duplicate"))
@@ -499,8 +556,10 @@ class PgJournal(PgBase):
         # a chunk's counters are its own (events.py): its records already take turns
         part = 0 if lease is None else lease.chunk
         async with self.db.transaction() as tx:
+            channel = await self._channel(tx, run_id)
             row = await tx.fetchone(sql, {
                 "run": run_id, "batch": batch, "sender": sender, "now": now,
+                "sent_kind": kind_for(SENT_EVENT, channel),
                 "rows": json_rows(settled), "keep": _entries(keep) if keep else None,
                 "lock": sender_lock(sender), "hour": hour_of(now), "part": part,
                 "counted": counts["recipients"] > 0,
@@ -518,6 +577,7 @@ class PgJournal(PgBase):
                     for run, seq, profile_id, phone, owner, status, error in moved:
                         count_receipt(tally, int(run), int(seq), int(profile_id), phone,
                                       owner, status, error, now)
+                    await self._on_channels(tx, tally)
                     await tx.execute(WRITE_TALLY, tally_params(tally, part))
 
     async def journal(self, run_id: int) -> list[JournalBatch]:

@@ -1,7 +1,9 @@
 """Message history for sending policies (PolicyStore).
 
 The history is written by ``reserve`` (journal.py), in the transaction that reserves the
-messages; this module owns its tables and reads them.
+messages; this module owns its tables and reads them. A ``contact`` policy counts per
+address: an SMS run's phones in ``history_contact`` (as integers), an email run's
+addresses in ``history_address``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from engine.core.policy import Policy, first_day
 from engine.store.postgres.connection import PgBase
 
-__all__ = ["DDL", "PgPolicy"]
+__all__ = ["ADDRESS_DDL", "DDL", "PgPolicy"]
 
 #: This role's tables, in the first migration (``schema.py``).
 DDL = """
@@ -30,6 +32,24 @@ CREATE TABLE history_contact (
     PRIMARY KEY (phone, day)
 );
 """
+#: Migration 10 (issue 19): an email run's history per address (normalised).
+ADDRESS_DDL = """
+CREATE TABLE history_address (
+    address text NOT NULL,
+    day integer NOT NULL,
+    n integer NOT NULL,
+    PRIMARY KEY (address, day)
+);
+"""
+
+
+def _phone_digits(key: int | str) -> int | None:
+    """An E.164 key's digits as ``history_contact`` keeps them (None: not a phone)."""
+    text = str(key)
+    digits = text[1:]
+    if text[:1] == "+" and digits.isascii() and digits.isdigit() and len(digits) <= 18:
+        return int(digits)
+    return None
 
 
 class PgPolicy(PgBase):
@@ -40,12 +60,17 @@ class PgPolicy(PgBase):
             return {}
         day = first_day(policy, now)
         if policy.key == "phone":
+            # the keys are the channel's addresses: E.164 phones, or emails
+            phones = [d for d in map(_phone_digits, keys) if d is not None]
+            addresses = [str(k) for k in keys if _phone_digits(k) is None]
             rows = await self.db.fetchall(
-                "SELECT phone, sum(n) FROM history_contact WHERE day >= %s"
-                " AND phone = ANY(%s::bigint[]) GROUP BY phone",
-                (day, [int(str(k)[1:]) for k in keys]),
+                "SELECT '+' || phone, sum(n) FROM history_contact WHERE day >= %s"
+                " AND phone = ANY(%s::bigint[]) GROUP BY phone"
+                " UNION ALL SELECT address, sum(n) FROM history_address WHERE day >= %s"
+                " AND address = ANY(%s::text[]) GROUP BY address",
+                (day, phones, day, addresses),
             )
-            return {f"+{p}": int(n) for p, n in rows}
+            return {str(p): int(n) for p, n in rows}
         if policy.scope == "profile_resource":
             rows = await self.db.fetchall(
                 "SELECT profile_id, sum(n) FROM history_profile WHERE day >= %s"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+from engine.core.emails import normalise_email
 from engine.errors import InputError, NotFound
 from engine.store.base import DatabaseRow, ImportRecord, ImportResult, ProfileRow
-from engine.store.postgres.connection import PgBase
+from engine.store.postgres.connection import PgBase, checked_channel
 from engine.store.postgres.db import Tx
 
 __all__ = ["DDL", "PgProfiles"]
@@ -150,9 +151,11 @@ class PgProfiles(PgBase):
         matching: str,
         resource_id: int | None,
         mode: str = "add+update",
+        channel: Literal["sms", "email"] = "sms",
     ) -> ImportResult:
         if mode not in ("add+update", "add", "update"):
             raise InputError(f"mode must be add+update, add or update, not {mode!r}")
+        checked_channel(channel)
         column = _key_column(matching)
         now = time.time()
         added = updated = skipped = 0
@@ -179,7 +182,17 @@ class PgProfiles(PgBase):
             changes: dict[int, list[Any]] = {}
             subscribe: dict[tuple[int, str], None] = {}
             fresh = 0  # new profiles numbered -1, -2, ... until the sequence numbers them
+            by_email = channel == "email" and resource_id is not None
             for index, rec in enumerate(records):
+                # the address subscribed: the phone, or the email normalised; a bad email
+                # rejects its record, as the importer rejects a bad phone
+                address = rec.phone
+                if by_email:
+                    try:
+                        address = normalise_email(rec.email) if rec.email else None
+                    except InputError as err:
+                        rejected.append((index, str(err)))
+                        continue
                 pid = found.get(rec.key) if rec.key is not None else None
                 if pid is None:
                     if mode == "update":
@@ -210,8 +223,8 @@ class PgProfiles(PgBase):
                         entry[1] = rec.email
                     entry[2].update(rec.fields)
                     updated += 1
-                if resource_id is not None and rec.phone:
-                    subscribe[pid, rec.phone] = None
+                if resource_id is not None and address:
+                    subscribe[pid, address] = None
             ids = await self._new_ids(tx, fresh, [p for p in inserts if p > 0])
             if inserts:
                 await tx.execute(
@@ -234,12 +247,12 @@ class PgProfiles(PgBase):
             if subscribe:
                 await tx.execute(
                     "INSERT INTO subscriptions (profile_id, resource_id, channel, phone, status,"
-                    " created_at, updated_at) SELECT i, %s, 'sms', ph, 'subscribed', %s, %s"
+                    " created_at, updated_at) SELECT i, %s, %s, ph, 'subscribed', %s, %s"
                     " FROM unnest(%s::bigint[], %s::text[]) WITH ORDINALITY AS u(i, ph, o)"
                     " ORDER BY o"
                     " ON CONFLICT (profile_id, resource_id, channel, phone)"
                     " DO UPDATE SET updated_at = excluded.updated_at",
-                    (resource_id, now, now, [ids.get(p, p) for p, _ in subscribe],
+                    (resource_id, channel, now, now, [ids.get(p, p) for p, _ in subscribe],
                      [phone for _, phone in subscribe]),
                 )
         return ImportResult(added, updated, skipped, tuple(rejected))
@@ -294,8 +307,7 @@ class PgProfiles(PgBase):
             return 0
         rows = await self.db.fetchall(
             "UPDATE subscriptions SET status = %s, updated_at = %s"
-            " WHERE profile_id = ANY(%s::bigint[]) AND resource_id = %s AND channel = 'sms'"
-            " RETURNING profile_id",
+            " WHERE profile_id = ANY(%s::bigint[]) AND resource_id = %s RETURNING profile_id",
             (status, time.time(), list(profile_ids), resource_id),
         )
         # counted per id given, as one update per id would (an id given twice counts twice)

@@ -178,9 +178,8 @@ class PgReceipts(PgBase):
             total = [a + b for a, b in zip(total, counts, strict=True)]
         return ReceiptReport(*total)
 
-    @staticmethod
     async def _apply_chunk(
-        tx: Tx, gateway: str, chunk: Sequence[Receipt], ours: frozenset[str],
+        self, tx: Tx, gateway: str, chunk: Sequence[Receipt], ours: frozenset[str],
         locks: list[int], cap: int, ttl: float, now: float,
     ) -> tuple[int, int, int, int]:
         """(matched, pending, ignored, dropped) of a chunk of ``apply_receipts``."""
@@ -199,6 +198,7 @@ class PgReceipts(PgBase):
         tally = Tally()
         moves, keep, (matched, pending, ignored) = decide(chunk, targets, kept, now, tally)
         if moves or keep:
+            await self._on_channels(tx, tally)
             await tx.execute(_WRITE, {
                 **tally_params(tally),
                 "gateway": gateway, "now": now, "expires": now + ttl,

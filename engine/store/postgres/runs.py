@@ -6,6 +6,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -28,11 +29,11 @@ from engine.store.models import (
     run_is_live,
     step_from_row,
 )
-from engine.store.postgres.connection import PgBase
+from engine.store.postgres.connection import PgBase, checked_channel
 from engine.store.postgres.events import TALLY, tally_params
 from engine.store.postgres.journal import decode_entries, json_rows
 
-__all__ = ["DDL", "KINDS_DDL", "STEPS_DDL", "PgRuns"]
+__all__ = ["CHANNEL_DDL", "DDL", "KINDS_DDL", "STEPS_DDL", "PgRuns"]
 
 #: This role's tables, in the first migration (``schema.py``). A mailing's document is
 #: ``json``, kept as written (its keys in the user's order); counts and timings are jsonb.
@@ -89,13 +90,16 @@ CREATE TABLE launch_steps (
 );
 CREATE INDEX launch_steps_mailing ON launch_steps(mailing_id);
 """
+#: Migration 10 (issue 19): the channel a mailing's audience reads (``AudienceSource``).
+CHANNEL_DDL = "ALTER TABLE mailings ADD COLUMN channel text NOT NULL DEFAULT 'sms';\n"
 
 _json = msgspec.json.Encoder()
 
+#: ``mailing_from_row``'s column order (the channel, the source's, last).
 _MAILING_COLUMNS = (
     "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
     " m.template, m.limit_n, m.document::text, m.created_at, m.policy::text,"
-    " m.options::text, m.state, m.next_launch"
+    " m.options::text, m.state, m.next_launch, m.channel"
 )
 #: A run's counters: its row's, plus those its chunks keep (a cluster run's reserves add
 #: to their chunk's row, not to the run's, so concurrent workers do not wait on one row).
@@ -112,6 +116,25 @@ _RUN_COLUMNS = (
     + _MAILING_COLUMNS
 )
 _RUNS = f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
+
+
+def _with_channel(mailing: Mailing, channel: str) -> Mailing:
+    """The mailing with its audience's channel (the column after ``mailing_from_row``'s)."""
+    if mailing.source.channel == channel:
+        return mailing
+    source = msgspec.structs.replace(mailing.source, channel=checked_channel(channel))
+    return msgspec.structs.replace(mailing, source=source)
+
+
+def _mailing(row: Sequence[Any]) -> Mailing:
+    """A mailing from ``_MAILING_COLUMNS``."""
+    return _with_channel(mailing_from_row(row), row[15])
+
+
+def _run(row: Sequence[Any]) -> tuple[Mailing, Run]:
+    """A run and its mailing from ``_RUN_COLUMNS``."""
+    mailing, run = run_from_row(row)
+    return _with_channel(mailing, row[30]), run
 
 
 
@@ -135,18 +158,19 @@ class PgRuns(PgBase):
             row = await tx.fetchone(
                 "INSERT INTO mailings (name, kind, resource, source_kind, database_id,"
                 " segment_id, template, limit_n, document, created_at, policy, options,"
-                " state, next_launch)"
+                " state, next_launch, channel)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s::jsonb,"
-                " %s::jsonb, %s, %s)"
+                " %s::jsonb, %s, %s, %s)"
                 f" RETURNING {_MAILING_COLUMNS.replace('m.', '')}",
                 (name, kind, resource, source.kind, source.database_id, source.segment_id,
                  template, limit, _json.encode(document or {}).decode(), time.time(),
                  _json.encode(policy).decode() if policy else None,
                  _json.encode(options or MailingOptions()).decode(),
-                 "draft" if next_launch is None else "scheduled", next_launch),
+                 "draft" if next_launch is None else "scheduled", next_launch,
+                 checked_channel(source.channel)),
             )
         assert row is not None
-        return mailing_from_row(row)
+        return _mailing(row)
 
     async def get_mailing(self, mailing_id: int) -> Mailing:
         row = await self.db.fetchone(
@@ -154,7 +178,7 @@ class PgRuns(PgBase):
         )
         if row is None:
             raise NotFound(f"no mailing {mailing_id}")
-        return mailing_from_row(row)
+        return _mailing(row)
 
     async def list_mailings(self, limit: int = 100, *, documents: bool = True) -> list[Mailing]:
         columns = _MAILING_COLUMNS if documents else _MAILING_COLUMNS.replace(
@@ -162,7 +186,7 @@ class PgRuns(PgBase):
         rows = await self.db.fetchall(
             f"SELECT {columns} FROM mailings m ORDER BY m.id DESC LIMIT %s", (limit,)
         )
-        return [mailing_from_row(r) for r in rows]
+        return [_mailing(r) for r in rows]
 
     async def start_run(self, mailing_id: int, spec: RunSpec | None = None) -> Run:
         async with self.db.transaction() as tx:
@@ -202,7 +226,7 @@ class PgRuns(PgBase):
             f"SELECT {_MAILING_COLUMNS} FROM mailings m WHERE m.next_launch <= %s"
             " AND m.state IN ('scheduled', 'waiting') ORDER BY m.next_launch, m.id", (now,)
         )
-        return [mailing_from_row(r) for r in rows]
+        return [_mailing(r) for r in rows]
 
     async def next_due(self) -> float | None:
         row = await self.db.fetchone(
@@ -213,23 +237,23 @@ class PgRuns(PgBase):
     async def mailing_runs(self, mailing_id: int) -> list[Run]:
         rows = await self.db.fetchall(
             f"{_RUNS} WHERE r.mailing_id = %s ORDER BY r.id", (mailing_id,))
-        return [run_from_row(r)[1] for r in rows]
+        return [_run(r)[1] for r in rows]
 
     async def get_run(self, run_id: int) -> tuple[Mailing, Run]:
         row = await self.db.fetchone(f"{_RUNS} WHERE r.id = %s", (run_id,))
         if row is None:
             raise NotFound(f"no run {run_id}")
-        return run_from_row(row)
+        return _run(row)
 
     async def latest_run(self, mailing_id: int) -> Run | None:
         row = await self.db.fetchone(
             f"{_RUNS} WHERE r.mailing_id = %s ORDER BY r.id DESC LIMIT 1", (mailing_id,)
         )
-        return None if row is None else run_from_row(row)[1]
+        return None if row is None else _run(row)[1]
 
     async def list_runs(self, limit: int = 100) -> list[tuple[Mailing, Run]]:
         rows = await self.db.fetchall(f"{_RUNS} ORDER BY r.id DESC LIMIT %s", (limit,))
-        return [run_from_row(r) for r in rows]
+        return [_run(r) for r in rows]
 
     async def claim_run(self, run_id: int) -> Run:
         async with self.db.transaction() as tx:
@@ -237,7 +261,7 @@ class PgRuns(PgBase):
             row = await tx.fetchone(f"{_RUNS} WHERE r.id = %s FOR UPDATE OF r", (run_id,))
             if row is None:
                 raise NotFound(f"no run {run_id}")
-            _, run = run_from_row(row)
+            _, run = _run(row)
             if run_is_live(run):
                 raise StoreError(
                     f"run {run_id} is still running (pid {run.pid} on {run.host})"
@@ -251,7 +275,7 @@ class PgRuns(PgBase):
                 (os.getpid(), socket.gethostname(), run_id),
             )
         assert row is not None
-        return run_from_row(row)[1]
+        return _run(row)[1]
 
     async def set_run_status(
         self,

@@ -5,6 +5,7 @@ add what later issues need (a database made by an older Herald migrates on open)
 from __future__ import annotations
 
 from engine.store.postgres import (
+    bounces,
     cluster,
     events,
     gallery,
@@ -52,4 +53,9 @@ MIGRATIONS: list[str] = [
     # what an import event says, a trigger call's custom_data, the hooks' cursors and
     # leases and their dead letters
     hooks.DDL,
+    # 10: the email channel (issue 19): a mailing's channel, an email run's accepted
+    # addresses and its policy history per address, opens, the bounces applied and the
+    # email counters
+    runs.CHANNEL_DDL + journal.ADDRESSES_DDL + policy.ADDRESS_DDL + tracking.OPENS_DDL
+    + bounces.DDL + events.EMAIL_DDL,
 ]

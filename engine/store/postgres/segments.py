@@ -22,7 +22,12 @@ from engine.segments.condition import Condition, compile_condition, lead_view
 from engine.segments.dates import Now
 from engine.store.base import ConditionPlan, Member, SegmentRow, SegmentStore
 from engine.store.postgres.conditions import Verdict, verdict_of
-from engine.store.postgres.connection import AUDIENCE_COLUMNS, PICK_SUBSCRIPTION, PgBase
+from engine.store.postgres.connection import (
+    AUDIENCE_COLUMNS,
+    Channel,
+    PgBase,
+    pick_subscription,
+)
 from engine.store.postgres.db import Tx
 
 __all__ = ["DDL", "PgSegments"]
@@ -260,12 +265,15 @@ class PgSegments(PgBase, SegmentStore):
 
     async def segment_page(
         self, segment: SegmentRow, condition: Condition | None, resource_id: int,
-        after_id: int, limit: int, now: Now,
+        after_id: int, limit: int, now: Now, *, channel: Channel = "sms",
     ) -> tuple[list[AudienceRow], int | None]:
+        """``SegmentStore.segment_page``, each profile with its subscription of
+        ``channel`` (the audience source's)."""
+        pick = pick_subscription(channel)
         if segment.kind == "static":
             rows = await self.db.fetchall(
                 f"SELECT {AUDIENCE_COLUMNS} FROM segment_members g"
-                f" JOIN profiles p ON p.id = g.profile_id {PICK_SUBSCRIPTION}"
+                f" JOIN profiles p ON p.id = g.profile_id {pick}"
                 " WHERE g.segment_id = %s AND g.profile_id > %s ORDER BY g.profile_id"
                 " LIMIT %s",
                 (resource_id, segment.id, after_id, limit),
@@ -276,7 +284,7 @@ class PgSegments(PgBase, SegmentStore):
         params = verdict.bind(now)
         scanned = await self.db.fetchall(
             f"SELECT {AUDIENCE_COLUMNS}, c.v IS NULL, p.phone, p.email"
-            f" FROM profiles p {_judged(verdict.text)} {PICK_SUBSCRIPTION}"
+            f" FROM profiles p {_judged(verdict.text)} {pick}"
             " WHERE p.database_id = %s AND p.id > %s AND c.v IS NOT FALSE"
             " ORDER BY p.id LIMIT %s",
             (*params, resource_id, segment.database_id, after_id, limit),

@@ -1,4 +1,8 @@
-"""Subscriptions one at a time, for the API (SubscriptionStore)."""
+"""Subscriptions one at a time, for the API (SubscriptionStore).
+
+A resource has one channel, so its subscriptions are all of that channel: these read and
+unsubscribe a resource's whatever it is, and ``subscribe`` gives a new one the channel of
+its address (an email address has an ``@``, an E.164 phone never)."""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ _SELECT: Final = (
     "SELECT s.profile_id, d.name, s.phone, s.channel, s.status, s.priority, s.created_at,"
     " s.updated_at FROM subscriptions s JOIN profiles p ON p.id = s.profile_id"
     " JOIN databases d ON d.id = p.database_id"
-    " WHERE s.resource_id = %s AND s.channel = 'sms'"
+    " WHERE s.resource_id = %s"
 )
 _BIGINT: Final = range(-(2**63), 2**63)
 
@@ -79,11 +83,12 @@ class PgSubscriptions(PgBase, SubscriptionStore):
         try:
             return await self.db.execute(
                 "INSERT INTO subscriptions (profile_id, resource_id, channel, phone, status,"
-                " created_at, updated_at) VALUES (%s, %s, 'sms', %s, 'subscribed', %s, %s)"
+                " created_at, updated_at) VALUES (%s, %s, %s, %s, 'subscribed', %s, %s)"
                 " ON CONFLICT (profile_id, resource_id, channel, phone) DO UPDATE"
                 " SET status = 'subscribed', updated_at = excluded.updated_at"
                 " WHERE subscriptions.status <> 'subscribed'",
-                (profile_id, resource_id, phone, now, now),
+                (profile_id, resource_id, "email" if "@" in phone else "sms", phone, now,
+                 now),
             )
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound(f"no profile with id {profile_id}") from None
@@ -95,7 +100,7 @@ class PgSubscriptions(PgBase, SubscriptionStore):
         if any(i is not None and i not in _BIGINT for i in (profile_id, database_id)):
             return 0
         sql = ("UPDATE subscriptions SET status = 'unsubscribed', updated_at = %s"
-               " WHERE resource_id = %s AND channel = 'sms' AND phone = %s"
+               " WHERE resource_id = %s AND phone = %s"
                " AND status <> 'unsubscribed'")
         args: list[Any] = [time.time(), resource_id, phone]
         if profile_id is not None:

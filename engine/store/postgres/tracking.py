@@ -8,10 +8,15 @@ recipient of the link's run; a person's first click on that pair is the one whos
 concurrent writers never both count it unique. Every change writes its events and counts
 in its own transaction (``events.TALLY``, part ``events.AFTER``).
 
-Unsubscribing works on the recipient's profile: its SMS subscriptions to the run's
-resource, or ``everywhere`` to every resource (a profile is in one database, so these are
-the resources of its database). A profile subscribed with two phones is unsubscribed from
-both: the person asked not to get the newsletter, whichever number it goes to.
+Unsubscribing works on the recipient's profile: its subscriptions of the run's channel
+to the run's resource, or ``everywhere`` to every resource (a profile is in one database,
+so these are the resources of its database). A profile subscribed with two phones is
+unsubscribed from both: the person asked not to get the newsletter, whichever number it
+goes to. An email run's events take the email kinds (``click``, ``unsub``...:
+``PgBase._on_channels``).
+
+An email's opens (``add_opens``) are kept like clicks, by (run, seq): a person's first
+open of a message is the one whose ``first_opens`` row its transaction inserted.
 """
 
 from __future__ import annotations
@@ -22,16 +27,16 @@ from typing import Any, Final
 
 import psycopg
 
-from engine.core.events import UNSUBSCRIBED
+from engine.core.events import UNSUBSCRIBED, kind_for
 from engine.errors import NotFound
 from engine.store import counters
-from engine.store.base import Click, ClickReport, LinkRow, RecipientRef
-from engine.store.counters import Tally, count_clicks
+from engine.store.base import Click, ClickReport, LinkRow, Open, OpenReport, RecipientRef
+from engine.store.counters import Tally, count_clicks, count_opens
 from engine.store.postgres.connection import PgBase
 from engine.store.postgres.events import TALLY, WRITE_TALLY, tally_params
 from engine.store.postgres.journal import json_rows
 
-__all__ = ["DDL", "PgTracking"]
+__all__ = ["DDL", "OPENS_DDL", "PgTracking"]
 
 #: This role's tables (migration 4).
 DDL = """
@@ -71,17 +76,36 @@ CREATE TABLE first_clicks (
     PRIMARY KEY (link_id, seq)
 );
 """
+#: Migration 10 (issue 19): an email's opens, as clicks are kept, and the messages a
+#: person has opened (the next open is not unique).
+OPENS_DDL = """
+CREATE TABLE opens (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id bigint NOT NULL,
+    seq bigint NOT NULL,
+    at double precision NOT NULL,
+    ip text,
+    user_agent text,
+    bot boolean NOT NULL,
+    prefetch boolean NOT NULL DEFAULT false
+);
+CREATE TABLE first_opens (
+    run_id bigint NOT NULL,
+    seq bigint NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"""
 
 #: The high half of the advisory lock under which a run's links are made.
 _LINK_LOCKS: Final = 0x4C4E_4B53 << 32  # "LNKS"
 _BIGINT: Final = range(-(2**63), 2**63)
 
-#: Whether ``r``'s profile has an active SMS subscription to ``m``'s resource (``r``:
-#: recipients, ``m``: mailings).
+#: Whether ``r``'s profile has an active subscription of ``m``'s channel to ``m``'s
+#: resource (``r``: recipients, ``m``: mailings).
 _SUBSCRIBED = (
     "EXISTS (SELECT 1 FROM subscriptions s"
     " WHERE s.profile_id = r.profile_id AND s.resource_id = (SELECT id FROM resources"
-    " WHERE name = m.resource) AND s.channel = 'sms' AND s.status = 'subscribed')"
+    " WHERE name = m.resource) AND s.channel = m.channel AND s.status = 'subscribed')"
 )
 
 #: Each (link id, seq) of the JSON pairs bound: the link's run, the URL (the link's, or
@@ -111,9 +135,10 @@ SELECT (k->>0)::bigint, (k->>1)::bigint, (k->>2)::float8, k->>3, k->>4, (k->>5):
 FROM jsonb_array_elements(%(clicks)s::jsonb) AS k
 """
 
-#: The recipient of (run, seq), if recorded: (profile, phone, sender, resource, database).
+#: The recipient of (run, seq), if recorded: (profile, phone, sender, resource, database,
+#: channel).
 _RECIPIENT = (
-    "SELECT r.profile_id, r.phone, r.sender, m.resource, m.database_id"
+    "SELECT r.profile_id, r.phone, r.sender, m.resource, m.database_id, m.channel"
     " FROM recipients r JOIN runs ru ON ru.id = r.run_id"
     " JOIN mailings m ON m.id = ru.mailing_id"
     " WHERE r.run_id = %s AND r.seq = %s AND r.state <> 'skipped'"
@@ -134,6 +159,34 @@ SELECT x.run_id, x.seq, x.sender FROM (
     ORDER BY e.id DESC LIMIT 1
 ) AS x
 ORDER BY x.id DESC LIMIT 1
+"""
+
+
+#: Each (run, seq) of the JSON pairs bound that names a recipient: (run, seq, profile,
+#: phone, sender).
+_RESOLVE_OPENS = """
+SELECT r.run_id, r.seq, r.profile_id, r.phone, r.sender
+FROM (SELECT DISTINCT (p->>0)::bigint AS run_id, (p->>1)::bigint AS seq
+      FROM jsonb_array_elements(%s::jsonb) AS p) AS q
+JOIN recipients r ON r.run_id = q.run_id AND r.seq = q.seq AND r.state <> 'skipped'
+"""
+
+#: The messages of people's opens that no one opened before (JSON pairs, in key order).
+_FIRST_OPENS = """
+INSERT INTO first_opens (run_id, seq)
+SELECT (p->>0)::bigint, (p->>1)::bigint FROM jsonb_array_elements(%s::jsonb) AS p
+ORDER BY 1, 2
+ON CONFLICT DO NOTHING RETURNING run_id, seq
+"""
+
+#: The opens kept (JSON rows: run, seq, at, ip, user agent, bot, prefetch), with their
+#: tally.
+_ADD_OPENS = f"""
+WITH {TALLY}
+INSERT INTO opens (run_id, seq, at, ip, user_agent, bot, prefetch)
+SELECT (o->>0)::bigint, (o->>1)::bigint, (o->>2)::float8, o->>3, o->>4, (o->>5)::boolean,
+       (o->>6)::boolean
+FROM jsonb_array_elements(%(opens)s::jsonb) AS o
 """
 
 
@@ -217,12 +270,39 @@ class PgTracking(PgBase):
                 for link_id, seq in await tx.fetchall(_FIRSTS, (json_rows(people),)):
                     found[int(link_id), int(seq)][5] = False  # its first click is here
             tally, firsts = count_clicks(kept, found)
+            await self._on_channels(tx, tally)
             await tx.execute(_ADD_CLICKS, {
                 **tally_params(tally),
                 "clicks": json_rows([(k.link_id, k.seq, k.at, k.ip, k.user_agent, k.bot)
                                      for k in kept]),
             })
         return ClickReport(len(kept), len(firsts), len(clicks) - len(kept))
+
+    async def add_opens(self, opens: Sequence[Open]) -> OpenReport:
+        asked = [o for o in opens if o.run_id in _BIGINT and o.seq in _BIGINT]
+        if not asked:
+            return OpenReport(0, 0, len(opens))
+        async with self.db.transaction() as tx:
+            # (run, seq) -> [profile id, phone, sender, opened before]
+            found: dict[tuple[int, int], list[Any]] = {
+                (int(run_id), int(seq)): [int(profile_id), phone, sender, True]
+                for run_id, seq, profile_id, phone, sender in await tx.fetchall(
+                    _RESOLVE_OPENS, (json_rows([(o.run_id, o.seq) for o in asked]),))
+            }
+            kept = [o for o in asked if (o.run_id, o.seq) in found]
+            if not kept:
+                return OpenReport(0, 0, len(opens))
+            people = sorted({(o.run_id, o.seq) for o in kept if not (o.bot or o.prefetch)})
+            if people:
+                for run_id, seq in await tx.fetchall(_FIRST_OPENS, (json_rows(people),)):
+                    found[int(run_id), int(seq)][3] = False  # its first open is here
+            tally, firsts = count_opens(kept, found)
+            await tx.execute(_ADD_OPENS, {
+                **tally_params(tally),
+                "opens": json_rows([(o.run_id, o.seq, o.at, o.ip, o.user_agent, o.bot,
+                                     o.prefetch) for o in kept]),
+            })
+        return OpenReport(len(kept), len(firsts), len(opens) - len(kept))
 
     async def recipient_ref(self, run_id: int, seq: int) -> RecipientRef | None:
         if run_id not in _BIGINT or seq not in _BIGINT:
@@ -248,18 +328,19 @@ class PgTracking(PgBase):
             row = await tx.fetchone(_RECIPIENT, (run_id, seq))
             if row is None:
                 return 0
-            profile_id, phone, sender, resource, _ = row
+            profile_id, phone, sender, resource, _, channel = row
             sql = ("UPDATE subscriptions SET status = 'unsubscribed', updated_at = %s"
-                   " WHERE profile_id = %s AND channel = 'sms'"
+                   " WHERE profile_id = %s AND channel = %s"
                    " AND status <> 'unsubscribed'")
-            args: list[Any] = [at, profile_id]
+            args: list[Any] = [at, profile_id, channel]
             if not everywhere:
                 sql += " AND resource_id = (SELECT id FROM resources WHERE name = %s)"
                 args.append(resource)
             changed = int(await tx.execute(sql, args))
             if changed:
                 tally = Tally()
-                tally.event(UNSUBSCRIBED, at, run_id, seq, int(profile_id), phone, sender)
+                tally.event(kind_for(UNSUBSCRIBED, channel), at, run_id, seq, int(profile_id),
+                            phone, sender)
                 tally.count(run_id, sender, at, counters.UNSUBSCRIBED)
                 await tx.execute(WRITE_TALLY, tally_params(tally))
         return changed

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from engine.errors import NotFound
 from engine.store.base import TriggerRow
-from engine.store.postgres.connection import PICK_SUBSCRIPTION, PgBase
+from engine.store.postgres.connection import PgBase, pick_subscription
 
 __all__ = ["DDL", "HELD_DDL", "PgTriggers"]
 
@@ -102,13 +102,15 @@ class PgTriggers(PgBase):
     async def trigger_chunk(
         self, run_id: int, resource_id: int, after_id: int, limit: int
     ) -> list[TriggerRow]:
-        rows = await self.db.fetchall(
-            "SELECT q.id, q.seq, p.id, p.fields::text, s.phone, s.fields::text, q.content"
-            f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {PICK_SUBSCRIPTION}"
-            " WHERE q.run_id = %s AND q.id > %s AND q.not_before IS NULL"
-            " ORDER BY q.id LIMIT %s",
-            (resource_id, run_id, after_id, limit),
-        )
+        async with self.db.transaction() as tx:
+            pick = pick_subscription(await self._channel(tx, run_id))
+            rows = await tx.fetchall(
+                "SELECT q.id, q.seq, p.id, p.fields::text, s.phone, s.fields::text, q.content"
+                f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {pick}"
+                " WHERE q.run_id = %s AND q.id > %s AND q.not_before IS NULL"
+                " ORDER BY q.id LIMIT %s",
+                (resource_id, run_id, after_id, limit),
+            )
         return [TriggerRow(*r) for r in rows]
 
     async def hold_triggers(self, run_id: int, held: Sequence[tuple[int, float]]) -> None:
@@ -124,14 +126,16 @@ class PgTriggers(PgBase):
     async def held_triggers(
         self, run_id: int, resource_id: int, now: float, limit: int
     ) -> list[TriggerRow]:
-        rows = await self.db.fetchall(
-            "SELECT q.id, q.seq, p.id, p.fields::text, s.phone, s.fields::text, q.content"
-            f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {PICK_SUBSCRIPTION}"
-            " WHERE q.run_id = %s AND q.not_before > 0 AND q.not_before <= %s"
-            " AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.run_id = q.run_id"
-            " AND r.seq = q.seq) ORDER BY q.not_before, q.id LIMIT %s",
-            (resource_id, run_id, now, limit),
-        )
+        async with self.db.transaction() as tx:
+            pick = pick_subscription(await self._channel(tx, run_id))
+            rows = await tx.fetchall(
+                "SELECT q.id, q.seq, p.id, p.fields::text, s.phone, s.fields::text, q.content"
+                f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {pick}"
+                " WHERE q.run_id = %s AND q.not_before > 0 AND q.not_before <= %s"
+                " AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.run_id = q.run_id"
+                " AND r.seq = q.seq) ORDER BY q.not_before, q.id LIMIT %s",
+                (resource_id, run_id, now, limit),
+            )
         return [TriggerRow(*r) for r in rows]
 
     async def release_triggers(self, run_id: int, queue_ids: Sequence[int]) -> None:

@@ -12,9 +12,10 @@ One module per role, each a mixin on ``connection.SQLiteBase``: ``profiles``,
 ``suppression``, ``segments`` (with ``conditions/``, segment conditions in SQLite's SQL),
 ``audience``, ``runs``, ``journal`` (with the dedupe record), ``receipts``, ``policy``,
 ``triggers``, ``subscriptions``, ``tokens``, ``gallery``, ``tracking`` (links, clicks,
-unsubscribes), ``events`` (the event record), ``hooks`` (the action hooks' cursors,
-leases and dead letters over it) and ``reports`` (from the counters of
-``engine.store.counters``); ``schema`` holds the migrations.
+opens, unsubscribes), ``bounces`` (email's bounces and complaints), ``events`` (the event
+record), ``hooks`` (the action hooks' cursors, leases and dead letters over it) and
+``reports`` (from the counters of ``engine.store.counters``); ``schema`` holds the
+migrations.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from engine.errors import StoreError
 from engine.store.base import Store
 from engine.store.sqlite.audience import SQLiteAudience
+from engine.store.sqlite.bounces import SQLiteBounces
 from engine.store.sqlite.cluster import SQLiteCluster
 from engine.store.sqlite.events import SQLiteEvents
 from engine.store.sqlite.gallery import SQLiteGallery
@@ -48,7 +50,7 @@ __all__ = ["RECEIPT_CHUNK", "SQLiteStore"]
 class SQLiteStore(
     SQLiteProfiles, SQLiteAudience, SQLiteRuns, SQLiteReceipts, SQLitePolicy, SQLiteTriggers,
     SQLiteTokens, SQLiteSubscriptions, SQLiteGallery, SQLiteCluster, SQLiteTracking,
-    SQLiteEvents, SQLiteHooks, SQLiteReports, Store,
+    SQLiteBounces, SQLiteEvents, SQLiteHooks, SQLiteReports, Store,
 ):
     """``SQLiteStore.open(path)`` creates or migrates the file and returns a store."""
 

@@ -9,18 +9,18 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 
+from engine.core.emails import email_domain
 from engine.core.prepare import AudienceRow
 from engine.segments.condition import Condition
 from engine.store.models import AudienceSource
-from engine.store.sqlite.connection import PICK_SUBSCRIPTION
-from engine.store.sqlite.journal import SQLiteJournal
+from engine.store.sqlite.connection import pick_subscription
+from engine.store.sqlite.journal import SQLiteJournal, seen_keys
 from engine.store.sqlite.segments import SQLiteSegments
 from engine.store.sqlite.suppression import SQLiteSuppression
 
 __all__ = ["SQLiteAudience"]
 
 _json = msgspec.json.Encoder()
-_PICK_SUBSCRIPTION = PICK_SUBSCRIPTION
 
 
 class SQLiteAudience(SQLiteSegments, SQLiteSuppression, SQLiteJournal):
@@ -64,7 +64,7 @@ class SQLiteAudience(SQLiteSegments, SQLiteSuppression, SQLiteJournal):
     async def audience_chunk(
         self, source: AudienceSource, resource_id: int, after_id: int, limit: int
     ) -> list[AudienceRow]:
-        pick = _PICK_SUBSCRIPTION
+        pick = pick_subscription(source.channel)
         if source.kind == "segment":
             sql = (
                 "SELECT p.id, p.fields, s.phone, s.fields FROM segment_members g"
@@ -88,7 +88,7 @@ class SQLiteAudience(SQLiteSegments, SQLiteSuppression, SQLiteJournal):
             assert source.segment_id is not None
             segment = await self.segment_by_id(source.segment_id)
             return await self.segment_page(segment, condition, resource_id, after_id, limit,
-                                           now)
+                                           now, channel=source.channel)
         rows = await self.audience_chunk(source, resource_id, after_id, limit)
         return rows, (rows[-1][0] if rows else None)
 
@@ -96,10 +96,11 @@ class SQLiteAudience(SQLiteSegments, SQLiteSuppression, SQLiteJournal):
         self, source: AudienceSource, resource_id: int, profile_ids: Sequence[int]
     ) -> list[AudienceRow]:
         rows: list[AudienceRow] = []
+        pick = pick_subscription(source.channel)
         for i in range(0, len(profile_ids), 500):
             part = profile_ids[i : i + 500]
             rows += self.conn.execute(
-                f"SELECT p.id, p.fields, s.phone, s.fields FROM profiles p {_PICK_SUBSCRIPTION}"
+                f"SELECT p.id, p.fields, s.phone, s.fields FROM profiles p {pick}"
                 " WHERE p.id IN (SELECT value FROM json_each(?))",
                 (resource_id, _json.encode(list(part))),
             ).fetchall()
@@ -112,25 +113,55 @@ class SQLiteAudience(SQLiteSegments, SQLiteSuppression, SQLiteJournal):
         suppressed: set[str] = set()
         seen: set[str] = set()
         lists = self._lists_for_run(run_id)
-        if lists:
+        if lists and phones:
             in_lists = ",".join(str(int(i)) for i in lists)
-            for i in range(0, len(phones), 500):
-                part = phones[i : i + 500]
-                marks = ",".join("?" * len(part))
-                suppressed.update(
-                    r[0]
-                    for r in c.execute(
-                        f"SELECT value FROM suppressions WHERE value IN ({marks})"
-                        f" AND kind = 'phone' AND list_id IN ({in_lists})",
-                        part,
+            if self._run_channel(c, run_id) == "email":
+                suppressed = self._suppressed_addresses(phones, in_lists)
+            else:
+                for i in range(0, len(phones), 500):
+                    part = phones[i : i + 500]
+                    marks = ",".join("?" * len(part))
+                    suppressed.update(
+                        r[0]
+                        for r in c.execute(
+                            f"SELECT value FROM suppressions WHERE value IN ({marks})"
+                            f" AND kind = 'phone' AND list_id IN ({in_lists})",
+                            part,
+                        )
                     )
-                )
         if maybe_seen:
-            scratch, table = self._seen_table(run_id)
+            scratch, table, as_text = self._seen_table(run_id)
             found = scratch.execute(
                 f"SELECT phone FROM {table} WHERE phone IN"
                 " (SELECT value FROM json_each(?))",
-                (_json.encode([int(p[1:]) for p in maybe_seen]),),
+                (_json.encode(seen_keys(maybe_seen, as_text)),),
             )
-            seen.update(f"+{r[0]}" for r in found)
+            if as_text:
+                seen.update(r[0] for r in found)
+            else:
+                seen.update(f"+{r[0]}" for r in found)
         return suppressed, seen
+
+    def _suppressed_addresses(self, addresses: Sequence[str], in_lists: str) -> set[str]:
+        """The email addresses (normalised) that are on one of the lists ``in_lists`` (SQL
+        ids), or whose domain is."""
+        suppressed: set[str] = set()
+        domains: dict[str, list[str]] = {}
+        # a list holds its addresses lowercased (``engine.suppression.classify``): an
+        # address is on it whatever the case of its local part
+        lowered: dict[str, list[str]] = {}
+        for a in addresses:
+            lowered.setdefault(a.lower(), []).append(a)
+            if a.rfind("@") > 0:
+                domains.setdefault(email_domain(a), []).append(a)
+        # each through the primary key (value, kind, list)
+        on_lists = f" AND list_id IN ({in_lists})"
+        for (value,) in self.conn.execute(
+            "SELECT value FROM suppressions WHERE value IN (SELECT value FROM json_each(?))"
+            f" AND kind = 'email'{on_lists}", (_json.encode(list(lowered)),)):
+            suppressed.update(lowered[value])
+        for (domain,) in self.conn.execute(
+            "SELECT value FROM suppressions WHERE value IN (SELECT value FROM json_each(?))"
+            f" AND kind = 'domain'{on_lists}", (_json.encode(list(domains)),)):
+            suppressed.update(domains[domain])
+        return suppressed

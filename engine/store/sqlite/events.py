@@ -6,8 +6,8 @@ from __future__ import annotations
 import sqlite3
 
 from engine.store.base import EventRow
-from engine.store.counters import COUNTS, Tally
-from engine.store.sqlite.connection import SQLiteBase
+from engine.store.counters import COUNTS, Tally, on_channels
+from engine.store.sqlite.connection import SQLiteBase, run_channel
 
 __all__ = ["SQLiteEvents", "add_counts", "write_tally"]
 
@@ -45,8 +45,10 @@ def add_counts(c: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
 
 
 def write_tally(c: sqlite3.Connection, tally: Tally) -> None:
-    """Write what ``tally`` holds: its events, in order, and its counts."""
+    """Write what ``tally`` holds: its events, in order (each run's with the kinds of its
+    channel: ``counters.on_channels``), and its counts."""
     if tally.events:
+        on_channels(tally, lambda run_id: run_channel(c, run_id) or "sms")
         c.executemany(_INSERT_EVENT, tally.events)
     if tally.counts:
         add_counts(c, tally.count_rows())

@@ -3,14 +3,16 @@
 
 The exact record that confirms the dedupe filter's positives (the phones a run has accepted)
 lives in a private scratch database (a temporary file, no journal, a small page cache),
-keyed by the phone as an integer. Random-key inserts there cost a third of what a phone
-index on the recipients table costs in WAL mode, and the durable tables stay append-only.
-It is rebuilt from the recipients and the journal when a run is resumed.
+keyed by the phone as an integer (an email run's by the normalised address, as text).
+Random-key inserts there cost a third of what a phone index on the recipients table costs
+in WAL mode, and the durable tables stay append-only. It is rebuilt from the recipients and
+the journal when a run is resumed.
 
-``record`` also writes, in its transaction, a ``send_sms`` event per message sent and the
-batch's report counters (``engine.store.counters``); ``reserve`` writes the URLs of its
-messages' data links. The send events cost about as much as the recipients' rows: a
-500-message ``record`` went from 1.5 to 2.6 ms on a loaded 2-core machine.
+``record`` also writes, in its transaction, a ``send_sms`` event (an email run's ``send``)
+per message sent and the batch's report counters (``engine.store.counters``); ``reserve``
+writes the URLs of its messages' data links. The send events cost about as much as the
+recipients' rows: a 500-message ``record`` went from 1.5 to 2.6 ms on a loaded 2-core
+machine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import msgspec
 
 from engine.core.events import SENT as SENT_EVENT
+from engine.core.events import kind_for
 from engine.core.prepare import Message, Skipped
 from engine.core.states import Outcome, Skip
 from engine.store.base import JournalBatch, Lease, RecipientRow, Reserved
@@ -52,10 +55,18 @@ _decode_entries = msgspec.msgpack.Decoder(list[Reserved]).decode
 _sql_text = sql_text
 
 
+def seen_keys(phones: Sequence[str], as_text: bool) -> list[Any]:
+    """The keys of the dedupe record for these phones: E.164 as an integer, or (an email
+    run's, ``as_text``) the address itself."""
+    return list(phones) if as_text else [int(p[1:]) for p in phones]
+
+
 class SQLiteJournal(SQLiteBase):
-    def _seen_table(self, run_id: int) -> tuple[sqlite3.Connection, str]:
-        """The scratch table of phones accepted in a run; built on first use."""
+    def _seen_table(self, run_id: int) -> tuple[sqlite3.Connection, str, bool]:
+        """The scratch table of phones accepted in a run, and whether it keys them as text
+        (an email run's addresses); built on first use."""
         table = f"seen_{int(run_id)}"
+        as_text = self._run_channel(self.conn, run_id) == "email"
         if self._scratch is None:
             self._scratch = sqlite3.connect("", isolation_level=None, check_same_thread=False)
             self._scratch.execute("PRAGMA journal_mode=OFF")
@@ -64,7 +75,8 @@ class SQLiteJournal(SQLiteBase):
         scratch = self._scratch
         if run_id not in self._seen_tables:
             scratch.execute(f"DROP TABLE IF EXISTS {table}")
-            scratch.execute(f"CREATE TABLE {table} (phone INTEGER PRIMARY KEY)")
+            scratch.execute(f"CREATE TABLE {table} (phone TEXT PRIMARY KEY) WITHOUT ROWID"
+                            if as_text else f"CREATE TABLE {table} (phone INTEGER PRIMARY KEY)")
             after = 0
             while True:
                 rows = self.conn.execute(
@@ -75,19 +87,22 @@ class SQLiteJournal(SQLiteBase):
                 if not rows:
                     break
                 after = rows[-1][0]
-                self._add_seen(scratch, table, [r[1] for r in rows])
+                self._add_seen(scratch, table, [r[1] for r in rows], as_text)
             for (blob,) in self.conn.execute(
                 "SELECT messages FROM journal WHERE run_id = ?", (run_id,)
             ):
-                self._add_seen(scratch, table, [e.phone for e in _decode_entries(blob)])
+                self._add_seen(scratch, table, [e.phone for e in _decode_entries(blob)],
+                               as_text)
             self._seen_tables.add(run_id)
-        return scratch, table
+        return scratch, table, as_text
 
     @staticmethod
-    def _add_seen(scratch: sqlite3.Connection, table: str, phones: Sequence[str]) -> None:
+    def _add_seen(
+        scratch: sqlite3.Connection, table: str, phones: Sequence[str], as_text: bool
+    ) -> None:
         scratch.execute(
             f"INSERT OR IGNORE INTO {table} SELECT value FROM json_each(?)",
-            (_json.encode([int(p[1:]) for p in phones]),),
+            (_json.encode(seen_keys(phones, as_text)),),
         )
 
     async def reserve(
@@ -106,8 +121,9 @@ class SQLiteJournal(SQLiteBase):
         no_cluster(lease)
         now = time.time()
         if batches:
-            scratch, table = self._seen_table(run_id)
-            self._add_seen(scratch, table, [m.phone for _, _, msgs in batches for m in msgs])
+            scratch, table, as_text = self._seen_table(run_id)
+            self._add_seen(scratch, table, [m.phone for _, _, msgs in batches for m in msgs],
+                           as_text)
         with self._tx() as c:
             if batches:
                 if not self._run_is_test(c, run_id):  # a test send counts for no policy
@@ -225,7 +241,8 @@ class SQLiteJournal(SQLiteBase):
             if sends:
                 c.executemany(
                     "INSERT INTO events (kind, at, run_id, seq, profile_id, phone, sender)"
-                    f" VALUES ('{SENT_EVENT}', {now_sql}, {int(run_id)}, ?, ?, ?, {sender_sql})",
+                    f" VALUES ('{kind_for(SENT_EVENT, self._run_channel(c, run_id))}',"
+                    f" {now_sql}, {int(run_id)}, ?, ?, ?, {sender_sql})",
                     sends,
                 )
             if counts[RECIPIENTS]:

@@ -12,7 +12,7 @@ import msgspec
 from engine.core.policy import Policy, first_day, utc_day
 from engine.store.sqlite.connection import SQLiteBase
 
-__all__ = ["SQLitePolicy", "count_sent"]
+__all__ = ["SQLitePolicy", "count_sent", "is_address"]
 
 _json = msgspec.json.Encoder()
 
@@ -31,12 +31,28 @@ def count_sent(c: sqlite3.Connection, resource_id: int, sent: Sequence[tuple[int
         " ON CONFLICT DO UPDATE SET n = n + 1",
         (_json.encode([p for p, _ in sent]),),
     )
-    c.execute(
-        f"INSERT INTO history_contact (phone, day, n)"
-        f" SELECT value, {day}, 1 FROM json_each(?) WHERE true"
-        " ON CONFLICT DO UPDATE SET n = n + 1",
-        (_json.encode([int(phone[1:]) for _, phone in sent]),),
-    )
+    # the contact: an E.164 phone as an integer; an email run's address as text
+    phones = [int(phone[1:]) for _, phone in sent if not is_address(phone)]
+    if phones:
+        c.execute(
+            f"INSERT INTO history_contact (phone, day, n)"
+            f" SELECT value, {day}, 1 FROM json_each(?) WHERE true"
+            " ON CONFLICT DO UPDATE SET n = n + 1",
+            (_json.encode(phones),),
+        )
+    addresses = [address for _, address in sent if is_address(address)]
+    if addresses:
+        c.execute(
+            f"INSERT INTO history_address (address, day, n)"
+            f" SELECT value, {day}, 1 FROM json_each(?) WHERE true"
+            " ON CONFLICT DO UPDATE SET n = n + 1",
+            (_json.encode(addresses),),
+        )
+
+
+def is_address(contact: str) -> bool:
+    """Whether a contact is an email address (else an E.164 phone)."""
+    return "@" in contact
 
 
 class SQLitePolicy(SQLiteBase):
@@ -44,15 +60,26 @@ class SQLitePolicy(SQLiteBase):
         self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float
     ) -> dict[int | str, int]:
         """Messages counted under ``policy`` in its window ending today, per profile id
-        (or per E.164 phone for ``contact`` scope), for the keys that have any."""
+        (or per E.164 phone, or an email run's address, for ``contact`` scope), for the
+        keys that have any."""
         day = first_day(policy, now)
-        if policy.key == "phone":
-            rows = self.conn.execute(
-                "SELECT phone, sum(n) FROM history_contact WHERE day >= ? AND phone IN"
-                " (SELECT value FROM json_each(?)) GROUP BY phone",
-                (day, _json.encode([int(str(k)[1:]) for k in keys])),
-            )
-            return {f"+{p}": int(n) for p, n in rows}
+        if policy.key == "phone":  # an email run's keys are its addresses
+            phones = [int(str(k)[1:]) for k in keys if not is_address(str(k))]
+            addresses = [str(k) for k in keys if is_address(str(k))]
+            out: dict[int | str, int] = {}
+            if phones:
+                out.update((f"+{p}", int(n)) for p, n in self.conn.execute(
+                    "SELECT phone, sum(n) FROM history_contact WHERE day >= ? AND phone IN"
+                    " (SELECT value FROM json_each(?)) GROUP BY phone",
+                    (day, _json.encode(phones)),
+                ))
+            if addresses:
+                out.update((str(a), int(n)) for a, n in self.conn.execute(
+                    "SELECT address, sum(n) FROM history_address WHERE day >= ? AND address IN"
+                    " (SELECT value FROM json_each(?)) GROUP BY address",
+                    (day, _json.encode(addresses)),
+                ))
+            return out
         resource = " AND resource_id = ?" if policy.scope == "profile_resource" else ""
         args: tuple[Any, ...] = (day, _json.encode(list(keys)))
         if resource:

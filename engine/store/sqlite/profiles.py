@@ -5,13 +5,14 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+from engine.core.emails import normalise_email
 from engine.errors import InputError, NotFound
 from engine.store.base import DatabaseRow, ImportRecord, ImportResult, ProfileRow
-from engine.store.sqlite.connection import SQLiteBase, sql_text
+from engine.store.sqlite.connection import CHANNELS, SQLiteBase, sql_text
 
 __all__ = ["SQLiteProfiles"]
 
@@ -70,9 +71,13 @@ class SQLiteProfiles(SQLiteBase):
         matching: str,
         resource_id: int | None,
         mode: str = "add+update",
+        channel: Literal["sms", "email"] = "sms",
     ) -> ImportResult:
         if mode not in ("add+update", "add", "update"):
             raise InputError(f"mode must be add+update, add or update, not {mode!r}")
+        if channel not in CHANNELS:
+            raise InputError(f"channel must be sms or email, not {channel!r}")
+        by_email = channel == "email" and resource_id is not None
         now = time.time()
         added = updated = skipped = 0
         rejected: list[tuple[int, str]] = []
@@ -95,6 +100,15 @@ class SQLiteProfiles(SQLiteBase):
             changes: dict[int, list[Any]] = {}
             subscribe: list[tuple[int, int, str, float, float]] = []
             for index, rec in enumerate(records):
+                # the address subscribed: the phone, or the email normalised; a bad email
+                # rejects its record, as the importer rejects a bad phone
+                address = rec.phone
+                if by_email:
+                    try:
+                        address = normalise_email(rec.email) if rec.email else None
+                    except InputError as err:
+                        rejected.append((index, str(err)))
+                        continue
                 pid = found.get(rec.key) if rec.key is not None else None
                 if pid is None:
                     if mode == "update":
@@ -127,8 +141,8 @@ class SQLiteProfiles(SQLiteBase):
                         entry[1] = rec.email
                     entry[2].update(rec.fields)
                     updated += 1
-                if resource_id is not None and rec.phone:
-                    subscribe.append((pid, resource_id, rec.phone, now, now))
+                if resource_id is not None and address:
+                    subscribe.append((pid, resource_id, address, now, now))
             c.executemany(
                 "INSERT INTO profiles (id, database_id, phone, email, fields, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -154,7 +168,7 @@ class SQLiteProfiles(SQLiteBase):
                 )
             c.executemany(
                 "INSERT INTO subscriptions (profile_id, resource_id, channel, phone, status,"
-                " created_at, updated_at) VALUES (?, ?, 'sms', ?, 'subscribed', ?, ?)"
+                f" created_at, updated_at) VALUES (?, ?, '{channel}', ?, 'subscribed', ?, ?)"
                 " ON CONFLICT (profile_id, resource_id, channel, phone)"
                 " DO UPDATE SET updated_at = excluded.updated_at",
                 subscribe,
@@ -185,7 +199,7 @@ class SQLiteProfiles(SQLiteBase):
             before = c.total_changes
             c.executemany(
                 "UPDATE subscriptions SET status = ?, updated_at = ? WHERE profile_id = ?"
-                " AND resource_id = ? AND channel = 'sms'",
+                " AND resource_id = ?",
                 [(status, time.time(), p, resource_id) for p in profile_ids],
             )
             return c.total_changes - before

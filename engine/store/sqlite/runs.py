@@ -6,12 +6,13 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from engine.core.policy import Policy
-from engine.errors import NotFound, StoreError
+from engine.errors import InputError, NotFound, StoreError
 from engine.store.base import Reserved
 from engine.store.counters import RECIPIENTS, UNKNOWN, Tally
 from engine.store.models import (
@@ -29,7 +30,7 @@ from engine.store.models import (
     run_is_live,
     step_from_row,
 )
-from engine.store.sqlite.connection import SQLiteBase
+from engine.store.sqlite.connection import CHANNELS, SQLiteBase
 from engine.store.sqlite.events import write_tally
 
 __all__ = ["SQLiteRuns"]
@@ -42,15 +43,34 @@ _RUN_COLUMNS = (
     " r.next_seq, r.audience_done, r.counts, r.timings, r.pid, r.host, r.error, r.spec,"
     " m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
     " m.template, m.limit_n, m.document, m.created_at, m.policy, m.options, m.state,"
-    " m.next_launch"
+    " m.next_launch, m.channel"
 )
 _MAILING_COLUMNS = (
     "m.id, m.name, m.kind, m.resource, m.source_kind, m.database_id, m.segment_id,"
     " m.template, m.limit_n, m.document, m.created_at, m.policy, m.options, m.state,"
-    " m.next_launch"
+    " m.next_launch, m.channel"
 )
 
 
+
+
+def _with_channel(mailing: Mailing, channel: str) -> Mailing:
+    """The mailing with its audience's channel (the column after ``mailing_from_row``'s)."""
+    if mailing.source.channel == channel:
+        return mailing
+    source = msgspec.structs.replace(mailing.source, channel=channel)
+    return msgspec.structs.replace(mailing, source=source)
+
+
+def _mailing(row: Sequence[Any]) -> Mailing:
+    """A mailing from ``_MAILING_COLUMNS``."""
+    return _with_channel(mailing_from_row(row), row[15])
+
+
+def _run(row: Sequence[Any]) -> tuple[Mailing, Run]:
+    """A run and its mailing from ``_RUN_COLUMNS``."""
+    mailing, run = run_from_row(row)
+    return _with_channel(mailing, row[30]), run
 
 
 class SQLiteRuns(SQLiteBase):
@@ -68,16 +88,20 @@ class SQLiteRuns(SQLiteBase):
         options: MailingOptions | None = None,
         next_launch: float | None = None,
     ) -> Mailing:
+        if source.channel not in CHANNELS:
+            raise InputError(f"a mailing's channel is sms or email, not {source.channel!r}")
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO mailings (name, kind, resource, source_kind, database_id,"
                 " segment_id, template, limit_n, document, created_at, policy, options,"
-                " state, next_launch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " state, next_launch, channel)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, kind, resource, source.kind, source.database_id, source.segment_id,
                  template, limit, _json.encode(document or {}).decode(), time.time(),
                  _json.encode(policy) if policy else None,
                  _json.encode(options or MailingOptions()).decode(),
-                 "draft" if next_launch is None else "scheduled", next_launch),
+                 "draft" if next_launch is None else "scheduled", next_launch,
+                 source.channel),
             )
             mailing_id = int(cur.lastrowid or 0)
         return await self.get_mailing(mailing_id)
@@ -88,7 +112,7 @@ class SQLiteRuns(SQLiteBase):
         ).fetchone()
         if row is None:
             raise NotFound(f"no mailing {mailing_id}")
-        return mailing_from_row(row)
+        return _mailing(row)
 
     async def list_mailings(self, limit: int = 100, *, documents: bool = True) -> list[Mailing]:
         columns = _MAILING_COLUMNS if documents else _MAILING_COLUMNS.replace(
@@ -96,7 +120,7 @@ class SQLiteRuns(SQLiteBase):
         rows = self.conn.execute(
             f"SELECT {columns} FROM mailings m ORDER BY m.id DESC LIMIT ?", (limit,)
         ).fetchall()
-        return [mailing_from_row(r) for r in rows]
+        return [_mailing(r) for r in rows]
 
     async def start_run(self, mailing_id: int, spec: RunSpec | None = None) -> Run:
         with self._tx() as c:
@@ -135,7 +159,7 @@ class SQLiteRuns(SQLiteBase):
             f"SELECT {_MAILING_COLUMNS} FROM mailings m WHERE m.next_launch <= ?"
             " AND m.state IN ('scheduled', 'waiting') ORDER BY m.next_launch, m.id", (now,)
         ).fetchall()
-        return [mailing_from_row(r) for r in rows]
+        return [_mailing(r) for r in rows]
 
     async def next_due(self) -> float | None:
         row = self.conn.execute(
@@ -148,7 +172,7 @@ class SQLiteRuns(SQLiteBase):
             f"SELECT {_RUN_COLUMNS} FROM runs r JOIN mailings m ON m.id = r.mailing_id"
             " WHERE r.mailing_id = ? ORDER BY r.id", (mailing_id,)
         ).fetchall()
-        return [run_from_row(r)[1] for r in rows]
+        return [_run(r)[1] for r in rows]
 
     async def latest_run(self, mailing_id: int) -> Run | None:
         row = self.conn.execute(
@@ -156,7 +180,7 @@ class SQLiteRuns(SQLiteBase):
             " WHERE r.mailing_id = ? ORDER BY r.id DESC LIMIT 1",
             (mailing_id,),
         ).fetchone()
-        return None if row is None else run_from_row(row)[1]
+        return None if row is None else _run(row)[1]
 
     def _get_run(self, run_id: int) -> tuple[Mailing, Run]:
         row = self.conn.execute(
@@ -166,7 +190,7 @@ class SQLiteRuns(SQLiteBase):
         ).fetchone()
         if row is None:
             raise NotFound(f"no run {run_id}")
-        return run_from_row(row)
+        return _run(row)
 
     async def get_run(self, run_id: int) -> tuple[Mailing, Run]:
         return self._get_run(run_id)
@@ -177,7 +201,7 @@ class SQLiteRuns(SQLiteBase):
             " ORDER BY r.id DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        return [run_from_row(r) for r in rows]
+        return [_run(r) for r in rows]
 
     async def claim_run(self, run_id: int) -> Run:
         with self._tx() as c:

@@ -426,4 +426,49 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX dead_letters_hook ON dead_letters(hook, id);
     """,
+    # 16: the email channel (issue 19): a mailing's audience channel (which subscriptions
+    # it reads; ``subscriptions.phone`` holds an email subscription's normalised address);
+    # email's counters; the opens of the tracking pixel and the (run, seq) a person has
+    # opened; the messages sent to a profile by email (a bounce with no message id is
+    # credited to the last one sent to its address); the bounces applied (the same report
+    # twice changes nothing more), by kind, address and message (0, 0 for none); and the
+    # email runs' contact history (``history_contact`` keys phones as integers).
+    """
+    ALTER TABLE mailings ADD COLUMN channel TEXT NOT NULL DEFAULT 'sms';
+    ALTER TABLE report_counts ADD COLUMN opens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE report_counts ADD COLUMN unique_opens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE report_counts ADD COLUMN hard_bounced INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE report_counts ADD COLUMN soft_bounced INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE report_counts ADD COLUMN complaints INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE opens (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        ip TEXT,
+        user_agent TEXT,
+        bot INTEGER NOT NULL,
+        prefetch INTEGER NOT NULL
+    );
+    CREATE TABLE first_opens (
+        run_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_sent_email ON events(profile_id, id) WHERE kind = 'send';
+    CREATE TABLE bounces (
+        kind TEXT NOT NULL,
+        address TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (kind, address, run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE history_address (
+        address TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (address, day)
+    ) WITHOUT ROWID;
+    """,
 ]

@@ -24,7 +24,7 @@ from engine.segments.condition import Condition, compile_condition, lead_view
 from engine.segments.dates import Now
 from engine.store.base import ConditionPlan, Member, SegmentRow
 from engine.store.sqlite.conditions import Verdict, verdict_of
-from engine.store.sqlite.connection import PICK_SUBSCRIPTION, SQLiteBase
+from engine.store.sqlite.connection import SQLiteBase, pick_subscription
 
 __all__ = ["SQLiteSegments"]
 
@@ -214,12 +214,15 @@ class SQLiteSegments(SQLiteBase):
 
     async def segment_page(
         self, segment: SegmentRow, condition: Condition | None, resource_id: int,
-        after_id: int, limit: int, now: Now,
+        after_id: int, limit: int, now: Now, *, channel: str = "sms",
     ) -> tuple[list[AudienceRow], int | None]:
+        """``SegmentStore.segment_page``, reading the subscriptions of ``channel`` (the
+        audience source's)."""
+        pick = pick_subscription(channel)
         if segment.kind == "static":
             rows = self.conn.execute(
                 "SELECT p.id, p.fields, s.phone, s.fields FROM segment_members g"
-                f" JOIN profiles p ON p.id = g.profile_id {PICK_SUBSCRIPTION}"
+                f" JOIN profiles p ON p.id = g.profile_id {pick}"
                 " WHERE g.segment_id = ? AND g.profile_id > ? ORDER BY g.profile_id LIMIT ?",
                 (resource_id, segment.id, after_id, limit),
             ).fetchall()
@@ -230,7 +233,7 @@ class SQLiteSegments(SQLiteBase):
         text = verdict.text
         scanned = self.conn.execute(
             f"SELECT p.id, p.fields, s.phone, s.fields, ({text}) IS NULL, p.phone, p.email"
-            f" FROM profiles p {PICK_SUBSCRIPTION}"
+            f" FROM profiles p {pick}"
             f" WHERE p.database_id = ? AND p.id > ? AND ({text}) IS NOT 0"
             " ORDER BY p.id LIMIT ?",
             (*params, resource_id, segment.database_id, after_id, *params, limit),

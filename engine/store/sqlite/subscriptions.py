@@ -1,4 +1,8 @@
-"""Subscriptions one at a time, for the API (SubscriptionStore)."""
+"""Subscriptions one at a time, for the API (SubscriptionStore).
+
+A resource has one channel, so these read and change a resource's subscriptions whatever
+their channel; a new subscription's channel is its address's (``channel_of_address``:
+an email address for an email resource, an E.164 phone for an SMS one)."""
 
 from __future__ import annotations
 
@@ -6,14 +10,14 @@ import time
 from typing import Any
 
 from engine.store import base
-from engine.store.sqlite.connection import SQLiteBase
+from engine.store.sqlite.connection import SQLiteBase, channel_of_address
 
 __all__ = ["SQLiteSubscriptions"]
 
 _SELECT = (
     "SELECT s.profile_id, d.name, s.phone, s.channel, s.status, s.priority, s.created_at,"
     " s.updated_at FROM subscriptions s JOIN profiles p ON p.id = s.profile_id"
-    " JOIN databases d ON d.id = p.database_id WHERE s.resource_id = ? AND s.channel = 'sms'"
+    " JOIN databases d ON d.id = p.database_id WHERE s.resource_id = ?"
 )
 
 
@@ -48,11 +52,11 @@ class SQLiteSubscriptions(SQLiteBase, base.SubscriptionStore):
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO subscriptions (profile_id, resource_id, channel, phone, status,"
-                " created_at, updated_at) VALUES (?, ?, 'sms', ?, 'subscribed', ?, ?)"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 'subscribed', ?, ?)"
                 " ON CONFLICT (profile_id, resource_id, channel, phone) DO UPDATE"
                 " SET status = 'subscribed', updated_at = excluded.updated_at"
                 " WHERE status != 'subscribed'",
-                (profile_id, resource_id, phone, now, now),
+                (profile_id, resource_id, channel_of_address(phone), phone, now, now),
             )
             return cur.rowcount
 
@@ -61,7 +65,7 @@ class SQLiteSubscriptions(SQLiteBase, base.SubscriptionStore):
         database_id: int | None = None,
     ) -> int:
         sql = ("UPDATE subscriptions SET status = 'unsubscribed', updated_at = ?"
-               " WHERE resource_id = ? AND channel = 'sms' AND phone = ?"
+               " WHERE resource_id = ? AND phone = ?"
                " AND status != 'unsubscribed'")
         args: list[Any] = [time.time(), resource_id, phone]
         if profile_id is not None:

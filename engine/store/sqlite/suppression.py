@@ -20,11 +20,12 @@ class SQLiteSuppression(SQLiteBase):
             raise InputError(f"a suppression is a phone, an email or a domain, not {kind!r}")
         now = time.time()
         with self._tx() as c:
-            c.execute(
+            if c.execute(
                 "INSERT OR IGNORE INTO suppression_lists (name, is_global, created_at)"
                 " VALUES (?, ?, ?)",
                 (list_name, int(is_global), now),
-            )
+            ).rowcount and is_global:
+                self._run_lists.clear()  # a new global list applies to every run
             (list_id,) = c.execute(
                 "SELECT id FROM suppression_lists WHERE name = ?", (list_name,)
             ).fetchone()

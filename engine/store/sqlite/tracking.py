@@ -6,10 +6,16 @@ its (link, seq) names a recipient of the link's run; a person's first click on t
 is marked in ``first_clicks``, which is what makes it unique. Every change writes its events and
 counts in its own transaction (``events.write_tally``).
 
-Unsubscribing works on the recipient's profile: its SMS subscriptions to the run's
-resource, or ``everywhere`` to every resource (a profile is in one database, so these are
-the resources of its database). A profile subscribed with two phones is unsubscribed from
-both: the person asked not to get the newsletter, whichever number it goes to.
+Unsubscribing works on the recipient's profile: its subscriptions of the run's channel to
+the run's resource, or ``everywhere`` to every resource (a profile is in one database, so
+these are the resources of its database). A profile subscribed with two phones is
+unsubscribed from both: the person asked not to get the newsletter, whichever number it
+goes to. A STOP reply is SMS's only.
+
+An email run's opens are kept like clicks (``first_opens`` makes a person's first open of a
+message unique). Bounces and complaints change the subscriptions with their address; each
+(kind, address, message) is applied once (``bounces``), so a report that comes twice
+changes nothing more.
 """
 
 from __future__ import annotations
@@ -22,19 +28,19 @@ from typing import Any
 from engine.core.events import UNSUBSCRIBED
 from engine.errors import NotFound
 from engine.store import counters
-from engine.store.base import Click, ClickReport, LinkRow, RecipientRef
-from engine.store.counters import Tally, count_clicks
+from engine.store.base import Click, ClickReport, LinkRow, Open, OpenReport, RecipientRef
+from engine.store.counters import Tally, count_clicks, count_opens
 from engine.store.sqlite.connection import SQLiteBase, json
 from engine.store.sqlite.events import write_tally
 
 __all__ = ["SQLiteTracking"]
 
-#: Whether ``r``'s profile has an active SMS subscription to ``m``'s resource (``r``:
-#: recipients, ``m``: mailings).
+#: Whether ``r``'s profile has an active subscription of ``m``'s channel to ``m``'s
+#: resource (``r``: recipients, ``m``: mailings).
 _SUBSCRIBED = (
     "EXISTS (SELECT 1 FROM subscriptions s"
     " WHERE s.profile_id = r.profile_id AND s.resource_id = (SELECT id FROM resources"
-    " WHERE name = m.resource) AND s.channel = 'sms' AND s.status = 'subscribed')"
+    " WHERE name = m.resource) AND s.channel = m.channel AND s.status = 'subscribed')"
 )
 
 #: Each (link id, seq) of the JSON pairs bound: the link's run, the URL (the link's, or
@@ -47,6 +53,16 @@ FROM (SELECT DISTINCT json_extract(value, '$[0]') AS link_id,
 JOIN links l ON l.id = q.link_id
 JOIN recipients r ON r.run_id = l.run_id AND r.seq = q.seq AND r.state != 'skipped'
 LEFT JOIN data_links d ON l.url IS NULL AND d.link_id = l.id AND d.seq = q.seq
+"""
+
+#: Each (run, seq) of the JSON pairs bound that names a recipient: its profile, address
+#: and sender, and whether a person opened it before.
+_RESOLVE_OPENS = """
+SELECT r.run_id, r.seq, r.profile_id, r.phone, r.sender,
+    EXISTS (SELECT 1 FROM first_opens f WHERE f.run_id = r.run_id AND f.seq = r.seq)
+FROM (SELECT json_extract(value, '$[0]') AS run_id,
+             json_extract(value, '$[1]') AS seq FROM json_each(?)) AS q
+JOIN recipients r ON r.run_id = q.run_id AND r.seq = q.seq AND r.state != 'skipped'
 """
 
 #: The last message sent to profile ? at phone ? on one of the resources (JSON ids).
@@ -140,7 +156,7 @@ class SQLiteTracking(SQLiteBase):
     ) -> int:
         with self._tx() as c:
             row = c.execute(
-                "SELECT r.profile_id, r.phone, r.sender, m.resource, m.database_id"
+                "SELECT r.profile_id, r.phone, r.sender, m.resource, m.channel"
                 " FROM recipients r JOIN runs ru ON ru.id = r.run_id"
                 " JOIN mailings m ON m.id = ru.mailing_id"
                 " WHERE r.run_id = ? AND r.seq = ? AND r.state != 'skipped'",
@@ -148,11 +164,11 @@ class SQLiteTracking(SQLiteBase):
             ).fetchone()
             if row is None:
                 return 0
-            profile_id, phone, sender, resource, _ = row
+            profile_id, phone, sender, resource, channel = row
             sql = ("UPDATE subscriptions SET status = 'unsubscribed', updated_at = ?"
-                   " WHERE profile_id = ? AND channel = 'sms'"
+                   " WHERE profile_id = ? AND channel = ?"
                    " AND status != 'unsubscribed'")
-            args: list[Any] = [at, profile_id]
+            args: list[Any] = [at, profile_id, channel]
             if not everywhere:
                 sql += " AND resource_id = (SELECT id FROM resources WHERE name = ?)"
                 args.append(resource)
@@ -199,4 +215,26 @@ class SQLiteTracking(SQLiteBase):
                     tally.count(run_id, sender, at, counters.UNSUBSCRIBED)
             write_tally(c, tally)
         return len(changed)
+
+    async def add_opens(self, opens: Sequence[Open]) -> OpenReport:
+        if not opens:
+            return OpenReport(0, 0, 0)
+        with self._tx() as c:
+            found: dict[tuple[int, int], list[Any]] = {}
+            for run_id, seq, *rest in c.execute(_RESOLVE_OPENS, (
+                json.encode(sorted({(o.run_id, o.seq) for o in opens})),
+            )):
+                found[run_id, seq] = rest
+            kept = [o for o in opens if (o.run_id, o.seq) in found]
+            c.executemany(
+                "INSERT INTO opens (run_id, seq, at, ip, user_agent, bot, prefetch)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(o.run_id, o.seq, o.at, o.ip, o.user_agent, int(o.bot), int(o.prefetch))
+                 for o in kept],
+            )
+            tally, firsts = count_opens(kept, found)
+            c.executemany("INSERT OR IGNORE INTO first_opens (run_id, seq) VALUES (?, ?)",
+                          firsts)
+            write_tally(c, tally)
+        return OpenReport(len(kept), len(firsts), len(opens) - len(kept))
 

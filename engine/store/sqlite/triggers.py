@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from engine.store.base import TriggerRow
-from engine.store.sqlite.connection import PICK_SUBSCRIPTION, SQLiteBase
+from engine.store.sqlite.connection import SQLiteBase, pick_subscription
 
 __all__ = ["SQLiteTriggers"]
 
@@ -54,9 +54,10 @@ class SQLiteTriggers(SQLiteBase):
     async def trigger_chunk(
         self, run_id: int, resource_id: int, after_id: int, limit: int
     ) -> list[TriggerRow]:
+        pick = pick_subscription(self._run_channel(self.conn, run_id))
         rows = self.conn.execute(
             "SELECT q.id, q.seq, p.id, p.fields, s.phone, s.fields, q.content"
-            f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {PICK_SUBSCRIPTION}"
+            f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {pick}"
             " WHERE q.run_id = ? AND q.id > ? AND q.not_before IS NULL ORDER BY q.id LIMIT ?",
             (resource_id, run_id, after_id, limit),
         ).fetchall()
@@ -74,9 +75,10 @@ class SQLiteTriggers(SQLiteBase):
     async def held_triggers(
         self, run_id: int, resource_id: int, now: float, limit: int
     ) -> list[TriggerRow]:
+        pick = pick_subscription(self._run_channel(self.conn, run_id))
         rows = self.conn.execute(
             "SELECT q.id, q.seq, p.id, p.fields, s.phone, s.fields, q.content"
-            f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {PICK_SUBSCRIPTION}"
+            f" FROM trigger_queue q JOIN profiles p ON p.id = q.profile_id {pick}"
             " WHERE q.run_id = ? AND q.not_before > 0 AND q.not_before <= ?"
             " AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.run_id = q.run_id"
             " AND r.seq = q.seq) ORDER BY q.not_before, q.id LIMIT ?",
