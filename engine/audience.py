@@ -41,11 +41,11 @@ async def resolve_audience(
                     f" which is not one of resource {resource!r}'s databases"
                     f" ({', '.join(allowed)})"
                 )
-        return AudienceSource("segment", database_id, segment_id)
+        return AudienceSource("segment", database_id, segment_id, channel=res.channel)
     assert database is not None
     if allowed and database not in allowed:
         raise InputError(
             f"{db_key}: database {database!r} is not one of resource {resource!r}'s"
             f" databases ({', '.join(allowed)})"
         )
-    return AudienceSource("list", await store.database_id(database))
+    return AudienceSource("list", await store.database_id(database), channel=res.channel)

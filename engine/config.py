@@ -30,7 +30,7 @@ from engine.core.policy import Policy
 from engine.core.retry import RetryPolicy
 from engine.core.routing import HealthPolicy, Rule, VirtualSenderRouter
 from engine.drivers import Driver, DriverConfig
-from engine.errors import ConfigError, ConfigProblem, redact, secret_values
+from engine.errors import ConfigError, ConfigProblem, InputError, redact, secret_values
 
 __all__ = [
     "HOOK_EVENTS",
@@ -210,9 +210,13 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
 
 #: The events an action hook may deliver (Altcraft's names).
 HookEventName = Literal["send_sms", "deliv_sms", "undeliv_sms", "click_sms", "uclick_sms",
-                        "unsub_sms", "import_file", "import_api"]
+                        "unsub_sms", "import_file", "import_api", "send", "deliv", "undeliv",
+                        "click", "uclick", "unsub", "open", "uopen", "hbounce", "sbounce",
+                        "complain"]
 HOOK_EVENTS: tuple[str, ...] = ("send_sms", "deliv_sms", "undeliv_sms", "click_sms",
-                                "uclick_sms", "unsub_sms", "import_file", "import_api")
+                                "uclick_sms", "unsub_sms", "import_file", "import_api",
+                                "send", "deliv", "undeliv", "click", "uclick", "unsub",
+                                "open", "uopen", "hbounce", "sbounce", "complain")
 #: Which URL schemes each transport takes.
 _HOOK_SCHEMES = {"http": ("http://", "https://"), "rabbitmq": ("amqp://", "amqps://"),
                  "nats": ("nats://", "tls://")}
@@ -298,10 +302,22 @@ class RetryRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
 
 
 class SenderConfig(_Strict):
-    """``[senders.NAME]``: a real sender (caller id) on a gateway."""
+    """``[senders.NAME]``: a real sender on a gateway: an SMS sender's ``caller_id``, an
+    email sender's ``from`` (and optional ``reply_to``, ``return_path``)."""
 
     gateway: Name
-    caller_id: Name
+    #: An SMS sender's caller id (alphanumeric name or number). Required on SMS.
+    caller_id: Name | None = None
+    #: An email sender's From, as people write it: ``"News <news@example.com>"``.
+    from_: Annotated[str, Meta(min_length=3, max_length=400)] | None = msgspec.field(
+        default=None, name="from")
+    #: An email sender's Reply-To, if replies go elsewhere.
+    reply_to: Annotated[str, Meta(min_length=3, max_length=400)] | None = None
+    #: An email sender's envelope sender (``MAIL FROM``, where bounces by mail go):
+    #: ``bounces@bounces.example.com`` is written as the VERP address
+    #: ``bounces+{message id}@bounces.example.com``, so a DSN names its message. None:
+    #: the From address.
+    return_path: Annotated[str, Meta(min_length=3, max_length=254)] | None = None
     #: Segments per second; 0 = unlimited (never a division by zero).
     rate: Annotated[float, Meta(ge=0)] = 0
     #: Segments that may go out at once above the steady rate.
@@ -351,7 +367,9 @@ class ResourceConfig(_Strict):
     """``[resources.NAME]``: a subscription resource (a newsletter, a service)."""
 
     virtual_sender: Name
-    channel: Literal["sms"] = "sms"
+    #: What its subscriptions carry and its mailings send: SMS, or email (a subject, an
+    #: HTML body and a text version, through senders with a ``from``).
+    channel: Literal["sms", "email"] = "sms"
     databases: list[Name] = msgspec.field(default_factory=list)
     #: The static unsubscribe link, for ``{unsubscribe}`` where no tracking domain is set.
     unsubscribe_url: str | None = None
@@ -365,6 +383,13 @@ class ResourceConfig(_Strict):
     #: multivariate mailing's message due inside it waits for its end (a window may wrap
     #: midnight); trigger mailings ignore it (``engine.core.localtime``).
     quiet_hours: str | None = None
+    #: Email: put an open-tracking pixel in each message (where links are tracked).
+    track_opens: bool = True
+    #: Email: ``List-Unsubscribe`` with one-click POST (RFC 8058) in each message (where
+    #: links are tracked: the header is the message's own unsubscribe link).
+    list_unsubscribe: bool = True
+    #: Email: inline the HTML's ``<style>`` rules into ``style`` attributes (css-inline).
+    inline_css: bool = True
 
     def quiet(self) -> QuietHours | None:
         """The quiet hours, parsed (checked when the config was read)."""
@@ -678,6 +703,10 @@ def parse_config(
     for name, sender in senders.items():
         if sender.gateway not in raw_gateways:
             d.fail(f"senders.{name}.gateway", f"no gateway named {sender.gateway!r}")
+        gw = gateways.get(sender.gateway)
+        driver_cls = drivers.get(gw.driver) if gw is not None else None
+        if driver_cls is not None:
+            _check_sender(d, f"senders.{name}", sender, driver_cls.capabilities.channel)
     raw_senders = d.table(raw, "senders")
     for name, vs in vsenders.items():
         for i, rule in enumerate(vs.rules):
@@ -704,6 +733,23 @@ def parse_config(
                 f"resources.{name}.virtual_sender",
                 f"no virtual sender named {res.virtual_sender!r}",
             )
+        routed = vsenders.get(res.virtual_sender)
+        for i, rule in enumerate(routed.rules if routed is not None else ()):
+            for j, target in enumerate(rule.senders):
+                target_sender = senders.get(target.sender)
+                target_gw = gateways.get(target_sender.gateway) \
+                    if target_sender is not None else None
+                if target_sender is None or target_gw is None:
+                    continue
+                target_driver = drivers.get(target_gw.driver)
+                carries = target_driver.capabilities.channel if target_driver else res.channel
+                if carries != res.channel:
+                    d.fail(f"resources.{name}.channel",
+                           f"{res.channel!r}, but its virtual sender"
+                           f" {res.virtual_sender!r} routes to sender {target.sender!r}"
+                           f" (virtual_senders.{res.virtual_sender}.rules[{i}].senders[{j}])"
+                           f" on gateway {target_sender.gateway!r}, whose"
+                           f" {target_gw.driver!r} driver sends {carries}")
     if d.problems:
         raise ConfigError(d.problems)
     return Config(
@@ -721,6 +767,38 @@ def parse_config(
         cluster=cluster,
         hooks=hooks,
     )
+
+
+def _check_sender(d: _Decoder, where: str, sender: SenderConfig, channel: str) -> None:
+    """An SMS sender needs a ``caller_id`` and no email keys; an email sender a valid
+    ``from`` and no ``caller_id``: what its gateway's driver carries decides."""
+    email_keys = {"from": sender.from_, "reply_to": sender.reply_to,
+                  "return_path": sender.return_path}
+    if channel == "sms":
+        if sender.caller_id is None:
+            d.fail(f"{where}.caller_id", "required key is missing: an SMS sender's caller id"
+                   " (its gateway's driver sends SMS)")
+        for key, value in email_keys.items():
+            if value is not None:
+                d.fail(f"{where}.{key}", "an email sender's key, but this sender's gateway"
+                       " sends SMS (an SMS sender has a caller_id)")
+        return
+    if sender.caller_id is not None:
+        d.fail(f"{where}.caller_id", "an SMS sender's key, but this sender's gateway sends"
+               " email (an email sender has from, and optionally reply_to)")
+    if sender.from_ is None:
+        d.fail(f"{where}.from", 'required key is missing: an email sender\'s From, e.g.'
+               ' "News <news@example.com>" (its gateway\'s driver sends email)')
+        return
+    from engine.core.mime import parse_address
+
+    for key, value in email_keys.items():
+        if value is None:
+            continue
+        try:
+            parse_address(value, bare=key == "return_path")
+        except InputError as err:
+            d.fail(f"{where}.{key}", str(err))
 
 
 def bad_timezone(name: str) -> str | None:

@@ -45,7 +45,7 @@ from engine.core.histogram import Histogram
 from engine.core.prepare import Message
 from engine.core.routing import VirtualSenderRouter
 from engine.core.states import Outcome, State
-from engine.core.submission import Submission
+from engine.core.submission import Compose, Submission
 from engine.drivers import Driver
 from engine.errors import GatewayError, TransientGatewayError
 from engine.limits import LocalSenderLimit, SenderLimit
@@ -87,7 +87,11 @@ class SenderRuntime:
         self, name: str, config: SenderConfig, driver: Driver, limit: SenderLimit | None = None
     ) -> None:
         self.name = name
-        self.caller_id = config.caller_id
+        #: An SMS sender's caller id; an email sender's envelope sender.
+        self.caller_id = config.caller_id or ""
+        #: An email sender's message builder (``engine.core.email_message.Composer``),
+        #: set by an email run; None for SMS.
+        self.compose: Compose | None = None
         self.driver = driver
         self.concurrency = config.concurrency
         self.retry: RetryRules = config.retry
@@ -234,10 +238,15 @@ class Dispatcher:
         batch's journal entry keeps ``remaining``). Returns the batch as it now stands (its
         sender may have changed); None when the run was stopped."""
         sender = self.senders[batch.sender]
-        sub = Submission(part, sender.caller_id, retry_ambiguous=sender.retry_ambiguous)
+        sub = Submission(part, sender.caller_id, retry_ambiguous=sender.retry_ambiguous,
+                         compose=sender.compose, now=time.time())
         first_try = self.clock()
         tried = {sender.name}
         marked = False
+        if sub.done:  # not one message could be written (an email's From or address)
+            await self.record(batch._replace(sender=sender.name, messages=part,
+                                             settled=settled), sub.results(), keep=remaining)
+            return batch._replace(sender=sender.name)
         while True:
             taken = len(sub.pending)
             segments = sum(part[i].segments for i in sub.pending)
@@ -302,7 +311,7 @@ class Dispatcher:
                     # the gateway certainly did not take it: another sender may (same ids)
                     tried.add(other)
                     sender = self.senders[other]
-                    sub.switch(sender.caller_id)
+                    sub.switch(sender.caller_id, sender.compose)
                     await self.store.move_batch(self.run_id, batch.batch, other)
                     batch = batch._replace(sender=other)
                     continue

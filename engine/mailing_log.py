@@ -105,6 +105,11 @@ class MailingLog(msgspec.Struct, kw_only=True):
     later: int = 0
     next_wave: str | None = None
     earlier: int = 0
+    #: The mailing's channel (its resource's): ``sms`` or ``email``. An email run's
+    #: ``duplicate_phones`` counts duplicate addresses, and its unreadable addresses are
+    #: ``invalid_emails`` (``invalid_phones`` is then 0).
+    channel: str = "sms"
+    invalid_emails: int = 0
 
 
 def _iso(ts: float | None) -> str | None:
@@ -182,6 +187,8 @@ def build_log(
         later=c.get(LATER, 0),
         next_wave=_iso(next_wave(c)),
         earlier=c.get(EARLIER, 0),
+        channel=mailing.source.channel,
+        invalid_emails=skipped.get("invalid_email", 0),
     )
 
 
@@ -198,6 +205,7 @@ _LABELS: list[tuple[str, str]] = [
     ("duplicate_phones", "Duplicate phones"),
     ("suppressed", "Suppressed"),
     ("invalid_phones", "Invalid phones"),
+    ("invalid_emails", "Invalid addresses"),
     ("empty", "Empty text"),
     ("too_long", "Too long"),
     ("policy", "Over the sending policy"),
@@ -272,8 +280,17 @@ _WHEN_ANY = frozenset({"control", "other_share", "later", "earlier"})
 def format_log(log: MailingLog) -> str:
     """The log as a two-column table, like Altcraft's mailing log page."""
     rows: list[tuple[str, str]] = _spec_rows(log)
+    email = log.channel == "email"
+    if email:
+        rows.insert(0, ("Channel (channel)", "email"))
     for key, label in _LABELS:
         value = getattr(log, key)
+        if key == ("invalid_phones" if email else "invalid_emails"):
+            continue
+        if email and key == "duplicate_phones":
+            label = "Duplicate addresses"
+        elif email and key == "empty":
+            continue  # an email is never judged empty: it has its headers
         if key == "database_id" and log.audience_source != "list":
             continue
         if key == "segment_id" and log.audience_source != "segment":

@@ -34,9 +34,10 @@ import anyio.lowlevel
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from engine.config import Config, SenderConfig
+from engine.config import Config, ResourceConfig, SenderConfig
 from engine.core.codes import MAX_VALUE
 from engine.core.dedupe import Dedupe
+from engine.core.email_message import Composer, EmailNormaliser, EmailPreparer, OpenPixel
 from engine.core.groups import Groups, global_key
 from engine.core.links import Shortener, link_request
 from engine.core.localtime import (
@@ -50,6 +51,7 @@ from engine.core.localtime import (
 from engine.core.phones import PhoneNormaliser
 from engine.core.prepare import AudienceRow, Message, Preparer, Renderer
 from engine.core.states import Outcome, State
+from engine.core.submission import Compose
 from engine.dispatch import Batch, Dispatcher, SenderRuntime, SenderStats, split_parts
 from engine.drivers import Driver
 from engine.errors import InputError, NotFound
@@ -218,10 +220,21 @@ class Pipeline:
         #: Where this mailing's links and unsubscribe pages are (None: links go as written).
         self.tracking_base = config.tracking_base(mailing.resource)
         self._static_unsubscribe = resource.unsubscribe_url or ""
-        self.preparer = Preparer(
+        #: The resource's channel: an email run prepares packed emails, its senders
+        #: build each message with their From (``engine.core.email_message``).
+        self.channel = resource.channel
+        email = self.channel == "email"
+        if email:
+            for name, runtime in self.senders.items():
+                runtime.compose = _composer(config.senders[name], resource)
+        preparer_class = EmailPreparer if email else Preparer
+        extra: dict[str, Any] = {"static_unsubscribe": self._static_unsubscribe} \
+            if email else {}
+        self.preparer = preparer_class(
+            **extra,
             run_uid=run.uid,
             run_id=run.id,
-            normaliser=PhoneNormaliser(eng.default_region),
+            normaliser=EmailNormaliser() if email else PhoneNormaliser(eng.default_region),
             dedupe=self.dedupe,
             template=template,
             measure=measure,
@@ -454,6 +467,8 @@ class Pipeline:
         self.preparer.track(Shortener.of(
             template, base=base, secret=secret, links=links, seq_base=seq_base,
             static_unsubscribe=self._static_unsubscribe))
+        if isinstance(self.preparer, EmailPreparer) and links and links[0].id < MAX_VALUE:
+            self.preparer.pixel = OpenPixel(base, secret, links[0].id, seq_base)
 
     async def _recover(self) -> list[Batch]:
         """Rebuild dedupe and settle the journal of an interrupted run (in chunk mode: of
@@ -818,6 +833,14 @@ TRIGGER_POLL = 0.5
 def _full(sender: SenderRuntime) -> bool:
     st = sender.send.statistics()
     return st.current_buffer_used >= st.max_buffer_size
+
+
+def _composer(sender: SenderConfig, resource: ResourceConfig) -> Compose:
+    """An email sender's message builder (its From checked when the config was read)."""
+    assert sender.from_ is not None
+    return Composer(from_=sender.from_, reply_to=sender.reply_to,
+                    return_path=sender.return_path,
+                    list_unsubscribe=resource.list_unsubscribe).compose
 
 
 def _constant(name: str) -> Callable[[str, float], str]:

@@ -47,7 +47,7 @@ from engine.mailing_log import MailingLog, build_log
 from engine.pipeline import Limits, Pipeline, PipelineStats, run_template
 from engine.plugins import Plugins, load_plugins
 from engine.store.base import ReceiptReport, Store
-from engine.store.models import AudienceSource, Mailing, Run, run_is_live
+from engine.store.models import AudienceSource, Mailing, MailingOptions, Run, run_is_live
 from engine.store.open import open_store
 from engine.tracking.inbound import InboundTaker
 
@@ -153,13 +153,18 @@ class Herald:
         policy: Policy | None = None,
         progress: Progress | None = None,
         handle_signals: bool = False,
+        subject: str | None = None,
+        text: str | None = None,
     ) -> MailingLog:
         """Run a broadcast mailing now, to its end; return its mailing log. ``policy``
-        overrides the resource's and the account's sending policy for this mailing."""
+        overrides the resource's and the account's sending policy for this mailing. An
+        email resource's mailing has a ``subject``, ``template`` is its HTML and ``text``
+        its text version (None: made from the HTML)."""
         begun = time.perf_counter()
         mailing, run, compiled = await self.create_broadcast(
             resource=resource, template=template, database=database, segment=segment,
-            limit=limit, name=name, document=document, policy=policy,
+            limit=limit, name=name, document=document, policy=policy, subject=subject,
+            text=text,
         )
         return await self.execute(mailing, run, template=compiled, progress=progress,
                                   handle_signals=handle_signals, begun=begun)
@@ -175,13 +180,15 @@ class Herald:
         name: str | None = None,
         document: dict[str, Any] | None = None,
         policy: Policy | None = None,
+        subject: str | None = None,
+        text: str | None = None,
     ) -> tuple[Mailing, Run, Any]:
         """A broadcast mailing and its run, running, nothing sent yet; with the compiled
         template. (``send``'s first half; a cluster's ``herald send`` cuts the run into
         chunks for the workers then.)"""
         if limit is not None and limit < 0:
             raise InputError("--limit must be 0 or more")
-        compiled = refuse_blank(self._compile(template))  # nobody gets a blank SMS
+        compiled = self.compile_for(resource, template, subject=subject, text=text)
         source = await resolve_audience(
             self.store, self.config, resource, database=database, segment=segment,
             keys=("--database", "--segment"),
@@ -194,6 +201,7 @@ class Herald:
             limit=limit,
             document=document,
             policy=policy,
+            options=MailingOptions(subject=subject, text=text),
         )
         # launched now, once: no start, schedule or console may launch it again
         await self.store.set_mailing_state(mailing.id, "done")
@@ -212,7 +220,7 @@ class Herald:
             )
         if mailing.resource not in self.config.resources:
             raise InputError(f"run {run_id}'s resource {mailing.resource!r} left the config")
-        compiled = self._compile(run_template(mailing, stored))  # the variant it was for
+        compiled = self.compile_run(mailing, stored)  # the variant it was for
         run = await self.store.claim_run(run_id)
         return await self.execute(mailing, run, template=compiled, resume=True,
                                   progress=progress, handle_signals=handle_signals)
@@ -229,6 +237,48 @@ class Herald:
         return await anyio.to_thread.run_sync(
             self._compile, template, _compile_off_the_gil, limiter=_compile_limiter()
         )
+
+    def compile_for(
+        self, resource: str, template: str, *, subject: str | None = None,
+        text: str | None = None, compiler: PythonCompiler | None = None,
+    ) -> Any:
+        """A mailing's template compiled for its resource's channel: an SMS text (refused
+        when blank: nobody gets a blank SMS), or an email resource's subject, HTML
+        (``template``) and text version (``engine.core.email_message``). TemplateError
+        names the part at fault; InputError a subject on SMS or none on email."""
+        res = self.config.resources.get(resource)
+        if res is None or res.channel != "email":
+            if subject is not None or text is not None:
+                raise InputError(f"{'subject' if subject is not None else 'text'}: resource"
+                                 f" {resource!r} sends SMS; only an email resource's mailings"
+                                 " have a subject and a text version")
+            return refuse_blank(self._compile(template, compiler))
+        if subject is None:
+            raise InputError(f"subject: resource {resource!r} sends email: its mailings need"
+                             " a subject (--subject)")
+        from engine.core.email_message import compile_email
+
+        tracked = self.config.tracking_base(resource) is not None
+        return compile_email(
+            lambda source, name: self._compile(source, compiler), subject=subject,
+            html=template, text=text, inline=res.inline_css,
+            pixel=tracked and res.track_opens,
+            unsubscribe=tracked and (res.list_unsubscribe or res.track_opens),
+        )
+
+    def compile_run(self, mailing: Mailing, run: Run, *,
+                    compiler: PythonCompiler | None = None) -> Any:
+        """The template run ``run`` of ``mailing`` sends, compiled (``run_template``: its
+        variant's of a multivariate mailing; an email mailing's three parts)."""
+        return self.compile_for(mailing.resource, run_template(mailing, run),
+                                subject=mailing.options.subject, text=mailing.options.text,
+                                compiler=compiler)
+
+    async def compile_run_async(self, mailing: Mailing, run: Run) -> Any:
+        """:meth:`compile_run` in a worker thread (see :meth:`compile_async`)."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.compile_run(mailing, run, compiler=_compile_off_the_gil),
+            limiter=_compile_limiter())
 
     def _compile(self, template: str, compiler: PythonCompiler | None = None) -> Any:
         return compile_template(
@@ -287,7 +337,7 @@ class Herald:
             begun = time.perf_counter()
         store = self.store
         if template is None:
-            template = self._compile(run_template(mailing, run))
+            template = self.compile_run(mailing, run)
         drivers = self._drivers()
         resource_id = await store.resource_id(mailing.resource)
         # the filter is sized by a bound got at once; the count, for progress, comes

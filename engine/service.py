@@ -59,7 +59,7 @@ from engine.mailings import (
     test_mailing,
     winner_spec,
 )
-from engine.pipeline import Pipeline, run_template, send_times
+from engine.pipeline import Pipeline, send_times
 from engine.runner import Herald
 from engine.scheduling import Scheduler, queue_launch, queue_phase
 from engine.store.models import Mailing, Run, RunSpec, run_is_live
@@ -590,7 +590,7 @@ class MailingService:
             active.settled_before = await self._settled(run.id)
         self._active[mailing.id] = active
         try:
-            template = await self.herald.compile_async(run_template(mailing, run))
+            template = await self.herald.compile_run_async(mailing, run)
         except BaseException:
             self._active.pop(mailing.id, None)
             raise

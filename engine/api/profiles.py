@@ -49,7 +49,8 @@ class ImportBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: The key that finds a profile's existing record.
     matching: Literal["phone", "email", "id"]
     profiles: list[dict[str, Any]]
-    #: Subscribe each profile's phone to this resource.
+    #: Subscribe each profile to this resource: its phone, or its email for an email
+    #: resource.
     resource: Name | None = None
     #: ``add``: profiles that match are skipped; ``update``: profiles that match nothing
     #: are rejected; ``upsert``: both.
@@ -200,6 +201,9 @@ async def import_profiles(request: Req) -> ImportAnswer:
     except NotFound as err:
         raise ApiError(404, str(err), "database") from None
     resource_id = await store.resource_id(data.resource) if data.resource else None
+    # an email resource subscribes each profile's email, an SMS one its phone
+    channel = state.herald.config.resources[data.resource].channel if data.resource \
+        else "sms"
     normalise = state.normaliser.normalise
     field_types = state.herald.config.field_specs(data.database)
     answer = ImportAnswer(0, 0, 0, 0, [])
@@ -209,7 +213,7 @@ async def import_profiles(request: Req) -> ImportAnswer:
     async def flush() -> None:
         result = await store.import_profiles(
             database_id, records, matching=data.matching, resource_id=resource_id,
-            mode=_MODES[data.mode],
+            mode=_MODES[data.mode], channel=channel,
         )
         answer.added += result.added
         answer.updated += result.updated

@@ -28,6 +28,8 @@ def cmd_import_profiles(args: argparse.Namespace) -> int:
                 normaliser=PhoneNormaliser(herald.config.engine.default_region),
                 field_types=herald.config.field_specs(args.database),
                 max_ratio=herald.config.limits.import_compression_ratio,
+                channel=(herald.config.resources[args.resource].channel if args.resource
+                         else "sms"),
             )
         for e in report.errors:
             print(e, file=sys.stderr)
@@ -51,7 +53,8 @@ def add_import_parsers(sub: Any) -> None:
         "profiles", help="import profiles from csv/txt, xlsx, or a zip/tar.gz of those")
     pp.add_argument("file")
     pp.add_argument("--database", required=True)
-    pp.add_argument("--resource", help="subscribe each row's phone to this resource")
+    pp.add_argument("--resource", help="subscribe each row's phone (its email, for an"
+                    " email resource) to this resource")
     pp.add_argument("--matching", default="phone", metavar="phone|email|id|field:NAME",
                     help="how a row finds the profile it updates (default: phone)")
     pp.add_argument("--mode", choices=["add+update", "add", "update"], default="add+update",

@@ -72,23 +72,24 @@ def show_log(log: MailingLog, as_json: bool) -> None:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from engine.core.templates import refuse_blank
-
     template = read_template(args.template)
+    text = read_template(args.text) if args.text is not None else None
 
     async def go() -> int:
         herald = await open_herald(args)
         async with herald:
-            refuse_blank(herald.compile(template))  # before a run exists, like a typo
+            # before a run exists, like a typo: a blank SMS, an email with no subject
+            herald.compile_for(args.resource, template, subject=args.subject, text=text)
             if herald.config.cluster is not None:
-                log = await _send_on_cluster(herald, args, template)
+                log = await _send_on_cluster(herald, args, template, text)
                 show_log(log, args.json)
                 return 0 if log.status == "finished" else 1
             with ProgressBar(not args.json) as bar:
                 log = await herald.send(
                     resource=args.resource, database=args.database, segment=args.segment,
                     template=template, limit=args.limit, name=args.name, progress=bar,
-                    handle_signals=True, policy=args.policy,
+                    handle_signals=True, policy=args.policy, subject=args.subject,
+                    text=text,
                 )
         show_log(log, args.json)
         return 0 if log.status == "finished" else 1
@@ -96,7 +97,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     return run_backend(go)
 
 
-async def _send_on_cluster(herald: Any, args: argparse.Namespace, template: str) -> MailingLog:
+async def _send_on_cluster(herald: Any, args: argparse.Namespace, template: str,
+                           text: str | None) -> MailingLog:
     """``herald send`` on a cluster: the run is cut into chunks that this process works
     on with every ``herald worker``; the log once every chunk is done."""
     from engine.cluster.worker import send_on_cluster
@@ -104,7 +106,7 @@ async def _send_on_cluster(herald: Any, args: argparse.Namespace, template: str)
     log: MailingLog = await send_on_cluster(
         herald, resource=args.resource, database=args.database, segment=args.segment,
         template=template, limit=args.limit, name=args.name, policy=args.policy,
-        handle_signals=True,
+        handle_signals=True, subject=args.subject, text=text,
     )
     return log
 
@@ -189,7 +191,12 @@ def add_send_parser(sub: Any) -> None:
     audience = p.add_mutually_exclusive_group(required=True)
     audience.add_argument("--database")
     audience.add_argument("--segment")
-    p.add_argument("--template", required=True, metavar="FILE")
+    p.add_argument("--template", required=True, metavar="FILE",
+                   help="the SMS text; an email resource's HTML body")
+    p.add_argument("--subject", metavar="TEXT",
+                   help="an email resource's subject (a template too; Emoji welcome)")
+    p.add_argument("--text", metavar="FILE",
+                   help="an email's text version (default: made from the HTML)")
     p.add_argument("--limit", type=positive)
     p.add_argument("--name", help="the mailing's name")
     p.add_argument("--policy", type=_policy, metavar="MAX/DAYS[/SCOPE]",

@@ -46,11 +46,38 @@ def _limits(args: argparse.Namespace) -> Any:
     return TemplateLimits.of(load_config(path, drivers=load_plugins().drivers).limits)
 
 
+def _tracking_host(args: argparse.Namespace) -> str:
+    """The tracking domain gallery images are served from (``localhost`` without one)."""
+    from engine.config import find_config_path, load_config
+
+    path = find_config_path(getattr(args, "config", None))
+    if not path.is_file():
+        return "localhost"
+    return load_config(path, drivers=load_plugins().drivers).tracking.host
+
+
+def _image_warnings(source: str, args: argparse.Namespace) -> list[str]:
+    """An HTML template's images that are not served from the tracking domain's gallery:
+    mail clients may block them, and they leave the sender's domain."""
+    if "<img" not in source.lower():
+        return []
+    from engine.core.email_html import external_images
+
+    host = _tracking_host(args)
+    found = external_images(source, {host.partition(":")[0], host})
+    if not found:
+        return []
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    return [f"{len(found)} external image{'s' if len(found) != 1 else ''} not in the gallery"
+            f" ({shown}): copy them into it with  herald gallery localize {args.file}"]
+
+
 def cmd_template_check(args: argparse.Namespace) -> int:
     from engine.core.templates import check_template
 
-    report = check_template(read_template(args.file), functions=_functions(args),
-                            limits=_limits(args))
+    source = read_template(args.file)
+    report = check_template(source, functions=_functions(args), limits=_limits(args))
+    report.warnings.extend(_image_warnings(source, args))
     if args.json:
         print_json({
             "ok": not report.errors,

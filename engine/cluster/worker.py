@@ -51,7 +51,7 @@ from engine.core.ratelimit import GcraStats
 from engine.core.sms import measure
 from engine.errors import InputError, LeaseLost
 from engine.mailing_log import MailingLog
-from engine.pipeline import Pipeline, PipelineStats, run_template
+from engine.pipeline import Pipeline, PipelineStats
 from engine.store.base import Lease, Store
 
 if TYPE_CHECKING:
@@ -260,8 +260,7 @@ class Worker:
         key = (mailing.id, run.spec.variant)  # a multivariate mailing's runs send their own
         template = self._templates.get(key)
         if template is None:
-            template = self._templates[key] = await herald.compile_async(
-                run_template(mailing, run))
+            template = self._templates[key] = await herald.compile_run_async(mailing, run)
         drivers = herald.drivers()
         pipeline: Pipeline | None = None
 
@@ -391,6 +390,8 @@ async def send_on_cluster(
     concurrency: int = 2,
     handle_signals: bool = False,
     progress: Callable[[WorkerStats], None] | None = None,
+    subject: str | None = None,
+    text: str | None = None,
 ) -> MailingLog:
     """``herald send`` on a cluster: a new run, cut into chunks of ``[cluster]
     chunk_profiles``, worked on here (``concurrency`` slots) and by every other worker;
@@ -400,7 +401,7 @@ async def send_on_cluster(
         raise InputError("a cluster send needs a [cluster] table in the config")
     mailing, run, _ = await herald.create_broadcast(
         resource=resource, template=template, database=database, segment=segment,
-        limit=limit, name=name, policy=policy,
+        limit=limit, name=name, policy=policy, subject=subject, text=text,
     )
     await herald.store.create_chunks(run.id, mailing.source, size=cluster.chunk_profiles)
     worker = Worker(herald, concurrency=concurrency, run_id=run.id)

@@ -9,7 +9,8 @@ The structure is Altcraft's, so consumers written for its action hooks keep work
                     "run_id": 40, "phone": "+447911000001", "sender": "ACME",
                     "error": null, "url": null}}
 
-An import event (``import_file``, ``import_api``) carries the import's counts as its
+An email event (``send``, ``open``, ``hbounce``...) has ``email`` where an SMS event has
+``phone``. An import event (``import_file``, ``import_api``) carries the import's counts as its
 ``event_data``. Sans-I/O: ``HookFilter`` says which events a hook delivers and
 ``MessageEncoder`` builds their bytes, one call per batch and no clock read.
 """
@@ -24,7 +25,7 @@ import msgspec
 from engine.config import HookConfig
 from engine.store.base import HookEvent
 
-__all__ = ["IMPORT_EVENTS", "HookFilter", "MessageEncoder", "event_date"]
+__all__ = ["EMAIL_EVENTS", "IMPORT_EVENTS", "HookFilter", "MessageEncoder", "event_date"]
 
 #: The events of a finished import: no message, mailing or resource.
 IMPORT_EVENTS = frozenset({"import_file", "import_api"})
@@ -39,6 +40,24 @@ class _EventData(msgspec.Struct):
     sender: str | None
     error: str | None
     url: str | None
+
+
+class _EmailEventData(msgspec.Struct):
+    """An email event's data: Altcraft's ``email`` where an SMS event has ``phone``."""
+
+    message_id: str | None
+    campaign_id: int | None
+    resource_id: int | None
+    run_id: int | None
+    email: str
+    sender: str | None
+    error: str | None
+    url: str | None
+
+
+#: The events of the email channel (``engine.core.events``).
+EMAIL_EVENTS = frozenset({"send", "deliv", "undeliv", "click", "uclick", "unsub", "open",
+                          "uopen", "hbounce", "sbounce", "complain"})
 
 
 class _Message(msgspec.Struct):
@@ -126,6 +145,9 @@ class MessageEncoder:
         data: object
         if e.kind in IMPORT_EVENTS:
             data = msgspec.Raw(e.data) if e.data else _EMPTY_OBJECT
+        elif e.kind in EMAIL_EVENTS:
+            data = _EmailEventData(e.message_id, e.mailing_id, e.resource_id, e.run_id,
+                                   e.phone, e.sender, e.error, e.url)
         else:
             data = _EventData(e.message_id, e.mailing_id, e.resource_id, e.run_id, e.phone,
                               e.sender, e.error, e.url)

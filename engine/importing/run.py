@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import msgspec
@@ -79,13 +80,16 @@ async def import_file(
     max_unpacked: int = MAX_UNPACKED,
     max_ratio: int = MAX_RATIO,
     field_types: Mapping[str, FieldSpec] | None = None,
+    channel: Literal["sms", "email"] = "sms",
 ) -> ImportReport:
     """Import the profiles in a CSV, TXT or XLSX file, or a ZIP or TAR.GZ of them.
 
     ``matching``: ``phone``, ``email``, ``id`` or ``field:NAME``, how a row finds its
     profile. ``mode``: ``add+update`` (add new profiles, update the ones rows match),
     ``add`` (rows that match are skipped) or ``update`` (rows that match nothing are
-    rejected). ``resource``: subscribe each row's phone to it. ``encoding`` (a Python codec
+    rejected). ``resource``: subscribe each row's address for ``channel`` to it (the
+    resource's channel: its phone for ``sms``; its email, normalised, for ``email``, a
+    bad address rejecting its row). ``encoding`` (a Python codec
     name) overrides detection for text files. Each ``chunk`` of rows is one transaction.
     ``max_unpacked``: bytes an archive or workbook may unpack to. ``max_ratio``: how many
     times its compressed size an archive member or workbook part may unpack to
@@ -137,10 +141,12 @@ async def import_file(
                     lines.append(line)
                     if len(batch) >= chunk:
                         await _flush(store, database_id, batch, lines, source.name, report,
-                                     matching=str(match), mode=mode, resource_id=resource_id)
+                                     matching=str(match), mode=mode, resource_id=resource_id,
+                                     channel=channel)
                 if batch:
                     await _flush(store, database_id, batch, lines, source.name, report,
-                                 matching=str(match), mode=mode, resource_id=resource_id)
+                                 matching=str(match), mode=mode, resource_id=resource_id,
+                                 channel=channel)
                 # the store's rejections come a chunk late: put them back in line order
                 report.errors[first_error:] = sorted(
                     report.errors[first_error:], key=lambda e: e.line
@@ -175,9 +181,11 @@ async def _flush(
     matching: str,
     mode: str,
     resource_id: int | None,
+    channel: Literal["sms", "email"] = "sms",
 ) -> None:
     result = await store.import_profiles(
-        database_id, batch, matching=matching, resource_id=resource_id, mode=mode
+        database_id, batch, matching=matching, resource_id=resource_id, mode=mode,
+        channel=channel,
     )
     report.added += result.added
     report.updated += result.updated

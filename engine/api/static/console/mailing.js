@@ -323,7 +323,8 @@ const LOG_LABELS = [
   ["first_submit_ms", "First submit, ms"],
   ["subscribers_received", "Subscribers received"], ["subscribers_found", "Subscribers found"],
   ["duplicate_phones", "Duplicate phones"], ["suppressed", "Suppressed"],
-  ["invalid_phones", "Invalid phones"], ["empty", "Empty text"], ["too_long", "Too long"],
+  ["invalid_phones", "Invalid phones"], ["invalid_emails", "Invalid addresses"],
+  ["empty", "Empty text"], ["too_long", "Too long"],
   ["policy", "Over the sending policy"], ["control", "Control group"],
   ["other_share", "In other runs' shares"], ["later", "Left for later waves"],
   ["earlier", "Taken by earlier waves"], ["recipients", "Recipients"], ["sent", "Sent"],
@@ -387,8 +388,13 @@ function specRows(log) {
 /** The log as a two-column table, like engine.mailing_log.format_log. */
 function formatLog(log) {
   const rows = specRows(log);
-  for (const [key, label] of LOG_LABELS) {
+  const email = log.channel === "email";
+  if (email) rows.unshift(["Channel (channel)", "email"]);
+  for (let [key, label] of LOG_LABELS) {
     const value = log[key];
+    if (key === (email ? "invalid_phones" : "invalid_emails")) continue;
+    if (email && key === "empty") continue;  // an email is never judged empty
+    if (email && key === "duplicate_phones") label = "Duplicate addresses";
     if (key === "database_id" && log.audience_source !== "list") continue;
     if (key === "segment_id" && log.audience_source !== "segment") continue;
     if (LOG_WHEN_ANY.has(key) && !value && !(key === "other_share" && log.share)) continue;
