@@ -337,8 +337,9 @@ async def test_the_senders_pace_weight_and_health(api: Api) -> None:
     r = await api.get("/api/v1/senders")
     assert r.status_code == 200
     s1, s2 = r.json()["senders"]
-    assert s1 == {"name": "s1", "gateway": "gw", "caller_id": "ACME", "rate": 40.0,
-                  "burst": 4, "window": 0, "weight": {"v": 100.0}, "health": "ok",
+    assert s1 == {"name": "s1", "gateway": "gw", "caller_id": "ACME", "from": None,
+                  "reply_to": None, "rate": 40.0, "burst": 4, "window": 0,
+                  "weight": {"v": 100.0}, "health": "ok",
                   "sent": 0, "failed": 0, "throttled": 0, "in_flight": 0,
                   "last_errors": []}
     assert (s2["name"], s2["weight"], s2["rate"]) == ("s2", {"v": 0.0}, 0.0)
@@ -439,7 +440,8 @@ async def test_a_running_mailings_stream_moves(api: Api) -> None:
     assert second["mailing"]["id"] == mailing and second["mailing"]["status"] == "running"
     assert set(second["counts"]) == {
         "recipients", "sent", "delivered", "undelivered", "failed", "unknown", "segments",
-        "clicks", "unique_clicks", "unsubscribed", "control", "skipped"}
+        "clicks", "unique_clicks", "unsubscribed", "control", "opens", "unique_opens",
+        "hard_bounced", "soft_bounced", "complaints", "skipped"}
     assert second["counts"]["sent"] > first["counts"]["sent"]
     assert second["counts"]["segments"] > first["counts"]["segments"]
     s1 = second["senders"][0]

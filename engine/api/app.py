@@ -2,7 +2,7 @@
 
 ``create_app(herald)`` starts the mailing service in the app's lifespan (what ``herald
 serve`` does); ``create_app(herald, service)`` uses a running one (tests, embedding). The
-lifespan also runs the tracking domain's click writer, which writes the clicks left
+lifespan also runs the tracking domain's click and open writers, which write what is left
 buffered when it ends (on SIGTERM, once the connections are done). The app runs on any
 ASGI server, on asyncio (with uvloop) or trio.
 """
@@ -48,6 +48,7 @@ from engine.runner import Herald
 from engine.service import MailingService
 from engine.tracking import routes as tracking_routes
 from engine.tracking.clicks import ClickWriter
+from engine.tracking.opens import OpenWriter
 from engine.tracking.redirect import fast_path
 
 __all__ = ["MAX_BODY", "create_app"]
@@ -85,12 +86,13 @@ def _service_lifespan(api: ApiState) -> Callable[[Litestar], AbstractAsyncContex
 def _clicks_lifespan(api: ApiState) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        async with ClickWriter(api.store, interval=api.click_interval).running() as writer:
-            api.clicks = writer
+        async with ClickWriter(api.store, interval=api.click_interval).running() as writer, \
+                OpenWriter(api.store, interval=api.click_interval).running() as opens:
+            api.clicks, api.opens = writer, opens
             try:
                 yield
             finally:
-                api.clicks = None
+                api.clicks = api.opens = None
 
     return lifespan
 

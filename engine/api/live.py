@@ -78,6 +78,12 @@ class LiveCounts(msgspec.Struct, kw_only=True):
     unique_clicks: int = 0
     unsubscribed: int = 0
     control: int = 0
+    #: An email mailing's: people's opens, first opens, hard and soft bounces, complaints.
+    opens: int = 0
+    unique_opens: int = 0
+    hard_bounced: int = 0
+    soft_bounced: int = 0
+    complaints: int = 0
     skipped: dict[str, int] = msgspec.field(default_factory=dict)
 
 

@@ -1,9 +1,11 @@
 """``GET /api/v1/reports/{channel,undeliveries,clicks}`` (role viewer): the channel's
 reports, as ``herald report`` gives them.
 
-Query parameters: ``mailing`` (repeatable), ``resource``, ``since``, ``until``
-(``YYYY-MM-DD`` or an ISO datetime, UTC unless it has an offset; ``until`` exclusive) and,
-for the channel report, ``by`` (day, hour, mailing, resource, sender). The answer is JSON
+Query parameters: ``mailing`` (repeatable), ``resource``, ``channel`` (``sms`` or
+``email``: the mailings'), ``since``, ``until`` (``YYYY-MM-DD`` or an ISO datetime, UTC
+unless it has an offset; ``until`` exclusive) and, for the channel report, ``by`` (day,
+hour, mailing, resource, sender, variant). The channel report of email (``channel=email``,
+or the ``resource`` of an email resource) has the email counts and rates too. The answer is JSON
 ``{"rows": [...]}``; ``format=csv|xlsx``, or an ``Accept`` header preferring ``text/csv``
 or the xlsx type, makes it a download (``Content-Disposition: attachment``). A bad value
 is a 400 naming its parameter; an unknown mailing or resource a 404 naming it. The
@@ -27,10 +29,12 @@ from engine.api.errors import ApiError
 from engine.api.state import MAX_ID, Req, api_state
 from engine.reports import (
     MEDIA_TYPES,
+    Channel,
     Grouping,
     Report,
     channel_report,
     clicks_report,
+    is_email,
     parse_time,
     render,
     report_filter,
@@ -74,6 +78,16 @@ class ChannelReportRow(msgspec.Struct, kw_only=True):
     delivery_rate: float | None
     #: unique clicks / delivered, to 4 places (null when nothing was delivered).
     ctr: float | None
+    #: The email channel's (only in its report): people's opens (no prefetches, no
+    #: bots) and first opens, hard and soft bounces, complaints.
+    opens: int | Unset = UNSET
+    unique_opens: int | Unset = UNSET
+    hard_bounced: int | Unset = UNSET
+    soft_bounced: int | Unset = UNSET
+    complaints: int | Unset = UNSET
+    #: Email: unique opens / delivered, and unique clicks / unique opens, to 4 places.
+    open_rate: float | Unset | None = UNSET
+    ctor: float | Unset | None = UNSET
 
 
 class UndeliveryRow(msgspec.Struct):
@@ -126,6 +140,8 @@ Mailings = Annotated[list[int] | None, QueryParameter(
     description="only these mailings (repeat the parameter for several; default all)")]
 Resource = Annotated[str | None, QueryParameter(
     min_length=1, max_length=200, description="only this resource's mailings")]
+ChannelParam = Annotated[Channel | None, QueryParameter(
+    description="only the mailings of this channel (sms or email)")]
 Since = Annotated[str | None, QueryParameter(
     min_length=1, max_length=64,
     description="from this moment: YYYY-MM-DD (midnight UTC) or an ISO datetime")]
@@ -146,13 +162,15 @@ def _time(text: str | None, name: str) -> float | None:
 
 
 async def _filter(request: Req, mailing: list[int] | None, resource: str | None,
-                  since: str | None, until: str | None) -> ReportFilter:
+                  since: str | None, until: str | None,
+                  channel: str | None = None) -> ReportFilter:
     for mailing_id in mailing or ():
         if not 1 <= mailing_id <= MAX_ID:
             raise ApiError(400, f"not a mailing id: {mailing_id}", "mailing")
     try:
         where = report_filter(mailings=mailing or (), resource=resource,
-                              since=_time(since, "since"), until=_time(until, "until"))
+                              since=_time(since, "since"), until=_time(until, "until"),
+                              channel=channel)
     except ValueError as err:
         raise ApiError(400, str(err), "until") from None
     state = api_state(request)
@@ -188,23 +206,28 @@ _ROUTE: dict[str, Any] = {**guarded("viewer", 400, 404), "tags": ["reports"],
 async def report_channel(
     request: Req, mailing: Mailings = None, resource: Resource = None, since: Since = None,
     until: Until = None, by: FromQuery[Grouping | None] = None, format: Fmt = None,
+    channel: ChannelParam = None,
 ) -> Response[ChannelReport]:
     """Recipients, sent, delivered, undelivered, failed, unknown, segments, clicks,
     unique_clicks, unsubscribed, delivery_rate (delivered / sent) and ctr (unique clicks /
-    delivered): in all, or per ``by`` key."""
-    where = await _filter(request, mailing, resource, since, until)
+    delivered): in all, or per ``by`` key. Of email, also opens, unique_opens,
+    hard_bounced, soft_bounced, complaints, open_rate (unique opens / delivered) and ctor
+    (unique clicks / unique opens)."""
+    where = await _filter(request, mailing, resource, since, until, channel)
     out = _format(request, format)
-    return _answer(await channel_report(api_state(request).store, where, by), out)
+    state = api_state(request)
+    email = is_email(where, state.herald.config.resources)
+    return _answer(await channel_report(state.store, where, by, email=email), out)
 
 
 @get("/reports/undeliveries", **_ROUTE, summary="Undeliveries by reason")
 async def report_undeliveries(
     request: Req, mailing: Mailings = None, resource: Resource = None, since: Since = None,
-    until: Until = None, format: Fmt = None,
+    until: Until = None, format: Fmt = None, channel: ChannelParam = None,
 ) -> Response[UndeliveryReport]:
     """Undeliveries by the provider's reason (normalised; ``undefined`` when the gateway
     gave none), most first, with each one's share."""
-    where = await _filter(request, mailing, resource, since, until)
+    where = await _filter(request, mailing, resource, since, until, channel)
     out = _format(request, format)
     return _answer(await undeliveries_report(api_state(request).store, where), out)
 
@@ -212,11 +235,11 @@ async def report_undeliveries(
 @get("/reports/clicks", **_ROUTE, summary="The click map")
 async def report_clicks(
     request: Req, mailing: Mailings = None, resource: Resource = None, since: Since = None,
-    until: Until = None, format: Fmt = None,
+    until: Until = None, format: Fmt = None, channel: ChannelParam = None,
 ) -> Response[ClickReport]:
     """People's clicks per URL (bots left out), most unique clicks first; share is the
     unique clickers over the recipients."""
-    where = await _filter(request, mailing, resource, since, until)
+    where = await _filter(request, mailing, resource, since, until, channel)
     out = _format(request, format)
     return _answer(await clicks_report(api_state(request).store, where), out)
 

@@ -1,5 +1,6 @@
 """What the routes share: the workspace, the mailing service, tokens, a phone normaliser,
-and the tracking domain's code resolver, bot detector, click writer and inbound taker."""
+and the tracking domain's code resolver, bot detector, click and open writers and inbound
+taker."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from engine.tracking.bots import BotDetector
 from engine.tracking.clicks import ClickWriter
 from engine.tracking.inbound import InboundTaker
 from engine.tracking.links import Resolver
+from engine.tracking.opens import OpenCodes, OpenWriter
 
 __all__ = ["MAX_ID", "ApiState", "Req", "api_state", "service_of"]
 
@@ -45,7 +47,11 @@ class ApiState:
     clicks: ClickWriter | None = None
     #: Seconds a click waits at most before it is written (tests make it long).
     click_interval: float = 0.5
+    #: Writes email opens in batches, like ``clicks`` (None: each at once).
+    opens: OpenWriter | None = None
     normaliser: PhoneNormaliser = field(init=False)
+    #: Reads the open pixel's codes back to their message.
+    open_codes: OpenCodes = field(init=False)
     auth_failures: AuthFailures = field(init=False)
     resolver: Resolver = field(init=False)
     bots: BotDetector = field(init=False)
@@ -56,6 +62,7 @@ class ApiState:
         self.normaliser = PhoneNormaliser(herald.config.engine.default_region)
         self.auth_failures = AuthFailures(herald.config.api.auth_failures_per_minute)
         self.resolver = Resolver(herald.store)
+        self.open_codes = OpenCodes(herald.store)
         self.bots = BotDetector()
         self.inbound = herald.inbound
 

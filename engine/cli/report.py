@@ -1,10 +1,13 @@
 """``herald report channel|undeliveries|clicks``: the channel's reports, from the store's
 counters (fast on any mailing size).
 
-Each takes ``--mailing ID`` (repeatable), ``--resource R``, ``--since DATE`` and ``--until
-DATE`` (``YYYY-MM-DD`` or an ISO datetime, UTC unless it has an offset; until exclusive),
-``--format table|json|csv|xlsx`` and ``--output FILE``; ``channel`` also ``--by
-day|hour|mailing|resource|sender``. Without ``--format`` the format follows ``--output``'s
+Each takes ``--mailing ID`` (repeatable), ``--resource R``, ``--channel sms|email`` (the
+mailings'), ``--since DATE`` and ``--until DATE`` (``YYYY-MM-DD`` or an ISO datetime, UTC
+unless it has an offset; until exclusive), ``--format table|json|csv|xlsx`` and ``--output
+FILE``; ``channel`` also ``--by day|hour|mailing|resource|sender|variant``. The channel
+report of email (``--channel email``, or ``--resource`` of an email resource) has the
+email counts too: opens, unique_opens, hard_bounced, soft_bounced, complaints, open_rate
+and ctor. Without ``--format`` the format follows ``--output``'s
 suffix (``.json``, ``.csv``, ``.xlsx``), else it is a table. A bad date, an unknown
 mailing or resource exits 2, saying which option is wrong.
 
@@ -22,12 +25,14 @@ from typing import Any
 from engine.cli.workspace import using
 from engine.errors import InputError
 from engine.reports import (
+    CHANNELS,
     FORMATS,
     GROUPINGS,
     Format,
     Report,
     channel_report,
     clicks_report,
+    is_email,
     parse_time,
     render,
     report_filter,
@@ -62,7 +67,7 @@ def _mailing_id(text: str) -> int:
 def _filter(args: argparse.Namespace) -> ReportFilter:
     try:
         return report_filter(mailings=args.mailings or (), resource=args.resource,
-                             since=args.since, until=args.until)
+                             since=args.since, until=args.until, channel=args.channel)
     except ValueError as err:  # the range
         raise InputError(f"--until: {err}".replace("than since", "than --since")) from None
 
@@ -85,7 +90,8 @@ def _report(args: argparse.Namespace) -> Report:
         if unknown is not None:
             raise InputError(f"--{unknown[0]}: {unknown[1]}")
         if args.report == "channel":
-            return await channel_report(herald.store, where, args.by)
+            return await channel_report(herald.store, where, args.by,
+                                        email=is_email(where, herald.config.resources))
         if args.report == "undeliveries":
             return await undeliveries_report(herald.store, where)
         return await clicks_report(herald.store, where)
@@ -122,6 +128,9 @@ def _filters() -> argparse.ArgumentParser:
     p.add_argument("--mailing", dest="mailings", action="append", type=_mailing_id,
                    metavar="ID", help="only this mailing (repeat for several; default all)")
     p.add_argument("--resource", metavar="R", help="only this resource's mailings")
+    p.add_argument("--channel", choices=CHANNELS,
+                   help="only the mailings of this channel (sms or email); the channel"
+                        " report of email has its opens, bounces and complaints")
     p.add_argument("--since", type=_time, metavar="DATE",
                    help="from this moment: YYYY-MM-DD (midnight UTC) or an ISO datetime"
                         " (UTC unless it has an offset)")
@@ -139,7 +148,8 @@ def add_report_parsers(sub: Any) -> None:
     """Register ``report channel``, ``report undeliveries`` and ``report clicks`` on the
     ``herald`` command's sub-parsers."""
     p = sub.add_parser("report", help="channel, undeliveries and clicks reports",
-                       description="Reports of the SMS channel, from the store's counters.")
+                       description="Reports of the SMS and email channels, from the store's"
+                                   " counters.")
     p.set_defaults(func=lambda _: (p.print_help(), 0)[1])
     reports = p.add_subparsers(dest="report", metavar="REPORT")
     common = _filters()
@@ -148,7 +158,10 @@ def add_report_parsers(sub: Any) -> None:
         "channel", parents=[common], help="recipients, sent, delivered, clicks... and rates",
         description="Per key of --by (or in all): recipients, sent, delivered, undelivered,"
                     " failed, unknown, segments, clicks, unique_clicks, unsubscribed,"
-                    " delivery_rate (delivered / sent) and ctr (unique clicks / delivered).")
+                    " delivery_rate (delivered / sent) and ctr (unique clicks / delivered);"
+                    " for email also opens, unique_opens, hard_bounced, soft_bounced,"
+                    " complaints, open_rate (unique opens / delivered) and ctor (unique"
+                    " clicks / unique opens).")
     pp.add_argument("--by", choices=GROUPINGS, help="group by day, hour (UTC), mailing,"
                     " resource, sender or variant (a multivariate mailing's template,"
                     " 1-based) (default: one row for it all)")

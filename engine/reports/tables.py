@@ -10,7 +10,13 @@ header) and its rows, plain dicts keyed by column. A rate whose divisor is zero 
   ``delivery_rate`` (delivered / sent) and ``ctr`` (unique clicks / delivered). The key
   comes first under its own name: ``day``, ``hour``, ``mailing_id`` and ``mailing`` (its
   name), ``resource``, ``sender``, ``variant`` (a multivariate mailing's template, 1-based:
-  the variant its runs sent); none without a grouping.
+  the variant its runs sent); none without a grouping. The email channel's report (of
+  ``--channel email``, or of an email resource) also has ``opens`` and ``unique_opens``
+  (people's: Apple Mail Privacy Protection's prefetches and bots are left out),
+  ``hard_bounced``, ``soft_bounced`` and ``complaints`` after the counts, and
+  ``open_rate`` (unique opens / delivered) and ``ctor`` (unique clicks / unique opens)
+  after ``ctr``. Email's "delivered" in its rates is what the gateway's receipts say, or,
+  with none (an SMTP relay), the sent messages that did not bounce hard.
 
 Test sends (``mailing test``) are in none of them.
 - undeliveries: ``reason`` (the provider's, normalised; ``undefined`` when it gave none),
@@ -31,10 +37,13 @@ from engine.store.base import ChannelRow, LinkStat, ReportFilter, Store
 __all__ = [
     "CHANNEL_COUNTS",
     "CLICK_COLUMNS",
+    "EMAIL_COUNTS",
+    "EMAIL_RATES",
     "KEY_COLUMNS",
     "UNDELIVERY_COLUMNS",
     "Report",
     "Row",
+    "channel_columns",
     "channel_report",
     "channel_rows",
     "click_rows",
@@ -51,6 +60,9 @@ CHANNEL_COUNTS: Final = ("recipients", "sent", "delivered", "undelivered", "fail
                          "unknown", "segments", "clicks", "unique_clicks", "unsubscribed",
                          "control")
 CHANNEL_RATES: Final = ("delivery_rate", "ctr")
+#: The email channel's counts and rates, after the others.
+EMAIL_COUNTS: Final = ("opens", "unique_opens", "hard_bounced", "soft_bounced", "complaints")
+EMAIL_RATES: Final = ("open_rate", "ctor")
 #: The columns a grouping puts before the counts.
 KEY_COLUMNS: Final[Mapping[Grouping | None, tuple[str, ...]]] = {
     None: (), "day": ("day",), "hour": ("hour",), "mailing": ("mailing_id", "mailing"),
@@ -59,7 +71,7 @@ KEY_COLUMNS: Final[Mapping[Grouping | None, tuple[str, ...]]] = {
 UNDELIVERY_COLUMNS: Final = ("reason", "count", "share")
 CLICK_COLUMNS: Final = ("url", "clicks", "unique_clicks", "share")
 #: Columns holding a fraction (shown as a percentage in a table).
-RATE_COLUMNS: Final = frozenset({*CHANNEL_RATES, "share"})
+RATE_COLUMNS: Final = frozenset({*CHANNEL_RATES, *EMAIL_RATES, "share"})
 
 PLACES = 4
 
@@ -76,12 +88,28 @@ def rate(part: int, whole: int) -> float | None:
     return round(part / whole, PLACES) if whole else None
 
 
+def _reached(row: ChannelRow) -> int:
+    """The email messages that reached their mailbox: the delivered ones where the
+    gateway says (Mailgun's webhooks), else the sent ones that did not bounce hard (an
+    SMTP relay tells nothing but bounces)."""
+    return row.delivered or max(row.sent - row.hard_bounced, 0)
+
+
+def channel_columns(by: Grouping | None, *, email: bool = False) -> tuple[str, ...]:
+    """The channel report's columns: the key's, the counts, the rates (``email``: with
+    the email channel's)."""
+    if email:
+        return (*KEY_COLUMNS[by], *CHANNEL_COUNTS, *EMAIL_COUNTS, *CHANNEL_RATES, *EMAIL_RATES)
+    return (*KEY_COLUMNS[by], *CHANNEL_COUNTS, *CHANNEL_RATES)
+
+
 def channel_rows(
     rows: Sequence[ChannelRow], by: Grouping | None,
-    names: Mapping[int, str | None] | None = None,
+    names: Mapping[int, str | None] | None = None, *, email: bool = False,
 ) -> list[Row]:
     """The store's rows with their key named and rates added; ``names``: mailing id ->
-    name (``by="mailing"``; None for a mailing no longer there)."""
+    name (``by="mailing"``; None for a mailing no longer there); ``email``: with the
+    email channel's counts and rates."""
     names = names or {}
     out = []
     for row in rows:
@@ -93,8 +121,15 @@ def channel_rows(
             item[by] = row.key
         for column in CHANNEL_COUNTS:
             item[column] = getattr(row, column)
-        item["delivery_rate"] = rate(row.delivered, row.sent)
-        item["ctr"] = rate(row.unique_clicks, row.delivered)
+        if email:
+            for column in EMAIL_COUNTS:
+                item[column] = getattr(row, column)
+        reached = _reached(row) if email else row.delivered
+        item["delivery_rate"] = rate(reached, row.sent)
+        item["ctr"] = rate(row.unique_clicks, reached)
+        if email:
+            item["open_rate"] = rate(row.unique_opens, reached)
+            item["ctor"] = rate(row.unique_clicks, row.unique_opens)
         out.append(item)
     return out
 
@@ -124,12 +159,15 @@ async def _mailing_names(store: Store, rows: Sequence[ChannelRow]) -> dict[int, 
 
 
 async def channel_report(store: Store, where: ReportFilter,
-                         by: Grouping | None = None) -> Report:
-    """The channel report of ``where``, grouped ``by``."""
+                         by: Grouping | None = None, *, email: bool | None = None) -> Report:
+    """The channel report of ``where``, grouped ``by``; with the email channel's columns
+    when ``email`` (None: when ``where.channel`` is ``email``)."""
+    if email is None:
+        email = where.channel == "email"
     rows = await store.report_channel(where, by)
     names = await _mailing_names(store, rows) if by == "mailing" else {}
-    return Report("channel", (*KEY_COLUMNS[by], *CHANNEL_COUNTS, *CHANNEL_RATES),
-                  channel_rows(rows, by, names))
+    return Report("channel", channel_columns(by, email=email),
+                  channel_rows(rows, by, names, email=email))
 
 
 async def undeliveries_report(store: Store, where: ReportFilter) -> Report:

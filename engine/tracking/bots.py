@@ -9,9 +9,18 @@ every browser sends one.
 Its regular expressions cost 0.2 to 0.6 ms per user agent, more than a whole redirect
 should, so verdicts are kept per user agent in an LRU: real traffic comes from a few
 thousand distinct agents, and each is judged once.
+
+An email's open pixel is judged by ``is_open_bot``: the same, but for the mail clients and
+webmail image proxies that fetch a message's images when a person opens it, which
+crawlerdetect counts as bots: Gmail's ``GoogleImageProxy``, ``YahooMailProxy`` (Yahoo and
+AOL), and Outlook's desktop and mobile apps (``Microsoft Outlook``, ``Outlook-iOS``,
+``Outlook-Android``). Their fetch is the person's open. (Apple Mail Privacy Protection's
+prefetch is told apart by ``engine.tracking.opens.is_prefetch``, not here.)
 """
 
 from __future__ import annotations
+
+import re
 
 from crawlerdetect import CrawlerDetect  # type: ignore[import-untyped]
 
@@ -21,6 +30,11 @@ __all__ = ["BotDetector"]
 
 #: User agents longer than this are judged by their first so many characters.
 MAX_AGENT = 512
+
+#: Mail clients and image proxies that fetch an email's pixel on a person's open, which
+#: crawlerdetect takes for bots (see the module docstring).
+MAIL_CLIENTS = re.compile(
+    r"GoogleImageProxy|YahooMailProxy|Microsoft Outlook|Outlook-(?:iOS|Android)/")
 
 
 class BotDetector:
@@ -41,3 +55,10 @@ class BotDetector:
             verdict = bool(self._detect.isCrawler(agent))
             self._verdicts.put(agent, verdict)
         return verdict
+
+    def is_open_bot(self, user_agent: str | None) -> bool:
+        """Whether a fetch of an email's open pixel is a bot's: ``is_bot``, but for the
+        mail clients and proxies of ``MAIL_CLIENTS``, whose fetch is a person's open."""
+        if user_agent and MAIL_CLIENTS.search(user_agent, 0, MAX_AGENT):
+            return False
+        return self.is_bot(user_agent)
