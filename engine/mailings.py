@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -70,6 +71,7 @@ __all__ = [
     "WaveState",
     "after_tests",
     "claim_pick",
+    "compile_mailing",
     "continue_launch",
     "create_mailing",
     "decide_winner",
@@ -87,6 +89,7 @@ __all__ = [
     "run_steps",
     "run_template",
     "run_waves",
+    "template_part",
     "test_mailing",
     "test_specs",
     "wave_end",
@@ -110,10 +113,15 @@ class MailingSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     kind: MailingKind
     resource: str
-    #: The one template (or give ``templates``).
+    #: The one template (or give ``templates``): an SMS text, or an email resource's HTML.
     template: str | None = None
-    #: A multivariate mailing's templates, variant 1 first.
+    #: A multivariate mailing's templates, variant 1 first (of email: HTML bodies that
+    #: share the ``subject`` and ``text``).
     templates: list[str] = msgspec.field(default_factory=list)
+    #: An email resource's subject (a template too; required there, refused on SMS).
+    subject: str | None = None
+    #: An email resource's text version; None: made from each HTML body.
+    text: str | None = None
     database: str | None = None
     segment: str | None = None
     limit: int | None = None
@@ -273,8 +281,25 @@ async def create_mailing(
     )
 
 
+async def compile_mailing(
+    herald: Herald, resource: str, template: str, *, subject: str | None = None,
+    text: str | None = None,
+) -> Any:
+    """A mailing's template compiled for its resource's channel (``Herald.compile_for``),
+    off the event loop: an SMS text refused when blank; an email resource's ``subject``
+    (required), HTML ``template`` and ``text`` version. InputError names ``subject`` or
+    ``text`` (given on SMS, missing on email); TemplateError names the part at fault as
+    its message's first word (``subject:``, ``template:``, ``text:``) for email."""
+    res = herald.config.resources.get(resource)
+    if (res is None or res.channel != "email") and subject is None and text is None:
+        return refuse_blank(await herald.compile_async(template))
+    return await anyio.to_thread.run_sync(
+        partial(herald.compile_for, resource, template, subject=subject, text=text))
+
+
 async def _templates(herald: Herald, spec: MailingSpec) -> list[str]:
-    """The mailing's templates, each compiled now (not mid-mailing) and refused if blank."""
+    """The mailing's templates, each compiled now (not mid-mailing) and refused if blank;
+    an email mailing's with its subject and text version."""
     if spec.template is not None and spec.templates:
         raise InputError("templates: give template or templates, not both")
     texts = spec.templates or ([] if spec.template is None else [spec.template])
@@ -287,13 +312,28 @@ async def _templates(herald: Herald, spec: MailingSpec) -> list[str]:
                          f"templates: only a multivariate mailing has several ({spec.kind})")
     for k, text in enumerate(texts):
         try:
-            refuse_blank(await herald.compile_async(text))
+            await compile_mailing(herald, spec.resource, text, subject=spec.subject,
+                                  text=spec.text)
         except TemplateError as err:
-            if len(texts) == 1:
-                raise
-            raise TemplateError(f"templates[{k + 1}]: {err.message}", line=err.line,
+            part, rest = template_part(err)
+            if len(texts) == 1 or part != "template":
+                raise  # the subject and text version are all the variants'
+            raise TemplateError(f"templates[{k + 1}]: {rest}", line=err.line,
                                 col=err.col, source_line=err.source_line) from None
     return texts
+
+
+#: The parts of an email mailing a TemplateError of ``compile_email`` names first.
+_EMAIL_PARTS = ("subject", "template", "text")
+
+
+def template_part(err: TemplateError) -> tuple[str, str]:
+    """Which part of a mailing a TemplateError is about (``subject``, ``text``, else
+    ``template``), and its message without that part's name."""
+    part, sep, rest = err.message.partition(": ")
+    if sep and part in _EMAIL_PARTS:
+        return part, rest
+    return "template", err.message
 
 
 def _options(spec: MailingSpec, variants: list[str]) -> MailingOptions:
@@ -308,7 +348,8 @@ def _options(spec: MailingSpec, variants: list[str]) -> MailingOptions:
                 raise InputError(f"{key}: only a multivariate mailing has one")
         return MailingOptions(control=spec.control,
                               ignore_global_control=spec.ignore_global_control,
-                              quiet_hours=spec.quiet_hours)
+                              quiet_hours=spec.quiet_hours, subject=spec.subject,
+                              text=spec.text)
     share = spec.test_share
     if share is None or not 0 < share <= 100:
         raise InputError("test_share: a multivariate mailing needs the percent of its"
@@ -325,6 +366,7 @@ def _options(spec: MailingSpec, variants: list[str]) -> MailingOptions:
         variants=variants, test_share=share, winner=spec.winner,
         wait=None if share == 100 else (spec.wait or 0.0), control=spec.control,
         ignore_global_control=spec.ignore_global_control, quiet_hours=spec.quiet_hours,
+        subject=spec.subject, text=spec.text,
     )
 
 
@@ -363,7 +405,7 @@ def _execute_here(herald: Herald, progress: Any = None, handle_signals: bool = F
     progress gracefully (a second one stops waiting for its gateways), as in
     ``herald send``."""
     async def execute(mailing: Mailing, run: Run) -> MailingLog:
-        template = await herald.compile_async(run_template(mailing, run))
+        template = await herald.compile_run_async(mailing, run)
         return await herald.execute(mailing, run, template=template, progress=progress,
                                     handle_signals=handle_signals)
 
@@ -696,14 +738,15 @@ async def _figure(herald: Herald, run_id: int, metric: str) -> float:
     store = herald.store
     if metric == "delivered":
         return float(sum((await store.run_summary(run_id)).get("delivered", {}).values()))
-    kind = "uclick_sms" if metric == "unique_clicks" else "click_sms"
+    # an SMS run's clicks are click_sms / uclick_sms, an email run's click / uclick
+    kinds = {"uclick_sms", "uclick"} if metric == "unique_clicks" else {"click_sms", "click"}
     # the counters are kept per run but reports filter by mailing: the run's events
     n, after = 0, 0
     while True:
         events = await store.events(after=after, limit=1000, run_id=run_id)
         if not events:
             return float(n)
-        n += sum(1 for e in events if e.kind == kind)
+        n += sum(1 for e in events if e.kind in kinds)
         after = events[-1].id
 
 
@@ -767,17 +810,14 @@ async def test_mailing(
     """Send each of the mailing's templates (every variant) once to each of ``phones``,
     rendered for ``profile_id`` (default: the first profile of its audience), through its
     real routing: a trial run per variant, marked ``is_test`` (no dedupe, no policy, in
-    no report). Works before the mailing is ever started."""
+    no report). Works before the mailing is ever started. An email mailing's ``phones``
+    are email addresses."""
     mailing = await herald.store.get_mailing(mailing_id)
+    email = mailing.source.channel == "email"
     if not phones:
-        raise InputError("phones: give at least one phone to send the test to")
-    normaliser = PhoneNormaliser(herald.config.engine.default_region)
-    numbers: list[str] = []
-    for phone in phones:
-        e164 = normaliser.normalise(phone)
-        if e164 is None:
-            raise InputError(f"phones: not a phone number: {phone!r}")
-        numbers.append(e164)
+        raise InputError("phones: give at least one"
+                         f" {'address' if email else 'phone'} to send the test to")
+    numbers = _addresses(phones) if email else _phones(herald, phones)
     if profile_id is not None and not await herald.store.profile_ids_in(
             mailing.source.database_id, [profile_id]):
         raise InputError(f"profile: no profile {profile_id} in the mailing's database")
@@ -788,6 +828,30 @@ async def test_mailing(
                        profile_id=profile_id)
         logs.append(await execute(mailing, await herald.store.start_run(mailing.id, spec)))
     return logs
+
+
+def _phones(herald: Herald, phones: Sequence[str]) -> list[str]:
+    normaliser = PhoneNormaliser(herald.config.engine.default_region)
+    numbers: list[str] = []
+    for phone in phones:
+        e164 = normaliser.normalise(phone)
+        if e164 is None:
+            raise InputError(f"phones: not a phone number: {phone!r}")
+        numbers.append(e164)
+    return numbers
+
+
+def _addresses(addresses: Sequence[str]) -> list[str]:
+    """An email mailing's test addresses, normalised (as its subscriptions are)."""
+    from engine.core.emails import normalise_email
+
+    out: list[str] = []
+    for address in addresses:
+        try:
+            out.append(normalise_email(address))
+        except InputError as err:
+            raise InputError(f"phones: {err}") from None
+    return out
 
 
 # not tests, whatever pytest makes of their names where they are imported

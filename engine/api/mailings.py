@@ -8,7 +8,8 @@ cancel, test sends, the pick of a winner, and the mailing log of the latest run.
 ``POST /api/v1/mailings/{id}/pick`` (``{"variant": N}``, from 1).
 
 The fields of a new mailing are ``herald mailing create``'s options under the same names
-(``wait`` in seconds); ``GET /api/v1/mailings/{id}`` lists the runs as ``herald mailing
+(``wait`` in seconds; an email resource's ``subject``, ``template`` its HTML and
+``text``); ``GET /api/v1/mailings/{id}`` lists the runs as ``herald mailing
 show --json`` does (``engine.mailing_view.describe``).
 """
 
@@ -29,9 +30,10 @@ from engine.api.bounds import check_document, deep_error
 from engine.api.errors import ApiError, decode_error, field_of
 from engine.api.state import MAX_ID, Req, api_state, service_of
 from engine.core.policy import Policy
-from engine.errors import InputError
+from engine.errors import InputError, TemplateError
 from engine.mailing_log import MailingLog
 from engine.mailing_view import RunView, TrialRun, describe, trial_runs
+from engine.mailings import template_part
 from engine.service import MailingSpec, MailingStatus
 from engine.store.models import MailingOptions
 
@@ -40,6 +42,7 @@ __all__ = ["ROUTES", "MailingCreate", "MailingDetail", "MailingId", "MailingList
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Template = Annotated[str, Meta(min_length=1, max_length=100_000)]
+Subject = Annotated[str, Meta(min_length=1, max_length=2_000)]
 #: A wall-clock time where the schedule's ``timezone`` is, ``2026-12-24T10:00``.
 WallClock = Annotated[str, Meta(min_length=1, max_length=40)]
 Percent = Annotated[float, Meta(ge=0, le=100)]
@@ -62,10 +65,17 @@ class MailingCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
     kind: Literal["broadcast", "regular", "multivariate", "trigger"]
     resource: Name
-    #: The one template (every kind but multivariate).
+    #: The one template (every kind but multivariate): an SMS text, or an email
+    #: resource's HTML body.
     template: Template | None = None
-    #: A multivariate mailing's templates, variant 1 first.
+    #: A multivariate mailing's templates, variant 1 first (of email: HTML bodies that
+    #: share ``subject`` and ``text``).
     templates: Annotated[list[Template], Meta(min_length=2, max_length=8)] | None = None
+    #: An email resource's subject, a template too (Emoji welcome): required there,
+    #: refused for an SMS resource.
+    subject: Subject | None = None
+    #: An email resource's text version (default: made from the HTML).
+    text: Template | None = None
     database: Name | None = None
     segment: Name | None = None
     limit: Annotated[int, Meta(ge=0, le=MAX_ID)] | None = None
@@ -183,7 +193,14 @@ async def create_mailing(request: Req, data: JSONBody[MailingCreate]) -> Mailing
         spec = msgspec.convert(given, MailingSpec)
     except msgspec.ValidationError as err:
         raise decode_error(err) from None
-    return await service_of(request).create(spec)
+    try:
+        return await service_of(request).create(spec)
+    except TemplateError as err:  # an email's subject or text version names itself
+        part, rest = template_part(err)
+        if part == "template":
+            raise
+        where = TemplateError(rest, line=err.line, col=err.col, source_line=err.source_line)
+        raise ApiError(422, str(where), part) from None
 
 
 @get("/mailings", **guarded("viewer", 503), tags=["mailings"], summary="List mailings")

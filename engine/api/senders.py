@@ -1,4 +1,5 @@
-"""``GET /api/v1/senders`` (viewer): each ``[senders.NAME]`` with its configured pace, its
+"""``GET /api/v1/senders`` (viewer): each ``[senders.NAME]`` with its address (an SMS
+sender's ``caller_id``, an email sender's ``from`` and ``reply_to``), its configured pace, its
 current weight in each virtual sender, its health, what it sent since this process
 started, and its last gateway errors. ``GET /api/v1/senders/live`` (``engine.api.live``)
 pushes the same body every second.
@@ -39,7 +40,8 @@ class SenderView(msgspec.Struct, kw_only=True):
 
     name: str
     gateway: str
-    caller_id: str
+    #: An SMS sender's caller id (None for an email sender).
+    caller_id: str | None
     #: Segments per second (0: unlimited), burst (segments), window (messages in flight).
     rate: float
     burst: int
@@ -54,6 +56,9 @@ class SenderView(msgspec.Struct, kw_only=True):
     throttled: int = 0
     in_flight: int = 0
     last_errors: list[SenderError] = msgspec.field(default_factory=list)
+    #: An email sender's From address (``"News <news@example.com>"``) and Reply-To.
+    from_: str | None = msgspec.field(default=None, name="from")
+    reply_to: str | None = None
 
 
 class SenderList(msgspec.Struct):
@@ -105,8 +110,8 @@ def senders_now(state: ApiState) -> SenderList:
     for name, s in config.senders.items():
         m = metrics.get(name)
         view = SenderView(
-            name=name, gateway=s.gateway, caller_id=s.caller_id, rate=s.rate,
-            burst=s.burst, window=s.window,
+            name=name, gateway=s.gateway, caller_id=s.caller_id, from_=s.from_,
+            reply_to=s.reply_to, rate=s.rate, burst=s.burst, window=s.window,
             weight={**configured.get(name, {}), **weights.get(name, {})},
             health=health.get(name, "ok"))
         if m is not None:

@@ -75,16 +75,20 @@ def _percent(text: str) -> float:
 # -- what show and the API list -----------------------------------------------------------
 
 
-def _spec_fields(args: argparse.Namespace, templates: list[str]) -> dict[str, Any]:
+def _spec_fields(args: argparse.Namespace, templates: list[str],
+                 text: str | None = None) -> dict[str, Any]:
     """The MailingSpec of ``create``'s options: only those given, so the spec's own
-    defaults (``[engine] timezone``...) apply to the rest."""
+    defaults (``[engine] timezone``...) apply to the rest. ``text``: the ``--text``
+    file's content."""
     fields: dict[str, Any] = {"name": args.name, "kind": args.kind, "resource": args.resource}
     if args.kind == "multivariate":
         fields["templates"] = templates
     else:
         fields["template"] = templates[0]
+    if text is not None:
+        fields["text"] = text
     for key in ("database", "segment", "limit", "policy", "at", "schedule", "timezone",
-                "until", "late", "test_share", "winner", "wait", "control"):
+                "until", "late", "test_share", "winner", "wait", "control", "subject"):
         value = getattr(args, key)
         if value is not None:
             fields[key] = value
@@ -95,25 +99,28 @@ def _spec_fields(args: argparse.Namespace, templates: list[str]) -> dict[str, An
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from engine.core.templates import refuse_blank
-    from engine.mailings import MailingSpec, create_mailing
+    from engine.mailings import MailingSpec, compile_mailing, create_mailing
 
     paths: list[str] = args.templates
     if len(paths) > 1 and args.kind != "multivariate":
         raise InputError(f"--template: {len(paths)} templates given; several are for"
                          " --kind multivariate only")
     templates = [read_template(path) for path in paths]  # InputError names a missing file
+    text = None if args.text is None else read_template(args.text)
     try:
-        spec = msgspec.convert(_spec_fields(args, templates), MailingSpec)
+        spec = msgspec.convert(_spec_fields(args, templates, text), MailingSpec)
     except msgspec.ValidationError as err:
         raise InputError(_option_error(err)) from err
 
     async def go(herald: Any) -> MailingView:
-        for path, text in zip(paths, templates, strict=True):
+        for path, body in zip(paths, templates, strict=True):
             try:  # the file at fault named, before anything is stored
-                refuse_blank(await herald.compile_async(text))
+                await compile_mailing(herald, spec.resource, body, subject=spec.subject,
+                                      text=spec.text)
             except TemplateError as err:
-                raise _FileError(f"{path}:{err}") from err
+                raise _FileError(_file_error(err, path, args.text)) from err
+            except InputError as err:  # the engine's "subject:" is the option --subject
+                raise InputError(_option_named(str(err))) from None
         if spec.kind == "trigger":
             mailing = await _create_trigger(herald, spec)
         else:
@@ -161,6 +168,26 @@ def _option_error(err: msgspec.ValidationError) -> str:
     text, _, where = str(err).partition(" - at `$.")
     key = where.split("`")[0].split(".")[0].split("[")[0]
     return f"--{key.replace('_', '-')}: {text}" if key else text
+
+
+def _file_error(err: TemplateError, template: str, text: str | None) -> str:
+    """A template error of ``create`` starting with where it is: the ``--template`` file,
+    the ``--text`` file, or ``--subject``."""
+    from engine.mailings import template_part
+
+    part, rest = template_part(err)
+    where = TemplateError(rest, line=err.line, col=err.col, source_line=err.source_line)
+    if part == "subject":
+        return f"--subject: {where}"
+    return f"{text if part == 'text' and text else template}:{where}"
+
+
+def _option_named(message: str) -> str:
+    """``subject: ...`` (the engine's field) as ``--subject: ...`` (this command's)."""
+    key, sep, rest = message.partition(": ")
+    if sep and key in ("subject", "text"):
+        return f"--{key}: {rest}"
+    return message
 
 
 class _FileError(Exception):
@@ -540,8 +567,13 @@ def _add_create(sub: Any) -> None:
     audience.add_argument("--database")
     audience.add_argument("--segment")
     p.add_argument("--template", dest="templates", action="append", required=True,
-                   metavar="FILE", help="the template (UTF-8 text); 2 to 8 of them, one"
-                   " per variant, for --kind multivariate")
+                   metavar="FILE", help="the template (UTF-8 text; an email resource's"
+                   " HTML body); 2 to 8 of them, one per variant, for --kind multivariate")
+    p.add_argument("--subject", metavar="TEXT",
+                   help="an email resource's subject (a template too; Emoji welcome);"
+                   " the variants share it")
+    p.add_argument("--text", metavar="FILE",
+                   help="an email's text version (default: made from each HTML body)")
     p.add_argument("--limit", type=positive)
     p.add_argument("--policy", type=_policy, metavar="MAX/DAYS[/SCOPE]",
                    help="this mailing's sending policy, e.g. 3/7 or 1/1/contact")
@@ -598,7 +630,8 @@ def add_mailing_parsers(subparsers: Any) -> None:
     q = sub.add_parser("test", help="send every variant to test phones (is_test: in no"
                        " report, no dedupe, no policy)")
     q.add_argument("mailing_id", type=int, metavar="ID")
-    q.add_argument("--to", action="append", required=True, metavar="PHONE")
+    q.add_argument("--to", action="append", required=True, metavar="PHONE",
+                   help="a phone to send to (an email mailing's: an email address)")
     q.add_argument("--profile", type=int, metavar="ID",
                    help="whose data renders (default: the audience's first profile)")
     q.add_argument("--json", action="store_true")
