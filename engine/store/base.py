@@ -1368,8 +1368,8 @@ class TrackingStore(abc.ABC):
         """Unsubscribe the recipient of message ``seq``: its profile's subscriptions
         of the run's channel to the run's resource, or with ``everywhere`` to every resource
         (of the profile's database). One transaction, with an ``unsub_sms`` event (``unsub``
-        on email) and an ``unsubscribed`` count when anything changed. Returns the subscriptions changed (0: already
-        unsubscribed, or no such recipient)."""
+        on email) and an ``unsubscribed`` count when anything changed. Returns the
+        subscriptions changed (0: already unsubscribed, or no such recipient)."""
 
     @abc.abstractmethod
     async def unsubscribe_reply(
@@ -1404,9 +1404,10 @@ class TrackingStore(abc.ABC):
         ``hard_bounced`` count. ``soft``: an ``sbounce`` event and a ``soft_bounced``
         count, no status change. ``complaint``: the subscriptions become
         ``complainer``, the address joins the global suppression list ``complaints``
-        (kind ``email``; lowercased, as lists hold addresses), with a ``complain`` event and a ``complaints`` count. A
-        bounce of neither a recorded message nor a subscribed address is ``unknown``.
-        The same report twice changes nothing more (no second event)."""
+        (kind ``email``; lowercased, as lists hold addresses), with a ``complain`` event
+        and a ``complaints`` count. A bounce of neither a recorded message nor a
+        subscribed address is ``unknown``. The same report twice changes nothing more (no
+        second event)."""
 
 
 class EventStore(abc.ABC):

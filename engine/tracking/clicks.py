@@ -19,8 +19,9 @@ cancelled half way (it is shielded), so a stop cannot leave a batch both written
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -28,43 +29,62 @@ import msgspec
 
 from engine.store.base import Click, TrackingStore
 
-__all__ = ["ClickStats", "ClickWriter"]
+__all__ = ["BatchWriter", "ClickStats", "ClickWriter", "WriterStats"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-class ClickStats(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of the writer."""
+class WriterStats(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of a writer (of clicks, or of opens: ``engine.tracking.opens``)."""
 
-    #: Clicks waiting to be written.
+    #: Items waiting to be written.
     buffered: int
-    #: Clicks the store wrote (people's and bots').
+    #: Items the store wrote (people's and bots').
     written: int
-    #: People's clicks that were their recipient's first on the link.
+    #: People's that were their recipient's first (on the link; of the message).
     unique: int
-    #: Clicks on a (link, seq) with no recipient: the store dropped them.
+    #: Items of a (link or run, seq) with no recipient: the store dropped them.
     unknown: int
-    #: Clicks lost: the buffer was full, or the last write at the stop failed.
+    #: Items lost: the buffer was full, or the last write at the stop failed.
     dropped: int
-    #: Writes that failed (their clicks were kept and tried again).
+    #: Writes that failed (their items were kept and tried again).
     failed_writes: int
     #: Transactions written.
     batches: int
 
 
-class ClickWriter:
-    """Buffers clicks and writes them to ``store`` in batches (see the module docstring)."""
+#: The clicks writer's snapshot.
+ClickStats = WriterStats
 
-    def __init__(self, store: TrackingStore, *, interval: float = 0.5, batch: int = 500,
-                 transaction: int = 100, capacity: int = 100_000) -> None:
+
+class _Report(Protocol):
+    @property
+    def recorded(self) -> int: ...
+    @property
+    def unique(self) -> int: ...
+    @property
+    def unknown(self) -> int: ...
+
+
+class BatchWriter(Generic[T]):
+    """Buffers items and hands them to ``write`` in batches (see the module docstring):
+    ``ClickWriter``'s and ``OpenWriter``'s one machinery. ``what`` names the items in
+    the log."""
+
+    what: ClassVar[str] = "items"
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[_Report]], *,
+                 interval: float = 0.5, batch: int = 500, transaction: int = 100,
+                 capacity: int = 100_000) -> None:
         if interval <= 0 or not 1 <= transaction <= batch <= capacity:
             raise ValueError("interval > 0 and 1 <= transaction <= batch <= capacity")
-        self._store = store
+        self._write = write
         self._interval = interval
         self._batch = batch
         self._transaction = transaction
         self._capacity = capacity
-        self._buffer: list[Click] = []
+        self._buffer: list[T] = []
         self._full: anyio.Event | None = None
         self._written = 0
         self._unique = 0
@@ -73,38 +93,38 @@ class ClickWriter:
         self._failed = 0
         self._batches = 0
 
-    def record(self, click: Click) -> None:
-        """Keep ``click`` for the next write (called on the event loop, never blocks)."""
+    def record(self, item: T) -> None:
+        """Keep ``item`` for the next write (called on the event loop, never blocks)."""
         buffer = self._buffer
         if len(buffer) >= self._capacity:
             self._dropped += 1
             return
-        buffer.append(click)
+        buffer.append(item)
         if len(buffer) >= self._batch and self._full is not None:
             self._full.set()
 
-    def statistics(self) -> ClickStats:
-        return ClickStats(buffered=len(self._buffer), written=self._written,
-                          unique=self._unique, unknown=self._unknown, dropped=self._dropped,
-                          failed_writes=self._failed, batches=self._batches)
+    def statistics(self) -> WriterStats:
+        return WriterStats(buffered=len(self._buffer), written=self._written,
+                           unique=self._unique, unknown=self._unknown, dropped=self._dropped,
+                           failed_writes=self._failed, batches=self._batches)
 
     async def flush(self) -> bool:
-        """Write every buffered click, ``transaction`` per call; False if a write failed
-        (the clicks not written stay buffered)."""
+        """Write every buffered item, ``transaction`` per call; False if a write failed
+        (the items not written stay buffered)."""
         first = True
         while self._buffer:
             if not first:
-                await anyio.lowlevel.checkpoint()  # the redirects waiting meanwhile
+                await anyio.lowlevel.checkpoint()  # the requests waiting meanwhile
             first = False
             batch = self._buffer[: self._transaction]
             # never cancelled half way: a batch is either written and gone, or kept
             with anyio.CancelScope(shield=True):
                 try:
-                    report = await self._store.add_clicks(batch)
+                    report = await self._write(batch)
                 except Exception:
                     self._failed += 1
-                    logger.exception("could not write %d clicks (kept for the next try)",
-                                     len(batch))
+                    logger.exception("could not write %d %s (kept for the next try)",
+                                     len(batch), self.what)
                     return False
             del self._buffer[: len(batch)]
             self._written += report.recorded
@@ -123,7 +143,7 @@ class ClickWriter:
                 await anyio.sleep(self._interval)  # the database is unwell: not in a spin
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[ClickWriter]:
+    async def running(self) -> AsyncIterator[Self]:
         """Write in the background while inside; write what is left on the way out."""
         try:
             async with anyio.create_task_group() as tg:
@@ -139,4 +159,16 @@ class ClickWriter:
                     lost = len(self._buffer)
                     self._dropped += lost
                     self._buffer.clear()
-                    logger.error("%d clicks lost: the last write at the stop failed", lost)
+                    logger.error("%d %s lost: the last write at the stop failed", lost,
+                                 self.what)
+
+
+class ClickWriter(BatchWriter[Click]):
+    """Buffers clicks and writes them to ``store`` in batches (see the module docstring)."""
+
+    what = "clicks"
+
+    def __init__(self, store: TrackingStore, *, interval: float = 0.5, batch: int = 500,
+                 transaction: int = 100, capacity: int = 100_000) -> None:
+        super().__init__(store.add_clicks, interval=interval, batch=batch,
+                         transaction=transaction, capacity=capacity)

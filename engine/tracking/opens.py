@@ -30,18 +30,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Final
-
-import anyio
-import anyio.lowlevel
-import msgspec
 
 from engine.core.codes import Codec
 from engine.core.email_message import OpenPixel
 from engine.store.base import LinkRow, Open, TrackingStore
+from engine.tracking.clicks import BatchWriter, WriterStats
 from engine.tracking.lru import Lru
 
 __all__ = [
@@ -140,112 +135,18 @@ class OpenCodes:
         return link.run_id, link.seq_base + offset
 
 
-class OpenStats(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of the open writer."""
-
-    #: Opens waiting to be written.
-    buffered: int
-    #: Opens the store wrote (people's, bots' and prefetches).
-    written: int
-    #: People's opens that were their message's first.
-    unique: int
-    #: Opens of a (run, seq) with no recipient: the store dropped them.
-    unknown: int
-    #: Opens lost: the buffer was full, or the last write at the stop failed.
-    dropped: int
-    #: Writes that failed (their opens were kept and tried again).
-    failed_writes: int
-    #: Transactions written.
-    batches: int
+#: The open writer's snapshot.
+OpenStats = WriterStats
 
 
-class OpenWriter:
+class OpenWriter(BatchWriter[Open]):
     """Buffers opens and writes them to ``store`` in batches of ``transaction``, every
     ``interval`` seconds or as soon as ``batch`` wait; at most ``capacity`` wait (more are
-    dropped and counted). The same rules as ``ClickWriter``'s (``clicks.py``)."""
+    dropped and counted). The same machinery as ``ClickWriter``'s (``clicks.py``)."""
+
+    what = "opens"
 
     def __init__(self, store: TrackingStore, *, interval: float = 0.5, batch: int = 500,
                  transaction: int = 100, capacity: int = 100_000) -> None:
-        if interval <= 0 or not 1 <= transaction <= batch <= capacity:
-            raise ValueError("interval > 0 and 1 <= transaction <= batch <= capacity")
-        self._store = store
-        self._interval = interval
-        self._batch = batch
-        self._transaction = transaction
-        self._capacity = capacity
-        self._buffer: list[Open] = []
-        self._full: anyio.Event | None = None
-        self._written = 0
-        self._unique = 0
-        self._unknown = 0
-        self._dropped = 0
-        self._failed = 0
-        self._batches = 0
-
-    def record(self, open_: Open) -> None:
-        """Keep ``open_`` for the next write (called on the event loop, never blocks)."""
-        buffer = self._buffer
-        if len(buffer) >= self._capacity:
-            self._dropped += 1
-            return
-        buffer.append(open_)
-        if len(buffer) >= self._batch and self._full is not None:
-            self._full.set()
-
-    def statistics(self) -> OpenStats:
-        return OpenStats(buffered=len(self._buffer), written=self._written,
-                         unique=self._unique, unknown=self._unknown, dropped=self._dropped,
-                         failed_writes=self._failed, batches=self._batches)
-
-    async def flush(self) -> bool:
-        """Write every buffered open, ``transaction`` per call; False if a write failed
-        (the opens not written stay buffered)."""
-        first = True
-        while self._buffer:
-            if not first:
-                await anyio.lowlevel.checkpoint()  # the requests waiting meanwhile
-            first = False
-            batch = self._buffer[: self._transaction]
-            # never cancelled half way: a batch is either written and gone, or kept
-            with anyio.CancelScope(shield=True):
-                try:
-                    report = await self._store.add_opens(batch)
-                except Exception:
-                    self._failed += 1
-                    logger.exception("could not write %d opens (kept for the next try)",
-                                     len(batch))
-                    return False
-            del self._buffer[: len(batch)]
-            self._written += report.recorded
-            self._unique += report.unique
-            self._unknown += report.unknown
-            self._batches += 1
-        return True
-
-    async def _run(self) -> None:
-        while True:
-            self._full = anyio.Event()
-            if len(self._buffer) < self._batch:
-                with anyio.move_on_after(self._interval):
-                    await self._full.wait()
-            if not await self.flush():
-                await anyio.sleep(self._interval)  # the database is unwell: not in a spin
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[OpenWriter]:
-        """Write in the background while inside; write what is left on the way out."""
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._run)
-                try:
-                    yield self
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            self._full = None
-            with anyio.CancelScope(shield=True):
-                if not await self.flush():
-                    lost = len(self._buffer)
-                    self._dropped += lost
-                    self._buffer.clear()
-                    logger.error("%d opens lost: the last write at the stop failed", lost)
+        super().__init__(store.add_opens, interval=interval, batch=batch,
+                         transaction=transaction, capacity=capacity)
