@@ -473,3 +473,55 @@ async def test_routes_are_in_the_openapi_document(api: Api) -> None:
         assert "requestBody" in op and "200" in op["responses"], method
     start = doc["components"]["schemas"]["StartBody"]["properties"]
     assert {"id", "matching", "content", "custom_data", "subscription_filter"} <= set(start)
+
+
+EMAIL_EXTRA = """
+[gateways.mail]
+driver = "smtp"
+host = "127.0.0.1"
+security = "none"
+[senders.m1]
+gateway = "mail"
+from = "News <news@example.com>"
+[virtual_senders.vm]
+rules = [{ senders = [{ sender = "m1" }] }]
+[resources.letters]
+channel = "email"
+virtual_sender = "vm"
+"""
+
+
+async def test_an_email_subscription_subscribes_the_address_to_an_email_resource(
+    open_herald: Callable[..., Any],
+) -> None:
+    async with await open_herald(FakeGateway(), default_region="RU",
+                                 extra=EMAIL_EXTRA) as herald, \
+            MailingService.running(herald) as service:
+        tokens = TokenStore(herald.store)
+        secrets = {role: (await tokens.create(role))[1] for role in ("sender", "viewer")}
+        transport = httpx.ASGITransport(create_app(herald, service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald") as client:
+            api = Api(client, herald, service, FakeGateway(), **secrets)
+            answer = await api.call("profiles/import_batch", {
+                "db_id": "main", "matching": "email", "data": [
+                    {"email": "ann@example.com",
+                     "subscriptions": [{"resource_id": "letters", "channel": "email"}]},
+                    {"email": "bob@example.com", "subscriptions": [
+                        {"resource_id": "letters", "channel": "email",
+                         "email": "Bob.Work@Example.COM"}]},
+                    {"email": "cy@example.com",
+                     "subscriptions": [{"resource_id": "letters", "channel": "sms"}]},
+                    {"email": "di@example.com", "subscriptions": [
+                        {"resource_id": "letters", "channel": "email", "email": "no"}]},
+                ]})
+            rid = await herald.store.resource_id("letters")
+            subs = await herald.store.find_subscriptions(rid)
+    assert answer["error"] == 0, answer
+    result = answer["result"]
+    assert [r["error"] for r in result] == [0, 0, 400, 400]
+    assert result[2]["error_text"].startswith(
+        "data[2].subscriptions[0].channel: resource 'letters' sends email")
+    assert result[3]["error_text"].startswith("data[3].subscriptions[0].email:")
+    assert sorted((s.phone, s.channel, s.status) for s in subs) == [
+        ("Bob.Work@example.com", "email", "subscribed"),
+        ("ann@example.com", "email", "subscribed")]

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import anyio
 import dkim
 import pytest
 
@@ -189,7 +190,7 @@ def _report(name: str, herald_id: str, address: str, placeholder: str,
 
 
 async def test_a_dsn_and_a_complaint_keep_their_addresses_out_of_the_next_mailing(
-    tmp_path: Path,
+    tmp_path: Path, any_store: str,
 ) -> None:
     """Bounces posted to the inbound route by the bounce mailbox: a DSN makes its address
     ``hardbounced``, an ARF complaint makes its address a ``complainer`` and suppresses it;
@@ -268,3 +269,34 @@ async def _status(herald: Herald, address: str) -> str:
 async def _profile(herald: Herald, address: str) -> int:
     db = await herald.store.database_id("main")
     return (await herald.store.find_profiles(db, "email", [address]))[address]
+
+
+async def test_a_trigger_mailing_of_an_email_resource_sends_each_call_at_once(
+    tmp_path: Path, any_store: str,
+) -> None:
+    """A transactional email: each call's message id comes back at once, and the message,
+    its subject rendered with the call's content, reaches the sink."""
+    from engine.service import MailingService, MailingSpec, TriggerRequest
+
+    dkim_key(tmp_path)
+    with Sink() as sink:
+        async with await open_herald(tmp_path, sink.port) as herald, \
+                MailingService.running(herald) as service:
+            await audience(herald, ["ann@example.org", "bob@example.org"])
+            m = await service.create(MailingSpec(
+                name="receipt", kind="trigger", resource="letters", database="main",
+                template="<p>Order {apicontent.order} is on its way</p>",
+                subject="Your order {apicontent.order}"))
+            answers = await service.trigger(m.id, [
+                TriggerRequest(email="ann@example.org", content={"order": "A-1"}),
+                TriggerRequest(email="nobody@example.org", content={"order": "A-2"})])
+            for _ in range(1000):  # the sink runs in a thread of its own: polled
+                if sink.received:
+                    break
+                await anyio.sleep(0.02)
+    assert answers[0].message_id and answers[1].error
+    (got,) = sink.received
+    msg = email.message_from_bytes(got.content, policy=email.policy.default)
+    assert (got.rcpt_tos, msg["Subject"]) == (["ann@example.org"], "Your order A-1")
+    assert msg["X-Herald-Id"] == answers[0].message_id
+    assert "Order A-1 is on its way" in msg.get_body(("plain",)).get_content()

@@ -26,6 +26,26 @@ def herald(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, check=False, timeout=60)
 
 
+def test_check_warns_of_an_emails_images_outside_the_gallery(tmp_path: Path) -> None:
+    """An HTML template's images not served from the tracking domain (the gallery's) are
+    named, with the command that copies them in."""
+    (tmp_path / "herald.toml").write_text(
+        '[tracking]\ndomain = "t.example.com"\n', encoding="utf-8")
+    path = tmp_path / "body.html"
+    path.write_text('<p>Hi {lead._fname}</p><img src="https://cdn.example.net/a.png">'
+                    '<img src="https://t.example.com/1/2/ab/logo.png">', encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "--config",
+                           str(tmp_path / "herald.toml"), "template", "check", str(path),
+                           "--json"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (warning,) = json.loads(proc.stdout)["warnings"]
+    assert "https://cdn.example.net/a.png" in warning and "logo.png" not in warning
+    assert f"herald gallery localize {path}" in warning
+    path.write_text('<img src="https://t.example.com/1/2/ab/logo.png">', encoding="utf-8")
+    assert json.loads(herald("--config", str(tmp_path / "herald.toml"), "template", "check",
+                             str(path), "--json").stdout)["warnings"] == []
+
+
 def test_check_lists_variables_and_urls(tmp_path: Path) -> None:
     path = tmp_path / "t.txt"
     path.write_text("Hi {lead._fname}, see https://shop.example/sale {json.code}",

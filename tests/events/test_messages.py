@@ -52,6 +52,23 @@ def test_each_message_event_says_its_type_and_its_own_fields(
         assert out["event_data"][key] == value
 
 
+@pytest.mark.parametrize("kind", ["send", "deliv", "undeliv", "click", "uclick", "unsub",
+                                  "open", "uopen", "hbounce", "sbounce", "complain"])
+def test_an_email_event_carries_the_address_as_email(kind: str) -> None:
+    out = message(kind=kind, phone="ann@example.com", error="5.1.1 user unknown")
+    assert out["event_type"] == kind
+    assert out["event_data"]["email"] == "ann@example.com"
+    assert "phone" not in out["event_data"]
+    assert out["event_data"]["error"] == "5.1.1 user unknown"
+
+
+def test_an_email_event_is_a_hook_event_name() -> None:
+    from engine.config import HOOK_EVENTS
+    from engine.core.events import ALL_KINDS
+
+    assert set(ALL_KINDS) <= set(HOOK_EVENTS)
+
+
 def test_a_stop_reply_to_no_message_has_no_message_id() -> None:
     out = message(kind="unsub_sms", message_id=None, mailing_id=None, run_id=None, seq=None)
     assert out["event_data"]["message_id"] is None

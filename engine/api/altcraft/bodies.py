@@ -63,9 +63,9 @@ Key = Annotated[str, Meta(min_length=1, max_length=200)]
 
 class SubscriptionFilter(msgspec.Struct, kw_only=True):
     """Which subscription of the profile to send to. Herald sends a trigger to the
-    profile's highest-priority active SMS subscription to the mailing's resource:
-    ``phone`` must be that subscription's (else the call is refused, unless
-    ``not_strict``); a ``channel`` other than ``sms`` matches nothing. Other keys
+    profile's highest-priority active subscription to the mailing's resource: ``phone``
+    must be that subscription's (else the call is refused, unless ``not_strict``); a
+    ``channel`` other than the resource's (``sms``, ``email``) matches nothing. Other keys
     (``email``, ``provider``, ``subscription_id``, ``cc_data``...) are ignored."""
 
     phone: Phone | None = None

@@ -4,10 +4,11 @@ machinery as ``/api/v1/profiles/import`` (``profile_record``, ``Store.import_pro
 
 A profile's ``data`` holds its fields (``phone``, ``email``, ``_fname``..., custom ones)
 and its ``subscriptions``; ``matching`` finds the profile it updates (else it is added).
-Each subscription (``resource_id``, ``channel``, ``phone``, ``status``, ``priority``)
-subscribes the phone (its own, else the profile's) to the resource, or, with a status other
-than ``subscribed``, sets the status of the profile's SMS subscriptions to the resource.
-Only the ``sms`` channel exists; ``priority`` is not kept (the store has no way to set it).
+Each subscription (``resource_id``, ``channel``, ``phone`` or ``email``, ``status``,
+``priority``) subscribes the address (its own, else the profile's: the phone for ``sms``,
+the email for ``email``, which must be the resource's channel) to the resource, or, with a
+status other than ``subscribed``, sets the status of the profile's subscriptions to the
+resource. ``priority`` is not kept (the store has no way to set it).
 Every call records an ``import_api`` event for the action hooks.
 """
 
@@ -40,6 +41,7 @@ from engine.api.profiles import _EMAIL, CHUNK, _Bad, profile_record
 from engine.api.state import ApiState, Req
 from engine.config import LimitsConfig
 from engine.core.fields import FieldSpec
+from engine.errors import InputError
 from engine.importing.events import record_import
 from engine.store.base import ImportRecord
 
@@ -49,12 +51,13 @@ Status = Literal["subscribed", "unsubscribed", "suspended", "invalid"]
 
 
 class _Subscription(msgspec.Struct, kw_only=True):
-    """A subscription of a profile's ``data``; Altcraft's other keys (``email``,
-    ``cc_data``, ``custom_fields``, ``date``...) are ignored."""
+    """A subscription of a profile's ``data``; Altcraft's other keys (``cc_data``,
+    ``custom_fields``, ``date``...) are ignored."""
 
     resource_id: IdOrName
     channel: Annotated[str, Meta(max_length=40)] = "sms"
     phone: Phone | None = None
+    email: Annotated[str, Meta(max_length=320)] | None = None
     status: Status = "subscribed"
     #: Accepted, not kept.
     priority: int = 0
@@ -73,7 +76,8 @@ class _Top(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class _Sub(NamedTuple):
     resource_id: int
-    #: None with a status other than subscribed (it applies to every phone).
+    #: The address (a phone, an email) subscribed; None with a status other than
+    #: subscribed (it applies to every address).
     phone: str | None
     status: str
 
@@ -160,7 +164,8 @@ def _target(call: _Call, record: ImportRecord, data: dict[str, Any],
                field_value=value)
 
 
-def _subscriptions(call: _Call, raw: Any, phone: str | None, where: str) -> list[_Sub]:
+def _subscriptions(call: _Call, raw: Any, phone: str | None, where: str,
+                   email: str | None = None) -> list[_Sub]:
     """The profile's subscriptions to apply (invalid ones refused, or left out when the
     call says ``skip_invalid_subscriptions``)."""
     if raw is None:
@@ -176,11 +181,19 @@ def _subscriptions(call: _Call, raw: Any, phone: str | None, where: str) -> list
             except msgspec.ValidationError as err:
                 message, _, path = str(err).partition(" - at `$")
                 raise Refused(400, f"{at}{path.rstrip('`')}: {message}") from None
-            if sub.channel != "sms":
-                raise Refused(400, f"{at}.channel: Herald has only the sms channel, not"
-                              f" {sub.channel!r}")
-            resource_id, _ = resource_in(call.resources, sub.resource_id,
-                                         f"{at}.resource_id")
+            if sub.channel not in ("sms", "email"):
+                raise Refused(400, f"{at}.channel: Herald has the sms and email channels,"
+                              f" not {sub.channel!r}")
+            resource_id, name = resource_in(call.resources, sub.resource_id,
+                                            f"{at}.resource_id")
+            resource = call.state.herald.config.resources.get(name)
+            channel = resource.channel if resource is not None else "sms"
+            if sub.channel != channel:
+                raise Refused(400, f"{at}.channel: resource {name!r} sends {channel},"
+                              f" not {sub.channel}")
+            if channel == "email":
+                out.append(_Sub(resource_id, _email_of(sub, email, at), sub.status))
+                continue
             to = call.normalise(sub.phone.strip()) if sub.phone is not None else phone
             if to is None and (sub.phone is not None or sub.status == "subscribed"):
                 raise Refused(400, f"{at}.phone: " + (
@@ -203,7 +216,23 @@ def _item(call: _Call, data: dict[str, Any], top: _Top | None, where: str,
     record = _fields(data, call, where)
     target = _target(call, record, data, profile_id, top, where, top_where)
     record = _keyed(record, target)
-    return _Item(record, _subscriptions(call, raw_subs, record.phone, where))
+    return _Item(record, _subscriptions(call, raw_subs, record.phone, where, record.email))
+
+
+def _email_of(sub: _Subscription, email: str | None, at: str) -> str | None:
+    """The normalised address an email subscription subscribes (its own, else the
+    profile's); None for a status other than subscribed with neither."""
+    from engine.core.emails import normalise_email
+
+    raw = sub.email if sub.email is not None else email
+    if raw is None:
+        if sub.status == "subscribed":
+            raise Refused(400, f"{at}.email: required when the profile's data has no email")
+        return None
+    try:
+        return normalise_email(raw)
+    except InputError as err:
+        raise Refused(400, f"{at}.email: {err}") from None
 
 
 async def _profile_ids(call: _Call, database_id: int, key: str,
@@ -228,7 +257,9 @@ async def _subscribe(call: _Call, database_id: int,
             if sub.status != "subscribed":
                 statuses.setdefault((sub.resource_id, sub.status), []).append(pid)
             elif sub.phone is None:
-                continue  # never: a subscribed one has a phone
+                continue  # never: a subscribed one has an address
+            elif "@" in sub.phone:  # an email subscription (subscribe reads its channel)
+                await store.subscribe(sub.resource_id, pid, sub.phone)
             elif sub.phone == item.record.phone:
                 own.setdefault(sub.resource_id, []).append(
                     ImportRecord(pid, sub.phone, None, {}))

@@ -75,7 +75,7 @@ async def _check_filter(state: ApiState, mailing: Mailing, profile_id: int,
     rows = await state.store.find_subscriptions(resource_id, profile_id=profile_id,
                                                 limit=100)
     active = [r for r in rows if r.status == "subscribed"]
-    if wanted.channel not in (None, "sms") or not any(
+    if wanted.channel not in (None, mailing.source.channel) or not any(
             phone is None or r.phone == phone for r in active):
         if wanted.not_strict:
             return

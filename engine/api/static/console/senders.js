@@ -37,7 +37,7 @@ function sendersView() {
       }
       const c = r.cells;
       setText(c.gateway, s.gateway || "—");
-      setText(c.caller_id, s.caller_id || "—");
+      setText(c.caller_id, s.caller_id || s.from || "—");  // an email sender: its From
       setText(c.rate, s.rate ? rateNf.format(s.rate) : "unlimited");
       setText(c.burst, s.burst === null || s.burst === undefined ? "—" : num(s.burst));
       setText(c.window, s.window ? num(s.window) : "—");
