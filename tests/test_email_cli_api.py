@@ -320,3 +320,34 @@ async def test_api_test_sends_an_email_mailing_to_given_addresses(api: Api, sink
     (received,) = sink.received
     assert received.rcpt_tos == ["Tester@qa.example.com"]
     assert _message(received)["Subject"].startswith("Test for P")
+
+
+@pytest.mark.anyio
+async def test_api_subscribes_and_unsubscribes_an_email_address(api: Api) -> None:
+    r = await api.post("/api/v1/resources/letters/subscribe",
+                       {"email": "New.Reader@Example.ORG", "database": "main"})
+    assert r.status_code == 200, r.text
+    (sub,) = r.json()["subscriptions"]
+    # lowercased, as an import does: profiles are matched by email whatever its case
+    assert (sub["phone"], sub["channel"], sub["status"]) == (
+        "new.reader@example.org", "email", "subscribed")
+    pid = sub["profile_id"]
+    r = await api.get("/api/v1/resources/letters/subscriptions?email=New.Reader@EXAMPLE.org")
+    assert [s["profile_id"] for s in r.json()["subscriptions"]] == [pid]
+    r = await api.post("/api/v1/resources/letters/unsubscribe",
+                       {"email": "New.Reader@example.org"})
+    assert r.status_code == 200 and r.json()["changed"] == 1
+    assert r.json()["subscriptions"][0]["status"] == "unsubscribed"
+    # a profile subscribes with its own email: the same subscription, back
+    r = await api.post("/api/v1/resources/letters/subscribe", {"profile_id": pid})
+    assert r.status_code == 200 and r.json()["changed"] == 1, r.text
+    assert [(s["phone"], s["status"]) for s in r.json()["subscriptions"]] == [
+        ("new.reader@example.org", "subscribed")]
+    # the other channel's key is refused, naming it
+    for body, field in (({"phone": "+447911000001", "database": "main"}, "phone"),
+                        ({"email": "not an address", "database": "main"}, "email")):
+        r = await api.post("/api/v1/resources/letters/subscribe", body)
+        assert (r.status_code, r.json()["field"]) == (400, field), r.text
+    r = await api.post("/api/v1/resources/news/subscribe",
+                       {"email": "a@example.org", "database": "main"})
+    assert (r.status_code, r.json()["field"]) == (400, "email")

@@ -1,13 +1,14 @@
-"""Resources and their SMS subscriptions: read, subscribe, unsubscribe.
+"""Resources and their subscriptions: read, subscribe, unsubscribe.
 
-``GET /api/v1/resources``, ``GET /api/v1/resources/{name}/subscriptions?profile_id=|phone=``,
+``GET /api/v1/resources``, ``GET /api/v1/resources/{name}/subscriptions?profile_id=|phone=|email=``,
 ``POST /api/v1/resources/{name}/subscribe`` and ``.../unsubscribe``.
 
-A subscription belongs to a profile and carries the phone messages go to. Subscribing a
-profile (``profile_id``) uses its phone unless one is given; subscribing a ``phone`` in a
-``database`` finds the profile with that phone there, or creates it. Unsubscribing by
-``phone`` touches only that phone's subscriptions. The routes read and write through the
-store's ``SubscriptionStore`` role.
+A subscription belongs to a profile and carries the address messages go to: a phone for an
+SMS resource, an email address (``email``, lowercased and normalised, as an import does)
+for an email resource; the other channel's key is refused, naming it. Subscribing a profile (``profile_id``) uses its phone
+(email) unless one is given; subscribing a ``phone`` (``email``) in a ``database`` finds the
+profile with it there, or creates it. Unsubscribing by address touches only that address's
+subscriptions. The routes read and write through the store's ``SubscriptionStore`` role.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from msgspec import Meta
 from engine.api.auth import guarded
 from engine.api.errors import ApiError
 from engine.api.state import MAX_ID, ApiState, Req, api_state
-from engine.errors import NotFound
+from engine.errors import InputError, NotFound
 from engine.store.base import ImportRecord, SubscriptionRow
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
 Phone = Annotated[str, Meta(min_length=1, max_length=64)]
+Email = Annotated[str, Meta(min_length=1, max_length=320)]
 
 
 class Resource(msgspec.Struct):
@@ -74,19 +76,23 @@ class SubscriptionList(msgspec.Struct):
 
 
 class SubscribeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``profile_id`` (with its own phone, or ``phone``), or ``phone`` and ``database``."""
+    """``profile_id`` (with its own phone, or ``phone``), or ``phone`` and ``database``;
+    ``email`` in place of ``phone`` for an email resource."""
 
     profile_id: Id | None = None
     phone: Phone | None = None
+    email: Email | None = None
     database: Name | None = None
 
 
 class UnsubscribeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A profile's subscriptions (only ``phone``'s, if given), or every subscription of
-    ``phone`` (in ``database``, if given)."""
+    ``phone`` (in ``database``, if given); ``email`` in place of ``phone`` for an email
+    resource."""
 
     profile_id: Id | None = None
     phone: Phone | None = None
+    email: Email | None = None
     database: Name | None = None
 
 
@@ -97,6 +103,26 @@ def _rows(rows: list[SubscriptionRow]) -> list[Subscription]:
 def _resource(state: ApiState, name: str) -> None:
     if name not in state.herald.config.resources:
         raise ApiError(404, f"no resource {name!r} in the config", "name")
+
+
+def _address(state: ApiState, name: str, phone: str | None, email: str | None) -> str | None:
+    """The normalised address a call gives for resource ``name``: its ``phone`` (SMS) or
+    its ``email`` (email); the other channel's key is a 400 naming it."""
+    if state.herald.config.resources[name].channel == "email":
+        if phone is not None:
+            raise ApiError(400, f"resource {name!r} sends email: give email, not phone",
+                           "phone")
+        if email is None:
+            return None
+        from engine.core.emails import normalise_email
+
+        try:  # lowercased first, as imports do: profiles are matched by email so
+            return normalise_email(email.lower())
+        except InputError as err:
+            raise ApiError(400, str(err), "email") from None
+    if email is not None:
+        raise ApiError(400, f"resource {name!r} sends SMS: give phone, not email", "email")
+    return _phone(state, phone)
 
 
 def _phone(state: ApiState, raw: str | None) -> str | None:
@@ -139,13 +165,15 @@ async def read_subscriptions(
     name: FromPath[str],
     profile_id: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID)] = None,
     phone: Annotated[str | None, QueryParameter(min_length=1, max_length=64)] = None,
+    email: Annotated[str | None, QueryParameter(min_length=1, max_length=320)] = None,
 ) -> SubscriptionList:
-    """A profile's subscriptions to the resource, or a phone's (give one or both)."""
+    """A profile's subscriptions to the resource, or an address's (give one or both)."""
     state = api_state(request)
     _resource(state, name)
-    if profile_id is None and phone is None:
-        raise ApiError(400, "give profile_id or phone", "profile_id")
-    e164 = _phone(state, phone)
+    if profile_id is None and phone is None and email is None:
+        raise ApiError(400, "give profile_id, or the address (phone; email for an email"
+                       " resource)", "profile_id")
+    e164 = _address(state, name, phone, email)
     store = state.store
     rid = await store.resource_id(name)
     found = await store.find_subscriptions(rid, profile_id=profile_id, phone=e164)
@@ -162,7 +190,9 @@ async def subscribe(
     _resource(state, name)
     store = state.store
     rid = await store.resource_id(name)
-    phone = _phone(state, data.phone)
+    email = state.herald.config.resources[name].channel == "email"
+    key = "email" if email else "phone"
+    phone = _address(state, name, data.phone, data.email)
     database_id = await _database(state, data.database)
     if data.profile_id is not None:
         profile = await store.profile_phone(data.profile_id)
@@ -171,24 +201,27 @@ async def subscribe(
         if database_id is not None and profile[0] != database_id:
             raise ApiError(400, f"profile {data.profile_id} is not in database"
                            f" {data.database!r}", "database")
-        phone = phone or profile[1]
         if phone is None:
-            raise ApiError(400, f"profile {data.profile_id} has no phone: give one", "phone")
+            phone = await _profile_email(state, profile[0], data.profile_id) if email \
+                else profile[1]
+        if phone is None:
+            raise ApiError(400, f"profile {data.profile_id} has no {key}: give one", key)
         pid = data.profile_id
     elif phone is not None:
         if database_id is None:
-            raise ApiError(400, "give the database to find (or create) the phone's profile in",
-                           "database")
-        found = await store.find_profiles(database_id, "phone", [phone])
-        if phone not in found:
-            await store.import_profiles(
-                database_id, [ImportRecord(phone, phone, None, {"phones": [phone]})],
-                matching="phone", resource_id=None, mode="add",
-            )
-            found = await store.find_profiles(database_id, "phone", [phone])
-        pid = found[phone]
+            raise ApiError(400, f"give the database to find (or create) the {key}'s profile"
+                           " in", "database")
+        lookup = phone
+        found = await store.find_profiles(database_id, key, [lookup])
+        if lookup not in found:
+            record = ImportRecord(lookup, None, lookup, {"email": lookup}) if email else \
+                ImportRecord(phone, phone, None, {"phones": [phone]})
+            await store.import_profiles(database_id, [record], matching=key,
+                                        resource_id=None, mode="add")
+            found = await store.find_profiles(database_id, key, [lookup])
+        pid = found[lookup]
     else:
-        raise ApiError(400, "give profile_id, or phone and database", "profile_id")
+        raise ApiError(400, f"give profile_id, or {key} and database", "profile_id")
     changed = await store.subscribe(rid, pid, phone)
     return SubscriptionList(name, _rows(await store.find_subscriptions(rid, profile_id=pid)),
                             changed)
@@ -204,7 +237,7 @@ async def unsubscribe(
     _resource(state, name)
     store = state.store
     rid = await store.resource_id(name)
-    phone = _phone(state, data.phone)
+    phone = _address(state, name, data.phone, data.email)
     database_id = await _database(state, data.database)
     if data.profile_id is not None and phone is None:
         if await store.profile_phone(data.profile_id) is None:
@@ -218,6 +251,19 @@ async def unsubscribe(
     found = await store.find_subscriptions(rid, profile_id=data.profile_id, phone=phone,
                                            database_id=database_id)
     return SubscriptionList(name, _rows(found), changed)
+
+
+async def _profile_email(state: ApiState, database_id: int, profile_id: int) -> str | None:
+    """The email of profile ``profile_id`` (of ``database_id``), normalised."""
+    from engine.core.emails import normalise_email
+
+    rows = await state.store.profile_page(database_id, profile_id - 1, 1)
+    if not rows or rows[0].id != profile_id or not rows[0].email:
+        return None
+    try:
+        return normalise_email(rows[0].email)
+    except InputError:
+        return None
 
 
 ROUTES = [list_resources, read_subscriptions, subscribe, unsubscribe]
