@@ -1,14 +1,16 @@
 """Resources and their subscriptions: read, subscribe, unsubscribe.
 
-``GET /api/v1/resources``, ``GET /api/v1/resources/{name}/subscriptions?profile_id=|phone=|email=``,
+``GET /api/v1/resources``,
+``GET /api/v1/resources/{name}/subscriptions?profile_id=|phone=|email=``,
 ``POST /api/v1/resources/{name}/subscribe`` and ``.../unsubscribe``.
 
 A subscription belongs to a profile and carries the address messages go to: a phone for an
 SMS resource, an email address (``email``, lowercased and normalised, as an import does)
-for an email resource; the other channel's key is refused, naming it. Subscribing a profile (``profile_id``) uses its phone
-(email) unless one is given; subscribing a ``phone`` (``email``) in a ``database`` finds the
-profile with it there, or creates it. Unsubscribing by address touches only that address's
-subscriptions. The routes read and write through the store's ``SubscriptionStore`` role.
+for an email resource; the other channel's key is refused, naming it. Subscribing a
+profile (``profile_id``) uses its phone (email) unless one is given; subscribing a
+``phone`` (``email``) in a ``database`` finds the profile with it there, or creates it.
+Unsubscribing by address touches only that address's subscriptions. The routes read and
+write through the store's ``SubscriptionStore`` role.
 """
 
 from __future__ import annotations
