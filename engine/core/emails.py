@@ -30,7 +30,7 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from engine.errors import InputError
 
-__all__ = ["email_domain", "normalise_domain", "normalise_email"]
+__all__ = ["email_domain", "normalise_domain", "normalise_email", "suppression_value"]
 
 _ATEXT: Final = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
 _LABEL: Final = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
@@ -121,3 +121,18 @@ def email_domain(addr: str) -> str:
     if at <= 0:
         raise InputError(f"not an email address: {_show(addr)}")
     return addr[at + 1 :]
+
+
+def suppression_value(kind: str, value: str) -> str:
+    """How a suppression list holds an entry of ``kind``: an email lowercased whole (an
+    address is on a list whatever the case of its local part: the stores' lookups lower
+    the address too), a domain as :func:`normalise_domain` writes it (lowercased where
+    it is not one), a phone as given (E.164 already)."""
+    if kind == "email":
+        return value.strip(_WHITESPACE).lower()
+    if kind == "domain":
+        try:
+            return normalise_domain(value)
+        except InputError:
+            return value.strip(_WHITESPACE).removeprefix("@").lower()
+    return value

@@ -248,6 +248,22 @@ async def test_an_email_runs_lookup_dedupes_addresses_and_suppresses_addresses_a
     assert suppressed == {phone(1)} and sms.source.channel == "sms"
 
 
+async def test_a_listed_address_is_suppressed_whatever_the_case_of_either(
+    store: Store,
+) -> None:
+    """Lists hold emails lowercased and domains normalised; a run's addresses keep their
+    local part as written, and are on a list whatever its case."""
+    mail = await make_mail(store, 2)
+    await store.add_suppressions("stop", "email", [mail.emails[0].lower()])
+    await store.add_suppressions("stop", "email", [mail.emails[1].upper()])
+    await store.add_suppressions("stop", "domain", ["@Пример.РФ"])
+    _, run = await email_run(store, mail)
+    asked = [*mail.emails, "ivan@xn--e1afmkfd.xn--p1ai"]
+    suppressed, _ = await store.lookup(run.id, asked, [])
+    assert mail.emails[0] != mail.emails[0].lower()  # the case differs indeed
+    assert suppressed == set(asked)
+
+
 async def test_sending_policies_count_an_email_runs_messages_per_address(
     store: Store,
 ) -> None:

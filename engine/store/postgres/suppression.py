@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from engine.core.emails import suppression_value
 from engine.errors import InputError, NotFound
 from engine.store.postgres.connection import PgBase
 
@@ -63,7 +64,7 @@ class PgSuppression(PgBase):
                 "INSERT INTO suppressions (list_id, kind, value, added_at)"
                 " SELECT %s, %s, v, %s FROM unnest(%s::text[]) AS u(v)"
                 " ON CONFLICT DO NOTHING",
-                (row[0], kind, now, list(values)),
+                (row[0], kind, now, [suppression_value(kind, v) for v in values]),
             )
             return added
 

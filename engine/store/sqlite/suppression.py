@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from engine.core.emails import suppression_value
 from engine.errors import InputError, NotFound
 from engine.store.sqlite.connection import SQLiteBase
 
@@ -33,7 +34,7 @@ class SQLiteSuppression(SQLiteBase):
             c.executemany(
                 "INSERT OR IGNORE INTO suppressions (list_id, kind, value, added_at)"
                 " VALUES (?, ?, ?, ?)",
-                [(list_id, kind, v, now) for v in values],
+                [(list_id, kind, suppression_value(kind, v), now) for v in values],
             )
             return c.total_changes - before
 
