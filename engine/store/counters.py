@@ -70,6 +70,7 @@ __all__ = [
     "UNIQUE_OPENS",
     "UNKNOWN",
     "UNSUBSCRIBED",
+    "BounceTarget",
     "Grouping",
     "Tally",
     "channel_rows",
@@ -81,6 +82,7 @@ __all__ = [
     "hours",
     "link_stats",
     "on_channels",
+    "tally_bounce",
     "undeliveries",
     "where_sql",
 ]
@@ -109,6 +111,24 @@ BOUNCE_STATUS: Final = {"hard": "hardbounced", "complaint": "complainer"}
 BOUNCE_KEEPS: Final = {"hard": ("hardbounced", "complainer"), "complaint": ("complainer",)}
 #: The global suppression list a complainer's address joins (kind ``email``).
 COMPLAINTS_LIST: Final = "complaints"
+
+#: The message a bounce is credited to: (run id, seq, profile id, address, sender).
+BounceTarget = tuple[int, int, int, str, str | None]
+
+
+def tally_bounce(tally: Tally, kind: str, error: str | None, address: str,
+                 target: BounceTarget | None, profiles: Sequence[int], at: float) -> None:
+    """A bounce's event and count: its message's (counted under its run and sender), or,
+    with no message found, an event per subscriber of the address, credited to none and
+    counted nowhere. Both stores' ``apply_bounces`` call this."""
+    event, column = BOUNCE_EVENTS[kind]
+    if target is not None:
+        run_id, seq, profile_id, phone, sender = target
+        tally.event(event, at, run_id, seq, profile_id, phone, sender, error)
+        tally.count(run_id, sender or "", at, column)
+        return
+    for profile_id in profiles:
+        tally.event(event, at, None, None, profile_id, address, None, error)
 
 #: The event record's columns, in the order ``Tally.events`` holds them.
 EVENT_COLUMNS: Final = ("kind", "at", "run_id", "seq", "profile_id", "phone", "sender",

@@ -22,11 +22,11 @@ from engine.drivers import Bounce
 from engine.errors import InputError
 from engine.store.base import BounceReport
 from engine.store.counters import (
-    BOUNCE_EVENTS,
     BOUNCE_KEEPS,
     BOUNCE_STATUS,
     COMPLAINTS_LIST,
     Tally,
+    tally_bounce,
 )
 from engine.store.postgres.connection import PgBase
 from engine.store.postgres.db import Tx
@@ -184,15 +184,7 @@ class PgBounces(PgBase):
                     await self._suppress_complainer(tx, address, at)
                 else:
                     soft += 1
-                kind, column = BOUNCE_EVENTS[bounce.kind]
-                if target is not None:
-                    _, _, profile_id, phone, sender = target
-                    tally.event(kind, at, run_id, seq, profile_id, phone, sender, bounce.error)
-                    tally.count(run_id, sender or "", at, column)
-                else:  # no message: an event per subscriber, credited to none
-                    for profile_id in profiles:
-                        tally.event(kind, at, None, None, profile_id, address, None,
-                                    bounce.error)
+                tally_bounce(tally, bounce.kind, bounce.error, address, target, profiles, at)
             if tally:
                 await tx.execute(WRITE_TALLY, tally_params(tally))
         return BounceReport(hard, soft, complainers, unknown)

@@ -21,11 +21,11 @@ from engine.drivers import Bounce
 from engine.errors import InputError
 from engine.store.base import BounceReport
 from engine.store.counters import (
-    BOUNCE_EVENTS,
     BOUNCE_KEEPS,
     BOUNCE_STATUS,
     COMPLAINTS_LIST,
     Tally,
+    tally_bounce,
 )
 from engine.store.sqlite.connection import SQLiteBase, json
 from engine.store.sqlite.events import write_tally
@@ -134,15 +134,7 @@ class SQLiteBounces(SQLiteBase):
                     complained.append(address)
                 else:
                     soft += 1
-                kind, column = BOUNCE_EVENTS[bounce.kind]
-                if target is not None:
-                    _, _, profile_id, phone, sender = target
-                    tally.event(kind, at, run_id, seq, profile_id, phone, sender, bounce.error)
-                    tally.count(run_id, sender or "", at, column)
-                else:  # no message: an event per subscriber, credited to none
-                    for profile_id in profiles:
-                        tally.event(kind, at, None, None, profile_id, address, None,
-                                    bounce.error)
+                tally_bounce(tally, bounce.kind, bounce.error, address, target, profiles, at)
             write_tally(c, tally)
             if complained:
                 self._suppress_complainers(c, complained, at)
