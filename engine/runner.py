@@ -260,7 +260,8 @@ class Herald:
 
         tracked = self.config.tracking_base(resource) is not None
         return compile_email(
-            lambda source, name: self._compile(source, compiler), subject=subject,
+            lambda source, name, escape: self._compile(source, compiler, escape_html=escape),
+            subject=subject,
             html=template, text=text, inline=res.inline_css,
             pixel=tracked and res.track_opens,
             unsubscribe=tracked and (res.list_unsubscribe or res.track_opens),
@@ -280,12 +281,14 @@ class Herald:
             lambda: self.compile_run(mailing, run, compiler=_compile_off_the_gil),
             limiter=_compile_limiter())
 
-    def _compile(self, template: str, compiler: PythonCompiler | None = None) -> Any:
+    def _compile(self, template: str, compiler: PythonCompiler | None = None, *,
+                 escape_html: bool = False) -> Any:
         return compile_template(
             template,
             functions=self.plugins.template_functions(),
             limits=TemplateLimits.of(self.config.limits),
             compiler=compiler,
+            escape_html=escape_html,
         )
 
     def drivers(self) -> dict[str, Driver]:

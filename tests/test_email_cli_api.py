@@ -156,6 +156,31 @@ def test_cli_creates_an_email_mailing_and_start_sends_it(cli: Cli, sink: Sink) -
     assert not (cli.ws / "sent.jsonl").exists()  # no SMS
 
 
+def test_a_profiles_markup_reaches_the_html_escaped_and_the_text_as_it_is(
+        cli: Cli, sink: Sink) -> None:
+    """A name with markup in it cannot break or add to the HTML a reader sees; the
+    subject and the text version, plain text, carry it as written."""
+    name = '<b>Tom & "J"</b>'
+
+    async def add_tom(store: Store) -> None:
+        await store.import_profiles(
+            await store.database_id("main"), [ImportRecord(None, None, "tom@example.org",
+                                                           {"_fname": name})],
+            matching="email", resource_id=await store.resource_id("letters"), channel="email")
+
+    in_workspace(cli.ws / "herald.toml", add_tom)
+    code, out, err = cli.create("--resource", "letters", "--template", "body.html",
+                                "--subject", SUBJECT, "--text", "body.txt")
+    assert code == 0, err
+    cli.ok("mailing", "start", out.strip(), "--json")
+    msg = by_recipient(sink)["tom@example.org"]
+    html, text = msg.get_body(("html",)), msg.get_body(("plain",))
+    assert html is not None and text is not None
+    assert "Hello &lt;b&gt;Tom &amp; &quot;J&quot;&lt;/b&gt;!" in html.get_content()
+    assert text.get_content().strip() == f"Hello {name}, see the sale."
+    assert msg["Subject"] == f"Привет, {name} 🎉"
+
+
 def test_cli_multivariate_email_variants_share_the_subject(cli: Cli, sink: Sink) -> None:
     code, out, err = cli("mailing", "create", "--name", "ab", "--kind", "multivariate",
                          "--resource", "letters", "--database", "main",

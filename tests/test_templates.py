@@ -1048,3 +1048,40 @@ def test_a_template_with_literal_text_is_never_blank(source: str, never: bool) -
     assert template.never_blank is never
     if never:  # so the engine may skip looking at each text: it really never is blank
         assert template.render({}).strip()
+
+
+# --- an email's HTML: output escaped ------------------------------------------------------------
+
+HTML_TEMPLATE = ('<p class="{lead.c}">{lead.v}{if lead.v}|{lead.v}{end}'
+                 '{for x in json.l}[{x}]{end}{upper(lead.v)}{default(lead.none "<&>")}</p>')
+
+
+@given(st.text(max_size=40), st.lists(st.text(max_size=8), max_size=3))
+def test_escaped_output_is_the_plain_output_as_html_text(value: str, items: list[str]) -> None:
+    """Whatever the data, an escaped template's text reads (as HTML) as the plain
+    template's, and data never writes a tag or leaves an attribute."""
+    import html
+    from html.parser import HTMLParser
+
+    ctx = {"lead": {"v": value, "c": value}, "json": {"l": items}}
+    plain = compile_template(HTML_TEMPLATE).render(ctx)
+    escaped = compile_template(HTML_TEMPLATE, escape_html=True).render(ctx)
+    assert html.unescape(escaped) == html.unescape(plain)
+    tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.append((tag, attrs))
+
+        def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.append((tag, attrs))
+
+    Tags(convert_charrefs=True).feed(escaped)
+    assert tags == [("p", [("class", value)])], escaped
+
+
+def test_raw_prints_as_is_only_as_the_outermost_call() -> None:
+    ctx = {"lead": {"b": "<b>x</b>"}}
+    template = compile_template("{raw(lead.b)}{upper(raw(lead.b))}", escape_html=True)
+    assert template.render(ctx) == "<b>x</b>&lt;B&gt;X&lt;/B&gt;"
+    assert template.escapes_html and not compile_template("{lead.b}").escapes_html

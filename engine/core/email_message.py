@@ -117,6 +117,8 @@ class EmailTemplate:
         self.url_marks = html.url_marks + text.url_marks
         self.open_urls = bool(html.open_urls or text.open_urls)
         self.prints_data = bool(html.prints_data or text.prints_data)
+        #: A URL from data in the HTML has ``&amp;`` for ``&``: the shortener reads it.
+        self.escapes_html = bool(getattr(html, "escapes_html", False))
         self.blank = bool(html.blank)
         self.never_blank = True  # a message always has its headers: emptiness is not judged
         self._unsubscribe = unsubscribe
@@ -132,17 +134,20 @@ class EmailTemplate:
 
 
 def compile_email(
-    compile: Callable[[str, str], Any], *, subject: str, html: str, text: str | None,
+    compile: Callable[[str, str, bool], Any], *, subject: str, html: str, text: str | None,
     inline: bool = True, pixel: bool = False, unsubscribe: bool = True,
 ) -> EmailTemplate:
-    """The three templates compiled with ``compile(source, name)`` (a ``TemplateError``
-    names the part: ``subject``, ``template``, ``text``)."""
+    """The three templates compiled with ``compile(source, name, escape_html)`` (a
+    ``TemplateError`` names the part: ``subject``, ``template``, ``text``). Only the HTML
+    (``template``) is compiled with ``escape_html``: data written into it is escaped, so a
+    profile's ``<`` or ``&`` can neither break the markup nor add any; the subject and the
+    text version are plain text."""
     from engine.core.html_text import html_to_text
     from engine.errors import TemplateError
 
     def one(source: str, name: str) -> Any:
         try:
-            return compile(source, name)
+            return compile(source, name, name == "template")
         except TemplateError as err:
             raise TemplateError(f"{name}: {err.message}", line=err.line, col=err.col) \
                 from None

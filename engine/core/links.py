@@ -36,6 +36,7 @@ no URL from data, so its closed URLs are replaced with one ``str.replace`` each.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final, Protocol
@@ -152,7 +153,8 @@ class Shortener:
 
     __slots__ = (
         "_base", "_ghead", "_global", "_heads", "_marks", "_own", "_replace", "_scan",
-        "_seq_base", "_slots", "_static", "_uhead", "_unsub", "_usuffix", "shorten",
+        "_seq_base", "_slots", "_static", "_uhead", "_unescape", "_unsub", "_usuffix",
+        "shorten",
     )
 
     #: ``shorten(text, seq, found)``: ``text`` of message ``seq`` with its links on the
@@ -176,8 +178,12 @@ class Shortener:
         globalunsubscribe: bool = True,
         static_unsubscribe: str = "",
         seq_base: int = 0,
+        unescape: bool = False,
     ) -> None:
         self._base = base
+        # an HTML text's URLs from data are escaped (``&amp;``): the link leads where the
+        # browser would go, and the same URL in the HTML and the text takes one slot
+        self._unescape = unescape
         self._seq_base = seq_base
         self._own = base + "/"
         codec = Codec(secret, b"link")
@@ -235,6 +241,7 @@ class Shortener:
             scan=getattr(template, "open_urls", True),
             unsubscribe=unsubscribe, globalunsubscribe=globalunsubscribe,
             static_unsubscribe=static_unsubscribe, seq_base=seq_base,
+            unescape=getattr(template, "escapes_html", False),
         )
 
     @property
@@ -270,8 +277,11 @@ class Shortener:
         parts: list[str] = []
         taken: dict[str, str] = {}
         last = 0
+        unescape = self._unescape
         for start, end in spans:
             url = text[start:end]
+            if unescape and "&" in url:
+                url = html.unescape(url)
             link = heads.get(url)
             if link is not None:
                 short = link[0] + link[1](offset)

@@ -43,7 +43,8 @@ HTML = """<html><head><style>h1 { color: red }</style></head><body>
 
 def compile_(html: str = HTML, *, subject: str = "Hi {lead._fname} 🎉", text: str | None = None,
              **kw: Any) -> Any:
-    return compile_email(lambda source, name: compile_template(source, name=name),
+    return compile_email(lambda source, name, escape: compile_template(
+                             source, name=name, escape_html=escape),
                          subject=subject, html=html, text=text, **kw)
 
 
@@ -189,3 +190,56 @@ def test_a_message_that_cannot_be_written_fails_and_is_never_submitted() -> None
     assert (sub.outcomes[1].state, sub.outcomes[1].reason) == ("failed", "unwritable")
     only_bad = Submission([bad], "", compose=Composer(from_="news@example.com").compose)
     assert only_bad.done
+
+
+MARKUP_ROW = AudienceRow(
+    1, b'{"_fname": "<b>Tom & \\"Jerry\\"</b>", "site": "https://x.example.net/?a=1&b=2",'
+       b' "banner": "<table><tr><td>Sale</td></tr></table>"}', "tom@example.com")
+MARKUP_HTML = ('<html><body><h1 title="{lead._fname}">Hi {lead._fname}</h1>'
+               '<a href="{lead.site}">yours</a>{raw(lead.banner)}</body></html>')
+
+
+def _hrefs(page: str) -> list[str]:
+    """The hrefs of ``page`` as a browser reads them (references decoded)."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found.extend(v or "" for k, v in attrs if k == "href")
+
+    Links().feed(page)
+    return found
+
+
+def test_data_in_the_html_is_escaped_but_not_in_the_subject_or_text_version() -> None:
+    template = compile_(MARKUP_HTML, subject="For {lead._fname}",
+                        text="Hi {lead._fname}: {lead.site}", pixel=False, unsubscribe=False)
+    prep = preparer(template, tracked=False)
+    (m,) = prep.finish(prep.screen([MARKUP_ROW]), set(), set(), now=0.0).messages
+    parts = unpack(m.text)
+    name = '&lt;b&gt;Tom &amp; &quot;Jerry&quot;&lt;/b&gt;'
+    assert f'<h1 title="{name}">Hi {name}</h1>' in parts.html
+    assert "<table><tr><td>Sale</td></tr></table>" in parts.html  # raw() is as it is
+    assert _hrefs(parts.html) == ["https://x.example.net/?a=1&b=2"]
+    assert parts.subject == 'For <b>Tom & "Jerry"</b>'
+    assert parts.text == 'Hi <b>Tom & "Jerry"</b>: https://x.example.net/?a=1&b=2'
+
+
+def test_a_short_link_from_escaped_data_leads_where_the_browser_would_go() -> None:
+    template = compile_(MARKUP_HTML, text="Hi {lead._fname}: {lead.site}", pixel=False)
+    prep = preparer(template)
+    batch = prep.finish(prep.screen([MARKUP_ROW]), set(), set(), now=0.0)
+    (m,) = batch.messages
+    parts = unpack(m.text)
+    # one slot for the HTML's escaped URL and the text's plain one, with the URL as meant
+    assert batch.links == [(101, 1, "https://x.example.net/?a=1&b=2")]
+    (href,) = _hrefs(parts.html)
+    assert LINKS.decode(code_of(href, BASE + "/")) == (101, 1)
+    assert href in parts.text and "x.example.net" not in parts.html + parts.text
+
+
+def test_an_sms_template_is_never_escaped() -> None:
+    template = compile_template("Hi {lead._fname} {raw(lead._fname)}")
+    assert template.render({"lead": {"_fname": "A&B <c>"}}) == "Hi A&B <c> A&B <c>"

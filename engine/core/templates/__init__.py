@@ -153,12 +153,15 @@ class Template:
     tracking (see the module docstring, *Metadata*). ``blank`` is
     True when it can only render whitespace, whatever the data (see :func:`refuse_blank`);
     ``never_blank`` when it can never render blank (it has literal text outside any tag),
-    so the engine need not look at each message's text for it.
+    so the engine need not look at each message's text for it. ``escapes_html`` when its
+    output tags' text is HTML-escaped (an email's HTML), so a URL from data has ``&amp;``
+    for ``&``.
     """
 
     __slots__ = (
-        "blank", "closed_urls", "name", "never_blank", "open_urls", "prints_data",
-        "python_source", "render", "roots", "source", "url_marks", "urls", "variables",
+        "blank", "closed_urls", "escapes_html", "name", "never_blank", "open_urls",
+        "prints_data", "python_source", "render", "roots", "source", "url_marks", "urls",
+        "variables",
     )
 
     render: RenderFunction
@@ -174,6 +177,7 @@ class Template:
     url_marks: int
     open_urls: bool
     prints_data: bool
+    escapes_html: bool
 
     def __init__(
         self,
@@ -191,7 +195,9 @@ class Template:
         url_marks: int = 0,
         open_urls: bool = False,
         prints_data: bool = True,
+        escapes_html: bool = False,
     ) -> None:
+        self.escapes_html = escapes_html
         self.render = render
         self.source = source
         self.name = name
@@ -343,6 +349,7 @@ def _compile(
     name: str,
     limits: TemplateLimits | None,
     compiler: PythonCompiler | None = None,
+    escape_html: bool = False,
 ) -> tuple[Template, list[Var], Source]:
     src = Source(source)
     if limits is not None:
@@ -350,7 +357,8 @@ def _compile(
     parser = Parser(src, _specs(functions), limits)
     try:
         nodes = parser.parse()
-        python_source, constants = generate(nodes, parser.context_vars)
+        python_source, constants = generate(nodes, parser.context_vars,
+                                            escape_html=escape_html)
         render = load(python_source, constants, f"<template {name}>", compiler)
         urls: dict[str, None] = {}
         for text in _texts(nodes):
@@ -376,6 +384,7 @@ def _compile(
         url_marks=links.marks,
         open_urls=links.open,
         prints_data=links.outputs,
+        escapes_html=escape_html,
     )
     return template, parser.context_vars, src
 
@@ -387,6 +396,7 @@ def compile_template(
     name: str = "<template>",
     limits: TemplateLimits | None = DEFAULT_LIMITS,
     compiler: PythonCompiler | None = None,
+    escape_html: bool = False,
 ) -> Template:
     """Compile template ``source``; raise :class:`~engine.errors.TemplateError` if it does
     not parse or goes past ``limits``.
@@ -399,8 +409,12 @@ def compile_template(
     is CPU work, so an event loop should run it in a worker thread; ``compiler`` turns the
     generated Python source into code (``compile`` by default), for a caller that would
     rather do that in another process (see :func:`compile_marshalled`).
+
+    ``escape_html`` is for an email's HTML: each output tag's text is escaped (``&``,
+    ``<``, ``>`` and quotes as references), so data never writes markup, except a tag
+    whose outermost call is ``raw`` (``{raw(json.banner)}``). Literal text is as written.
     """
-    return _compile(source, functions, name, limits, compiler)[0]
+    return _compile(source, functions, name, limits, compiler, escape_html)[0]
 
 
 def _warnings(variables: list[Var], src: Source) -> list[str]:

@@ -21,6 +21,7 @@ from types import CodeType
 from typing import Any
 
 from engine.core.templates import runtime
+from engine.core.templates.functions import raw
 from engine.core.templates.nodes import (
     BoolOp,
     Call,
@@ -57,6 +58,7 @@ _HELPERS: dict[str, Any] = {
     "_len": len,
     "_enumerate": enumerate,
     "_s": runtime.render_value,
+    "_e": runtime.escape_html,
     "_ctx": runtime.to_context,
     "_get": runtime.get,
     "_index": runtime.index,
@@ -83,7 +85,8 @@ def _as_text(name: str) -> str:
 
 
 class _Generator:
-    def __init__(self) -> None:
+    def __init__(self, escape_html: bool = False) -> None:
+        self.escape_html = escape_html
         self.lines: list[str] = []
         self.constants: list[Any] = []
         self._constant_names: dict[tuple[type, Any], str] = {}
@@ -281,6 +284,16 @@ class _Generator:
         return 'f"' + "".join(f"{{{p}}}" for p in pieces) + '"'
 
     def output(self, expr: Expr, indent: int) -> str:
+        if not self.escape_html:
+            return self.text(expr, indent)
+        if isinstance(expr, Call) and expr.function is raw and len(expr.args) == 1:
+            return self.text(expr.args[0], indent)  # {raw(x)}: x as it is
+        if isinstance(expr, Const):
+            return self.constant(runtime.escape_html(runtime.render_value(expr.value)))
+        return f"_e({self.text(expr, indent)})"
+
+    def text(self, expr: Expr, indent: int) -> str:
+        """A quote-free expression for the text of output tag ``expr``."""
         if isinstance(expr, Const):
             return self.constant(runtime.render_value(expr.value))
         if isinstance(expr, Var) and expr.scope == "context":
@@ -340,9 +353,12 @@ class _Generator:
         return result
 
 
-def generate(nodes: tuple[Node, ...], context_vars: list[Var]) -> tuple[str, list[Any]]:
-    """The Python source of a factory returning ``render``, and the constants it takes."""
-    gen = _Generator()
+def generate(
+    nodes: tuple[Node, ...], context_vars: list[Var], *, escape_html: bool = False
+) -> tuple[str, list[Any]]:
+    """The Python source of a factory returning ``render``, and the constants it takes.
+    With ``escape_html`` every output tag's text is HTML-escaped but ``{raw(x)}``'s."""
+    gen = _Generator(escape_html)
     gen.hoist(context_vars, 2)
     result = gen.block(nodes, 2)
     body = gen.lines

@@ -145,6 +145,13 @@ def upper(value: Any) -> str:
     return render_value(value).upper()
 
 
+def raw(value: Any) -> Any:
+    """The value as it is. In an email's HTML, where every output tag's text is escaped
+    (``&``, ``<``, ``>``, quotes), ``{raw(x)}`` as a tag's outermost call prints ``x``
+    unescaped: HTML that data carries on purpose. Elsewhere it changes nothing."""
+    return value
+
+
 def lower(value: Any) -> str:
     """The rendered value in lower case."""
     return render_value(value).lower()
@@ -265,6 +272,7 @@ BUILTIN_FUNCTIONS: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
         "jsonpath": jsonpath,
         "len": length,
         "lower": lower,
+        "raw": raw,
         "truncate": truncate,
         "unsubscribe": unsubscribe,
         "upper": upper,

@@ -7,6 +7,7 @@ other mappings and arbitrary objects are tolerated: they render through ``str()`
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ __all__ = [
     "call",
     "contains",
     "equal",
+    "escape_html",
     "get",
     "greater",
     "greater_equal",
@@ -33,9 +35,18 @@ __all__ = [
 ]
 
 _encode_json = msgspec.json.Encoder().encode
+_escape = html.escape
 # Integral floats below this render without ".0"; above it repr() switches to exponent form.
 _INTEGRAL_FLOAT_LIMIT = 1e16
 _NUMERIC_RE = re.compile(r"[+-]?(?:\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def escape_html(text: str) -> str:
+    """``text`` safe as HTML text or a quoted attribute's value: ``& < > " '`` as
+    references (``html.escape``), with no copy when there is none of them."""
+    if "&" in text or "<" in text or ">" in text or '"' in text or "'" in text:
+        return _escape(text)
+    return text
 
 
 def render_value(value: Any) -> str:
