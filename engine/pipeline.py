@@ -186,6 +186,7 @@ class Pipeline:
         self.mailing = mailing
         self.run = run
         self.resource_id = resource_id
+        self._channel_ids: list[int] | None = None
         spec = run.spec
         #: A ``mailing test`` run: one profile's text to each of the spec's phones.
         self.trial = spec.phase == "trial" and mailing.kind != "trigger"
@@ -704,7 +705,8 @@ class Pipeline:
                     keys: list[int | str] = (list(valid) if prep.policy.key == "phone"
                                              else [r.profile_id for r in rows])
                     policy_counts = await store.policy_counts(
-                        prep.policy, self.resource_id, keys, time.time())
+                        prep.policy, self.resource_id, keys, time.time(),
+                        channel_resources=await self._channel_resources())
                 result = prep.finish_triggers(rows, phones, suppressed, self.clock(),
                                               policy_counts)
                 batches = _group(result.messages, self.senders, batch_size)
@@ -739,6 +741,20 @@ class Pipeline:
                 for b in batches:
                     await self._enqueue(b)
 
+    async def _channel_resources(self) -> list[int] | None:
+        """The ids of the configured resources of this mailing's channel, which a
+        ``profile_channel`` policy counts (looked up once a run); None for other scopes."""
+        policy = self.preparer.policy
+        if policy is None or policy.scope != "profile_channel":
+            return None
+        if self._channel_ids is None:
+            resources = self.config.resources
+            channel = resources[self.mailing.resource].channel
+            self._channel_ids = [await self.store.resource_id(name)
+                                 for name in sorted(resources)
+                                 if resources[name].channel == channel]
+        return self._channel_ids
+
     async def _prepare(
         self, chunks: MemoryObjectReceiveStream[list[AudienceRow]], backlog: list[Batch]
     ) -> None:
@@ -753,7 +769,8 @@ class Pipeline:
                 policy_counts = None
                 if prep.policy is not None:
                     policy_counts = await store.policy_counts(
-                        prep.policy, self.resource_id, prep.policy_keys(plan), time.time())
+                        prep.policy, self.resource_id, prep.policy_keys(plan), time.time(),
+                        channel_resources=await self._channel_resources())
                 result = prep.finish(plan, suppressed, seen, self.clock(), policy_counts)
                 batches = _group(result.messages, self.senders, batch_size)
                 done = result.limit_reached

@@ -376,3 +376,31 @@ async def test_api_subscribes_and_unsubscribes_an_email_address(api: Api) -> Non
     r = await api.post("/api/v1/resources/news/subscribe",
                        {"email": "a@example.org", "database": "main"})
     assert (r.status_code, r.json()["field"]) == (400, "email")
+
+
+@pytest.mark.parametrize(("scope", "sms_sent"), [("profile_channel", 1), ("profile", 0)])
+def test_a_profile_channel_policy_counts_only_its_channels_messages(
+        cli: Cli, sink: Sink, scope: str, sms_sent: int) -> None:
+    """Ann has an email and a phone. After an email to her, an SMS mailing under 1/7 of
+    ``profile_channel`` still reaches her (no SMS yet this week); under ``profile`` the
+    email counts, and she is skipped for the policy."""
+    async def add_ann(store: Store) -> None:
+        db = await store.database_id("main")
+        ann = [ImportRecord("ann@example.org", "+447911999001", "ann@example.org",
+                            {"_fname": "Ann"})]  # one profile, matched by email
+        await store.import_profiles(db, ann, matching="email",
+                                    resource_id=await store.resource_id("letters"),
+                                    channel="email")
+        await store.import_profiles(db, ann, matching="email",
+                                    resource_id=await store.resource_id("news"))
+
+    in_workspace(cli.ws / "herald.toml", add_ann)
+    cli.ok("send", "--resource", "letters", "--database", "main", "--template", "body.html",
+           "--subject", "Hi", "--json")
+    assert "ann@example.org" in by_recipient(sink)
+    log = json.loads(cli.ok("send", "--resource", "news", "--database", "main",
+                            "--template", "a.txt", "--policy", f"1/7/{scope}", "--json"))
+    sent = [json.loads(line)["to"]
+            for line in (cli.ws / "sent.jsonl").read_text().splitlines()]
+    assert sent.count("+447911999001") == sms_sent
+    assert log["policy"] == 1 - sms_sent

@@ -22,8 +22,9 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 
     ``scope``: what is counted. ``profile``: every message to the profile, all resources
     and channels; ``profile_resource``: those of this mailing's resource;
-    ``profile_channel``: those of this channel (SMS); ``contact``: every message to the
-    same phone, whichever profile it belongs to. Days are UTC calendar days, today
+    ``profile_channel``: those of this mailing's channel (the resources of its channel, SMS
+    or email, as configured); ``contact``: every message to the same phone (or email
+    address), whichever profile it belongs to. Days are UTC calendar days, today
     included. The most specific policy wins: a mailing's, else its resource's, else
     ``[engine.policy]``.
     """

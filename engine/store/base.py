@@ -799,11 +799,15 @@ class PolicyStore(abc.ABC):
 
     @abc.abstractmethod
     async def policy_counts(
-        self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float
+        self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float,
+        *, channel_resources: Sequence[int] | None = None,
     ) -> dict[int | str, int]:
         """Messages counted under ``policy`` in its window ending today, per profile id
-        (or per E.164 phone for ``contact`` scope); keys with none are left out. Messages
-        count from the moment they are reserved."""
+        (or per E.164 phone, or email address, for ``contact`` scope); keys with none are
+        left out. Messages count from the moment they are reserved.
+
+        ``channel_resources`` are the ids of the resources of the mailing's channel, which
+        ``profile_channel`` scope counts (None: every resource's, as ``profile``)."""
 
 
 class TriggerStore(abc.ABC):

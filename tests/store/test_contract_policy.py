@@ -66,6 +66,14 @@ async def test_profile_resource_counts_only_the_resources_messages(store: Store)
     for scope in ("profile", "profile_channel"):
         assert await store.policy_counts(policy(scope), w.resource_id, w.ids, now) == {
             w.ids[0]: 2, w.ids[1]: 1}
+    # profile_channel: the resources of the mailing's channel (here "offers" alone, as if
+    # "news" sent the other channel); without them, every resource's
+    assert await store.policy_counts(policy("profile_channel"), offers_id, w.ids, now,
+                                     channel_resources=[offers_id]) == {
+        w.ids[0]: 1, w.ids[1]: 1}
+    assert await store.policy_counts(policy("profile_channel"), offers_id, w.ids, now,
+                                     channel_resources=[offers_id, w.resource_id]) == {
+        w.ids[0]: 2, w.ids[1]: 1}
 
 
 async def test_contact_counts_per_phone_whichever_profile_it_belongs_to(

@@ -54,7 +54,8 @@ def _phone_digits(key: int | str) -> int | None:
 
 class PgPolicy(PgBase):
     async def policy_counts(
-        self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float
+        self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float,
+        *, channel_resources: Sequence[int] | None = None,
     ) -> dict[int | str, int]:
         if not keys:
             return {}
@@ -71,11 +72,17 @@ class PgPolicy(PgBase):
                 (day, phones, day, addresses),
             )
             return {str(p): int(n) for p, n in rows}
+        resources: list[int] | None = None
         if policy.scope == "profile_resource":
+            resources = [resource_id]
+        elif policy.scope == "profile_channel" and channel_resources is not None:
+            resources = [int(r) for r in channel_resources]
+        if resources is not None:
             rows = await self.db.fetchall(
                 "SELECT profile_id, sum(n) FROM history_profile WHERE day >= %s"
-                " AND profile_id = ANY(%s::bigint[]) AND resource_id = %s GROUP BY profile_id",
-                (day, [int(k) for k in keys], resource_id),
+                " AND profile_id = ANY(%s::bigint[]) AND resource_id = ANY(%s::bigint[])"
+                " GROUP BY profile_id",
+                (day, [int(k) for k in keys], resources),
             )
         else:
             rows = await self.db.fetchall(

@@ -57,7 +57,8 @@ def is_address(contact: str) -> bool:
 
 class SQLitePolicy(SQLiteBase):
     async def policy_counts(
-        self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float
+        self, policy: Policy, resource_id: int, keys: Sequence[int | str], now: float,
+        *, channel_resources: Sequence[int] | None = None,
     ) -> dict[int | str, int]:
         """Messages counted under ``policy`` in its window ending today, per profile id
         (or per E.164 phone, or an email run's address, for ``contact`` scope), for the
@@ -80,10 +81,13 @@ class SQLitePolicy(SQLiteBase):
                     (day, _json.encode(addresses)),
                 ))
             return out
-        resource = " AND resource_id = ?" if policy.scope == "profile_resource" else ""
+        resource = ""
         args: tuple[Any, ...] = (day, _json.encode(list(keys)))
-        if resource:
-            args += (resource_id,)
+        if policy.scope == "profile_resource":
+            resource, args = " AND resource_id = ?", (*args, resource_id)
+        elif policy.scope == "profile_channel" and channel_resources is not None:
+            resource = " AND resource_id IN (SELECT value FROM json_each(?))"
+            args = (*args, _json.encode([int(r) for r in channel_resources]))
         rows = self.conn.execute(
             "SELECT profile_id, sum(n) FROM history_profile WHERE day >= ? AND profile_id IN"
             f" (SELECT value FROM json_each(?)){resource} GROUP BY profile_id",
