@@ -456,9 +456,19 @@ async def launch(
     execute = execute or _execute_here(herald, progress, handle_signals)
     if mailing.kind == "trigger":
         raise InputError(f"mailing {mailing.id} is a trigger mailing: it runs on calls")
-    if due is None and not taken and mailing.kind != "regular":
+    manual = due is None and not taken and mailing.kind != "regular"
+    if manual and mailing.state in ("waiting", "done", "cancelled"):
+        raise StoreError(f"mailing {mailing.id} was launched already ({mailing.state})")
+    if mailing.kind == "broadcast":
+        # a draft may have a run: ``herald send`` makes it, then marks the mailing done
+        sent = [r for r in await store.mailing_runs(mailing.id) if not r.spec.is_test]
+        if sent:  # a second run would send to everybody again
+            raise StoreError(f"mailing {mailing.id} was sent already (run {sent[-1].id},"
+                             f" {sent[-1].status}): a broadcast sends once; resume its run"
+                             " or create another mailing")
+    if manual:
         state: MailingState = "waiting" if mailing.kind == "multivariate" else "done"
-        if mailing.state in ("waiting", "done", "cancelled") or not await store.set_launch(
+        if not await store.set_launch(
                 mailing.id, expect=mailing.next_launch, next_launch=None, state=state):
             raise StoreError(f"mailing {mailing.id} was launched already ({mailing.state})")
     if mailing.kind != "multivariate":

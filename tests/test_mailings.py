@@ -16,6 +16,7 @@ from engine.demo import generate
 from engine.errors import InputError, StoreError, TemplateError
 from engine.mailings import MailingSpec, create_mailing, launch, test_mailing
 from engine.service import MailingService
+from engine.store.models import AudienceSource
 from engine.testing import FakeGateway
 
 pytestmark = pytest.mark.anyio
@@ -145,6 +146,25 @@ async def test_a_mailing_sent_at_once_is_done_and_cannot_be_launched_again(
             await launch(herald, mailing)
     assert log.sent == plan.unique == len(gateway.accepted)
     assert (mailing.state, mailing.next_launch) == ("done", None)
+
+
+async def test_a_broadcast_with_a_run_is_never_launched_again_whatever_its_state(
+    open_herald: Callable[..., Any],
+) -> None:
+    """``herald send`` makes the run, then marks the mailing done, in two transactions; a
+    kill -9 between them leaves a draft with a run. Starting it would send everyone a
+    second message: it is refused (``herald resume`` finishes the run)."""
+    gateway = FakeGateway()
+    async with await open_herald(gateway, default_region="RU") as herald:
+        await generate(herald.store, profiles=10, database="main")
+        mailing, run = await herald.store.create_run(
+            name="cut short", resource="news", source=AudienceSource(
+                "list", await herald.store.database_id("main")), template="Hi", limit=None)
+        assert (await herald.store.get_mailing(mailing.id)).state == "draft"
+        with pytest.raises(StoreError, match=f"sent already \\(run {run.id}"):
+            await launch(herald, mailing)
+        assert not gateway.accepted
+        assert [r.id for r in await herald.store.mailing_runs(mailing.id)] == [run.id]
 
 
 async def test_a_run_counts_its_audience_beside_its_messages_and_logs_its_first_submit(
