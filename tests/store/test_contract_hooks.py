@@ -189,6 +189,11 @@ def test_import_data_counts_without_a_source() -> None:
 async def test_a_new_hook_starts_at_the_end_of_the_record(store: Store) -> None:
     db = await store.database_id("main", create=True)
     await store.record_import_event("import_api", T, db, b'{"old": true}')
+    # "the end" is what hooks can read. On PostgreSQL an event is readable once every
+    # older transaction on the server has ended: one still open there (another test's,
+    # in another database) at the claim would let the new hook have the old event too,
+    # as delivery is at least once. So the claim comes once the old event can be read.
+    assert len(await settled(store).hook_events(ORIGIN, 10)) == 1
     state = await store.claim_hook("crm", "proc-a", 60)
     assert state is not None
     assert (state.name, state.owner, state.last_error, state.failing_since,

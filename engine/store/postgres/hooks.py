@@ -14,9 +14,12 @@ final, and any event that appears later sorts after all of them, so after the cu
 long-running writing transaction anywhere on the server holds ``xmin`` back, and with it
 the hooks (they wait; they lose nothing). The index on ``(txid, id)`` serves the read.
 
-A new hook starts at ``(xmin, 0)``: after every event whose writer has ended, before any
-event of a writer still open. Leases are on the server's clock (``clock_timestamp()``),
-so processes on machines whose clocks differ agree on them.
+A new hook starts at ``(xmin, 0)``: after every event a hook could read at that moment,
+before any event of a writer still open. An event committed a moment before the claim by a
+writer above ``xmin`` (a transaction older than it was still open somewhere on the server)
+is delivered too: delivery is at least once, and the start errs on that side. Leases are
+on the server's clock (``clock_timestamp()``), so processes on machines whose clocks differ
+agree on them.
 """
 
 from __future__ import annotations
