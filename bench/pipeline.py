@@ -102,6 +102,16 @@ FULL_TEMPLATE = ('{if lead._sex equal "f"}Dear{else}Hi{end} {lead._fname}! New a
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS in MB. On Linux, from ``VmHWM``: ``ru_maxrss`` carries a
+    parent's peak across fork and exec, so a child run by ``--rss-scaling`` would report
+    the parent's (which built the audiences) whenever it was the larger."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
