@@ -29,7 +29,8 @@ from engine.store.base import (
 )
 from engine.store.models import AudienceSource, Mailing, Run
 from engine.store.open import open_store
-from tests.store.helpers import audience, phone, reserve
+from engine.store.sqlite import policy as sqlite_policy
+from tests.store.helpers import audience, make_world, message, new_run, phone, reserve
 
 pytestmark = pytest.mark.anyio
 
@@ -280,6 +281,28 @@ async def test_sending_policies_count_an_email_runs_messages_per_address(
     profile = Policy(max_messages=5, period_days=1, scope="profile")
     assert await store.policy_counts(profile, mail.resource_id, mail.ids, now) == {
         mail.ids[0]: 2, mail.ids[1]: 1}
+
+
+@pytest.mark.parametrize("fold_at", [1, 4])
+async def test_phone_and_address_counts_stay_apart_across_folds(
+    store: Store, monkeypatch: pytest.MonkeyPatch, fold_at: int
+) -> None:
+    """An SMS run's phones and an email run's addresses share SQLite's recent contact
+    log; a fold (here every ``fold_at`` messages) sends each to its own counts."""
+    monkeypatch.setattr(sqlite_policy, "FOLD_AT", fold_at)
+    mail = await make_mail(store, 2)
+    sms = await make_world(store, 2, database="phones", first=10)
+    _, letters = await email_run(store, mail)
+    _, texts = await new_run(store, sms)
+    await reserve(store, letters.id, [(1, "s", mails(mail, [1, 2]))])
+    await reserve(store, texts.id, [(1, "s", [message(1, sms.ids[0], sms.phones[0]),
+                                              message(2, sms.ids[1], sms.phones[0])])])
+    _, again = await email_run(store, mail, name="again")
+    await reserve(store, again.id, [(1, "s", mails(mail, [1]))])
+    contact = Policy(max_messages=5, period_days=1, scope="contact")
+    asked = [*mail.emails, *sms.phones]
+    assert await store.policy_counts(contact, mail.resource_id, asked, time.time()) == {
+        mail.emails[0]: 2, mail.emails[1]: 1, sms.phones[0]: 2}
 
 
 # -- events of an email run ----------------------------------------------------------------

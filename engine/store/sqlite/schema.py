@@ -471,4 +471,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (address, day)
     ) WITHOUT ROWID;
     """,
+    # 17: the contacts of the latest messages, appended in reservation order and folded
+    # into ``history_contact`` / ``history_address`` in sorted bulk (policy.py says why);
+    # ids never repeat, so that a reader can tell that the rows it read were folded.
+    """
+    CREATE TABLE history_recent (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        contact NOT NULL,
+        day INTEGER NOT NULL
+    );
+    """,
 ]
