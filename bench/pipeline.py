@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -47,6 +48,7 @@ from engine.demo import generate
 from engine.plugins import load_plugins
 from engine.runner import Herald
 from engine.store.open import open_store
+from engine.store.sqlite.policy import FOLD_AT
 
 CHUNK, BATCH = 1000, 500
 TEMPLATE = "Hi {lead._fname}! New arrivals in our {lead._city} store this week."
@@ -116,8 +118,9 @@ def peak_rss_mb() -> float:
 
 
 def workspace(base: Path, profiles: int, chunk: int = CHUNK, batch: int = BATCH,
-              database: str | None = None) -> Path:
-    ws = base / f"herald-bench-{profiles}" if database is None else Path(
+              database: str | None = None, shuffled: bool = False) -> Path:
+    name = f"herald-bench-{profiles}{'-shuffled' if shuffled else ''}"
+    ws = base / name if database is None else Path(
         tempfile.mkdtemp(prefix="herald-bench-pg-"))
     ws.mkdir(parents=True, exist_ok=True)
     for name, text in (("herald.toml", FULL_CONFIG), ("plain.toml", CONFIG)):
@@ -136,10 +139,29 @@ def workspace(base: Path, profiles: int, chunk: int = CHUNK, batch: int = BATCH,
         import sqlite3
 
         with sqlite3.connect(ws / "herald.db") as conn:
+            if shuffled:
+                shuffle_phones(conn)
+                conn.commit()
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         marker.write_text(str(profiles))
         print(f"built {profiles:,} profiles in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return ws
+
+
+def shuffle_phones(conn: Any) -> None:
+    """Deal the SMS subscriptions' phones out again in a fixed random order. The demo
+    numbers profiles' phones in id order, which no real audience does: the cursor reads
+    profiles in id order, so a real run meets its phones in no order at all, and every
+    structure keyed by phone (the contact history, the dedupe record) is written at
+    random places (``--shuffled``)."""
+    import random
+
+    rows = conn.execute("SELECT id, phone FROM subscriptions WHERE channel = 'sms'"
+                        " ORDER BY id").fetchall()
+    phones = [phone for _, phone in rows]
+    random.Random(20261204).shuffle(phones)
+    conn.executemany("UPDATE subscriptions SET phone = ? WHERE id = ?",
+                     [(phone, sid) for (sid, _), phone in zip(rows, phones, strict=True)])
 
 
 async def _build(url: str, profiles: int, database: str) -> None:
@@ -274,6 +296,149 @@ def bare_loop_pg(url: str) -> tuple[int, float, float]:
 LAST: dict[str, float] = {}
 
 
+#: The engine's durable tables the floor loop writes, copied under ``floor_`` names.
+FLOOR_TABLES = ("recipients", "events", "history_profile", "history_contact",
+                "history_recent", "journal", "journal_sending", "report_counts")
+
+
+#: str.translate's table that drops all but the ASCII digits of a phone.
+NOT_DIGITS = {c: None for c in range(128) if not chr(c).isdigit()}
+
+
+def floor_loop(db: Path, batch: int = BATCH) -> tuple[int, float, float]:
+    """The bare loop plus the engine's durable writes, as SQL alone: no engine Python runs.
+
+    Per chunk, in one transaction after the lookups, as ``reserve`` does: the suppression
+    lookup, the policy counts' lookup, the dedupe record (a scratch table, as the run's),
+    the policy history (the profiles' upsert, the contacts' append and its fold every
+    ``FOLD_AT``), one journal row per batch and the run's checkpoint. Per
+    batch: the sending mark, then in one transaction the recipients' rows, the send
+    events (with the event record's indexes), the report counts and the journal's removal,
+    as ``record`` does. Each table is a fresh copy of the engine's own (its DDL read from
+    the workspace), so it is smaller than the engine's grown ones and the floor errs low.
+    What the floor costs over the bare loop is what the write set costs before any of the
+    engine's logic; ``floor_ratio=`` is the ratio an engine with no Python overhead at
+    all would get."""
+    import re
+    import sqlite3
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    ddl = [sql for (sql,) in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name IN"
+        f" ({','.join('?' * len(FLOOR_TABLES))}) AND sql IS NOT NULL", FLOOR_TABLES)]
+    names = "|".join(FLOOR_TABLES)
+    for name in FLOOR_TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS floor_{name}")
+    for sql in ddl:  # tables first: an index names its table
+        sql = re.sub(r"\b(TABLE|INDEX) (\w+)", r"\1 floor_\2", sql)
+        sql = re.sub(rf"\bON ({names})\b", r"ON floor_\1", sql)
+        conn.execute(re.sub(r"REFERENCES \w+\(\w+\)", "", sql))
+    scratch = sqlite3.connect(db.with_suffix(".floor"), isolation_level=None)
+    scratch.execute("PRAGMA journal_mode=OFF")
+    scratch.execute("PRAGMA synchronous=OFF")
+    scratch.execute("CREATE TABLE IF NOT EXISTS seen (phone INTEGER PRIMARY KEY)")
+    scratch.execute("DELETE FROM seen")
+    (rid,) = conn.execute("SELECT id FROM resources WHERE name = 'news'").fetchone()
+    (dbid,) = conn.execute("SELECT id FROM databases WHERE name = 'customers'").fetchone()
+    decode = msgspec.json.Decoder(dict).decode
+    encode = msgspec.json.Encoder().encode
+    pack = msgspec.msgpack.Encoder().encode
+    fmt = "Hi {}! New arrivals in our {} store this week.".format
+    sql = (
+        "SELECT p.id, p.fields, s.phone FROM profiles p LEFT JOIN subscriptions s ON s.id ="
+        " (SELECT id FROM subscriptions WHERE profile_id = p.id AND resource_id = ? AND"
+        " channel = 'sms' AND status = 'subscribed' ORDER BY priority DESC, id LIMIT 1)"
+        " WHERE p.database_id = ? AND p.id > ? ORDER BY p.id LIMIT 1000"
+    )
+    day = int(time.time() // 86400)
+    seen: set[str] = set()
+    sent = seq = after = batch_no = 0
+    w0, c0 = time.perf_counter(), time.process_time()
+    while True:
+        rows = conn.execute(sql, (rid, dbid, after)).fetchall()
+        if not rows:
+            break
+        after = rows[-1][0]
+        out = []
+        for pid, fields, phone in rows:
+            if phone is None or phone in seen:
+                continue
+            seen.add(phone)
+            f = decode(fields)
+            text = fmt(f.get("_fname", ""), f.get("_city", ""))
+            seq += 1
+            out.append((seq, pid, phone, len(text)))
+        phones = encode([r[2] for r in out])
+        # the integer key of a contact: the engine's is the E.164 number, here the digits
+        contacts = encode([int(r[2].translate(NOT_DIGITS) or 0) for r in out])
+        conn.execute("SELECT value FROM suppressions WHERE value IN"
+                     " (SELECT value FROM json_each(?))", (phones,)).fetchall()
+        profiles = encode([r[1] for r in out])
+        conn.execute("SELECT profile_id, sum(n) FROM floor_history_profile WHERE day >= ?"
+                     " AND profile_id IN (SELECT value FROM json_each(?)) GROUP BY profile_id",
+                     (day - 16, profiles)).fetchall()
+        scratch.execute("INSERT OR IGNORE INTO seen SELECT value FROM json_each(?)",
+                        (contacts,))
+        # two senders weighted 70/30, each in batches of ``batch``, as the engine routes
+        batches = [(sender, part[i : i + batch])
+                   for sender, part in (("a", [r for r in out if r[0] % 10 < 7]),
+                                        ("b", [r for r in out if r[0] % 10 >= 7]))
+                   for i in range(0, len(part), batch)]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"INSERT INTO floor_history_profile (profile_id, day, resource_id, n)"
+                     f" SELECT value, {day}, 1, 1 FROM json_each(?) WHERE true"
+                     " ON CONFLICT DO UPDATE SET n = n + 1", (profiles,))
+        last = conn.execute(f"INSERT INTO floor_history_recent (contact, day)"
+                            f" SELECT value, {day} FROM json_each(?)", (contacts,)).lastrowid
+        (first,) = conn.execute("SELECT min(id) FROM floor_history_recent").fetchone()
+        if last is not None and last - first + 1 >= FOLD_AT:
+            conn.execute("INSERT INTO floor_history_contact (phone, day, n)"
+                         " SELECT contact, day, count(*) FROM floor_history_recent WHERE true"
+                         " GROUP BY contact, day ORDER BY contact, day"
+                         " ON CONFLICT DO UPDATE SET n = n + excluded.n")
+            conn.execute("DELETE FROM floor_history_recent")
+        conn.executemany(
+            "INSERT INTO floor_journal (run_id, batch, sender, messages) VALUES (1, ?, ?, ?)",
+            [(batch_no + 1 + k, sender, pack([r[:3] for r in b]))
+             for k, (sender, b) in enumerate(batches)])
+        conn.execute("UPDATE runs SET checkpoint = checkpoint WHERE id = 0")
+        conn.execute("COMMIT")
+        for sender, b in batches:
+            batch_no += 1
+            now = repr(time.time())
+            conn.execute("INSERT OR IGNORE INTO floor_journal_sending VALUES (1, ?)",
+                         (batch_no,))
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO floor_recipients (run_id, seq, profile_id, phone, state, reason,"
+                " sender, segments, encoding, provider_id, error, attempts, updated_at)"
+                f" VALUES (1, ?, ?, ?, 'sent', NULL, '{sender}', ?, 'gsm7', NULL, NULL, 1, {now})",
+                [(r[0], r[1], r[2], 1 + r[3] // 161) for r in b])
+            conn.executemany(
+                "INSERT INTO floor_events (kind, at, run_id, seq, profile_id, phone, sender)"
+                f" VALUES ('send_sms', {now}, 1, ?, ?, ?, '{sender}')", [r[:3] for r in b])
+            conn.execute(
+                "INSERT INTO floor_report_counts (run_id, sender, hour, recipients, sent,"
+                " segments) VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (run_id, sender, hour)"
+                " DO UPDATE SET recipients = recipients + excluded.recipients,"
+                " sent = sent + excluded.sent, segments = segments + excluded.segments",
+                (sender, int(time.time() // 3600), len(b), len(b), len(b)))
+            conn.execute("DELETE FROM floor_journal WHERE run_id = 1 AND batch = ?",
+                         (batch_no,))
+            conn.execute("DELETE FROM floor_journal_sending WHERE run_id = 1 AND batch = ?",
+                         (batch_no,))
+            conn.execute("COMMIT")
+        sent += len(out)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    for name in FLOOR_TABLES:
+        conn.execute(f"DROP TABLE floor_{name}")
+    conn.close()
+    scratch.close()
+    db.with_suffix(".floor").unlink()
+    return sent, wall, cpu
+
+
 async def forget_history(herald: Herald) -> None:
     """Empty the sending-policy history, so that every run meets the same policy counts
     (the bench's runs would otherwise push the audience over its policy, run by run)."""
@@ -282,6 +447,7 @@ async def forget_history(herald: Herald) -> None:
     if conn is not None:  # SQLite
         conn.execute("DELETE FROM history_profile")
         conn.execute("DELETE FROM history_contact")
+        conn.execute("DELETE FROM history_recent")
         return
     pool = getattr(store, "pool", None)
     if pool is not None:
@@ -409,13 +575,22 @@ def main() -> None:
                              " the largest to the smallest")
     parser.add_argument("--database", metavar="URL",
                         help="postgresql://... to measure on PostgreSQL (default: SQLite)")
+    parser.add_argument("--shuffled", action="store_true",
+                        help="an audience whose phones are in no order (as a real one's"
+                             " are), not numbered in profile-id order as the demo's")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run the floor loop (SQLite): the bare loop plus the"
+                             " engine's durable writes, no engine Python; prints"
+                             " floor_ratio=, the best ratio those writes leave")
     args = parser.parse_args()
+    if args.floor and args.database:
+        parser.error("--floor measures SQLite's write set; leave out --database")
 
     if args.rss_scaling:
         rss: dict[int, float] = {}
         cpu: dict[int, float] = {}
         for n in args.rss_scaling:
-            workspace(args.dir, n)
+            workspace(args.dir, n, shuffled=args.shuffled)
             out = subprocess.run(
                 [
                     sys.executable,
@@ -425,6 +600,7 @@ def main() -> None:
                     "--dir",
                     str(args.dir),
                     "--engine-only",
+                    *(["--shuffled"] if args.shuffled else []),
                 ],
                 capture_output=True,
                 text=True,
@@ -442,7 +618,10 @@ def main() -> None:
               f" {small:,} profiles)")
         return
 
-    ws = workspace(args.dir, args.profiles, args.chunk, args.batch, args.database)
+    if args.shuffled and args.database:
+        parser.error("--shuffled builds an SQLite workspace; leave out --database")
+    ws = workspace(args.dir, args.profiles, args.chunk, args.batch, args.database,
+                   args.shuffled)
     first_submits: list[float] = []
     if args.engine_only:
         n, wall, cpu, _ = run_engine(ws, args.backend)
@@ -479,14 +658,20 @@ def main() -> None:
     bare()
     config, template = ("plain.toml", TEMPLATE) if args.plain else ("herald.toml",
                                                                      FULL_TEMPLATE)
-    bares, engines = [], []
+    bares, engines, floors = [], [], []
     for _ in range(args.repeat):
         bares.append(bare())
+        if args.floor:
+            floors.append(floor_loop(ws / "herald.db", args.batch))
         engines.append(run_engine(ws, args.backend, config, template))
         first_submits.append(LAST["first_submit_ms"])
     bn, bwall, bcpu = min(bares, key=lambda r: r[2] / r[0])
     en, ewall, ecpu, busy = min(engines, key=lambda r: r[2] / r[0])
-    if args.repeat > 1:
+    if args.repeat > 1 and floors:
+        print("rounds (bare, floor, engine cpu_us_per_msg): " + ", ".join(
+            f"({b[2] / b[0] * 1e6:.2f}, {f[2] / f[0] * 1e6:.2f}, {e[2] / e[0] * 1e6:.2f})"
+            for b, f, e in zip(bares, floors, engines, strict=True)))
+    elif args.repeat > 1:
         print("rounds (bare, engine cpu_us_per_msg): " + ", ".join(
             f"({b[2] / b[0] * 1e6:.2f}, {e[2] / e[0] * 1e6:.2f})"
             for b, e in zip(bares, engines, strict=True)))
@@ -495,6 +680,9 @@ def main() -> None:
     print(f"profiles={args.profiles:,}  backend={args.backend}  store={store}"
           f"  features={features}  pid={os.getpid()}")
     print(line("bare", bn, bwall, bcpu))
+    if floors:
+        fn, fwall, fcpu = min(floors, key=lambda r: r[2] / r[0])
+        print(line("floor", fn, fwall, fcpu))
     print(line("engine", en, ewall, ecpu))
     print(f"skipped: policy={LAST['policy']:,.0f}  suppressed={LAST['suppressed']:,.0f}"
           f"  duplicates={LAST['duplicates']:,.0f}")
@@ -506,6 +694,11 @@ def main() -> None:
     ratio = (en / ecpu) / (bn / bcpu)
     print(f"ratio={ratio:.2f}  (engine msg per cpu-second / bare msg per cpu-second)")
     print(f"wall_ratio={(en / ewall) / (bn / bwall):.2f}  (the same, per wall second)")
+    if floors:
+        print(f"floor_ratio={(fn / fcpu) / (bn / bcpu):.2f}  (floor msg per cpu-second / bare"
+              " msg per cpu-second: the most an engine with these writes could get)")
+        print(f"engine_vs_floor={(en / ecpu) / (fn / fcpu):.2f}  (engine msg per cpu-second /"
+              " floor msg per cpu-second: what the engine's own logic leaves)")
     print(f"peak_rss_mb={peak_rss_mb():.1f}")
     if args.guard is not None:
         guard(args.guard, ratio)
