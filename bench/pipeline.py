@@ -4,6 +4,7 @@
     python bench/pipeline.py --profiles 200000 --database postgresql://postgres@127.0.0.1/bench
     python bench/pipeline.py --rss-scaling 100000 1000000 5000000
     python bench/pipeline.py --links
+    python bench/pipeline.py --profiles 1000000 --repeat 3 --floor --shuffled
 
 (a) the engine: ``Herald.send`` through the ``null`` driver, no rate limit, with every
     feature on (``FULL_CONFIG``: a policy, the suppression list, a template with a
@@ -16,6 +17,11 @@ Prints messages/s and CPU µs/message for each, ``ratio=`` (engine throughput / 
 throughput, by CPU time), µs per message of each stage's busy time, the time to the first
 submit and the process's peak RSS. ``--rss-scaling`` runs the engine alone
 in a fresh process per size and prints peak RSS per size and their ratio.
+
+``--floor`` adds (c) the floor: the bare loop plus the engine's durable writes as SQL alone
+(``floor_loop``), and prints ``floor_ratio=``, the most an engine keeping those writes
+could reach. ``--shuffled`` builds the audience with its phones in no order, as a real
+one's are (the demo numbers them in profile-id order).
 
 ``--links`` measures what shortening a template link costs per message: the same template
 (one literal link) is sent with and without a ``[tracking] domain``, and the prepare stage
