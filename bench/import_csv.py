@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,11 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak RSS: ``VmHWM``, as ``pipeline.py`` reads it (``ru_maxrss``
+    would report the parent's peak whenever it was the larger)."""
+    from pipeline import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def child(csv_path: str, db_path: str, chunk: int, matching: str) -> None:
