@@ -8,6 +8,7 @@ import pytest
 from engine.core.prepare import Skipped
 from engine.store.base import Store
 from engine.store.models import AudienceSource
+from engine.store.sqlite import journal
 from tests.store.helpers import (
     T0,
     audience,
@@ -127,3 +128,29 @@ async def test_lookup_after_reopening_sees_what_the_run_had(
         assert (await again.lookup(run.id, [], w.phones))[1] == set(w.phones[:3])
     finally:
         await again.aclose()
+
+
+@pytest.mark.parametrize("flush_at", [1, 2, 3, journal.SEEN_FLUSH])
+async def test_lookup_sees_each_runs_phones_whether_held_or_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch, flush_at: int
+) -> None:
+    """SQLite holds a run's accepted phones in memory and writes them to its dedupe
+    record ``SEEN_FLUSH`` at a time, and another run's first: two runs reserving in turn
+    each see their own phones, and only theirs, wherever they are."""
+    monkeypatch.setattr(journal, "SEEN_FLUSH", flush_at)
+    w = await make_world(store, 6)
+    _, run = await new_run(store, w)
+    _, other = await new_run(store, w, name="other")
+    everyone = [*w.phones, phone(99)]
+    mine: set[str] = set()
+    theirs: set[str] = set()
+    for k, (target, seqs) in enumerate([(run, [1]), (other, [2, 3]), (run, [4, 5]),
+                                        (other, [6]), (run, [6])]):
+        await reserve(store, target.id, [(k + 1, "s", messages(w, seqs))])
+        (mine if target is run else theirs).update(w.phones[s - 1] for s in seqs)
+        assert (await store.lookup(run.id, [], everyone))[1] == mine
+        assert (await store.lookup(other.id, [], everyone))[1] == theirs
+        # the memory it takes stays one run's batch, however many runs reserve
+        held = getattr(store, "_seen_buffers", {})
+        assert sum(1 for keys in held.values() if keys) <= 1
+        assert all(len(keys) < flush_at for keys in held.values())

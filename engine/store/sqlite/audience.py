@@ -131,15 +131,20 @@ class SQLiteAudience(SQLiteSegments, SQLiteSuppression, SQLiteJournal):
                     )
         if maybe_seen:
             scratch, table, as_text = self._seen_table(run_id)
-            found = scratch.execute(
-                f"SELECT phone FROM {table} WHERE phone IN"
-                " (SELECT value FROM json_each(?))",
-                (_json.encode(seen_keys(maybe_seen, as_text)),),
-            )
+            held = self._seen_buffers.get(run_id, set())
+            keys = seen_keys(maybe_seen, as_text)
+            found = [k for k in keys if k in held]  # accepted, not written yet
+            rest = [k for k in keys if k not in held]
+            if rest:
+                found.extend(r[0] for r in scratch.execute(
+                    f"SELECT phone FROM {table} WHERE phone IN"
+                    " (SELECT value FROM json_each(?))",
+                    (_json.encode(rest),),
+                ))
             if as_text:
-                seen.update(r[0] for r in found)
+                seen.update(found)
             else:
-                seen.update(f"+{r[0]}" for r in found)
+                seen.update(f"+{k}" for k in found)
         return suppressed, seen
 
     def _suppressed_addresses(self, addresses: Sequence[str], in_lists: str) -> set[str]:

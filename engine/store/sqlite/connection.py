@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -111,6 +111,8 @@ class SQLiteBase:
         #: the private scratch database of the dedupe record, and the runs it holds
         self._scratch: sqlite3.Connection | None = None
         self._seen_tables: set[int] = set()
+        #: run id -> the keys accepted in it not yet written to its scratch table
+        self._seen_buffers: dict[int, set[Any]] = {}
         #: compiled segment conditions and their verdicts, by ``Condition.key``
         self._verdicts: dict[ConditionKey, tuple[Condition, Verdict]] = {}
         #: the tracking domain's secret, once read (it never changes)
