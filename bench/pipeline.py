@@ -54,6 +54,7 @@ from engine.demo import generate
 from engine.plugins import load_plugins
 from engine.runner import Herald
 from engine.store.open import open_store
+from engine.store.sqlite.journal import SEEN_FLUSH
 from engine.store.sqlite.policy import FOLD_AT
 
 CHUNK, BATCH = 1000, 500
@@ -315,7 +316,8 @@ def floor_loop(db: Path, batch: int = BATCH) -> tuple[int, float, float]:
     """The bare loop plus the engine's durable writes, as SQL alone: no engine Python runs.
 
     Per chunk, in one transaction after the lookups, as ``reserve`` does: the suppression
-    lookup, the policy counts' lookup, the dedupe record (a scratch table, as the run's),
+    lookup, the policy counts' lookup, the dedupe record (a scratch table written
+    ``SEEN_FLUSH`` phones at a time, as the run's),
     the policy history (the profiles' upsert, the contacts' append and its fold every
     ``FOLD_AT``), one journal row per batch and the run's checkpoint. Per
     batch: the sending mark, then in one transaction the recipients' rows, the send
@@ -359,6 +361,7 @@ def floor_loop(db: Path, batch: int = BATCH) -> tuple[int, float, float]:
     )
     day = int(time.time() // 86400)
     seen: set[str] = set()
+    held: set[int] = set()
     sent = seq = after = batch_no = 0
     w0, c0 = time.perf_counter(), time.process_time()
     while True:
@@ -377,15 +380,20 @@ def floor_loop(db: Path, batch: int = BATCH) -> tuple[int, float, float]:
             out.append((seq, pid, phone, len(text)))
         phones = encode([r[2] for r in out])
         # the integer key of a contact: the engine's is the E.164 number, here the digits
-        contacts = encode([int(r[2].translate(NOT_DIGITS) or 0) for r in out])
+        keys = [int(r[2].translate(NOT_DIGITS) or 0) for r in out]
+        contacts = encode(keys)
         conn.execute("SELECT value FROM suppressions WHERE value IN"
                      " (SELECT value FROM json_each(?))", (phones,)).fetchall()
         profiles = encode([r[1] for r in out])
         conn.execute("SELECT profile_id, sum(n) FROM floor_history_profile WHERE day >= ?"
                      " AND profile_id IN (SELECT value FROM json_each(?)) GROUP BY profile_id",
                      (day - 16, profiles)).fetchall()
-        scratch.execute("INSERT OR IGNORE INTO seen SELECT value FROM json_each(?)",
-                        (contacts,))
+        # the dedupe record: held in memory, written SEEN_FLUSH at a time, sorted
+        held.update(keys)
+        if len(held) >= SEEN_FLUSH:
+            scratch.execute("INSERT OR IGNORE INTO seen SELECT value FROM json_each(?)",
+                            (encode(sorted(held)),))
+            held.clear()
         # two senders weighted 70/30, each in batches of ``batch``, as the engine routes
         batches = [(sender, part[i : i + batch])
                    for sender, part in (("a", [r for r in out if r[0] % 10 < 7]),
