@@ -49,13 +49,13 @@ from engine.store.sqlite.receipts import apply_pending
 __all__ = ["SQLiteJournal"]
 
 _json = msgspec.json.Encoder()
+_decode_counts = msgspec.json.Decoder(dict[str, int]).decode
+_msgpack = msgspec.msgpack.Encoder()
+_decode_entries = msgspec.msgpack.Decoder(list[Reserved]).decode
 
 #: The accepted keys a run holds in memory before it writes them, sorted, to its scratch
 #: table (``SQLiteJournal._add_seen`` says why).
 SEEN_FLUSH = 65536
-_decode_counts = msgspec.json.Decoder(dict[str, int]).decode
-_msgpack = msgspec.msgpack.Encoder()
-_decode_entries = msgspec.msgpack.Decoder(list[Reserved]).decode
 _sql_text = sql_text
 
 
@@ -92,18 +92,17 @@ class SQLiteJournal(SQLiteBase):
                 if not rows:
                     break
                 after = rows[-1][0]
-                self._add_seen(run_id, scratch, table, [r[1] for r in rows], as_text)
+                self._add_seen(run_id, scratch, [r[1] for r in rows], as_text)
             for (blob,) in self.conn.execute(
                 "SELECT messages FROM journal WHERE run_id = ?", (run_id,)
             ):
-                self._add_seen(run_id, scratch, table,
-                               [e.phone for e in _decode_entries(blob)], as_text)
+                self._add_seen(run_id, scratch, [e.phone for e in _decode_entries(blob)],
+                               as_text)
             self._seen_tables.add(run_id)
         return scratch, table, as_text
 
     def _add_seen(
-        self, run_id: int, scratch: sqlite3.Connection, table: str, phones: Sequence[str],
-        as_text: bool,
+        self, run_id: int, scratch: sqlite3.Connection, phones: Sequence[str], as_text: bool
     ) -> None:
         """Add accepted phones to the run's dedupe record.
 
@@ -147,9 +146,9 @@ class SQLiteJournal(SQLiteBase):
         no_cluster(lease)
         now = time.time()
         if batches:
-            scratch, table, as_text = self._seen_table(run_id)
-            self._add_seen(run_id, scratch, table,
-                           [m.phone for _, _, msgs in batches for m in msgs], as_text)
+            scratch, _, as_text = self._seen_table(run_id)
+            self._add_seen(run_id, scratch, [m.phone for _, _, msgs in batches for m in msgs],
+                           as_text)
         with self._tx() as c:
             if batches:
                 if not self._run_is_test(c, run_id):  # a test send counts for no policy
