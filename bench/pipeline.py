@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,41 @@ async def _build_pg(url: str, profiles: int) -> None:
     print(f"built {profiles:,} profiles in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
 
 
+#: The bare loop's read: a keyset page of profiles, each with its highest-priority active
+#: SMS subscription to resource ?.
+BARE_SQL = (
+    "SELECT p.id, p.fields, s.phone FROM profiles p LEFT JOIN subscriptions s ON s.id ="
+    " (SELECT id FROM subscriptions WHERE profile_id = p.id AND resource_id = ? AND"
+    " channel = 'sms' AND status = 'subscribed' ORDER BY priority DESC, id LIMIT 1)"
+    " WHERE p.database_id = ? AND p.id > ? ORDER BY p.id LIMIT 1000"
+)
+
+
+def read_and_render(conn: Any, rid: int, dbid: int) -> Iterator[list[tuple[int, int, str, int]]]:
+    """The bare loop's work before its write, shared by the floor: keyset reads of 1000
+    profiles, a ``set`` for dedupe, ``str.format``; yields each page's messages as
+    (seq, profile id, phone, text length)."""
+    decode = msgspec.json.Decoder(dict).decode
+    fmt = "Hi {}! New arrivals in our {} store this week.".format
+    seen: set[str] = set()
+    seq = after = 0
+    while True:
+        rows = conn.execute(BARE_SQL, (rid, dbid, after)).fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        out = []
+        for pid, fields, phone in rows:
+            if phone is None or phone in seen:
+                continue
+            seen.add(phone)
+            f = decode(fields)
+            text = fmt(f.get("_fname", ""), f.get("_city", ""))
+            seq += 1
+            out.append((seq, pid, phone, len(text)))
+        yield out
+
+
 def bare_loop(db: Path) -> tuple[int, float, float]:
     """The irreducible work; returns (messages, wall s, cpu s)."""
     import sqlite3
@@ -213,35 +249,11 @@ def bare_loop(db: Path) -> tuple[int, float, float]:
     )
     (rid,) = conn.execute("SELECT id FROM resources WHERE name = 'news'").fetchone()
     (dbid,) = conn.execute("SELECT id FROM databases WHERE name = 'customers'").fetchone()
-    decode = msgspec.json.Decoder(dict).decode
-    fmt = "Hi {}! New arrivals in our {} store this week.".format
-    sql = (
-        "SELECT p.id, p.fields, s.phone FROM profiles p LEFT JOIN subscriptions s ON s.id ="
-        " (SELECT id FROM subscriptions WHERE profile_id = p.id AND resource_id = ? AND"
-        " channel = 'sms' AND status = 'subscribed' ORDER BY priority DESC, id LIMIT 1)"
-        " WHERE p.database_id = ? AND p.id > ? ORDER BY p.id LIMIT 1000"
-    )
-    seen: set[str] = set()
     sent = 0
-    seq = 0
-    after = 0
     w0, c0 = time.perf_counter(), time.process_time()
-    while True:
-        rows = conn.execute(sql, (rid, dbid, after)).fetchall()
-        if not rows:
-            break
-        after = rows[-1][0]
-        out = []
-        for pid, fields, phone in rows:
-            if phone is None or phone in seen:
-                continue
-            seen.add(phone)
-            f = decode(fields)
-            text = fmt(f.get("_fname", ""), f.get("_city", ""))
-            seq += 1
-            out.append((seq, pid, phone, "sent", len(text)))
+    for out in read_and_render(conn, rid, dbid):
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO bare_results VALUES (?, ?, ?, ?, ?)", out)
+        conn.executemany("INSERT INTO bare_results VALUES (?, ?, ?, 'sent', ?)", out)
         conn.execute("COMMIT")
         sent += len(out)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -349,35 +361,13 @@ def floor_loop(db: Path, batch: int = BATCH) -> tuple[int, float, float]:
     scratch.execute("DELETE FROM seen")
     (rid,) = conn.execute("SELECT id FROM resources WHERE name = 'news'").fetchone()
     (dbid,) = conn.execute("SELECT id FROM databases WHERE name = 'customers'").fetchone()
-    decode = msgspec.json.Decoder(dict).decode
     encode = msgspec.json.Encoder().encode
     pack = msgspec.msgpack.Encoder().encode
-    fmt = "Hi {}! New arrivals in our {} store this week.".format
-    sql = (
-        "SELECT p.id, p.fields, s.phone FROM profiles p LEFT JOIN subscriptions s ON s.id ="
-        " (SELECT id FROM subscriptions WHERE profile_id = p.id AND resource_id = ? AND"
-        " channel = 'sms' AND status = 'subscribed' ORDER BY priority DESC, id LIMIT 1)"
-        " WHERE p.database_id = ? AND p.id > ? ORDER BY p.id LIMIT 1000"
-    )
     day = int(time.time() // 86400)
-    seen: set[str] = set()
     held: set[int] = set()
-    sent = seq = after = batch_no = 0
+    sent = batch_no = 0
     w0, c0 = time.perf_counter(), time.process_time()
-    while True:
-        rows = conn.execute(sql, (rid, dbid, after)).fetchall()
-        if not rows:
-            break
-        after = rows[-1][0]
-        out = []
-        for pid, fields, phone in rows:
-            if phone is None or phone in seen:
-                continue
-            seen.add(phone)
-            f = decode(fields)
-            text = fmt(f.get("_fname", ""), f.get("_city", ""))
-            seq += 1
-            out.append((seq, pid, phone, len(text)))
+    for out in read_and_render(conn, rid, dbid):
         phones = encode([r[2] for r in out])
         # the integer key of a contact: the engine's is the E.164 number, here the digits
         keys = [int(r[2].translate(NOT_DIGITS) or 0) for r in out]
