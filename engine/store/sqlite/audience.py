@@ -131,7 +131,7 @@ class SQLiteAudience(SQLiteSegments, SQLiteSuppression, SQLiteJournal):
                     )
         if maybe_seen:
             scratch, table, as_text = self._seen_table(run_id)
-            held = self._seen_buffers.get(run_id, set())
+            held = self._seen_held if self._seen_run == run_id else set()
             keys = seen_keys(maybe_seen, as_text)
             found = [k for k in keys if k in held]  # accepted, not written yet
             rest = [k for k in keys if k not in held]

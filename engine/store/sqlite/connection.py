@@ -111,8 +111,10 @@ class SQLiteBase:
         #: the private scratch database of the dedupe record, and the runs it holds
         self._scratch: sqlite3.Connection | None = None
         self._seen_tables: set[int] = set()
-        #: run id -> the keys accepted in it not yet written to its scratch table
-        self._seen_buffers: dict[int, set[Any]] = {}
+        #: the run whose accepted keys are held in memory, not yet written to its scratch
+        #: table (one run at a time), and those keys
+        self._seen_run: int | None = None
+        self._seen_held: set[Any] = set()
         #: compiled segment conditions and their verdicts, by ``Condition.key``
         self._verdicts: dict[ConditionKey, tuple[Condition, Verdict]] = {}
         #: the tracking domain's secret, once read (it never changes)

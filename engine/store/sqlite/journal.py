@@ -78,7 +78,9 @@ class SQLiteJournal(SQLiteBase):
             self._scratch.execute("PRAGMA cache_size=-8192")
         scratch = self._scratch
         if run_id not in self._seen_tables:
-            self._seen_buffers.pop(run_id, None)
+            if self._seen_run == run_id:
+                self._seen_run = None
+                self._seen_held.clear()
             scratch.execute(f"DROP TABLE IF EXISTS {table}")
             scratch.execute(f"CREATE TABLE {table} (phone TEXT PRIMARY KEY) WITHOUT ROWID"
                             if as_text else f"CREATE TABLE {table} (phone INTEGER PRIMARY KEY)")
@@ -106,29 +108,29 @@ class SQLiteJournal(SQLiteBase):
     ) -> None:
         """Add accepted phones to the run's dedupe record.
 
-        They are held in memory (``_seen_buffers``) and written to the scratch table
+        They are held in memory (``_seen_held``) and written to the scratch table
         ``SEEN_FLUSH`` at a time, in key order. A chunk's phones, written at once, fell on
         as many B-tree pages as phones; once the table outgrew the scratch cache (5M
         phones take about 45 MB), nearly every one read and wrote a page. A sorted batch
         of 65,536 passes over each page once. Only this connection reads the scratch, so
         what is held in memory is as good as written; another run's batch is written
         first, so at most one run holds any."""
-        for other, held in self._seen_buffers.items():
-            if other != run_id and held:
-                self._flush_seen(scratch, other)
-        held = self._seen_buffers.setdefault(run_id, set())
-        held.update(seen_keys(phones, as_text))
-        if len(held) >= SEEN_FLUSH:
-            self._flush_seen(scratch, run_id)
+        if self._seen_run != run_id:
+            self._flush_seen(scratch)
+            self._seen_run = run_id
+        self._seen_held.update(seen_keys(phones, as_text))
+        if len(self._seen_held) >= SEEN_FLUSH:
+            self._flush_seen(scratch)
 
-    def _flush_seen(self, scratch: sqlite3.Connection, run_id: int) -> None:
-        held = self._seen_buffers.get(run_id)
-        if held:
+    def _flush_seen(self, scratch: sqlite3.Connection) -> None:
+        """Write the held keys to their run's scratch table, sorted."""
+        if self._seen_run is not None and self._seen_held:
             scratch.execute(
-                f"INSERT OR IGNORE INTO seen_{int(run_id)} SELECT value FROM json_each(?)",
-                (_json.encode(sorted(held)),),
+                f"INSERT OR IGNORE INTO seen_{int(self._seen_run)}"
+                " SELECT value FROM json_each(?)",
+                (_json.encode(sorted(self._seen_held)),),
             )
-            held.clear()
+            self._seen_held.clear()
 
     async def reserve(
         self,
