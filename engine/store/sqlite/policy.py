@@ -145,8 +145,9 @@ class SQLitePolicy(SQLiteBase):
         keys that have any."""
         day = first_day(policy, now)
         if policy.key == "phone":  # an email run's keys are its addresses
-            phones = [int(str(k)[1:]) for k in keys if not is_address(str(k))]
-            addresses = [str(k) for k in keys if is_address(str(k))]
+            contacts = [contact_key(str(k)) for k in keys]
+            phones = [k for k in contacts if isinstance(k, int)]
+            addresses = [k for k in contacts if isinstance(k, str)]
             out: dict[int | str, int] = {}
             # the folded counts and the recent contacts not folded yet, in one read
             # transaction (one snapshot: a fold moves rows from one to the other at once)
